@@ -1,0 +1,459 @@
+//! The command line: argument types (clap) and one function per subcommand, each calling the library.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::data::{self, DataCache, DataFormat};
+use crate::error::{Error, Result};
+use crate::spec;
+use crate::store::{Store, Table};
+use crate::sweep::{self, Decision};
+use crate::table::{self, Format};
+use crate::verify;
+
+const EXAMPLES: &str = "\
+Examples:
+  runner experiments/lr_sweep.toml          train every run of the sweep (skips runs already done)
+  runner plan experiments/lr_sweep.toml     list the runs a spec expands to, and which are done
+  runner ls                                 list stored runs
+  runner show 7                             one run: config, provenance, epochs, weights
+  runner sql 'SELECT * FROM run_summary ORDER BY test_acc DESC'
+  runner verify 7                           re-train run 7 and compare bit for bit
+  runner data export-png data/mnist /tmp/mnist-png";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "runner",
+    version,
+    about = "Train MLPs on MNIST with mini-batch SGD as a reproducible experiment pipeline",
+    long_about = "Train multilayer perceptrons on MNIST with back-propagation and mini-batch SGD.\n\
+                  A TOML spec describes the runs (with sweeps); every run is trained deterministically\n\
+                  and stored in a SQLite file that plain SQL can query, and can be re-run bit for bit.",
+    after_help = EXAMPLES,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// The results database.
+    #[arg(
+        long,
+        global = true,
+        default_value = "results/results.db",
+        value_name = "PATH"
+    )]
+    pub db: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The experiment spec to train (TOML), e.g. experiments/lr_sweep.toml.
+    #[arg(value_name = "SPEC")]
+    pub spec: Option<PathBuf>,
+    /// Train runs again even when the store already has them completed.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args, Clone, Copy)]
+pub struct FormatArgs {
+    /// Print comma-separated values.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+    /// Print a JSON array of objects.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl FormatArgs {
+    fn format(self) -> Format {
+        if self.csv {
+            Format::Csv
+        } else if self.json {
+            Format::Json
+        } else {
+            Format::Text
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train every run of a spec that is not already done (the same as `runner <SPEC>`).
+    #[command(after_help = "Example:\n  runner run experiments/smoke.toml --db /tmp/smoke.db")]
+    Run(RunArgs),
+    /// Print the runs a spec expands to, with their config hashes and whether they are done; trains nothing.
+    #[command(after_help = "Example:\n  runner plan experiments/lr_sweep.toml")]
+    Plan {
+        spec: PathBuf,
+        #[command(flatten)]
+        format: FormatArgs,
+    },
+    /// Re-train stored runs from their stored configs and compare every epoch and the weights bit for bit.
+    #[command(
+        after_help = "Examples:\n  runner verify 7\n  runner verify --experiment lr_sweep\n  runner verify --all"
+    )]
+    Verify {
+        /// Run ids to verify.
+        #[arg(required_unless_present_any = ["all", "experiment"])]
+        runs: Vec<i64>,
+        /// Verify every completed or diverged run.
+        #[arg(long, conflicts_with = "runs")]
+        all: bool,
+        /// Verify the completed or diverged runs of this experiment.
+        #[arg(long, conflicts_with = "runs", value_name = "NAME")]
+        experiment: Option<String>,
+    },
+    /// Run a read-only SQL query on the results database and print the result.
+    #[command(
+        after_help = "Examples:\n  runner sql 'SELECT * FROM run_summary ORDER BY test_acc DESC'\n  \
+                            runner sql --csv 'SELECT run_id, epoch, test_acc FROM epochs'"
+    )]
+    Sql {
+        query: String,
+        #[command(flatten)]
+        format: FormatArgs,
+    },
+    /// List stored runs.
+    #[command(after_help = "Example:\n  runner ls --experiment lr_sweep")]
+    Ls {
+        /// Only the runs of this experiment.
+        #[arg(long, value_name = "NAME")]
+        experiment: Option<String>,
+        #[command(flatten)]
+        format: FormatArgs,
+    },
+    /// Show one run: parameters, provenance, hashes, epochs and stored weights.
+    #[command(after_help = "Example:\n  runner show 7")]
+    Show { run: i64 },
+    /// Data tools.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Write the PNG-folder layout (training/<digit>/*.png, testing/<digit>/*.png) from a data folder.
+    #[command(after_help = "Example:\n  runner data export-png data/mnist /tmp/mnist-png")]
+    ExportPng { dir: PathBuf, out: PathBuf },
+    /// Print what a data folder holds: format, counts, image size, SHA-256 of the decoded samples.
+    #[command(after_help = "Example:\n  runner data info data/mnist")]
+    Info {
+        dir: PathBuf,
+        /// auto, idx or png.
+        #[arg(long, default_value = "auto", value_parser = parse_format)]
+        format: DataFormat,
+    },
+}
+
+fn parse_format(s: &str) -> std::result::Result<DataFormat, String> {
+    match s {
+        "auto" => Ok(DataFormat::Auto),
+        "idx" => Ok(DataFormat::Idx),
+        "png" => Ok(DataFormat::Png),
+        _ => Err("expected auto, idx or png".into()),
+    }
+}
+
+/// What `main` should exit with after a command that did not fail outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok,
+    /// A verify mismatch or a run that failed.
+    Failure,
+}
+
+const SUBCOMMANDS: &[&str] = &["run", "plan", "verify", "sql", "ls", "show", "data", "help"];
+
+/// Run the parsed command line, writing reports to `out`.
+pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
+    match cli.command {
+        None => match cli.run.spec {
+            Some(spec) => cmd_run(&spec, &cli.db, cli.run.force, out),
+            None => Err(Error::Usage(format!(
+                "give a spec to train or a command; see `runner --help`.\n\n{EXAMPLES}"
+            ))),
+        },
+        Some(Command::Run(args)) => match args.spec {
+            Some(spec) => cmd_run(&spec, &cli.db, args.force, out),
+            None => Err(Error::Usage(
+                "`runner run` needs a spec, e.g. runner run experiments/smoke.toml".into(),
+            )),
+        },
+        Some(Command::Plan { spec, format }) => cmd_plan(&spec, &cli.db, format.format(), out),
+        Some(Command::Verify {
+            runs,
+            all,
+            experiment,
+        }) => cmd_verify(&cli.db, runs, all, experiment, out),
+        Some(Command::Sql { query, format }) => {
+            let store = Store::open_read_only(&cli.db)?;
+            print_table(&store.query(&query)?, format.format(), out);
+            Ok(Exit::Ok)
+        }
+        Some(Command::Ls { experiment, format }) => {
+            cmd_ls(&cli.db, experiment, format.format(), out)
+        }
+        Some(Command::Show { run }) => cmd_show(&cli.db, run, out),
+        Some(Command::Data(DataCommand::ExportPng { dir, out: dest })) => {
+            let ds = data::load(&dir, DataFormat::Idx)?;
+            let (train, test) = data::export_png(&ds, &dest)?;
+            let _ = writeln!(
+                out,
+                "wrote {train} training and {test} test images to {}",
+                dest.display()
+            );
+            Ok(Exit::Ok)
+        }
+        Some(Command::Data(DataCommand::Info { dir, format })) => {
+            let ds = data::load(&dir, format)?;
+            let _ = writeln!(
+                out,
+                "{}: format {:?}, {} training and {} test images of {}x{}, dataset sha256 {}",
+                dir.display(),
+                ds.format,
+                ds.train.len(),
+                ds.test.len(),
+                ds.train.rows,
+                ds.train.cols,
+                ds.sha256(None, None)
+            );
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+fn print_table(t: &Table, format: Format, out: &mut dyn Write) {
+    // A closed pipe (`runner sql ... | head`) is not an error.
+    let _ = table::write(t, format, out);
+}
+
+fn load_spec(path: &Path) -> Result<spec::Experiment> {
+    if !path.exists() && path.extension().is_none() {
+        let word = path.to_string_lossy();
+        if let Some(cmd) = spec::nearest(&word, SUBCOMMANDS) {
+            return Err(Error::Usage(format!(
+                "`{word}` is neither a spec file nor a command; did you mean `runner {cmd}`?"
+            )));
+        }
+    }
+    Ok(spec::load(path)?)
+}
+
+fn cmd_run(spec_path: &Path, db: &Path, force: bool, out: &mut dyn Write) -> Result<Exit> {
+    let exp = load_spec(spec_path)?;
+    let reports = sweep::run(&exp, db, &sweep::Options { force }, out)?;
+    let mut t = Table {
+        columns: [
+            "run_id",
+            "name",
+            "status",
+            "test_acc",
+            "test_loss",
+            "seconds",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: Vec::new(),
+    };
+    use rusqlite::types::Value as V;
+    for r in &reports {
+        let status = if r.skipped {
+            format!("{} (skipped)", r.status)
+        } else {
+            r.status.clone()
+        };
+        let (acc, loss, secs) = match &r.last {
+            Some(m) => (
+                V::Real(m.test_acc),
+                V::Real(m.test_loss),
+                V::Real(m.seconds),
+            ),
+            None => (V::Null, V::Null, V::Null),
+        };
+        t.rows.push(vec![
+            V::Integer(r.run_id),
+            V::Text(r.name.clone()),
+            V::Text(status),
+            acc,
+            loss,
+            secs,
+        ]);
+    }
+    let _ = writeln!(out);
+    print_table(&t, Format::Text, out);
+    let failed = reports
+        .iter()
+        .filter(|r| r.status == "failed" || r.status == "interrupted")
+        .count();
+    let _ = writeln!(
+        out,
+        "\nresults in {}; e.g. runner --db {} ls",
+        db.display(),
+        db.display()
+    );
+    Ok(if failed > 0 { Exit::Failure } else { Exit::Ok })
+}
+
+fn cmd_plan(spec_path: &Path, db: &Path, format: Format, out: &mut dyn Write) -> Result<Exit> {
+    let exp = load_spec(spec_path)?;
+    sweep::check_data(&exp, &mut DataCache::default())?;
+    let store = if db.exists() {
+        Some(Store::open_read_only(db)?)
+    } else {
+        None
+    };
+    let decisions = sweep::plan(&exp, store.as_ref(), false)?;
+    use rusqlite::types::Value as V;
+    let mut t = Table {
+        columns: ["#", "name", "config_hash", "sets", "state"]
+            .map(String::from)
+            .to_vec(),
+        rows: Vec::new(),
+    };
+    for (i, (run, d)) in exp.runs.iter().zip(&decisions).enumerate() {
+        let sets: Vec<String> = run
+            .overrides
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let state = match d {
+            Decision::Train { reuse: None } => "to train".to_string(),
+            Decision::Train { reuse: Some(id) } => {
+                format!("to train (takes over unfinished run {id})")
+            }
+            Decision::Skip { run_id, status } => format!("done: run {run_id} ({status})"),
+        };
+        t.rows.push(vec![
+            V::Integer(i as i64 + 1),
+            V::Text(run.name.clone()),
+            V::Text(run.config.hash()[..12].to_string()),
+            V::Text(sets.join(" ")),
+            V::Text(state),
+        ]);
+    }
+    if format == Format::Text {
+        let _ = writeln!(
+            out,
+            "experiment {} ({}): {} runs",
+            exp.name,
+            exp.path,
+            exp.runs.len()
+        );
+    }
+    print_table(&t, format, out);
+    Ok(Exit::Ok)
+}
+
+fn cmd_verify(
+    db: &Path,
+    runs: Vec<i64>,
+    all: bool,
+    experiment: Option<String>,
+    out: &mut dyn Write,
+) -> Result<Exit> {
+    let store = Store::open_read_only(db)?;
+    let ids = if all || experiment.is_some() {
+        let ids = store.run_ids(experiment.as_deref(), &["completed", "diverged"])?;
+        if ids.is_empty() {
+            return Err(Error::Usage(match experiment {
+                Some(e) => format!(
+                    "no completed or diverged runs of experiment `{e}` in {}",
+                    db.display()
+                ),
+                None => format!("no completed or diverged runs in {}", db.display()),
+            }));
+        }
+        ids
+    } else {
+        runs
+    };
+    let mut cache = DataCache::default();
+    let mut mismatches = 0;
+    for id in ids {
+        let r = verify::verify_run(&store, &mut cache, id)?;
+        match &r.difference {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "run {id} {}: identical (weights sha256 {})",
+                    r.name, r.weights_sha256
+                );
+            }
+            Some(d) => {
+                mismatches += 1;
+                let _ = writeln!(out, "run {id} {}: MISMATCH: {d}", r.name);
+            }
+        }
+        for (field, stored, now) in &r.envelope_diffs {
+            let _ = writeln!(
+                out,
+                "  envelope differs: {field}: stored {stored}, now {now}"
+            );
+        }
+    }
+    Ok(if mismatches > 0 {
+        Exit::Failure
+    } else {
+        Exit::Ok
+    })
+}
+
+fn cmd_ls(
+    db: &Path,
+    experiment: Option<String>,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<Exit> {
+    let store = Store::open_read_only(db)?;
+    let filter = match &experiment {
+        Some(e) => format!("WHERE experiment = '{}'", e.replace('\'', "''")),
+        None => String::new(),
+    };
+    let t = store.query(&format!(
+        "SELECT run_id, experiment, name, status, epochs_done || '/' || epochs AS epochs, test_acc, test_loss,
+                round(seconds, 2) AS seconds
+         FROM run_summary {filter} ORDER BY run_id"
+    ))?;
+    print_table(&t, format, out);
+    Ok(Exit::Ok)
+}
+
+fn cmd_show(db: &Path, run: i64, out: &mut dyn Write) -> Result<Exit> {
+    let store = Store::open_read_only(db)?;
+    let row = store.run(run)?;
+    let t = store.query(&format!("SELECT * FROM runs WHERE id = {run}"))?;
+    let _ = writeln!(
+        out,
+        "run {run}: {} (experiment {} #{})",
+        row.name, row.experiment, row.experiment_id
+    );
+    let width = t.columns.iter().map(|c| c.len()).max().unwrap_or(0);
+    for (c, v) in t.columns.iter().zip(&t.rows[0]) {
+        if c == "config_toml" || c == "name" || c == "id" {
+            continue;
+        }
+        let _ = writeln!(out, "  {c:<width$}  {}", table::cell(v));
+    }
+    let _ = writeln!(out, "\nresolved config:");
+    for line in row.config_toml.lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    let _ = writeln!(out, "\nepochs:");
+    let epochs = store.query(&format!(
+        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, round(seconds, 3) AS seconds
+         FROM epochs WHERE run_id = {run} ORDER BY epoch"
+    ))?;
+    print_table(&epochs, Format::Text, out);
+    let _ = writeln!(out, "\nweights:");
+    let w = store.query(&format!(
+        "SELECT kind, epoch, layer, param, shape, dtype, length(data) AS bytes FROM weights
+         WHERE run_id = {run} ORDER BY kind = 'final', layer, param = 'bias'"
+    ))?;
+    print_table(&w, Format::Text, out);
+    Ok(Exit::Ok)
+}

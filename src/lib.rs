@@ -1,0 +1,23 @@
+//! mlp-runner: train multilayer perceptrons on MNIST with back-propagation and mini-batch SGD, as a
+//! reproducible experiment pipeline.
+//!
+//! The path of one run: [`spec`] (TOML -> checked [`spec::RunConfig`]s) -> [`data`] (MNIST in memory as u8)
+//! -> [`train`] (the epoch loop over [`loader`] batches and the [`model`]) -> [`store`] (SQLite). [`rng`]
+//! gives every consumer of randomness its own ChaCha stream; [`verify`] re-trains a stored run and compares
+//! it bit for bit; [`envelope`] records what else the bits depend on.
+
+pub mod cli;
+pub mod data;
+pub mod envelope;
+pub mod error;
+pub mod loader;
+pub mod model;
+pub mod rng;
+pub mod spec;
+pub mod store;
+pub mod sweep;
+pub mod table;
+pub mod train;
+pub mod verify;
+
+pub use error::{Error, Result};

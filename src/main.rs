@@ -1,0 +1,25 @@
+//! The `runner` binary: parse the command line, run the command, map the outcome to an exit code
+//! (0 success, 1 a verify mismatch or a failed run, 2 bad input or an error).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mlp_runner::cli::{self, Cli, Exit};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let result = cli::execute(cli, &mut out);
+    let _ = out.flush();
+    match result {
+        Ok(Exit::Ok) => ExitCode::SUCCESS,
+        Ok(Exit::Failure) => ExitCode::from(1),
+        Err(e) => {
+            let err = anyhow::Error::from(e);
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

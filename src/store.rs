@@ -1,0 +1,703 @@
+//! The results store: one SQLite file holding experiments, runs, per-epoch metrics and weights.
+//!
+//! The schema is the product's public interface (documented in the README); [`SCHEMA_VERSION`] is kept in
+//! `PRAGMA user_version` and checked on open. WAL mode, foreign keys on, a busy timeout for concurrent
+//! readers and writers. Every write is one short transaction: a run is never half-written.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+
+use crate::envelope::Envelope;
+use crate::error::{Error, Result};
+use crate::model::{Snapshot, Tensor};
+use crate::spec::{Dtype, Experiment, PlannedRun, RunConfig};
+use crate::train::EpochMetrics;
+
+/// Bump when the schema changes; older files are migrated, newer ones refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE experiments (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    spec_path   TEXT NOT NULL,
+    spec_toml   TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE runs (
+    id              INTEGER PRIMARY KEY,
+    experiment_id   INTEGER NOT NULL REFERENCES experiments(id),
+    name            TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN
+                        ('pending', 'running', 'completed', 'diverged', 'failed', 'interrupted')),
+    -- resolved parameters
+    seed            INTEGER NOT NULL,
+    sizes           TEXT NOT NULL,      -- JSON array, e.g. [784,512,10]
+    activation      TEXT NOT NULL,
+    init            TEXT NOT NULL,
+    dtype           TEXT NOT NULL,
+    batch_size      INTEGER NOT NULL,
+    learning_rate   REAL NOT NULL,
+    epochs          INTEGER NOT NULL,
+    drop_last       INTEGER NOT NULL,
+    data_dir        TEXT NOT NULL,
+    data_format     TEXT NOT NULL,
+    limit_train     INTEGER,
+    limit_test      INTEGER,
+    overrides       TEXT NOT NULL,      -- JSON object: the values the sweep set for this run
+    config_toml     TEXT NOT NULL,      -- the resolved run config; `verify` re-trains from it
+    config_hash     TEXT NOT NULL,      -- SHA-256 of the resolved config
+    seed_group      TEXT NOT NULL,      -- SHA-256 of the config with the seed left out: runs that differ only by seed
+    -- results
+    epochs_done     INTEGER NOT NULL DEFAULT 0,
+    train_loss      REAL,
+    train_acc       REAL,
+    test_loss       REAL,
+    test_acc        REAL,
+    diverged_epoch  INTEGER,
+    error           TEXT,
+    dataset_sha256  TEXT,
+    init_weights_sha256 TEXT,
+    weights_sha256  TEXT,
+    created_at      TEXT NOT NULL,
+    started_at      TEXT,
+    finished_at     TEXT,
+    seconds         REAL,
+    -- determinism envelope
+    crate_version   TEXT NOT NULL,
+    git_commit      TEXT NOT NULL,
+    git_dirty       INTEGER,
+    rustc_version   TEXT NOT NULL,
+    cargo_lock_sha256 TEXT NOT NULL,
+    cpu_model       TEXT NOT NULL,
+    cpu_features    TEXT NOT NULL,
+    gemm_kernel     TEXT NOT NULL,
+    threads         INTEGER NOT NULL,
+    os              TEXT NOT NULL,
+    host            TEXT NOT NULL,
+    pid             INTEGER
+);
+CREATE INDEX runs_by_config ON runs(config_hash);
+CREATE INDEX runs_by_experiment ON runs(experiment_id);
+
+CREATE TABLE epochs (
+    run_id        INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    epoch         INTEGER NOT NULL,     -- 1-based
+    train_loss    REAL,                 -- mean cross-entropy over the training set after the epoch (NULL: NaN)
+    train_acc     REAL NOT NULL,
+    test_loss     REAL,
+    test_acc      REAL NOT NULL,
+    seconds       REAL NOT NULL,        -- wall time of the epoch, evaluation included
+    train_seconds REAL NOT NULL,        -- wall time of the SGD steps alone
+    PRIMARY KEY (run_id, epoch)
+);
+
+CREATE TABLE weights (
+    run_id  INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    kind    TEXT NOT NULL CHECK (kind IN ('initial', 'final')),
+    epoch   INTEGER NOT NULL,           -- 0 for the initial weights
+    layer   INTEGER NOT NULL,           -- 1-based layer l
+    param   TEXT NOT NULL CHECK (param IN ('weight', 'bias')),
+    shape   TEXT NOT NULL,              -- JSON array: [out, in] for a weight, [out] for a bias
+    dtype   TEXT NOT NULL,              -- f32 or f64
+    data    BLOB NOT NULL,              -- little-endian values, row-major
+    PRIMARY KEY (run_id, kind, layer, param)
+);
+
+CREATE VIEW run_summary AS
+SELECT r.id AS run_id, e.name AS experiment, r.name, r.status, r.seed, r.sizes, r.activation, r.init,
+       r.dtype, r.batch_size, r.learning_rate, r.epochs, r.epochs_done, r.train_loss, r.train_acc,
+       r.test_loss, r.test_acc, r.seconds, r.finished_at
+FROM runs r JOIN experiments e ON e.id = r.experiment_id;
+
+CREATE VIEW best_runs AS
+SELECT * FROM (
+    SELECT s.*, ROW_NUMBER() OVER (PARTITION BY experiment ORDER BY test_acc DESC, run_id) AS rank
+    FROM run_summary s WHERE status = 'completed'
+) WHERE rank = 1;
+
+CREATE VIEW seed_stats AS
+SELECT e.name AS experiment, r.sizes, r.activation, r.init, r.dtype, r.batch_size, r.learning_rate,
+       r.epochs, COUNT(*) AS seeds,
+       AVG(r.test_acc) AS mean_test_acc,
+       CASE WHEN COUNT(*) > 1 THEN
+           sqrt(max(0.0, (SUM(r.test_acc * r.test_acc) - COUNT(*) * AVG(r.test_acc) * AVG(r.test_acc))
+                         / (COUNT(*) - 1)))
+       END AS std_test_acc,
+       MIN(r.test_acc) AS min_test_acc, MAX(r.test_acc) AS max_test_acc,
+       AVG(r.test_loss) AS mean_test_loss, AVG(r.seconds) AS mean_seconds
+FROM runs r JOIN experiments e ON e.id = r.experiment_id
+WHERE r.status = 'completed'
+GROUP BY e.name, r.seed_group;
+"#;
+
+/// A run's row, as far as the tool itself needs it.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub id: i64,
+    pub experiment_id: i64,
+    pub experiment: String,
+    pub name: String,
+    pub status: String,
+    pub config_toml: String,
+    pub config_hash: String,
+    pub epochs_done: i64,
+    pub test_acc: Option<f64>,
+    pub dataset_sha256: Option<String>,
+    pub weights_sha256: Option<String>,
+    pub init_weights_sha256: Option<String>,
+    pub envelope: Vec<(String, String)>,
+}
+
+/// An earlier run of the same config: who owns it and how it stands.
+#[derive(Debug, Clone)]
+pub struct PreviousRun {
+    pub id: i64,
+    pub status: String,
+    pub pid: Option<i64>,
+    pub host: String,
+}
+
+/// The result of a read-only query: column names and rows.
+pub struct Table {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn now() -> String {
+    // RFC 3339 UTC, computed without a date library: days since the epoch to a civil date.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let days = (secs / 86400.0).floor() as i64;
+    let rem = secs - days as f64 * 86400.0;
+    let (h, m, s) = (
+        (rem / 3600.0) as i64,
+        ((rem % 3600.0) / 60.0) as i64,
+        rem % 60.0,
+    );
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:06.3}Z")
+}
+
+impl Store {
+    /// Open (creating it and its folder if needed) the database at `path` for reading and writing.
+    pub fn open(path: &Path) -> Result<Store> {
+        let err = |msg: String| Error::Store {
+            path: path.to_path_buf(),
+            msg,
+        };
+        if path.is_dir() {
+            return Err(err(
+                "is a directory; pass the path of a database file, e.g. results/results.db".into(),
+            ));
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                err(format!(
+                    "cannot create the folder {}: {e}",
+                    parent.display()
+                ))
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.configure(false)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Open an existing database read-only (for `sql`, `ls`, `show`, `verify`): nothing can be changed through it.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let err = |msg: String| Error::Store {
+            path: path.to_path_buf(),
+            msg,
+        };
+        if path.is_dir() {
+            return Err(err(
+                "is a directory; pass the path of a database file, e.g. results/results.db".into(),
+            ));
+        }
+        if !path.exists() {
+            return Err(err(
+                "does not exist; train a spec first (runner experiments/smoke.toml) or pass --db"
+                    .into(),
+            ));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| err(format!("cannot open: {e}")))?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.configure(true)?;
+        let version = store.user_version()?;
+        store.check_version(version, true)?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn store_err(&self, msg: impl Into<String>) -> Error {
+        Error::Store {
+            path: self.path.clone(),
+            msg: msg.into(),
+        }
+    }
+
+    fn configure(&self, read_only: bool) -> Result<()> {
+        self.conn
+            .busy_timeout(Duration::from_secs(30))
+            .map_err(|e| self.store_err(format!("cannot configure: {e}")))?;
+        let setup = if read_only {
+            "PRAGMA foreign_keys = ON; PRAGMA query_only = ON;"
+        } else {
+            "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
+        };
+        self.conn.execute_batch(setup).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("not a database") {
+                self.store_err(
+                    "is not a SQLite database (another kind of file?); pass another --db path",
+                )
+            } else if msg.contains("readonly") || msg.contains("read-only") {
+                self.store_err(format!(
+                    "cannot write here ({msg}); choose a writable --db path"
+                ))
+            } else {
+                self.store_err(format!("cannot use: {msg}"))
+            }
+        })
+    }
+
+    fn user_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| {
+                if e.to_string().contains("not a database") {
+                    self.store_err(
+                        "is not a SQLite database (another kind of file?); pass another --db path",
+                    )
+                } else {
+                    self.store_err(format!("cannot read the schema version: {e}"))
+                }
+            })
+    }
+
+    fn check_version(&self, version: i64, read_only: bool) -> Result<()> {
+        if version > SCHEMA_VERSION {
+            return Err(self.store_err(format!(
+                "was written by a newer mlp-runner (schema version {version}; this build knows {SCHEMA_VERSION}); \
+                 upgrade runner or use another --db"
+            )));
+        }
+        if version == 0 {
+            let tables: i64 = self.conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )?;
+            if tables > 0 {
+                return Err(self.store_err(
+                    "is a SQLite database of another program (no mlp-runner schema version); pass another --db",
+                ));
+            }
+            if read_only {
+                return Err(self.store_err("is empty: no runs stored yet"));
+            }
+        }
+        Ok(())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let version = self.user_version()?;
+        self.check_version(version, false)?;
+        if version == 0 {
+            let tx = self.conn.unchecked_transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Record one invocation of a spec file.
+    pub fn create_experiment(&self, exp: &Experiment) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO experiments (name, description, spec_path, spec_toml, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![exp.name, exp.description, exp.path, exp.text, now()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The newest run with this config hash, if any.
+    pub fn latest_with_config(&self, config_hash: &str) -> Result<Option<PreviousRun>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, status, pid, host FROM runs WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1",
+                [config_hash],
+                |r| Ok(PreviousRun { id: r.get(0)?, status: r.get(1)?, pid: r.get(2)?, host: r.get(3)? }),
+            )
+            .optional()?)
+    }
+
+    /// Add a run as `pending`, or, when `reuse` names an unfinished run of the same config, reset that row
+    /// (its epochs and weights deleted) and attach it to this experiment. One transaction.
+    pub fn insert_run(
+        &self,
+        experiment_id: i64,
+        run: &PlannedRun,
+        env: &Envelope,
+        reuse: Option<i64>,
+    ) -> Result<i64> {
+        let c = &run.config;
+        let overrides: serde_json::Map<String, serde_json::Value> = run
+            .overrides
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect();
+        let tx = self.conn.unchecked_transaction()?;
+        if let Some(old) = reuse {
+            tx.execute("DELETE FROM epochs WHERE run_id = ?1", [old])?;
+            tx.execute("DELETE FROM weights WHERE run_id = ?1", [old])?;
+            tx.execute("DELETE FROM runs WHERE id = ?1", [old])?;
+        }
+        tx.execute(
+            "INSERT INTO runs (id, experiment_id, name, status, seed, sizes, activation, init, dtype, batch_size,
+                learning_rate, epochs, drop_last, data_dir, data_format, limit_train, limit_test, overrides,
+                config_toml, config_hash, seed_group, created_at, crate_version, git_commit, git_dirty,
+                rustc_version, cargo_lock_sha256, cpu_model, cpu_features, gemm_kernel, threads, os, host, pid)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
+            params![
+                reuse,
+                experiment_id,
+                run.name,
+                c.train.seed as i64,
+                serde_json::to_string(&c.model.sizes).unwrap_or_default(),
+                enum_str(&c.model.activation),
+                enum_str(&c.model.init),
+                c.model.dtype.as_str(),
+                c.train.batch_size as i64,
+                c.train.learning_rate,
+                c.train.epochs as i64,
+                c.train.drop_last,
+                c.data.dir,
+                enum_str(&c.data.format),
+                c.data.limit_train.map(|v| v as i64),
+                c.data.limit_test.map(|v| v as i64),
+                serde_json::Value::Object(overrides).to_string(),
+                c.to_toml(),
+                c.hash(),
+                seed_group(c),
+                now(),
+                env.crate_version,
+                env.git_commit,
+                env.git_dirty,
+                env.rustc_version,
+                env.cargo_lock_sha256,
+                env.cpu_model,
+                env.cpu_features,
+                env.gemm_kernel,
+                env.threads as i64,
+                env.os,
+                env.host,
+                std::process::id(),
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Mark a run `running` and store its initial weights, in one transaction.
+    pub fn start_run(&self, run_id: i64, dataset_sha256: &str, initial: &Snapshot) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "UPDATE runs SET status = 'running', started_at = ?2, dataset_sha256 = ?3, init_weights_sha256 = ?4,
+                pid = ?5 WHERE id = ?1",
+            params![run_id, now(), dataset_sha256, initial.sha256(), std::process::id()],
+        )?;
+        insert_weights(&tx, run_id, "initial", 0, initial)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Store one epoch. When `finish` is given, the run ends in the same transaction: its status, final
+    /// metrics and final weights are written with the epoch's row.
+    pub fn record_epoch(
+        &self,
+        run_id: i64,
+        m: &EpochMetrics,
+        finish: Option<(&str, &Snapshot)>,
+    ) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO epochs (run_id, epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![run_id, m.epoch as i64, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.seconds, m.train_seconds],
+        )?;
+        tx.execute(
+            "UPDATE runs SET epochs_done = ?2, train_loss = ?3, train_acc = ?4, test_loss = ?5, test_acc = ?6,
+                seconds = (SELECT SUM(seconds) FROM epochs WHERE run_id = ?1) WHERE id = ?1",
+            params![run_id, m.epoch as i64, m.train_loss, m.train_acc, m.test_loss, m.test_acc],
+        )?;
+        if let Some((status, params)) = finish {
+            insert_weights(&tx, run_id, "final", m.epoch, params)?;
+            let diverged_epoch = (status == "diverged").then_some(m.epoch as i64);
+            tx.execute(
+                "UPDATE runs SET status = ?2, weights_sha256 = ?3, diverged_epoch = ?4, finished_at = ?5 WHERE id = ?1",
+                params![run_id, status, params.sha256(), diverged_epoch, now()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// End a run that did not finish training: `failed` (with the error) or `interrupted`.
+    pub fn end_run(&self, run_id: i64, status: &str, error: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET status = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
+            params![run_id, status, error, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn run(&self, id: i64) -> Result<RunRow> {
+        let env_cols = [
+            "crate_version",
+            "git_commit",
+            "git_dirty",
+            "rustc_version",
+            "cargo_lock_sha256",
+            "gemm_kernel",
+            "cpu_model",
+            "threads",
+            "os",
+        ];
+        let sql = format!(
+            "SELECT r.id, r.experiment_id, e.name, r.name, r.status, r.config_toml, r.config_hash, r.epochs_done,
+                r.test_acc, r.dataset_sha256, r.weights_sha256, r.init_weights_sha256, {}
+             FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE r.id = ?1",
+            env_cols.iter().map(|c| format!("CAST(r.{c} AS TEXT)")).collect::<Vec<_>>().join(", ")
+        );
+        self.conn
+            .query_row(&sql, [id], |r| {
+                let mut envelope = Vec::new();
+                for (i, c) in env_cols.iter().enumerate() {
+                    envelope.push((
+                        c.to_string(),
+                        r.get::<_, Option<String>>(12 + i)?.unwrap_or_default(),
+                    ));
+                }
+                Ok(RunRow {
+                    id: r.get(0)?,
+                    experiment_id: r.get(1)?,
+                    experiment: r.get(2)?,
+                    name: r.get(3)?,
+                    status: r.get(4)?,
+                    config_toml: r.get(5)?,
+                    config_hash: r.get(6)?,
+                    epochs_done: r.get(7)?,
+                    test_acc: r.get(8)?,
+                    dataset_sha256: r.get(9)?,
+                    weights_sha256: r.get(10)?,
+                    init_weights_sha256: r.get(11)?,
+                    envelope,
+                })
+            })
+            .optional()?
+            .ok_or_else(|| {
+                let max: Option<i64> = self
+                    .conn
+                    .query_row("SELECT max(id) FROM runs", [], |r| r.get(0))
+                    .ok()
+                    .flatten();
+                Error::Usage(match max {
+                    Some(m) => format!(
+                        "no run with id {id} in {} (run ids go from 1 to {m}; see `runner ls`)",
+                        self.path.display()
+                    ),
+                    None => format!(
+                        "no run with id {id}: {} holds no runs yet",
+                        self.path.display()
+                    ),
+                })
+            })
+    }
+
+    /// Run ids, optionally of one experiment name only, oldest first.
+    pub fn run_ids(&self, experiment: Option<&str>, statuses: &[&str]) -> Result<Vec<i64>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.id, r.status FROM runs r JOIN experiments e ON e.id = r.experiment_id
+             WHERE (?1 IS NULL OR e.name = ?1) ORDER BY r.id",
+        )?;
+        let rows = stmt.query_map([experiment], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut ids = Vec::new();
+        for row in rows {
+            let (id, status) = row?;
+            if statuses.is_empty() || statuses.contains(&status.as_str()) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// A run's stored epochs, in order.
+    pub fn epochs(&self, run_id: i64) -> Result<Vec<EpochMetrics>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT epoch, train_loss, train_acc, test_loss, test_acc, train_seconds, seconds
+             FROM epochs WHERE run_id = ?1 ORDER BY epoch",
+        )?;
+        let rows = stmt.query_map([run_id], |r| {
+            Ok(EpochMetrics {
+                epoch: r.get::<_, i64>(0)? as usize,
+                // SQLite stores NaN as NULL.
+                train_loss: r.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN),
+                train_acc: r.get(2)?,
+                test_loss: r.get::<_, Option<f64>>(3)?.unwrap_or(f64::NAN),
+                test_acc: r.get(4)?,
+                train_seconds: r.get(5)?,
+                seconds: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A run's stored weights of one kind (`initial` or `final`).
+    pub fn weights(&self, run_id: i64, kind: &str) -> Result<Option<Snapshot>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT layer, param, shape, dtype, data FROM weights WHERE run_id = ?1 AND kind = ?2
+             ORDER BY layer, param = 'bias'",
+        )?;
+        let rows = stmt.query_map(params![run_id, kind], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+            ))
+        })?;
+        let mut tensors = Vec::new();
+        let mut dtype = None;
+        for row in rows {
+            let (layer, param, shape, dt, data) = row?;
+            dtype = Some(if dt == "f64" { Dtype::F64 } else { Dtype::F32 });
+            tensors.push(Tensor {
+                layer: layer as usize,
+                param: if param == "bias" { "bias" } else { "weight" },
+                shape: serde_json::from_str(&shape).unwrap_or_default(),
+                data,
+            });
+        }
+        Ok(dtype.map(|dtype| Snapshot { dtype, tensors }))
+    }
+
+    /// Run any SQL on a read-only connection and collect the result.
+    pub fn query(&self, sql: &str) -> Result<Table> {
+        let mut stmt = self
+            .conn
+            .prepare(sql)
+            .map_err(|e| Error::Usage(format!("SQL error: {e}")))?;
+        let columns: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
+        let n = columns.len();
+        let mut rows = Vec::new();
+        let mut cursor = stmt
+            .query([])
+            .map_err(|e| Error::Usage(format!("SQL error: {e}")))?;
+        while let Some(row) = cursor
+            .next()
+            .map_err(|e| Error::Usage(format!("SQL error: {e}")))?
+        {
+            rows.push(
+                (0..n)
+                    .map(|i| row.get::<_, Value>(i))
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+            );
+        }
+        Ok(Table { columns, rows })
+    }
+
+    /// Execute statements with write access (tests use this to tamper with a stored run).
+    pub fn execute_batch(&self, sql: &str) -> Result<()> {
+        Ok(self.conn.execute_batch(sql)?)
+    }
+}
+
+fn insert_weights(
+    tx: &Transaction<'_>,
+    run_id: i64,
+    kind: &str,
+    epoch: usize,
+    s: &Snapshot,
+) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR REPLACE INTO weights (run_id, kind, epoch, layer, param, shape, dtype, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for t in &s.tensors {
+        stmt.execute(params![
+            run_id,
+            kind,
+            epoch as i64,
+            t.layer as i64,
+            t.param,
+            serde_json::to_string(&t.shape).unwrap_or_default(),
+            s.dtype.as_str(),
+            t.data
+        ])?;
+    }
+    Ok(())
+}
+
+/// The lowercase name serde gives a unit enum variant.
+fn enum_str<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Hash of the config with the seed fixed: runs sharing it differ only by seed.
+fn seed_group(c: &RunConfig) -> String {
+    let mut c = c.clone();
+    c.train.seed = 0;
+    c.hash()
+}
