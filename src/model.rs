@@ -197,7 +197,7 @@ impl<F: Real> Mlp<F> {
 
     /// Rebuild a model from a [`Snapshot`] of the same dtype.
     pub fn from_snapshot(s: &Snapshot, activation: Activation) -> Option<Self> {
-        if s.dtype != F::DTYPE || s.tensors.len() % 2 != 0 {
+        if s.dtype != F::DTYPE || !s.tensors.len().is_multiple_of(2) {
             return None;
         }
         let layers = s

@@ -469,11 +469,14 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
 
 type SweepError = (Option<String>, String);
 
+/// (dotted key, value) pairs set by one sweep point.
+type Overrides = Vec<(String, toml::Value)>;
+
 /// Expand `[sweep]` into (label, overrides) pairs. A spec without a sweep has one point with no overrides.
 fn expand_sweep(
     sweep: &toml::Table,
     base_seed: u64,
-) -> Result<Vec<(String, Vec<(String, toml::Value)>)>, SweepError> {
+) -> Result<Vec<(String, Overrides)>, SweepError> {
     let method = match sweep.get("method") {
         None => "grid",
         Some(toml::Value::String(s)) if s == "grid" || s == "random" => s.as_str(),
@@ -509,8 +512,7 @@ fn expand_sweep(
                 return Err((Some(k.into()), "only applies to method = \"random\"".into()));
             }
         }
-        let mut points: Vec<(String, Vec<(String, toml::Value)>)> =
-            vec![(String::new(), Vec::new())];
+        let mut points: Vec<(String, Overrides)> = vec![(String::new(), Vec::new())];
         for (key, value) in &axes {
             let list = match value {
                 toml::Value::Array(a) if !a.is_empty() => a,
@@ -696,9 +698,10 @@ fn render_value(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
         toml::Value::Float(f) => {
-            let s = format!("{f}");
-            // Random draws have 17 digits; four significant ones are enough for a name.
-            if s.len() > 8 { format!("{f:.4e}") } else { s }
+            // Shortest form that round-trips; random draws (17 digits) get four significant ones.
+            let (plain, exp) = (format!("{f}"), format!("{f:e}"));
+            let s = if plain.len() <= exp.len() { plain } else { exp };
+            if s.len() > 10 { format!("{f:.4e}") } else { s }
         }
         toml::Value::Array(a) => a.iter().map(render_value).collect::<Vec<_>>().join("-"),
         other => other.to_string(),

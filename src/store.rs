@@ -225,8 +225,11 @@ impl Store {
             conn,
             path: path.to_path_buf(),
         };
+        // Check the version before anything writes (journal mode, schema): a refused file stays untouched.
+        let version = store.user_version()?;
+        store.check_version(version, false)?;
         store.configure(false)?;
-        store.migrate()?;
+        store.migrate(version)?;
         Ok(store)
     }
 
@@ -300,6 +303,9 @@ impl Store {
 
     fn user_version(&self) -> Result<i64> {
         self.conn
+            .busy_timeout(Duration::from_secs(30))
+            .map_err(|e| self.store_err(format!("cannot configure: {e}")))?;
+        self.conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| {
                 if e.to_string().contains("not a database") {
@@ -337,9 +343,7 @@ impl Store {
         Ok(())
     }
 
-    fn migrate(&self) -> Result<()> {
-        let version = self.user_version()?;
-        self.check_version(version, false)?;
+    fn migrate(&self, version: i64) -> Result<()> {
         if version == 0 {
             let tx = self.conn.unchecked_transaction()?;
             tx.execute_batch(SCHEMA)?;

@@ -1,1 +1,7 @@
-//! Integration tests: the real `runner` binary on the shipped MNIST and real SQLite files.
+//! Integration tests: the real `runner` binary on the shipped MNIST (or subsets of it) and real SQLite files.
+//! One test binary; each test works in its own temporary folder.
+
+mod bad_input;
+mod data;
+mod pipeline;
+mod util;

@@ -1,0 +1,130 @@
+//! Helpers: run the binary, write specs and data fixtures, read the SQLite file.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn ok(&self) -> &Self {
+        assert_eq!(
+            self.code, 0,
+            "runner failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Run `runner args...` with `cwd` as working directory.
+pub fn runner(cwd: &Path, args: &[&str]) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the runner binary starts");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The MNIST copy shipped with the repository.
+pub fn mnist() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
+}
+
+/// Write a spec; `{MNIST}` in `body` becomes the shipped data folder.
+pub fn spec(dir: &Path, file: &str, body: &str) -> PathBuf {
+    let path = dir.join(file);
+    std::fs::write(
+        &path,
+        body.replace("{MNIST}", &mnist().display().to_string()),
+    )
+    .unwrap();
+    path
+}
+
+/// All rows of a query, each column rendered as text (NULL as "NULL").
+pub fn query(db: &Path, sql: &str) -> Vec<Vec<String>> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((0..n)
+                .map(|i| match r.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Null => "NULL".to_string(),
+                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                    // Exact bits, so that comparisons are bit for bit.
+                    rusqlite::types::ValueRef::Real(v) => format!("{:#018x}", v.to_bits()),
+                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    rusqlite::types::ValueRef::Blob(b) => hex(&Sha256::digest(b)),
+                })
+                .collect())
+        })
+        .unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+pub fn scalar(db: &Path, sql: &str) -> String {
+    query(db, sql).remove(0).remove(0)
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// SHA-256 of a file's bytes, or None if it does not exist.
+pub fn file_sha(path: &Path) -> Option<String> {
+    std::fs::read(path).ok().map(|b| hex(&Sha256::digest(b)))
+}
+
+/// Decompressed bytes of one of the shipped IDX files.
+pub fn mnist_idx(name: &str) -> Vec<u8> {
+    let gz = std::fs::read(mnist().join(format!("{name}.gz"))).unwrap();
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(gz.as_slice())
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// Raw IDX bytes with the first `n` samples of a shipped file (header count rewritten).
+pub fn idx_prefix(name: &str, n: usize) -> Vec<u8> {
+    let full = mnist_idx(name);
+    let (header, item) = if name.contains("images") {
+        (16, 784)
+    } else {
+        (8, 1)
+    };
+    let mut v = full[..header + n * item].to_vec();
+    v[4..8].copy_from_slice(&(n as u32).to_be_bytes());
+    v
+}
+
+/// A data folder of raw IDX files holding the first `n_train` / `n_test` real samples.
+pub fn small_idx_dir(dir: &Path, n_train: usize, n_test: usize) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, n) in [
+        ("train-images-idx3-ubyte", n_train),
+        ("train-labels-idx1-ubyte", n_train),
+        ("t10k-images-idx3-ubyte", n_test),
+        ("t10k-labels-idx1-ubyte", n_test),
+    ] {
+        std::fs::write(dir.join(name), idx_prefix(name, n)).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
