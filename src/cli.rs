@@ -271,7 +271,7 @@ fn cmd_run(spec_path: &Path, db: &Path, force: bool, out: &mut dyn Write) -> Res
             Some(m) => (
                 V::Real(m.test_acc),
                 V::Real(m.test_loss),
-                V::Real(m.seconds),
+                V::Real((r.seconds * 100.0).round() / 100.0),
             ),
             None => (V::Null, V::Null, V::Null),
         };

@@ -8,26 +8,31 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A spec file that does not parse or does not validate.
-    #[error("{0}")]
+    #[error(transparent)]
     Spec(#[from] SpecError),
     /// A data file or folder that cannot be read as MNIST.
     #[error("{}: {msg}", path.display())]
     Data { path: PathBuf, msg: String },
     /// An I/O failure on a named path.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The results database cannot be used as asked.
     #[error("results database {}: {msg}", path.display())]
     Store { path: PathBuf, msg: String },
     #[error("SQLite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// A request that cannot be honoured (unknown run id, bad argument combination ...).
     #[error("{0}")]
     Usage(String),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Sqlite(e)
+    }
 }
 
 impl Error {
@@ -41,7 +46,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

@@ -94,6 +94,8 @@ pub struct RunReport {
     pub name: String,
     pub status: String,
     pub last: Option<EpochMetrics>,
+    /// Wall seconds of the run's epochs (0 for a skipped run).
+    pub seconds: f64,
     pub skipped: bool,
 }
 
@@ -106,6 +108,7 @@ struct StoreObserver<'a> {
     dataset_sha256: String,
     out: &'a mut dyn Write,
     last: Option<EpochMetrics>,
+    seconds: f64,
 }
 
 impl Observer for StoreObserver<'_> {
@@ -124,6 +127,7 @@ impl Observer for StoreObserver<'_> {
         };
         self.store.record_epoch(self.run_id, m, finish)?;
         let _ = writeln!(self.out, "  {}", epoch_line(m, self.epochs));
+        self.seconds += m.seconds;
         self.last = Some(m.clone());
         Ok(Control::Continue)
     }
@@ -174,34 +178,26 @@ pub fn run(
     );
     let mut reports = Vec::new();
     let mut pending = Vec::new();
-    if todo > 0 {
-        let experiment_id = store.create_experiment(exp)?;
-        let env = Envelope::current();
-        for (run, d) in exp.runs.iter().zip(&decisions) {
-            match d {
-                Decision::Train { reuse } => {
-                    pending.push((run, store.insert_run(experiment_id, run, &env, *reuse)?));
-                }
-                Decision::Skip { run_id, status } => reports.push(RunReport {
-                    run_id: *run_id,
-                    name: run.name.clone(),
-                    status: status.clone(),
-                    last: None,
-                    skipped: true,
-                }),
-            }
-        }
+    // An experiment row records an invocation that trains something; Train decisions imply todo > 0.
+    let experiment_id = if todo > 0 {
+        store.create_experiment(exp)?
     } else {
-        for (run, d) in exp.runs.iter().zip(&decisions) {
-            if let Decision::Skip { run_id, status } = d {
-                reports.push(RunReport {
-                    run_id: *run_id,
-                    name: run.name.clone(),
-                    status: status.clone(),
-                    last: None,
-                    skipped: true,
-                });
+        0
+    };
+    let env = Envelope::current();
+    for (run, d) in exp.runs.iter().zip(&decisions) {
+        match d {
+            Decision::Train { reuse } => {
+                pending.push((run, store.insert_run(experiment_id, run, &env, *reuse)?));
             }
+            Decision::Skip { run_id, status } => reports.push(RunReport {
+                run_id: *run_id,
+                name: run.name.clone(),
+                status: status.clone(),
+                last: None,
+                seconds: 0.0,
+                skipped: true,
+            }),
         }
     }
     let total = pending.len();
@@ -234,6 +230,7 @@ fn train_one(
         dataset_sha256,
         out,
         last: None,
+        seconds: 0.0,
     };
     let status = match train(c, data, &mut obs) {
         Ok(Outcome::Completed(_)) => "completed".to_string(),
@@ -261,6 +258,7 @@ fn train_one(
         name: run.name.clone(),
         status,
         last: obs.last,
+        seconds: obs.seconds,
         skipped: false,
     })
 }
