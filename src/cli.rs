@@ -2,6 +2,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -57,6 +59,12 @@ pub struct RunArgs {
     /// Train runs again even when the store already has them completed.
     #[arg(long)]
     pub force: bool,
+    /// Train this many runs at once, one thread each (results are identical to --jobs 1).
+    #[arg(long, short = 'j', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// Take over a `running` run whose owner has given no sign of life for this many seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub stale_after: u64,
 }
 
 #[derive(Debug, Args, Clone, Copy)]
@@ -165,6 +173,8 @@ pub enum Exit {
     Ok,
     /// A verify mismatch or a run that failed.
     Failure,
+    /// Stopped by Ctrl-C or SIGTERM.
+    Interrupted,
 }
 
 const SUBCOMMANDS: &[&str] = &["run", "plan", "verify", "sql", "ls", "show", "data", "help"];
@@ -172,14 +182,14 @@ const SUBCOMMANDS: &[&str] = &["run", "plan", "verify", "sql", "ls", "show", "da
 /// Run the parsed command line, writing reports to `out`.
 pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
     match cli.command {
-        None => match cli.run.spec {
-            Some(spec) => cmd_run(&spec, &cli.db, cli.run.force, out),
+        None => match &cli.run.spec {
+            Some(spec) => cmd_run(spec, &cli.db, &cli.run, out),
             None => Err(Error::Usage(format!(
                 "give a spec to train or a command; see `runner --help`.\n\n{EXAMPLES}"
             ))),
         },
-        Some(Command::Run(args)) => match args.spec {
-            Some(spec) => cmd_run(&spec, &cli.db, args.force, out),
+        Some(Command::Run(args)) => match &args.spec {
+            Some(spec) => cmd_run(spec, &cli.db, &args, out),
             None => Err(Error::Usage(
                 "`runner run` needs a spec, e.g. runner run experiments/smoke.toml".into(),
             )),
@@ -244,9 +254,20 @@ fn load_spec(path: &Path) -> Result<spec::Experiment> {
     Ok(spec::load(path)?)
 }
 
-fn cmd_run(spec_path: &Path, db: &Path, force: bool, out: &mut dyn Write) -> Result<Exit> {
+fn cmd_run(spec_path: &Path, db: &Path, args: &RunArgs, out: &mut dyn Write) -> Result<Exit> {
     let exp = load_spec(spec_path)?;
-    let reports = sweep::run(&exp, db, &sweep::Options { force }, out)?;
+    let opts = sweep::Options {
+        force: args.force,
+        jobs: args.jobs as usize,
+        stale_after: std::time::Duration::from_secs(args.stale_after),
+    };
+    let stop = interrupt_flag();
+    let log = |line: &str| {
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    };
+    let reports = sweep::run(&exp, db, &opts, &log, &stop)?;
+    use rusqlite::types::Value as V;
+    let real = |v: Option<f64>| v.map(V::Real).unwrap_or(V::Null);
     let mut t = Table {
         columns: [
             "run_id",
@@ -260,43 +281,52 @@ fn cmd_run(spec_path: &Path, db: &Path, force: bool, out: &mut dyn Write) -> Res
         .to_vec(),
         rows: Vec::new(),
     };
-    use rusqlite::types::Value as V;
     for r in &reports {
-        let status = if r.skipped {
-            format!("{} (skipped)", r.status)
-        } else {
+        let status = if r.trained_here || r.status != "completed" {
             r.status.clone()
-        };
-        let (acc, loss, secs) = match &r.last {
-            Some(m) => (
-                V::Real(m.test_acc),
-                V::Real(m.test_loss),
-                V::Real((r.seconds * 100.0).round() / 100.0),
-            ),
-            None => (V::Null, V::Null, V::Null),
+        } else {
+            format!("{} (earlier)", r.status)
         };
         t.rows.push(vec![
             V::Integer(r.run_id),
             V::Text(r.name.clone()),
             V::Text(status),
-            acc,
-            loss,
-            secs,
+            real(r.test_acc),
+            real(r.test_loss),
+            real(r.seconds.map(|s| (s * 100.0).round() / 100.0)),
         ]);
     }
     let _ = writeln!(out);
     print_table(&t, Format::Text, out);
-    let failed = reports
-        .iter()
-        .filter(|r| r.status == "failed" || r.status == "interrupted")
-        .count();
     let _ = writeln!(
         out,
         "\nresults in {}; e.g. runner --db {} ls",
         db.display(),
         db.display()
     );
-    Ok(if failed > 0 { Exit::Failure } else { Exit::Ok })
+    if stop.load(Ordering::SeqCst) {
+        let _ = writeln!(out, "interrupted: run the same command again to resume");
+        return Ok(Exit::Interrupted);
+    }
+    let unfinished = reports
+        .iter()
+        .filter(|r| matches!(r.status.as_str(), "failed" | "interrupted"));
+    Ok(if unfinished.count() > 0 {
+        Exit::Failure
+    } else {
+        Exit::Ok
+    })
+}
+
+/// A flag set by the first SIGINT or SIGTERM; a second one exits at once (code 130).
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Order matters: the conditional exit is checked before the flag is set by this signal.
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag));
+        let _ = signal_hook::flag::register(signal, Arc::clone(&flag));
+    }
+    flag
 }
 
 fn cmd_plan(spec_path: &Path, db: &Path, format: Format, out: &mut dyn Write) -> Result<Exit> {
@@ -307,7 +337,7 @@ fn cmd_plan(spec_path: &Path, db: &Path, format: Format, out: &mut dyn Write) ->
     } else {
         None
     };
-    let decisions = sweep::plan(&exp, store.as_ref(), false)?;
+    let decisions = sweep::plan(&exp, store.as_ref())?;
     use rusqlite::types::Value as V;
     let mut t = Table {
         columns: ["#", "name", "config_hash", "sets", "state"]
@@ -322,10 +352,10 @@ fn cmd_plan(spec_path: &Path, db: &Path, format: Format, out: &mut dyn Write) ->
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let state = match d {
-            Decision::Train { reuse: None } => "to train".to_string(),
-            Decision::Train { reuse: Some(id) } => {
-                format!("to train (takes over unfinished run {id})")
-            }
+            Decision::Train { resume: None } => "to train".to_string(),
+            Decision::Train {
+                resume: Some((id, status)),
+            } => format!("to train: run {id} ({status}) is resumed or retried"),
             Decision::Skip { run_id, status } => format!("done: run {run_id} ({status})"),
         };
         t.rows.push(vec![

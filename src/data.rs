@@ -515,6 +515,11 @@ impl DataCache {
         Ok(&self.sets[&key])
     }
 
+    /// The dataset in `dir` if it is loaded already (lets threads share a filled cache).
+    pub fn loaded(&self, dir: &str, format: DataFormat) -> Option<&Dataset> {
+        self.sets.get(&(dir.to_string(), format))
+    }
+
     /// SHA-256 of the samples a run uses (see [`Dataset::sha256`]).
     pub fn sha256(
         &mut self,

@@ -1,5 +1,5 @@
 //! The `runner` binary: parse the command line, run the command, map the outcome to an exit code
-//! (0 success, 1 a verify mismatch or a failed run, 2 bad input or an error).
+//! (0 success, 1 a verify mismatch or a failed run, 2 bad input or an error, 130 interrupted).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -9,13 +9,14 @@ use mlp_runner::cli::{self, Cli, Exit};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Not locked for the whole command: training workers write their log lines to stdout too.
+    let mut out = std::io::stdout();
     let result = cli::execute(cli, &mut out);
     let _ = out.flush();
     match result {
         Ok(Exit::Ok) => ExitCode::SUCCESS,
         Ok(Exit::Failure) => ExitCode::from(1),
+        Ok(Exit::Interrupted) => ExitCode::from(130),
         Err(e) => {
             let err = anyhow::Error::from(e);
             eprintln!("error: {err:#}");

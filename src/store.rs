@@ -8,13 +8,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, hostname};
 use crate::error::{Error, Result};
 use crate::model::{Snapshot, Tensor};
+use crate::rng::StreamState;
 use crate::spec::{Dtype, Experiment, PlannedRun, RunConfig};
-use crate::train::EpochMetrics;
+use crate::train::{Checkpoint, EpochMetrics};
 
 /// Bump when the schema changes; older files are migrated, newer ones refused.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -80,7 +83,12 @@ CREATE TABLE runs (
     threads         INTEGER NOT NULL,
     os              TEXT NOT NULL,
     host            TEXT NOT NULL,
-    pid             INTEGER
+    pid             INTEGER,            -- the owner: the process training (or last training) the run
+    heartbeat_at    REAL,               -- unix seconds of the owner's last sign of life
+    -- resume state: the checkpoint of the last stored epoch (weights kind 'checkpoint')
+    checkpoint_epoch INTEGER,
+    checkpoint_rng  TEXT,               -- the shuffle stream after it: "seed:stream:word_pos"
+    resumes         INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX runs_by_config ON runs(config_hash);
 CREATE INDEX runs_by_experiment ON runs(experiment_id);
@@ -99,8 +107,8 @@ CREATE TABLE epochs (
 
 CREATE TABLE weights (
     run_id  INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    kind    TEXT NOT NULL CHECK (kind IN ('initial', 'final')),
-    epoch   INTEGER NOT NULL,           -- 0 for the initial weights
+    kind    TEXT NOT NULL CHECK (kind IN ('initial', 'final', 'checkpoint')),
+    epoch   INTEGER NOT NULL,           -- 0 for the initial weights; a checkpoint's epoch
     layer   INTEGER NOT NULL,           -- 1-based layer l
     param   TEXT NOT NULL CHECK (param IN ('weight', 'bias')),
     shape   TEXT NOT NULL,              -- JSON array: [out, in] for a weight, [out] for a bias
@@ -152,6 +160,35 @@ pub struct RunRow {
     pub weights_sha256: Option<String>,
     pub init_weights_sha256: Option<String>,
     pub envelope: Vec<(String, String)>,
+}
+
+/// Where a planned run stands after [`Store::enqueue`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Queued {
+    /// Completed or diverged already.
+    Done { id: i64, status: String },
+    /// To be trained (`pending`), resumed (`interrupted`), or being trained (`running`); `new` if this
+    /// call inserted it.
+    Queued { id: i64, status: String, new: bool },
+}
+
+/// A run this process now owns, with the checkpoint to resume from if it has one.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub id: i64,
+    pub config_hash: String,
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// A run's status and final metrics.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub id: i64,
+    pub name: String,
+    pub status: String,
+    pub test_acc: Option<f64>,
+    pub test_loss: Option<f64>,
+    pub seconds: Option<f64>,
 }
 
 /// An earlier run of the same config: who owns it and how it stands.
@@ -343,23 +380,28 @@ impl Store {
         Ok(())
     }
 
+    /// Create the schema in a new file. The version is read again under the write lock, so that two
+    /// processes opening a new file at once create it once.
     fn migrate(&self, version: i64) -> Result<()> {
         if version == 0 {
-            let tx = self.conn.unchecked_transaction()?;
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            let tx = self.write_tx()?;
+            let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if now == 0 {
+                tx.execute_batch(SCHEMA)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
             tx.commit()?;
         }
         Ok(())
     }
 
-    /// Record one invocation of a spec file.
-    pub fn create_experiment(&self, exp: &Experiment) -> Result<i64> {
-        self.conn.execute(
-            "INSERT INTO experiments (name, description, spec_path, spec_toml, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![exp.name, exp.description, exp.path, exp.text, now()],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+    /// A write transaction that takes the write lock at once (waiting up to the busy timeout), so that it
+    /// never fails half-way on a lock another process holds.
+    fn write_tx(&self) -> Result<Transaction<'_>> {
+        Ok(Transaction::new_unchecked(
+            &self.conn,
+            TransactionBehavior::Immediate,
+        )?)
     }
 
     /// The newest run with this config hash, if any.
@@ -374,61 +416,127 @@ impl Store {
             .optional()?)
     }
 
-    /// Add a run as `pending`, or, when `reuse` names an unfinished run of the same config, reset that row
-    /// (its epochs and weights deleted) and attach it to this experiment. One transaction.
-    pub fn insert_run(
-        &self,
-        experiment_id: i64,
-        run: &PlannedRun,
-        env: &Envelope,
-        reuse: Option<i64>,
-    ) -> Result<i64> {
-        let c = &run.config;
-        let overrides: serde_json::Map<String, serde_json::Value> = run
-            .overrides
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+    /// Queue the runs of `exp` in one transaction and say where each stands. A run with no row yet (or,
+    /// with `force`, whose latest row is done) gets a new `pending` row, under a new experiment row; a
+    /// `failed` run is reset to `pending`; `pending`, `running` and `interrupted` rows stay as they are
+    /// (claimed, resumed or left to their live owner later); `completed` and `diverged` ones are done.
+    pub fn enqueue(&self, exp: &Experiment, force: bool) -> Result<Vec<Queued>> {
+        let tx = self.write_tx()?;
+        let mut experiment_id = None;
+        let mut out = Vec::with_capacity(exp.runs.len());
+        for run in &exp.runs {
+            let hash = run.config.hash();
+            let prev: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT id, status FROM runs WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1",
+                    [&hash],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
-            })
-            .collect();
-        let tx = self.conn.unchecked_transaction()?;
-        if let Some(old) = reuse {
-            tx.execute("DELETE FROM epochs WHERE run_id = ?1", [old])?;
-            tx.execute("DELETE FROM weights WHERE run_id = ?1", [old])?;
-            tx.execute("DELETE FROM runs WHERE id = ?1", [old])?;
+                .optional()?;
+            let queued = match prev {
+                Some((id, status)) if status == "completed" || status == "diverged" => {
+                    if force {
+                        None
+                    } else {
+                        Some(Queued::Done { id, status })
+                    }
+                }
+                Some((id, status)) if status == "failed" => {
+                    reset_run(&tx, id)?;
+                    Some(Queued::Queued {
+                        id,
+                        status: "pending".into(),
+                        new: false,
+                    })
+                }
+                Some((id, status)) => Some(Queued::Queued {
+                    id,
+                    status,
+                    new: false,
+                }),
+                None => None,
+            };
+            let queued = match queued {
+                Some(q) => q,
+                None => {
+                    let eid = match experiment_id {
+                        Some(e) => e,
+                        None => {
+                            tx.execute(
+                                "INSERT INTO experiments (name, description, spec_path, spec_toml, created_at)
+                                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                                params![exp.name, exp.description, exp.path, exp.text, now()],
+                            )?;
+                            *experiment_id.insert(tx.last_insert_rowid())
+                        }
+                    };
+                    let id = insert_pending(&tx, eid, run)?;
+                    Queued::Queued {
+                        id,
+                        status: "pending".into(),
+                        new: true,
+                    }
+                }
+            };
+            out.push(queued);
         }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Take the next run of `config_hashes` that needs training: `pending`, `interrupted`, or `running` with
+    /// an owner that is gone (a dead pid on this host, or no heartbeat for `stale_after`). One transaction:
+    /// two processes never claim the same run. The claimer becomes the owner and its envelope is recorded.
+    pub fn claim(
+        &self,
+        config_hashes: &[String],
+        env: &Envelope,
+        stale_after: Duration,
+    ) -> Result<Option<Claim>> {
+        let hashes = serde_json::to_string(config_hashes).unwrap_or_default();
+        let tx = self.write_tx()?;
+        // Runs whose owner is gone become `interrupted`.
+        let running: Vec<(i64, Option<i64>, String, Option<f64>)> = tx
+            .prepare(
+                "SELECT id, pid, host, heartbeat_at FROM runs
+                 WHERE status = 'running' AND config_hash IN (SELECT value FROM json_each(?1))",
+            )?
+            .query_map([&hashes], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let now_s = unix_now();
+        for (id, pid, host, beat) in running {
+            let stale = beat.is_none_or(|b| now_s - b > stale_after.as_secs_f64());
+            if stale || !owner_alive(pid, &host) {
+                tx.execute("UPDATE runs SET status = 'interrupted' WHERE id = ?1", [id])?;
+            }
+        }
+        let next: Option<(i64, String, Option<i64>, Option<String>)> = tx
+            .query_row(
+                "SELECT id, status, checkpoint_epoch, checkpoint_rng FROM runs
+                 WHERE status IN ('pending', 'interrupted') AND config_hash IN (SELECT value FROM json_each(?1))
+                 ORDER BY id LIMIT 1",
+                [&hashes],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((id, _, checkpoint_epoch, checkpoint_rng)) = next else {
+            tx.commit()?;
+            return Ok(None);
+        };
+        let resume = checkpoint_epoch.is_some();
         tx.execute(
-            "INSERT INTO runs (id, experiment_id, name, status, seed, sizes, activation, init, dtype, batch_size,
-                learning_rate, epochs, drop_last, data_dir, data_format, limit_train, limit_test, overrides,
-                config_toml, config_hash, seed_group, created_at, crate_version, git_commit, git_dirty,
-                rustc_version, cargo_lock_sha256, cpu_model, cpu_features, gemm_kernel, threads, os, host, pid)
-             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
+            "UPDATE runs SET status = 'running', pid = ?2, host = ?3, heartbeat_at = ?4, resumes = resumes + ?5,
+                crate_version = ?6, git_commit = ?7, git_dirty = ?8, rustc_version = ?9, cargo_lock_sha256 = ?10,
+                cpu_model = ?11, cpu_features = ?12, gemm_kernel = ?13, threads = ?14, os = ?15
+             WHERE id = ?1",
             params![
-                reuse,
-                experiment_id,
-                run.name,
-                c.train.seed as i64,
-                serde_json::to_string(&c.model.sizes).unwrap_or_default(),
-                enum_str(&c.model.activation),
-                enum_str(&c.model.init),
-                c.model.dtype.as_str(),
-                c.train.batch_size as i64,
-                c.train.learning_rate,
-                c.train.epochs as i64,
-                c.train.drop_last,
-                c.data.dir,
-                enum_str(&c.data.format),
-                c.data.limit_train.map(|v| v as i64),
-                c.data.limit_test.map(|v| v as i64),
-                serde_json::Value::Object(overrides).to_string(),
-                c.to_toml(),
-                c.hash(),
-                seed_group(c),
-                now(),
+                id,
+                std::process::id(),
+                env.host,
+                now_s,
+                i64::from(resume),
                 env.crate_version,
                 env.git_commit,
                 env.git_dirty,
@@ -439,37 +547,94 @@ impl Store {
                 env.gemm_kernel,
                 env.threads as i64,
                 env.os,
-                env.host,
-                std::process::id(),
             ],
         )?;
-        let id = tx.last_insert_rowid();
         tx.commit()?;
-        Ok(id)
+        let config_hash: String =
+            self.conn
+                .query_row("SELECT config_hash FROM runs WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })?;
+        let checkpoint = match (checkpoint_epoch, checkpoint_rng) {
+            (Some(epoch), Some(rng)) => {
+                let params = self.weights(id, "checkpoint")?;
+                let shuffle = parse_stream_state(&rng);
+                match (params, shuffle) {
+                    (Some(params), Some(shuffle)) => Some(Checkpoint {
+                        epoch: epoch as usize,
+                        params,
+                        shuffle,
+                    }),
+                    _ => {
+                        return Err(self.store_err(format!(
+                            "run {id}: its checkpoint of epoch {epoch} is incomplete; re-train it with --force"
+                        )));
+                    }
+                }
+            }
+            _ => None,
+        };
+        Ok(Some(Claim {
+            id,
+            config_hash,
+            checkpoint,
+        }))
+    }
+
+    /// The latest row with this config hash, summarised for a report.
+    pub fn latest_summary(&self, config_hash: &str) -> Result<Option<RunSummary>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, name, status, test_acc, test_loss, seconds FROM runs WHERE config_hash = ?1
+                 ORDER BY id DESC LIMIT 1",
+                [config_hash],
+                |r| {
+                    Ok(RunSummary {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        status: r.get(2)?,
+                        test_acc: r.get(3)?,
+                        test_loss: r.get(4)?,
+                        seconds: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Tell other processes that the owner of `run_id` is alive.
+    pub fn heartbeat(&self, run_id: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1",
+            params![run_id, unix_now()],
+        )?;
+        Ok(())
     }
 
     /// Mark a run `running` and store its initial weights, in one transaction.
     pub fn start_run(&self, run_id: i64, dataset_sha256: &str, initial: &Snapshot) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.write_tx()?;
         tx.execute(
-            "UPDATE runs SET status = 'running', started_at = ?2, dataset_sha256 = ?3, init_weights_sha256 = ?4,
-                pid = ?5 WHERE id = ?1",
-            params![run_id, now(), dataset_sha256, initial.sha256(), std::process::id()],
+            "UPDATE runs SET started_at = ?2, dataset_sha256 = ?3, init_weights_sha256 = ?4 WHERE id = ?1",
+            params![run_id, now(), dataset_sha256, initial.sha256()],
         )?;
         insert_weights(&tx, run_id, "initial", 0, initial)?;
         tx.commit()?;
         Ok(())
     }
 
-    /// Store one epoch. When `finish` is given, the run ends in the same transaction: its status, final
-    /// metrics and final weights are written with the epoch's row.
+    /// Store one epoch with its checkpoint (parameters and shuffle-stream state, to resume from). When
+    /// `finish` is given the run ends in the same transaction: its status and final weights are written with
+    /// the epoch's row, and the checkpoint, now redundant, is dropped.
     pub fn record_epoch(
         &self,
         run_id: i64,
         m: &EpochMetrics,
-        finish: Option<(&str, &Snapshot)>,
+        checkpoint: &Checkpoint,
+        finish: Option<&str>,
     ) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.write_tx()?;
         tx.execute(
             "INSERT INTO epochs (run_id, epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -480,12 +645,25 @@ impl Store {
                 seconds = (SELECT SUM(seconds) FROM epochs WHERE run_id = ?1) WHERE id = ?1",
             params![run_id, m.epoch as i64, m.train_loss, m.train_acc, m.test_loss, m.test_acc],
         )?;
-        if let Some((status, params)) = finish {
+        let params = &checkpoint.params;
+        if let Some(status) = finish {
             insert_weights(&tx, run_id, "final", m.epoch, params)?;
+            tx.execute(
+                "DELETE FROM weights WHERE run_id = ?1 AND kind = 'checkpoint'",
+                [run_id],
+            )?;
             let diverged_epoch = (status == "diverged").then_some(m.epoch as i64);
             tx.execute(
-                "UPDATE runs SET status = ?2, weights_sha256 = ?3, diverged_epoch = ?4, finished_at = ?5 WHERE id = ?1",
+                "UPDATE runs SET status = ?2, weights_sha256 = ?3, diverged_epoch = ?4, finished_at = ?5,
+                    checkpoint_epoch = NULL, checkpoint_rng = NULL WHERE id = ?1",
                 params![run_id, status, params.sha256(), diverged_epoch, now()],
+            )?;
+        } else {
+            insert_weights(&tx, run_id, "checkpoint", m.epoch, params)?;
+            let s = checkpoint.shuffle;
+            tx.execute(
+                "UPDATE runs SET checkpoint_epoch = ?2, checkpoint_rng = ?3, heartbeat_at = ?4 WHERE id = ?1",
+                params![run_id, m.epoch as i64, format!("{}:{}:{}", s.seed, s.stream, s.word_pos), unix_now()],
             )?;
         }
         tx.commit()?;
@@ -663,6 +841,106 @@ impl Store {
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
         Ok(self.conn.execute_batch(sql)?)
     }
+}
+
+/// Insert a `pending` row for a planned run; the envelope columns are filled when a process claims it.
+fn insert_pending(tx: &Transaction<'_>, experiment_id: i64, run: &PlannedRun) -> Result<i64> {
+    let c = &run.config;
+    let overrides: serde_json::Map<String, serde_json::Value> = run
+        .overrides
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+            )
+        })
+        .collect();
+    let env = Envelope::current();
+    tx.execute(
+        "INSERT INTO runs (experiment_id, name, status, seed, sizes, activation, init, dtype, batch_size,
+            learning_rate, epochs, drop_last, data_dir, data_format, limit_train, limit_test, overrides,
+            config_toml, config_hash, seed_group, created_at, crate_version, git_commit, git_dirty,
+            rustc_version, cargo_lock_sha256, cpu_model, cpu_features, gemm_kernel, threads, os, host)
+         VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
+        params![
+            experiment_id,
+            run.name,
+            c.train.seed as i64,
+            serde_json::to_string(&c.model.sizes).unwrap_or_default(),
+            enum_str(&c.model.activation),
+            enum_str(&c.model.init),
+            c.model.dtype.as_str(),
+            c.train.batch_size as i64,
+            c.train.learning_rate,
+            c.train.epochs as i64,
+            c.train.drop_last,
+            c.data.dir,
+            enum_str(&c.data.format),
+            c.data.limit_train.map(|v| v as i64),
+            c.data.limit_test.map(|v| v as i64),
+            serde_json::Value::Object(overrides).to_string(),
+            c.to_toml(),
+            c.hash(),
+            seed_group(c),
+            now(),
+            env.crate_version,
+            env.git_commit,
+            env.git_dirty,
+            env.rustc_version,
+            env.cargo_lock_sha256,
+            env.cpu_model,
+            env.cpu_features,
+            env.gemm_kernel,
+            env.threads as i64,
+            env.os,
+            env.host,
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Put a failed run back to `pending` with nothing stored: it will be trained from the start.
+fn reset_run(tx: &Transaction<'_>, id: i64) -> Result<()> {
+    tx.execute("DELETE FROM epochs WHERE run_id = ?1", [id])?;
+    tx.execute("DELETE FROM weights WHERE run_id = ?1", [id])?;
+    tx.execute(
+        "UPDATE runs SET status = 'pending', epochs_done = 0, train_loss = NULL, train_acc = NULL,
+            test_loss = NULL, test_acc = NULL, diverged_epoch = NULL, error = NULL, started_at = NULL,
+            finished_at = NULL, seconds = NULL, checkpoint_epoch = NULL, checkpoint_rng = NULL WHERE id = ?1",
+        [id],
+    )?;
+    Ok(())
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Is the process that owns a run still there? Checked by pid on this host; a run owned by another host
+/// is taken for alive (its heartbeat decides).
+pub fn owner_alive(pid: Option<i64>, host: &str) -> bool {
+    match pid {
+        Some(pid) if host == hostname() => {
+            pid as u32 == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+        }
+        Some(_) => true,
+        None => false,
+    }
+}
+
+fn parse_stream_state(s: &str) -> Option<StreamState> {
+    let mut it = s.split(':');
+    let state = StreamState {
+        seed: it.next()?.parse().ok()?,
+        stream: it.next()?.parse().ok()?,
+        word_pos: it.next()?.parse().ok()?,
+    };
+    it.next().is_none().then_some(state)
 }
 
 fn insert_weights(

@@ -1,23 +1,37 @@
 //! Running an experiment against the results store: check every run against its data before anything is
-//! written, decide which runs are already done, then train the others one by one, each epoch stored as it ends.
+//! written, queue the runs that are not done, then claim and train them one at a time per worker (several
+//! workers with `--jobs`, several processes on one database), each epoch stored with its checkpoint.
+//!
+//! Any number of processes may run the same spec on the same database: every run is claimed in one
+//! transaction, so each is trained once; an interrupted run (Ctrl-C, kill, a dead owner) is resumed from its
+//! last stored epoch by whoever claims it next, and finishes bit-identical to an uninterrupted run.
 
-use std::io::Write;
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::data::DataCache;
-use crate::envelope::{Envelope, hostname};
+use crate::envelope::Envelope;
 use crate::error::{Error, Result, SpecError};
 use crate::model::Snapshot;
 use crate::spec::{self, Experiment, PlannedRun};
-use crate::store::Store;
-use crate::train::{Control, EpochMetrics, Observer, Outcome, train};
+use crate::store::{Claim, Queued, Store, owner_alive};
+use crate::train::{Checkpoint, Control, EpochMetrics, Observer, Outcome, train};
 
-/// What to do with one planned run.
+/// How often a training process refreshes its runs' heartbeat (besides at every epoch).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
+
+/// Test hook: sleep this many milliseconds after each stored epoch (lets tests kill a process at an epoch
+/// boundary). Not for normal use.
+pub const PAUSE_ENV: &str = "MLP_RUNNER_PAUSE_AFTER_EPOCH_MS";
+
+/// What `runner plan` shows for a planned run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Train it; `reuse` is an unfinished row of the same config to take over.
-    Train { reuse: Option<i64> },
-    /// Already done (or being trained by a live process): the run id and its status.
+    /// To train; `resume` is an unfinished row that will be claimed (and resumed if it has a checkpoint).
+    Train { resume: Option<(i64, String)> },
+    /// Done, or being trained by a live process: the run id and its status.
     Skip { run_id: i64, status: String },
 }
 
@@ -40,39 +54,27 @@ pub fn check_data(exp: &Experiment, cache: &mut DataCache) -> Result<()> {
     Ok(())
 }
 
-fn owner_alive(pid: Option<i64>, host: &str) -> bool {
-    match pid {
-        Some(pid) if host == hostname() => {
-            pid as u32 != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
-        }
-        // A run owned by another host cannot be checked from here: assume it is alive.
-        Some(_) => true,
-        None => false,
-    }
-}
-
-/// Decide, for each run, whether it must be trained. Without a store every run is to train.
-pub fn plan(exp: &Experiment, store: Option<&Store>, force: bool) -> Result<Vec<Decision>> {
+/// Where each run of `exp` stands in `store` (without a store, every run is to train). Read-only.
+pub fn plan(exp: &Experiment, store: Option<&Store>) -> Result<Vec<Decision>> {
     exp.runs
         .iter()
         .map(|run| {
             let Some(store) = store else {
-                return Ok(Decision::Train { reuse: None });
+                return Ok(Decision::Train { resume: None });
             };
             Ok(match store.latest_with_config(&run.config.hash())? {
-                None => Decision::Train { reuse: None },
+                None => Decision::Train { resume: None },
                 Some(prev) => match prev.status.as_str() {
-                    "completed" | "diverged" if !force => Decision::Skip {
+                    "completed" | "diverged" => Decision::Skip {
                         run_id: prev.id,
                         status: prev.status,
                     },
-                    "completed" | "diverged" => Decision::Train { reuse: None },
                     "running" if owner_alive(prev.pid, &prev.host) => Decision::Skip {
                         run_id: prev.id,
                         status: prev.status,
                     },
                     _ => Decision::Train {
-                        reuse: Some(prev.id),
+                        resume: Some((prev.id, prev.status)),
                     },
                 },
             })
@@ -81,34 +83,213 @@ pub fn plan(exp: &Experiment, store: Option<&Store>, force: bool) -> Result<Vec<
 }
 
 /// Options of a sweep.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
-    /// Re-train runs already completed (a new row; the old one is kept).
+    /// Train runs again even when completed (a new row; the old one is kept).
     pub force: bool,
+    /// Runs trained at once in this process (one thread each).
+    pub jobs: usize,
+    /// A `running` run whose owner has not been heard of for this long is taken over.
+    pub stale_after: Duration,
 }
 
-/// One line of the end-of-sweep report.
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            force: false,
+            jobs: 1,
+            stale_after: Duration::from_secs(600),
+        }
+    }
+}
+
+/// One line of the end-of-sweep report: the latest row of each run of the spec.
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub run_id: i64,
     pub name: String,
     pub status: String,
-    pub last: Option<EpochMetrics>,
-    /// Wall seconds of the run's epochs (0 for a skipped run).
-    pub seconds: f64,
-    pub skipped: bool,
+    pub test_acc: Option<f64>,
+    pub test_loss: Option<f64>,
+    pub seconds: Option<f64>,
+    /// Trained (or resumed) by this invocation.
+    pub trained_here: bool,
 }
 
-/// Stores a run's progress: initial weights at the start, each epoch in one transaction, and with the last
-/// epoch the final weights and status.
+/// Where log lines go; shared by the workers.
+pub type Log<'a> = &'a (dyn Fn(&str) + Sync);
+
+/// Train every run of `exp` that is not done into the store at `db`. Bad input is reported before the
+/// store is opened, so nothing is written for a spec or data that cannot run. `stop` (set by Ctrl-C) makes
+/// every worker stop at once, leaving its run `interrupted` with its completed epochs.
+pub fn run(
+    exp: &Experiment,
+    db: &Path,
+    opts: &Options,
+    log: Log<'_>,
+    stop: &AtomicBool,
+) -> Result<Vec<RunReport>> {
+    let mut cache = DataCache::default();
+    check_data(exp, &mut cache)?;
+    let mut dataset_sha = HashMap::new();
+    for run in &exp.runs {
+        let d = &run.config.data;
+        let sha = cache.sha256(&d.dir, d.format, d.limit_train, d.limit_test)?;
+        dataset_sha.insert(run.config.hash(), sha);
+    }
+
+    let store = Store::open(db)?;
+    let queued = store.enqueue(exp, opts.force)?;
+    let count = |f: &dyn Fn(&Queued) -> bool| queued.iter().filter(|q| f(q)).count();
+    log(&format!(
+        "experiment {}: {} runs: {} new, {} to resume or retry, {} running elsewhere, {} already done -> {}",
+        exp.name,
+        exp.runs.len(),
+        count(&|q| matches!(q, Queued::Queued { new: true, .. })),
+        count(&|q| matches!(q, Queued::Queued { new: false, status, .. } if status != "running")),
+        count(&|q| matches!(q, Queued::Queued { status, .. } if status == "running")),
+        count(&|q| matches!(q, Queued::Done { .. })),
+        db.display()
+    ));
+
+    let runs: HashMap<String, &PlannedRun> =
+        exp.runs.iter().map(|r| (r.config.hash(), r)).collect();
+    let hashes: Vec<String> = exp.runs.iter().map(|r| r.config.hash()).collect();
+    let ctx = Worker {
+        runs: &runs,
+        hashes: &hashes,
+        cache: &cache,
+        dataset_sha: &dataset_sha,
+        opts,
+        log,
+        stop,
+    };
+    let mut trained = Vec::new();
+    if opts.jobs <= 1 {
+        trained = ctx.work(&store)?;
+    } else {
+        let results: Vec<Result<Vec<i64>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..opts.jobs)
+                .map(|_| s.spawn(|| ctx.work(&Store::open(db)?)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Usage("a worker thread panicked".into())))
+                })
+                .collect()
+        });
+        for r in results {
+            trained.extend(r?);
+        }
+    }
+
+    let mut reports = Vec::new();
+    for hash in &hashes {
+        if let Some(s) = store.latest_summary(hash)? {
+            reports.push(RunReport {
+                trained_here: trained.contains(&s.id),
+                run_id: s.id,
+                name: s.name,
+                status: s.status,
+                test_acc: s.test_acc,
+                test_loss: s.test_loss,
+                seconds: s.seconds,
+            });
+        }
+    }
+    Ok(reports)
+}
+
+/// What every worker of one sweep shares.
+struct Worker<'a> {
+    runs: &'a HashMap<String, &'a PlannedRun>,
+    hashes: &'a [String],
+    cache: &'a DataCache,
+    dataset_sha: &'a HashMap<String, String>,
+    opts: &'a Options,
+    log: Log<'a>,
+    stop: &'a AtomicBool,
+}
+
+impl Worker<'_> {
+    /// Claim and train runs until none is left (or `stop`); returns the ids trained.
+    fn work(&self, store: &Store) -> Result<Vec<i64>> {
+        let env = Envelope::current();
+        let mut done = Vec::new();
+        while !self.stop.load(Ordering::SeqCst) {
+            let Some(claim) = store.claim(self.hashes, &env, self.opts.stale_after)? else {
+                break;
+            };
+            let run = self.runs.get(&claim.config_hash).ok_or_else(|| {
+                Error::Usage(format!("claimed run {} is not of this spec", claim.id))
+            })?;
+            done.push(claim.id);
+            self.train_one(store, run, &claim)?;
+        }
+        Ok(done)
+    }
+
+    fn train_one(&self, store: &Store, run: &PlannedRun, claim: &Claim) -> Result<()> {
+        let c = &run.config;
+        let hash = &claim.config_hash;
+        let data = self
+            .cache
+            .loaded(&c.data.dir, c.data.format)
+            .ok_or_else(|| Error::Usage(format!("data {} was not loaded", c.data.dir)))?;
+        let run_id = claim.id;
+        match &claim.checkpoint {
+            Some(cp) => (self.log)(&format!(
+                "run {run_id} {}: resuming after epoch {}/{}",
+                run.name, cp.epoch, c.train.epochs
+            )),
+            None => (self.log)(&format!("run {run_id} {}: training", run.name)),
+        }
+        let mut obs = StoreObserver {
+            store,
+            run_id,
+            epochs: c.train.epochs,
+            dataset_sha256: self.dataset_sha.get(hash).cloned().unwrap_or_default(),
+            log: self.log,
+            stop: self.stop,
+            last_beat: Instant::now(),
+            pause: std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse().ok()),
+        };
+        let outcome = train(c, data, &mut obs, claim.checkpoint.as_ref());
+        match outcome {
+            Ok(Outcome::Completed(_)) => {}
+            Ok(Outcome::Diverged { epoch, .. }) => (self.log)(&format!(
+                "run {run_id}: diverged at epoch {epoch} (the loss is not finite); the sweep goes on"
+            )),
+            Ok(Outcome::Stopped { epoch }) => {
+                store.end_run(run_id, "interrupted", None)?;
+                (self.log)(&format!(
+                    "run {run_id}: interrupted with {epoch} epochs stored; run the spec again to resume it"
+                ));
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                (self.log)(&format!("run {run_id}: failed: {msg}"));
+                // If the store itself failed this may fail too; the error is reported either way.
+                let _ = store.end_run(run_id, "failed", Some(&msg));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stores a run's progress: initial weights at the start, each epoch with its checkpoint in one
+/// transaction, and with the last epoch the final weights and status.
 struct StoreObserver<'a> {
     store: &'a Store,
     run_id: i64,
     epochs: usize,
     dataset_sha256: String,
-    out: &'a mut dyn Write,
-    last: Option<EpochMetrics>,
-    seconds: f64,
+    log: Log<'a>,
+    stop: &'a AtomicBool,
+    last_beat: Instant,
+    pause: Option<u64>,
 }
 
 impl Observer for StoreObserver<'_> {
@@ -117,19 +298,42 @@ impl Observer for StoreObserver<'_> {
             .start_run(self.run_id, &self.dataset_sha256, initial)
     }
 
-    fn on_epoch(&mut self, m: &EpochMetrics, params: &Snapshot) -> Result<Control> {
+    fn on_batch(&mut self, _done: usize, _total: usize) -> Control {
+        if self.stop.load(Ordering::Relaxed) {
+            return Control::Stop;
+        }
+        if self.last_beat.elapsed() > HEARTBEAT_EVERY {
+            // A missed heartbeat only risks a takeover after `stale_after`; training goes on.
+            let _ = self.store.heartbeat(self.run_id);
+            self.last_beat = Instant::now();
+        }
+        Control::Continue
+    }
+
+    fn on_epoch(&mut self, m: &EpochMetrics, checkpoint: &Checkpoint) -> Result<Control> {
         let finish = if m.diverged() {
-            Some(("diverged", params))
+            Some("diverged")
         } else if m.epoch == self.epochs {
-            Some(("completed", params))
+            Some("completed")
         } else {
             None
         };
-        self.store.record_epoch(self.run_id, m, finish)?;
-        let _ = writeln!(self.out, "  {}", epoch_line(m, self.epochs));
-        self.seconds += m.seconds;
-        self.last = Some(m.clone());
-        Ok(Control::Continue)
+        self.store
+            .record_epoch(self.run_id, m, checkpoint, finish)?;
+        self.last_beat = Instant::now();
+        (self.log)(&format!(
+            "run {} {}",
+            self.run_id,
+            epoch_line(m, self.epochs)
+        ));
+        if let Some(ms) = self.pause {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        Ok(if self.stop.load(Ordering::SeqCst) {
+            Control::Stop
+        } else {
+            Control::Continue
+        })
     }
 }
 
@@ -149,116 +353,4 @@ pub fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
             ""
         }
     )
-}
-
-/// Train every run of `exp` that is not done yet into the store at `db`. Bad input is reported before the
-/// store is opened, so nothing is written for a spec or data that cannot run.
-pub fn run(
-    exp: &Experiment,
-    db: &Path,
-    opts: &Options,
-    out: &mut dyn Write,
-) -> Result<Vec<RunReport>> {
-    let mut cache = DataCache::default();
-    check_data(exp, &mut cache)?;
-    let store = Store::open(db)?;
-    let decisions = plan(exp, Some(&store), opts.force)?;
-    let todo = decisions
-        .iter()
-        .filter(|d| matches!(d, Decision::Train { .. }))
-        .count();
-    let _ = writeln!(
-        out,
-        "experiment {}: {} runs, {} to train, {} already done -> {}",
-        exp.name,
-        exp.runs.len(),
-        todo,
-        exp.runs.len() - todo,
-        db.display()
-    );
-    let mut reports = Vec::new();
-    let mut pending = Vec::new();
-    // An experiment row records an invocation that trains something; Train decisions imply todo > 0.
-    let experiment_id = if todo > 0 {
-        store.create_experiment(exp)?
-    } else {
-        0
-    };
-    let env = Envelope::current();
-    for (run, d) in exp.runs.iter().zip(&decisions) {
-        match d {
-            Decision::Train { reuse } => {
-                pending.push((run, store.insert_run(experiment_id, run, &env, *reuse)?));
-            }
-            Decision::Skip { run_id, status } => reports.push(RunReport {
-                run_id: *run_id,
-                name: run.name.clone(),
-                status: status.clone(),
-                last: None,
-                seconds: 0.0,
-                skipped: true,
-            }),
-        }
-    }
-    let total = pending.len();
-    for (i, (run, run_id)) in pending.into_iter().enumerate() {
-        let _ = writeln!(out, "[{}/{total}] run {run_id} {}", i + 1, run.name);
-        reports.push(train_one(&store, &mut cache, run, run_id, out)?);
-    }
-    Ok(reports)
-}
-
-fn train_one(
-    store: &Store,
-    cache: &mut DataCache,
-    run: &PlannedRun,
-    run_id: i64,
-    out: &mut dyn Write,
-) -> Result<RunReport> {
-    let c = &run.config;
-    let dataset_sha256 = cache.sha256(
-        &c.data.dir,
-        c.data.format,
-        c.data.limit_train,
-        c.data.limit_test,
-    )?;
-    let data = cache.get(&c.data.dir, c.data.format)?;
-    let mut obs = StoreObserver {
-        store,
-        run_id,
-        epochs: c.train.epochs,
-        dataset_sha256,
-        out,
-        last: None,
-        seconds: 0.0,
-    };
-    let status = match train(c, data, &mut obs) {
-        Ok(Outcome::Completed(_)) => "completed".to_string(),
-        Ok(Outcome::Diverged { epoch, .. }) => {
-            let _ = writeln!(
-                obs.out,
-                "  run {run_id} diverged at epoch {epoch}; the sweep goes on"
-            );
-            "diverged".to_string()
-        }
-        Ok(Outcome::Stopped { .. }) => {
-            store.end_run(run_id, "interrupted", None)?;
-            "interrupted".to_string()
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            let _ = writeln!(obs.out, "  run {run_id} failed: {msg}");
-            // Best effort: if the store itself failed, this may fail too; the error is reported either way.
-            let _ = store.end_run(run_id, "failed", Some(&msg));
-            "failed".to_string()
-        }
-    };
-    Ok(RunReport {
-        run_id,
-        name: run.name.clone(),
-        status,
-        last: obs.last,
-        seconds: obs.seconds,
-        skipped: false,
-    })
 }

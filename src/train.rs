@@ -7,10 +7,10 @@
 use std::time::Instant;
 
 use crate::data::Dataset;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::loader::Loader;
 use crate::model::{EVAL_BLOCK, Mlp, Real, Snapshot, Update, Workspace, evaluate};
-use crate::rng::{Stream, StreamRng};
+use crate::rng::{Stream, StreamRng, StreamState};
 use crate::spec::{Dtype, RunConfig};
 
 /// One epoch's results. Losses are mean cross-entropy, accuracies fractions in [0, 1].
@@ -42,11 +42,20 @@ pub enum Outcome {
     Completed(Snapshot),
     /// The loss became NaN or infinite at this epoch; the parameters then.
     Diverged { epoch: usize, last: Snapshot },
-    /// The observer asked to stop after this epoch.
+    /// The observer asked to stop; `epoch` epochs are complete and stored.
     Stopped { epoch: usize },
 }
 
-/// What the observer wants after an epoch.
+/// Everything needed to continue a run exactly after `epoch`: its parameters then, and where the shuffle
+/// stream stood (the init stream is not needed after initialisation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub epoch: usize,
+    pub params: Snapshot,
+    pub shuffle: StreamState,
+}
+
+/// What the observer wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
     Continue,
@@ -55,19 +64,27 @@ pub enum Control {
 
 /// Receives a run's progress. The store implements it to write each epoch in one transaction.
 pub trait Observer {
-    /// The initial parameters, before any step.
+    /// The initial parameters, before any step (not called when resuming).
     fn on_start(&mut self, initial: &Snapshot) -> Result<()>;
-    /// After each batch: (batches done this epoch, batches per epoch). For progress display only.
-    fn on_batch(&mut self, _done: usize, _total: usize) {}
-    /// After each epoch, with the parameters at its end.
-    fn on_epoch(&mut self, metrics: &EpochMetrics, params: &Snapshot) -> Result<Control>;
+    /// After each batch: (batches done this epoch, batches per epoch). `Stop` abandons the epoch at once.
+    fn on_batch(&mut self, _done: usize, _total: usize) -> Control {
+        Control::Continue
+    }
+    /// After each epoch, with the checkpoint at its end.
+    fn on_epoch(&mut self, metrics: &EpochMetrics, checkpoint: &Checkpoint) -> Result<Control>;
 }
 
-/// Train one run. The config must have passed `validate` and `validate_against_data` for `data`.
-pub fn train(cfg: &RunConfig, data: &Dataset, observer: &mut dyn Observer) -> Result<Outcome> {
+/// Train one run, from the start or from `resume`. The config must have passed `validate` and
+/// `validate_against_data` for `data`. A resumed run ends bit-identical to the same run left alone.
+pub fn train(
+    cfg: &RunConfig,
+    data: &Dataset,
+    observer: &mut dyn Observer,
+    resume: Option<&Checkpoint>,
+) -> Result<Outcome> {
     match cfg.model.dtype {
-        Dtype::F32 => train_typed::<f32>(cfg, data, observer),
-        Dtype::F64 => train_typed::<f64>(cfg, data, observer),
+        Dtype::F32 => train_typed::<f32>(cfg, data, observer, resume),
+        Dtype::F64 => train_typed::<f64>(cfg, data, observer, resume),
     }
 }
 
@@ -75,48 +92,63 @@ fn train_typed<F: Real>(
     cfg: &RunConfig,
     data: &Dataset,
     observer: &mut dyn Observer,
+    resume: Option<&Checkpoint>,
 ) -> Result<Outcome> {
     let (model_cfg, t) = (&cfg.model, &cfg.train);
     let train_set = data.train.prefix(cfg.data.limit_train);
     let test_set = data.test.prefix(cfg.data.limit_test);
 
-    // Parameters from the init stream; data order from the shuffle stream (independent of the architecture).
-    let mut model = Mlp::<F>::init(
-        &model_cfg.sizes,
-        model_cfg.activation,
-        model_cfg.init,
-        &mut StreamRng::new(t.seed, Stream::Init),
-    );
-    observer.on_start(&model.snapshot())?;
-    let mut loader = Loader::new(
-        train_set.len(),
-        t.batch_size,
-        t.drop_last,
-        StreamRng::new(t.seed, Stream::Shuffle),
-    );
+    // Parameters from the init stream; data order from the shuffle stream (independent of the
+    // architecture). A resumed run takes both from its checkpoint instead.
+    let (mut model, shuffle, first_epoch) = match resume {
+        None => {
+            let mut init = StreamRng::new(t.seed, Stream::Init);
+            let model = Mlp::<F>::init(
+                &model_cfg.sizes,
+                model_cfg.activation,
+                model_cfg.init,
+                &mut init,
+            );
+            observer.on_start(&model.snapshot())?;
+            (model, StreamRng::new(t.seed, Stream::Shuffle), 1)
+        }
+        Some(c) => {
+            let model = Mlp::<F>::from_snapshot(&c.params, model_cfg.activation)
+                .filter(|m| m.sizes() == model_cfg.sizes)
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "the checkpoint of epoch {} does not fit the model {:?} {}",
+                        c.epoch,
+                        model_cfg.sizes,
+                        model_cfg.dtype.as_str()
+                    ))
+                })?;
+            (model, StreamRng::from_state(c.shuffle), c.epoch + 1)
+        }
+    };
+    let mut loader = Loader::new(train_set.len(), t.batch_size, t.drop_last, shuffle);
     let mut ws = Workspace::<F>::new(&model_cfg.sizes, t.batch_size);
-    let mut eval_ws = Workspace::<F>::for_eval(
-        &model_cfg.sizes,
-        EVAL_BLOCK.min(train_set.len().max(test_set.len())),
-    );
+    let eval_rows = EVAL_BLOCK.min(train_set.len().max(test_set.len()));
+    let mut eval_ws = Workspace::<F>::for_eval(&model_cfg.sizes, eval_rows);
     let batches = loader.num_batches();
 
-    for epoch in 1..=t.epochs {
+    for epoch in first_epoch..=t.epochs {
         let start = Instant::now();
-        loader.shuffle();
+        loader.shuffle(); // this epoch's order, from the shuffle stream
         for (i, batch) in loader.batches().enumerate() {
             ws.gather(train_set, batch.iter().copied()); // a^0 = x / 255, one sample per row
             ws.forward(&model); // z^l = W^l a^(l-1) + b^l, a^l = act(z^l), a^L = softmax(z^L)
-            ws.backward(
-                &mut model,
-                Update::Sgd {
-                    learning_rate: t.learning_rate,
-                },
-            ); // delta^l, w -= lr/n sum
-            observer.on_batch(i + 1, batches);
+            let sgd = Update::Sgd {
+                learning_rate: t.learning_rate,
+            };
+            ws.backward(&mut model, sgd); // delta^L = a^L - y, delta^l, w -= (lr / n) sum of gradients
+            if observer.on_batch(i + 1, batches) == Control::Stop {
+                return Ok(Outcome::Stopped { epoch: epoch - 1 });
+            }
         }
         let train_seconds = start.elapsed().as_secs_f64();
 
+        // Evaluate the model at the end of the epoch on both splits; hand over metrics and checkpoint.
         let (train_loss, train_acc) = evaluate(&model, train_set, &mut eval_ws);
         let (test_loss, test_acc) = evaluate(&model, test_set, &mut eval_ws);
         let metrics = EpochMetrics {
@@ -128,12 +160,16 @@ fn train_typed<F: Real>(
             train_seconds,
             seconds: start.elapsed().as_secs_f64(),
         };
-        let params = model.snapshot();
-        let control = observer.on_epoch(&metrics, &params)?;
+        let checkpoint = Checkpoint {
+            epoch,
+            params: model.snapshot(),
+            shuffle: loader.rng().state(),
+        };
+        let control = observer.on_epoch(&metrics, &checkpoint)?;
         if metrics.diverged() {
             return Ok(Outcome::Diverged {
                 epoch,
-                last: params,
+                last: checkpoint.params,
             });
         }
         if control == Control::Stop && epoch < t.epochs {

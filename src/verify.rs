@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::model::Snapshot;
 use crate::spec::RunConfig;
 use crate::store::Store;
-use crate::train::{Control, EpochMetrics, Observer, Outcome, train};
+use crate::train::{Checkpoint, Control, EpochMetrics, Observer, Outcome, train};
 
 /// The outcome of verifying one run.
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ impl Observer for Comparer<'_> {
         Ok(())
     }
 
-    fn on_epoch(&mut self, m: &EpochMetrics, _params: &Snapshot) -> Result<Control> {
+    fn on_epoch(&mut self, m: &EpochMetrics, _checkpoint: &Checkpoint) -> Result<Control> {
         if self.difference.is_some() {
             return Ok(Control::Stop);
         }
@@ -127,7 +127,12 @@ pub fn verify_run(store: &Store, cache: &mut DataCache, run_id: i64) -> Result<R
         stored_init: row.init_weights_sha256.as_deref(),
         difference: None,
     };
-    let outcome = train(&cfg, cache.get(&cfg.data.dir, cfg.data.format)?, &mut cmp)?;
+    let outcome = train(
+        &cfg,
+        cache.get(&cfg.data.dir, cfg.data.format)?,
+        &mut cmp,
+        None,
+    )?;
     report.difference = cmp.difference;
     if report.difference.is_some() {
         return Ok(report);

@@ -4,4 +4,5 @@
 mod bad_input;
 mod data;
 mod pipeline;
+mod reliability;
 mod util;

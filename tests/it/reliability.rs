@@ -1,0 +1,239 @@
+//! Crash safety, resume and concurrency, with real processes: SIGKILL mid-epoch and at an epoch boundary,
+//! Ctrl-C, several runners on one database, `--jobs`. A resumed run must end bit-identical to the same run
+//! left alone.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{query, runner, scalar, spec, tmp};
+
+/// 4 epochs of about 0.3 s each: long enough to kill in the middle of one.
+const RUN: &str = "[data]\ndir = \"{MNIST}\"\nlimit_train = 20000\nlimit_test = 2000\n[model]\nsizes = [784, 64, 10]\n\
+                   [train]\nseed = 3\nbatch_size = 10\nlearning_rate = 0.1\nepochs = 4\n";
+
+/// Every epoch's metrics as exact bit patterns, and the final weights hash.
+fn fingerprint(db: &Path) -> (Vec<Vec<String>>, String) {
+    let epochs = query(
+        db,
+        "SELECT epoch, train_loss, train_acc, test_loss, test_acc FROM epochs ORDER BY run_id, epoch",
+    );
+    (
+        epochs,
+        scalar(
+            db,
+            "SELECT group_concat(weights_sha256) FROM (SELECT weights_sha256 FROM runs ORDER BY id)",
+        ),
+    )
+}
+
+fn spawn(dir: &Path, args: &[&str], pause_ms: Option<u64>) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
+    cmd.args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(ms) = pause_ms {
+        cmd.env("MLP_RUNNER_PAUSE_AFTER_EPOCH_MS", ms.to_string());
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Wait until the store holds `n` epochs (polling a second connection, as another process would).
+fn wait_for_epochs(db: &Path, n: usize) {
+    let start = Instant::now();
+    loop {
+        // Only open an existing file: opening would create it.
+        if db.exists()
+            && let Ok(conn) = rusqlite::Connection::open(db)
+            && conn
+                .query_row("SELECT count(*) FROM epochs", [], |r| r.get::<_, i64>(0))
+                .is_ok_and(|g| g as usize >= n)
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no epoch {n} after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn reference(dir: &Path, spec_path: &Path) -> (Vec<Vec<String>>, String) {
+    let db = dir.join("reference.db");
+    runner(
+        dir,
+        &[spec_path.to_str().unwrap(), "--db", db.to_str().unwrap()],
+    )
+    .ok();
+    fingerprint(&db)
+}
+
+#[test]
+fn sigkill_mid_epoch_and_at_a_boundary_then_resume_is_bit_identical() {
+    let dir = tmp();
+    let d = dir.path();
+    let s = spec(d, "run.toml", RUN);
+    let expected = reference(d, &s);
+    assert_eq!(expected.0.len(), 4);
+
+    // Mid-epoch: kill a moment after epoch 1 is stored, while epoch 2 trains.
+    // At a boundary: the test hook pauses after each stored epoch; kill during the pause after epoch 2.
+    for (name, pause, kill_after) in [("mid", None, 1), ("boundary", Some(5000), 2)] {
+        let db = d.join(format!("{name}.db"));
+        let mut child = spawn(
+            d,
+            &[s.to_str().unwrap(), "--db", db.to_str().unwrap()],
+            pause,
+        );
+        wait_for_epochs(&db, kill_after);
+        if pause.is_none() {
+            std::thread::sleep(Duration::from_millis(30)); // epoch 2 takes about 0.3 s
+        }
+        child.kill().unwrap(); // SIGKILL: no handler runs
+        child.wait().unwrap();
+        let stored = scalar(&db, "SELECT epochs_done FROM runs");
+        assert_eq!(
+            scalar(&db, "SELECT status FROM runs"),
+            "running",
+            "{name}: left as the kill found it"
+        );
+        assert_eq!(
+            stored,
+            kill_after.to_string(),
+            "{name}: the kill landed in another epoch"
+        );
+
+        // The owner is dead: the next invocation resumes from the checkpoint, not from the start.
+        let out = runner(d, &[s.to_str().unwrap(), "--db", db.to_str().unwrap()]);
+        assert!(
+            out.ok()
+                .stdout
+                .contains(&format!("resuming after epoch {kill_after}/4")),
+            "{name}: {}",
+            out.stdout
+        );
+        assert_eq!(
+            scalar(&db, "SELECT status || ' ' || resumes FROM runs"),
+            "completed 1"
+        );
+        assert_eq!(
+            fingerprint(&db),
+            expected,
+            "{name}: the resumed run differs from the run left alone"
+        );
+        let v = runner(d, &["verify", "1", "--db", db.to_str().unwrap()]);
+        assert!(v.ok().stdout.contains("identical"), "{}", v.stdout);
+    }
+}
+
+#[test]
+fn ctrl_c_stops_at_once_keeps_the_epochs_and_resume_finishes_identically() {
+    let dir = tmp();
+    let d = dir.path();
+    let s = spec(d, "run.toml", RUN);
+    let expected = reference(d, &s);
+    let db = d.join("c.db");
+    let child = spawn(
+        d,
+        &[s.to_str().unwrap(), "--db", db.to_str().unwrap()],
+        None,
+    );
+    wait_for_epochs(&db, 1);
+    std::thread::sleep(Duration::from_millis(100));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("interrupted"), "{stdout}");
+    let row = query(
+        &db,
+        "SELECT status, epochs_done, checkpoint_epoch FROM runs",
+    );
+    assert_eq!(row[0][0], "interrupted");
+    assert_eq!(
+        row[0][1], row[0][2],
+        "the checkpoint is the last stored epoch"
+    );
+    assert!(row[0][1] != "4", "Ctrl-C did not stop the run: {row:?}");
+
+    let out = runner(d, &[s.to_str().unwrap(), "--db", db.to_str().unwrap()]);
+    assert!(
+        out.ok().stdout.contains("resuming after epoch"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(fingerprint(&db), expected);
+}
+
+#[test]
+fn concurrent_runners_train_each_run_once_and_match_jobs_1() {
+    let dir = tmp();
+    let d = dir.path();
+    let s = spec(
+        d,
+        "many.toml",
+        "[data]\ndir = \"{MNIST}\"\nlimit_train = 2000\nlimit_test = 500\n[model]\nsizes = [784, 16, 10]\n\
+         [train]\nbatch_size = 20\nepochs = 2\n[sweep]\n\"train.seed\" = [1, 2, 3, 4, 5, 6, 7, 8]\n",
+    );
+    let s = s.to_str().unwrap();
+
+    // Four processes on one database at once.
+    let shared = d.join("shared.db");
+    let children: Vec<Child> = (0..4)
+        .map(|_| spawn(d, &[s, "--db", shared.to_str().unwrap()], None))
+        .collect();
+    let mut trained = 0;
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        assert!(!stderr.contains("locked"), "{stderr}");
+        trained += stdout.matches(": training").count();
+    }
+    assert_eq!(
+        trained, 8,
+        "every run trained exactly once across the processes"
+    );
+    assert_eq!(
+        query(
+            &shared,
+            "SELECT count(*), count(DISTINCT config_hash) FROM runs"
+        ),
+        vec![vec!["8", "8"]]
+    );
+    assert_eq!(
+        scalar(
+            &shared,
+            "SELECT count(*) FROM runs WHERE status = 'completed'"
+        ),
+        "8"
+    );
+    assert_eq!(scalar(&shared, "SELECT count(*) FROM epochs"), "16");
+
+    // The same sweep in one process, one run at a time and two at a time: the same bits.
+    let one = d.join("one.db");
+    runner(d, &[s, "--db", one.to_str().unwrap(), "--jobs", "1"]).ok();
+    let two = d.join("two.db");
+    runner(d, &[s, "--db", two.to_str().unwrap(), "--jobs", "2"]).ok();
+    let by_seed = "SELECT r.seed, r.weights_sha256, e.epoch, e.train_loss, e.test_acc
+                   FROM runs r JOIN epochs e ON e.run_id = r.id ORDER BY r.seed, e.epoch";
+    let reference = query(&one, by_seed);
+    assert_eq!(
+        query(&two, by_seed),
+        reference,
+        "--jobs 2 differs from --jobs 1"
+    );
+    assert_eq!(
+        query(&shared, by_seed),
+        reference,
+        "four runners differ from one"
+    );
+}
