@@ -138,6 +138,15 @@ pub enum Command {
     /// Show one run: parameters, provenance, hashes, epochs and stored weights.
     #[command(after_help = "Example:\n  runner show 7")]
     Show { run: i64 },
+    /// Resume an interrupted run from its last stored epoch (or train a pending or failed one), from its
+    /// stored config; `runner <spec>` does the same for every unfinished run of a spec.
+    #[command(after_help = "Example:\n  runner resume 7")]
+    Resume {
+        run: i64,
+        /// Take the run over if its owner has given no sign of life for this many seconds.
+        #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+        stale_after: u64,
+    },
     /// Data tools.
     #[command(subcommand)]
     Data(DataCommand),
@@ -177,7 +186,9 @@ pub enum Exit {
     Interrupted,
 }
 
-const SUBCOMMANDS: &[&str] = &["run", "plan", "verify", "sql", "ls", "show", "data", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "run", "plan", "verify", "sql", "ls", "show", "resume", "data", "help",
+];
 
 /// Run the parsed command line, writing reports to `out`.
 pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
@@ -209,6 +220,39 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
             cmd_ls(&cli.db, experiment, format.format(), out)
         }
         Some(Command::Show { run }) => cmd_show(&cli.db, run, out),
+        Some(Command::Resume { run, stale_after }) => {
+            let exp = {
+                let store = Store::open_read_only(&cli.db)?;
+                let row = store.run(run)?;
+                if matches!(row.status.as_str(), "completed" | "diverged") {
+                    return Err(Error::Usage(format!(
+                        "run {run} ({}) is {} already; nothing to resume",
+                        row.name, row.status
+                    )));
+                }
+                let config = spec::RunConfig::from_toml(&row.config_toml).map_err(|e| {
+                    Error::Usage(format!("run {run}: its stored config does not parse: {e}"))
+                })?;
+                spec::Experiment {
+                    name: row.experiment,
+                    description: String::new(),
+                    path: format!("(stored config of run {run})"),
+                    text: row.config_toml,
+                    runs: vec![spec::PlannedRun {
+                        name: row.name,
+                        overrides: Vec::new(),
+                        config,
+                    }],
+                }
+            };
+            let args = RunArgs {
+                spec: None,
+                force: false,
+                jobs: 1,
+                stale_after,
+            };
+            train_experiment(&exp, &cli.db, &args, out)
+        }
         Some(Command::Data(DataCommand::ExportPng { dir, out: dest })) => {
             let ds = data::load(&dir, DataFormat::Idx)?;
             let (train, test) = data::export_png(&ds, &dest)?;
@@ -255,7 +299,15 @@ fn load_spec(path: &Path) -> Result<spec::Experiment> {
 }
 
 fn cmd_run(spec_path: &Path, db: &Path, args: &RunArgs, out: &mut dyn Write) -> Result<Exit> {
-    let exp = load_spec(spec_path)?;
+    train_experiment(&load_spec(spec_path)?, db, args, out)
+}
+
+fn train_experiment(
+    exp: &spec::Experiment,
+    db: &Path,
+    args: &RunArgs,
+    out: &mut dyn Write,
+) -> Result<Exit> {
     let opts = sweep::Options {
         force: args.force,
         jobs: args.jobs as usize,
@@ -265,7 +317,7 @@ fn cmd_run(spec_path: &Path, db: &Path, args: &RunArgs, out: &mut dyn Write) -> 
     let log = |line: &str| {
         let _ = writeln!(std::io::stdout().lock(), "{line}");
     };
-    let reports = sweep::run(&exp, db, &opts, &log, &stop)?;
+    let reports = sweep::run(exp, db, &opts, &log, &stop)?;
     use rusqlite::types::Value as V;
     let real = |v: Option<f64>| v.map(V::Real).unwrap_or(V::Null);
     let mut t = Table {

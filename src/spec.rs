@@ -16,6 +16,10 @@ use crate::rng::{Stream, StreamRng};
 
 /// More runs than this from one spec is almost certainly a typo in a sweep list.
 pub const MAX_RUNS: usize = 10_000;
+/// The widest layer accepted: far beyond what trains on MNIST, small enough to allocate.
+pub const MAX_WIDTH: usize = 100_000;
+/// The most parameters accepted (about 1 GB of f64 weights).
+pub const MAX_PARAMS: usize = 128_000_000;
 
 /// `[data]`: where the samples come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,6 +235,21 @@ impl RunConfig {
             return Err((
                 "model.sizes",
                 format!("every layer width must be >= 1; got {sizes:?}"),
+            ));
+        }
+        if let Some(w) = sizes.iter().find(|&&w| w > MAX_WIDTH) {
+            return Err((
+                "model.sizes",
+                format!("a layer width of {w} is more than this tool supports ({MAX_WIDTH})"),
+            ));
+        }
+        let params: usize = sizes.windows(2).map(|p| p[0] * p[1] + p[1]).sum();
+        if params > MAX_PARAMS {
+            return Err((
+                "model.sizes",
+                format!(
+                    "{params} parameters is more than this tool supports ({MAX_PARAMS}); use narrower layers"
+                ),
             ));
         }
         if sizes[sizes.len() - 1] != NUM_CLASSES {

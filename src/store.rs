@@ -257,7 +257,11 @@ impl Store {
                 ))
             })?;
         }
-        let conn = Connection::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+        let conn = Connection::open(path).map_err(|e| {
+            err(format!(
+                "cannot open or create it ({e}); choose a --db path in a writable folder"
+            ))
+        })?;
         let store = Store {
             conn,
             path: path.to_path_buf(),

@@ -265,7 +265,7 @@ impl Worker<'_> {
             Ok(Outcome::Stopped { epoch }) => {
                 store.end_run(run_id, "interrupted", None)?;
                 (self.log)(&format!(
-                    "run {run_id}: interrupted with {epoch} epochs stored; run the spec again to resume it"
+                    "run {run_id}: interrupted with {epoch} epochs stored; `runner resume {run_id}` (or the spec again) resumes it"
                 ));
             }
             Err(e) => {

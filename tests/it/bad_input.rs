@@ -333,6 +333,14 @@ fn bad_databases_and_queries_are_refused() {
         &newer,
         &["newer mlp-runner"],
     );
+    // A place no one may write, not even root (the tests may run as root, which ignores file modes).
+    let unwritable = Path::new("/proc/results.db");
+    expect_error(
+        d,
+        &[s, "--db", "/proc/results.db"],
+        unwritable,
+        &["cannot open or create", "writable folder"],
+    );
     let under_file = text.join("results.db");
     expect_error(
         d,

@@ -5,4 +5,5 @@ mod bad_input;
 mod data;
 mod pipeline;
 mod reliability;
+mod robust;
 mod util;

@@ -237,3 +237,48 @@ fn concurrent_runners_train_each_run_once_and_match_jobs_1() {
         "four runners differ from one"
     );
 }
+
+#[test]
+fn a_run_whose_owner_stopped_beating_is_taken_over() {
+    let dir = tmp();
+    let d = dir.path();
+    let s = spec(d, "run.toml", &RUN.replace("epochs = 4", "epochs = 2"));
+    let expected = reference(d, &s);
+    let db = d.join("h.db");
+    let mut child = spawn(
+        d,
+        &[s.to_str().unwrap(), "--db", db.to_str().unwrap()],
+        Some(5000),
+    );
+    wait_for_epochs(&db, 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Pretend the owner lives on another host, whose pid cannot be checked from here: only its heartbeat,
+    // 10 minutes old, tells that it is gone.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE runs SET host = 'elsewhere', heartbeat_at = heartbeat_at - 600",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let args = [s.to_str().unwrap(), "--db", db.to_str().unwrap()];
+    let out = runner(d, &[&args[..], &["--stale-after", "3600"]].concat());
+    assert!(
+        out.ok().stdout.contains("1 running elsewhere"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        scalar(&db, "SELECT status FROM runs"),
+        "running",
+        "a live-looking owner is left alone"
+    );
+    let out = runner(d, &[&args[..], &["--stale-after", "300"]].concat());
+    assert!(
+        out.ok().stdout.contains("resuming after epoch 1/2"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(fingerprint(&db), expected);
+}
