@@ -161,13 +161,21 @@ fn ctrl_c_stops_at_once_keeps_the_epochs_and_resume_finishes_identically() {
     );
     assert!(row[0][1] != "4", "Ctrl-C did not stop the run: {row:?}");
 
-    let out = runner(d, &[s.to_str().unwrap(), "--db", db.to_str().unwrap()]);
+    // `runner resume <run>` continues it from its stored config; a second resume has nothing to do.
+    let out = runner(d, &["resume", "1", "--db", db.to_str().unwrap()]);
     assert!(
         out.ok().stdout.contains("resuming after epoch"),
         "{}",
         out.stdout
     );
     assert_eq!(fingerprint(&db), expected);
+    let again = runner(d, &["resume", "1", "--db", db.to_str().unwrap()]);
+    assert_eq!(again.code, 2);
+    assert!(
+        again.stderr.contains("is completed already"),
+        "{}",
+        again.stderr
+    );
 }
 
 #[test]
