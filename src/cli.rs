@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::data::{self, DataCache, DataFormat};
 use crate::error::{Error, Result};
+use crate::merge::{self, Shard};
 use crate::spec;
 use crate::store::{Store, Table};
 use crate::sweep::{self, Decision};
@@ -65,6 +66,11 @@ pub struct RunArgs {
     /// Take over a `running` run whose owner has given no sign of life for this many seconds.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub stale_after: u64,
+    /// Train only shard I of N (0 <= I < N), chosen by each run's config hash. Without it, Slurm's
+    /// SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT or Kubernetes' JOB_COMPLETION_INDEX (with
+    /// MLP_RUNNER_SHARD_COUNT) are used when set.
+    #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
 }
 
 #[derive(Debug, Args, Clone, Copy)]
@@ -147,6 +153,18 @@ pub enum Command {
         #[arg(long, default_value_t = 600, value_name = "SECONDS")]
         stale_after: u64,
     },
+    /// Merge result stores (e.g. one per shard) into one; a run stored twice must match bit for bit.
+    #[command(
+        after_help = "Example:\n  runner merge shard-0.db shard-1.db shard-2.db -o results/all.db"
+    )]
+    Merge {
+        /// The stores to merge (read-only).
+        #[arg(required = true)]
+        sources: Vec<PathBuf>,
+        /// The store to merge into (created if needed).
+        #[arg(short, long, value_name = "PATH")]
+        output: PathBuf,
+    },
     /// Data tools.
     #[command(subcommand)]
     Data(DataCommand),
@@ -187,7 +205,7 @@ pub enum Exit {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "run", "plan", "verify", "sql", "ls", "show", "resume", "data", "help",
+    "run", "plan", "verify", "sql", "ls", "show", "resume", "merge", "data", "help",
 ];
 
 /// Run the parsed command line, writing reports to `out`.
@@ -220,6 +238,29 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
             cmd_ls(&cli.db, experiment, format.format(), out)
         }
         Some(Command::Show { run }) => cmd_show(&cli.db, run, out),
+        Some(Command::Merge { sources, output }) => {
+            let srcs: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
+            let r = merge::merge(&srcs, &output)?;
+            let _ = writeln!(
+                out,
+                "merged {} stores into {}: {} runs added, {} already there and identical, {} unfinished runs \
+                 not copied, {} experiments added",
+                sources.len(),
+                output.display(),
+                r.runs_added,
+                r.runs_identical,
+                r.runs_unfinished,
+                r.experiments_added
+            );
+            for c in &r.conflicts {
+                let _ = writeln!(out, "REPRODUCIBILITY FAILURE: {c}");
+            }
+            Ok(if r.conflicts.is_empty() {
+                Exit::Ok
+            } else {
+                Exit::Failure
+            })
+        }
         Some(Command::Resume { run, stale_after }) => {
             let exp = {
                 let store = Store::open_read_only(&cli.db)?;
@@ -250,6 +291,8 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                 force: false,
                 jobs: 1,
                 stale_after,
+                // The one shard of one: a scheduler's shard variables must not filter this run out.
+                shard: Some(Shard { index: 0, count: 1 }),
             };
             train_experiment(&exp, &cli.db, &args, out)
         }
@@ -312,6 +355,10 @@ fn train_experiment(
         force: args.force,
         jobs: args.jobs as usize,
         stale_after: std::time::Duration::from_secs(args.stale_after),
+        shard: match args.shard {
+            Some(s) => Some((s, "--shard".to_string())),
+            None => Shard::from_env(|k| std::env::var(k).ok()).map_err(Error::Usage)?,
+        },
     };
     let stop = interrupt_flag();
     let log = |line: &str| {

@@ -11,6 +11,7 @@ pub mod data;
 pub mod envelope;
 pub mod error;
 pub mod loader;
+pub mod merge;
 pub mod model;
 pub mod rng;
 pub mod spec;

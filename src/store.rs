@@ -306,6 +306,11 @@ impl Store {
         Ok(store)
     }
 
+    /// The underlying connection, for whole-database operations such as `merge`.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::data::DataCache;
 use crate::envelope::Envelope;
 use crate::error::{Error, Result, SpecError};
+use crate::merge::Shard;
 use crate::model::Snapshot;
 use crate::spec::{self, Experiment, PlannedRun};
 use crate::store::{Claim, Queued, Store, owner_alive};
@@ -91,6 +92,8 @@ pub struct Options {
     pub jobs: usize,
     /// A `running` run whose owner has not been heard of for this long is taken over.
     pub stale_after: Duration,
+    /// Train only this shard's runs (and say where the shard came from).
+    pub shard: Option<(Shard, String)>,
 }
 
 impl Default for Options {
@@ -99,6 +102,7 @@ impl Default for Options {
             force: false,
             jobs: 1,
             stale_after: Duration::from_secs(600),
+            shard: None,
         }
     }
 }
@@ -138,6 +142,23 @@ pub fn run(
         dataset_sha.insert(run.config.hash(), sha);
     }
 
+    let sharded;
+    let exp = match &opts.shard {
+        None => exp,
+        Some((shard, from)) => {
+            let mut mine = exp.clone();
+            mine.runs.retain(|r| shard.contains(&r.config.hash()));
+            log(&format!(
+                "shard {}/{} ({from}): {} of the {} runs",
+                shard.index,
+                shard.count,
+                mine.runs.len(),
+                exp.runs.len()
+            ));
+            sharded = mine;
+            &sharded
+        }
+    };
     let store = Store::open(db)?;
     let queued = store.enqueue(exp, opts.force)?;
     let count = |f: &dyn Fn(&Queued) -> bool| queued.iter().filter(|q| f(q)).count();

@@ -2,6 +2,7 @@
 //! One test binary; each test works in its own temporary folder.
 
 mod bad_input;
+mod cluster;
 mod data;
 mod pipeline;
 mod reliability;
