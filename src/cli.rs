@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::bench;
 use crate::data::{self, DataCache, DataFormat};
 use crate::error::{Error, Result};
 use crate::merge::{self, Shard};
 use crate::spec;
+use crate::spec::Dtype;
 use crate::store::{Store, Table};
 use crate::sweep::{self, Decision};
 use crate::table::{self, Format};
@@ -165,6 +167,36 @@ pub enum Command {
         #[arg(short, long, value_name = "PATH")]
         output: PathBuf,
     },
+    /// Time training, evaluation and loading on this machine, and the efficiency against its own GEMM.
+    #[command(
+        after_help = "Examples:\n  runner bench\n  runner bench --batch 128 --dtype f32 --reps 5\n  \
+                            runner bench --samples 10000 --reps 1   (a quick look)"
+    )]
+    Bench {
+        /// The data folder to load and train on.
+        #[arg(long, default_value = "data/mnist")]
+        data: String,
+        /// Batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10,128")]
+        batch: Vec<usize>,
+        /// f32, f64 or both, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "f32,f64", value_parser = parse_dtype)]
+        dtype: Vec<Dtype>,
+        /// Timed epochs per configuration (the median is reported).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+        reps: u16,
+        /// Training samples per timed epoch (default: all).
+        #[arg(long)]
+        samples: Option<usize>,
+        /// Layer widths, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "784,512,10")]
+        sizes: Vec<usize>,
+        /// Also time decoding this PNG-layout folder (see `runner data export-png`).
+        #[arg(long, value_name = "DIR")]
+        png: Option<String>,
+        #[command(flatten)]
+        format: FormatArgs,
+    },
     /// Data tools.
     #[command(subcommand)]
     Data(DataCommand),
@@ -183,6 +215,14 @@ pub enum DataCommand {
         #[arg(long, default_value = "auto", value_parser = parse_format)]
         format: DataFormat,
     },
+}
+
+fn parse_dtype(s: &str) -> std::result::Result<Dtype, String> {
+    match s {
+        "f32" => Ok(Dtype::F32),
+        "f64" => Ok(Dtype::F64),
+        _ => Err("expected f32 or f64".into()),
+    }
 }
 
 fn parse_format(s: &str) -> std::result::Result<DataFormat, String> {
@@ -205,7 +245,7 @@ pub enum Exit {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "run", "plan", "verify", "sql", "ls", "show", "resume", "merge", "data", "help",
+    "run", "plan", "verify", "sql", "ls", "show", "resume", "merge", "bench", "data", "help",
 ];
 
 /// Run the parsed command line, writing reports to `out`.
@@ -238,6 +278,70 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
             cmd_ls(&cli.db, experiment, format.format(), out)
         }
         Some(Command::Show { run }) => cmd_show(&cli.db, run, out),
+        Some(Command::Bench {
+            data,
+            batch,
+            dtype,
+            reps,
+            samples,
+            sizes,
+            png,
+            format,
+        }) => {
+            if sizes.len() < 2 || sizes.contains(&0) || batch.contains(&0) {
+                return Err(Error::Usage(
+                    "--sizes needs two or more widths >= 1, --batch sizes >= 1".into(),
+                ));
+            }
+            let opts = bench::Options {
+                data_dir: data,
+                sizes,
+                samples,
+                reps: reps as usize,
+                batches: batch,
+                dtypes: dtype,
+                png_dir: png,
+            };
+            let log = |line: &str| eprintln!("{line}");
+            let bench::Report { rows, notes } = bench::run(&opts, &log)?;
+            use rusqlite::types::Value as V;
+            let t = Table {
+                columns: [
+                    "what",
+                    "dtype",
+                    "batch",
+                    "s/epoch",
+                    "samples/s",
+                    "GFLOP/s",
+                    "GEMM GFLOP/s",
+                    "efficiency",
+                ]
+                .map(String::from)
+                .to_vec(),
+                rows: rows
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            V::Text(r.what.clone()),
+                            V::Text(r.dtype.as_str().into()),
+                            V::Integer(r.batch as i64),
+                            V::Real((r.seconds * 1000.0).round() / 1000.0),
+                            V::Integer(r.samples_per_s.round() as i64),
+                            V::Real((r.gflops * 10.0).round() / 10.0),
+                            V::Real((r.gemm_gflops * 10.0).round() / 10.0),
+                            V::Real((r.efficiency * 100.0).round() / 100.0),
+                        ]
+                    })
+                    .collect(),
+            };
+            print_table(&t, format.format(), out);
+            if format.format() == Format::Text {
+                for (k, v) in notes {
+                    let _ = writeln!(out, "{k}: {v}");
+                }
+            }
+            Ok(Exit::Ok)
+        }
         Some(Command::Merge { sources, output }) => {
             let srcs: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
             let r = merge::merge(&srcs, &output)?;

@@ -6,6 +6,7 @@
 //! gives every consumer of randomness its own ChaCha stream; [`verify`] re-trains a stored run and compares
 //! it bit for bit; [`envelope`] records what else the bits depend on.
 
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod envelope;

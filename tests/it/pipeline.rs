@@ -333,3 +333,42 @@ fn plan_lists_runs_and_what_is_done_without_training() {
     );
     assert_eq!(p.stdout.matches("to train").count(), 2);
 }
+
+#[test]
+fn bench_reports_efficiency_against_its_own_gemm() {
+    let dir = tmp();
+    let data = crate::util::mnist();
+    let out = runner(
+        dir.path(),
+        &[
+            "bench",
+            "--data",
+            data.to_str().unwrap(),
+            "--samples",
+            "2000",
+            "--reps",
+            "1",
+            "--batch",
+            "32",
+            "--dtype",
+            "f32,f64",
+            "--sizes",
+            "784,32,10",
+            "--json",
+        ],
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out.ok().stdout).unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        for k in [
+            "s/epoch",
+            "samples/s",
+            "GFLOP/s",
+            "GEMM GFLOP/s",
+            "efficiency",
+        ] {
+            assert!(r[k].as_f64().is_some_and(|v| v > 0.0), "{k} in {r}");
+        }
+    }
+    assert_eq!(rows[1]["dtype"], "f64");
+}
