@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::bench;
 use crate::data::{self, DataCache, DataFormat};
 use crate::error::{Error, Result};
 use crate::merge::{self, Shard};
@@ -17,6 +16,7 @@ use crate::store::{Store, Table};
 use crate::sweep::{self, Decision};
 use crate::table::{self, Format};
 use crate::verify;
+use crate::{bench, export, report};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -134,6 +134,44 @@ pub enum Command {
         #[command(flatten)]
         format: FormatArgs,
     },
+    /// Compare an experiment's configurations: the parameters that vary, test accuracy over seeds (mean,
+    /// spread, min, max), diverged runs, time; the best mean marked. Default: the newest experiment.
+    #[command(after_help = "Examples:\n  runner compare\n  runner compare lr_sweep --csv")]
+    Compare {
+        experiment: Option<String>,
+        #[command(flatten)]
+        format: FormatArgs,
+    },
+    /// Write a run's weights as a safetensors file (architecture and provenance in its metadata), loadable
+    /// by the Python `safetensors` package and PyTorch without this tool.
+    #[command(after_help = "Examples:\n  runner export 5 -o model.safetensors\n  \
+                            runner export 5 --weights initial -o init.safetensors\n\n\
+                            In Python: from safetensors.numpy import load_file; w = load_file('model.safetensors')\n\
+                            Tensors: layer1.weight [out, in] (as torch.nn.Linear), layer1.bias [out], layer2....")]
+    Export {
+        run: i64,
+        /// Output file.
+        #[arg(short, long, value_name = "PATH")]
+        output: PathBuf,
+        /// Which weights: final (default), initial, or checkpoint (the latest epoch of an unfinished run).
+        #[arg(long, default_value = "final", value_parser = ["final", "initial", "checkpoint"])]
+        weights: String,
+    },
+    /// Classify digit images with a stored run: any size and either polarity, brought to MNIST's 28 x 28
+    /// form (cropped, scaled to 20 x 20, centred by mass) first.
+    #[command(
+        after_help = "Examples:\n  runner predict 5 digit.png\n  runner predict 5 --top 3 *.png --json"
+    )]
+    Predict {
+        run: i64,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// How many classes to show per image, most probable first.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10))]
+        top: u8,
+        #[command(flatten)]
+        format: FormatArgs,
+    },
     /// List stored runs.
     #[command(after_help = "Example:\n  runner ls --experiment lr_sweep")]
     Ls {
@@ -245,7 +283,8 @@ pub enum Exit {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "run", "plan", "verify", "sql", "ls", "show", "resume", "merge", "bench", "data", "help",
+    "run", "plan", "verify", "sql", "ls", "show", "resume", "merge", "bench", "compare", "export",
+    "predict", "data", "help",
 ];
 
 /// Run the parsed command line, writing reports to `out`.
@@ -272,6 +311,67 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
         Some(Command::Sql { query, format }) => {
             let store = Store::open_read_only(&cli.db)?;
             print_table(&store.query(&query)?, format.format(), out);
+            Ok(Exit::Ok)
+        }
+        Some(Command::Compare { experiment, format }) => {
+            let store = Store::open_read_only(&cli.db)?;
+            let name = report::experiment_name(&store, experiment.as_deref())?;
+            if format.format() == Format::Text {
+                let _ = writeln!(out, "experiment {name}:");
+            }
+            print_table(&report::compare(&store, &name)?, format.format(), out);
+            Ok(Exit::Ok)
+        }
+        Some(Command::Export {
+            run,
+            output,
+            weights,
+        }) => {
+            let store = Store::open_read_only(&cli.db)?;
+            let m = export::load(&store, run, &weights)?;
+            export::write_safetensors(&m, &output)?;
+            let _ = writeln!(
+                out,
+                "wrote run {run}'s {weights} weights ({} tensors, {}, sha256 {}) to {}",
+                m.params.tensors.len(),
+                m.params.dtype.as_str(),
+                m.params.sha256(),
+                output.display()
+            );
+            Ok(Exit::Ok)
+        }
+        Some(Command::Predict {
+            run,
+            images,
+            top,
+            format,
+        }) => {
+            let store = Store::open_read_only(&cli.db)?;
+            let m = export::load(&store, run, "final")?;
+            use rusqlite::types::Value as V;
+            let mut t = Table {
+                columns: vec![
+                    "image".into(),
+                    "rank".into(),
+                    "class".into(),
+                    "probability".into(),
+                ],
+                rows: Vec::new(),
+            };
+            for path in &images {
+                let p = export::predict_file(&m, path)?;
+                let mut order: Vec<usize> = (0..p.len()).collect();
+                order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+                for (rank, &c) in order.iter().take(top as usize).enumerate() {
+                    t.rows.push(vec![
+                        V::Text(path.display().to_string()),
+                        V::Integer(rank as i64 + 1),
+                        V::Integer(c as i64),
+                        V::Real((p[c] * 1e4).round() / 1e4),
+                    ]);
+                }
+            }
+            print_table(&t, format.format(), out);
             Ok(Exit::Ok)
         }
         Some(Command::Ls { experiment, format }) => {

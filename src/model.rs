@@ -275,6 +275,13 @@ impl<F: Real> Workspace<F> {
         self.rows
     }
 
+    /// a^L after [`Workspace::forward`]: the softmax probabilities of the loaded rows, [n, classes].
+    pub fn output(&self) -> ndarray::ArrayView2<'_, F> {
+        let n = self.labels.len();
+        let last = self.acts.len() - 1;
+        self.acts[last].slice(s![..n, ..])
+    }
+
     /// Load samples `indices` of `split` as a^0 = pixels / 255, one per row.
     pub fn gather(&mut self, split: SplitRef<'_>, indices: impl ExactSizeIterator<Item = usize>) {
         let n = indices.len();

@@ -7,4 +7,5 @@ mod data;
 mod pipeline;
 mod reliability;
 mod robust;
+mod tools;
 mod util;

@@ -1,0 +1,193 @@
+//! Taking trained weights elsewhere: safetensors files (loadable by the Python `safetensors` package and
+//! PyTorch), and classifying digit images with a stored run.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ndarray::Array2;
+
+use crate::data::{MNIST_SIDE, decode_gray};
+use crate::error::{Error, Result};
+use crate::model::{Mlp, Real, Snapshot, Workspace};
+use crate::spec::{Dtype, RunConfig};
+use crate::store::Store;
+
+/// A stored run's weights of one kind with what is needed to use them.
+pub struct StoredModel {
+    pub run_id: i64,
+    pub kind: String,
+    pub config: RunConfig,
+    pub params: Snapshot,
+    pub config_hash: String,
+}
+
+/// Read a run's `initial`, `final` or (for an unfinished run) latest `checkpoint` weights.
+pub fn load(store: &Store, run_id: i64, kind: &str) -> Result<StoredModel> {
+    let row = store.run(run_id)?;
+    let config = RunConfig::from_toml(&row.config_toml).map_err(|e| {
+        Error::Usage(format!(
+            "run {run_id}: its stored config does not parse: {e}"
+        ))
+    })?;
+    let params = store.weights(run_id, kind)?.ok_or_else(|| {
+        Error::Usage(format!(
+            "run {run_id} ({}, {}) has no {kind} weights{}",
+            row.name,
+            row.status,
+            if kind == "final" {
+                "; it has not finished: try --weights checkpoint"
+            } else {
+                ""
+            }
+        ))
+    })?;
+    Ok(StoredModel {
+        run_id,
+        kind: kind.to_string(),
+        config,
+        params,
+        config_hash: row.config_hash,
+    })
+}
+
+/// Tensor names: `layer{l}.weight` ([out, in], as `torch.nn.Linear(in, out).weight`) and `layer{l}.bias`.
+pub fn tensor_name(layer: usize, param: &str) -> String {
+    format!("layer{layer}.{param}")
+}
+
+/// Write `m` as a safetensors file, with the architecture in its metadata.
+pub fn write_safetensors(m: &StoredModel, out: &Path) -> Result<()> {
+    let dtype = match m.params.dtype {
+        Dtype::F32 => safetensors::Dtype::F32,
+        Dtype::F64 => safetensors::Dtype::F64,
+    };
+    let mut views = Vec::new();
+    for t in &m.params.tensors {
+        let view = safetensors::tensor::TensorView::new(dtype, t.shape.clone(), &t.data)
+            .map_err(|e| Error::Usage(format!("run {}: tensor {}: {e}", m.run_id, t.layer)))?;
+        views.push((tensor_name(t.layer, t.param), view));
+    }
+    let c = &m.config.model;
+    let metadata: HashMap<String, String> = [
+        ("format", "mlp-runner".to_string()),
+        ("sizes", serde_json::to_string(&c.sizes).unwrap_or_default()),
+        (
+            "activation",
+            serde_json::to_value(c.activation)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+        ),
+        ("output", "softmax".into()),
+        ("input_scale", "pixel / 255".into()),
+        ("dtype", c.dtype.as_str().into()),
+        ("run_id", m.run_id.to_string()),
+        ("weights", m.kind.clone()),
+        ("weights_sha256", m.params.sha256()),
+        ("config_hash", m.config_hash.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::Usage(format!("cannot encode safetensors: {e}")))?;
+    std::fs::write(out, bytes).map_err(|e| Error::io(out, e))
+}
+
+/// Bring any grayscale digit image to MNIST's form: light digit on a dark background (inverted if the
+/// border is light), cropped to the digit, scaled to fit 20 x 20 keeping its aspect, and placed in a
+/// 28 x 28 image with its centre of mass at the centre, as the MNIST images were made.
+pub fn mnist_like(img: &image::GrayImage) -> Vec<u8> {
+    let (w, h) = img.dimensions();
+    let border: Vec<u8> = (0..w)
+        .flat_map(|x| [img.get_pixel(x, 0)[0], img.get_pixel(x, h - 1)[0]])
+        .chain((0..h).flat_map(|y| [img.get_pixel(0, y)[0], img.get_pixel(w - 1, y)[0]]))
+        .collect();
+    let light_background =
+        border.iter().map(|&p| p as u32).sum::<u32>() / border.len().max(1) as u32 > 127;
+    let mut g = img.clone();
+    if light_background {
+        g.pixels_mut().for_each(|p| p[0] = 255 - p[0]);
+    }
+    let max = g.pixels().map(|p| p[0]).max().unwrap_or(0);
+    let threshold = (max as u32 / 4) as u8;
+    let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
+    for (x, y, p) in g.enumerate_pixels() {
+        if p[0] > threshold {
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        }
+    }
+    let mut out = vec![0u8; MNIST_SIDE * MNIST_SIDE];
+    if x1 < x0 || max == 0 {
+        return out; // blank image
+    }
+    let crop = image::imageops::crop_imm(&g, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
+    let scale = 20.0 / crop.width().max(crop.height()) as f64;
+    let (nw, nh) = (
+        ((crop.width() as f64 * scale).round() as u32).max(1),
+        ((crop.height() as f64 * scale).round() as u32).max(1),
+    );
+    let small = image::imageops::resize(&crop, nw, nh, image::imageops::FilterType::Triangle);
+    let (mut mx, mut my, mut mass) = (0.0, 0.0, 0.0);
+    for (x, y, p) in small.enumerate_pixels() {
+        let v = p[0] as f64;
+        (mx, my, mass) = (mx + v * x as f64, my + v * y as f64, mass + v);
+    }
+    let (cx, cy) = if mass > 0.0 {
+        (mx / mass, my / mass)
+    } else {
+        (nw as f64 / 2.0, nh as f64 / 2.0)
+    };
+    let (ox, oy) = ((14.0 - cx).round() as i64, (14.0 - cy).round() as i64);
+    for (x, y, p) in small.enumerate_pixels() {
+        let (tx, ty) = (x as i64 + ox, y as i64 + oy);
+        if (0..28).contains(&tx) && (0..28).contains(&ty) {
+            out[ty as usize * MNIST_SIDE + tx as usize] = p[0];
+        }
+    }
+    out
+}
+
+/// Class probabilities of one image (28 x 28 u8 pixels) under a stored model.
+pub fn probabilities(m: &StoredModel, pixels: &[u8]) -> Result<Vec<f64>> {
+    fn run<F: Real>(m: &StoredModel, pixels: &[u8]) -> Result<Vec<f64>> {
+        let model =
+            Mlp::<F>::from_snapshot(&m.params, m.config.model.activation).ok_or_else(|| {
+                Error::Usage(format!(
+                    "run {}: the stored weights are malformed",
+                    m.run_id
+                ))
+            })?;
+        let sizes = model.sizes();
+        if sizes[0] != pixels.len() {
+            return Err(Error::Usage(format!(
+                "run {} takes {} inputs; an image gives {}",
+                m.run_id,
+                sizes[0],
+                pixels.len()
+            )));
+        }
+        let x = Array2::from_shape_fn((1, pixels.len()), |(_, i)| {
+            F::from_f64(pixels[i] as f64 / 255.0)
+        });
+        let mut ws = Workspace::<F>::for_eval(&sizes, 1);
+        ws.load(x.view(), &[0]);
+        ws.forward(&model);
+        Ok(ws
+            .output()
+            .row(0)
+            .iter()
+            .map(|&p| Real::to_f64(p))
+            .collect())
+    }
+    match m.params.dtype {
+        Dtype::F32 => run::<f32>(m, pixels),
+        Dtype::F64 => run::<f64>(m, pixels),
+    }
+}
+
+/// Classify an image file: its MNIST-like pixels and the class probabilities.
+pub fn predict_file(m: &StoredModel, path: &Path) -> Result<Vec<f64>> {
+    let img = decode_gray(path)?;
+    probabilities(m, &mnist_like(&img))
+}

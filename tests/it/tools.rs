@@ -1,0 +1,195 @@
+//! The tools around a stored sweep: compare, export to safetensors, predict.
+
+use std::path::Path;
+
+use safetensors::SafeTensors;
+
+use crate::util::{mnist_idx, query, runner, spec, tmp};
+
+const SPEC: &str = "name = \"tools\"\n[data]\ndir = \"{MNIST}\"\nlimit_train = 10000\nlimit_test = 1000\n\
+                    [model]\nsizes = [784, 64, 10]\n[train]\nbatch_size = 20\nepochs = 2\n[sweep]\n\
+                    \"train.learning_rate\" = [0.3, 0.01]\n\"train.seed\" = [1, 2]\n";
+
+fn trained(dir: &Path) -> std::path::PathBuf {
+    let s = spec(dir, "tools.toml", SPEC);
+    let db = dir.join("t.db");
+    runner(dir, &[s.to_str().unwrap(), "--db", db.to_str().unwrap()]).ok();
+    db
+}
+
+#[test]
+fn compare_groups_seeds_and_marks_the_best() {
+    let dir = tmp();
+    let db = trained(dir.path());
+    let out = runner(
+        dir.path(),
+        &["compare", "--db", db.to_str().unwrap(), "--json"],
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out.ok().stdout).unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["best"], "*");
+    assert_eq!(rows[1]["best"], "");
+    assert_eq!(rows[0]["learning_rate"], 0.3);
+    assert_eq!(rows[0]["runs"], 2);
+    // The mean is the mean of the two seeds' stored accuracies.
+    let accs = query(&db, "SELECT test_acc FROM runs WHERE learning_rate = 0.3");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mean: f64 = conn
+        .query_row(
+            "SELECT avg(test_acc) FROM runs WHERE learning_rate = 0.3",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(accs.len(), 2);
+    assert!((rows[0]["mean_test_acc"].as_f64().unwrap() - mean).abs() < 1e-12);
+    assert!(rows[0]["std_test_acc"].as_f64().unwrap() >= 0.0);
+    let text = runner(
+        dir.path(),
+        &["compare", "tools", "--db", db.to_str().unwrap()],
+    );
+    assert!(text.ok().stdout.starts_with("experiment tools:"));
+    let typo = runner(
+        dir.path(),
+        &["compare", "tool", "--db", db.to_str().unwrap()],
+    );
+    assert!(
+        typo.stderr.contains("did you mean `tools`?"),
+        "{}",
+        typo.stderr
+    );
+}
+
+#[test]
+fn export_writes_safetensors_equal_to_the_stored_weights() {
+    let dir = tmp();
+    let db = trained(dir.path());
+    for kind in ["final", "initial"] {
+        let file = dir.path().join(format!("{kind}.safetensors"));
+        runner(
+            dir.path(),
+            &[
+                "export",
+                "1",
+                "--weights",
+                kind,
+                "-o",
+                file.to_str().unwrap(),
+                "--db",
+                db.to_str().unwrap(),
+            ],
+        )
+        .ok();
+        let bytes = std::fs::read(&file).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = meta.metadata().clone().unwrap();
+        assert_eq!(meta["sizes"], "[784,64,10]");
+        assert_eq!(meta["activation"], "relu");
+        assert_eq!(meta["weights"], kind);
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT layer, param, data FROM weights WHERE run_id = 1 AND kind = ?1")
+            .unwrap();
+        let stored: Vec<(i64, String, Vec<u8>)> = stmt
+            .query_map([kind], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(stored.len(), 4);
+        assert_eq!(st.len(), 4);
+        for (layer, param, data) in stored {
+            let t = st.tensor(&format!("layer{layer}.{param}")).unwrap();
+            assert_eq!(t.dtype(), safetensors::Dtype::F32);
+            assert_eq!(t.data(), &data[..], "layer{layer}.{param}");
+        }
+        assert_eq!(st.tensor("layer1.weight").unwrap().shape(), &[64, 784]);
+    }
+}
+
+/// Write a grayscale PNG.
+fn png(path: &Path, w: u32, h: u32, pixels: Vec<u8>) {
+    image::GrayImage::from_raw(w, h, pixels)
+        .unwrap()
+        .save(path)
+        .unwrap();
+}
+
+#[test]
+fn predict_classifies_real_digits_at_any_size_and_polarity() {
+    let dir = tmp();
+    let d = dir.path();
+    let db = trained(d);
+    let images = mnist_idx("t10k-images-idx3-ubyte");
+    let labels = mnist_idx("t10k-labels-idx1-ubyte");
+    let mut args = vec![
+        "predict".to_string(),
+        "1".into(),
+        "--json".into(),
+        "--db".into(),
+        db.display().to_string(),
+    ];
+    for i in 0..20 {
+        let px = images[16 + i * 784..16 + (i + 1) * 784].to_vec();
+        let plain = d.join(format!("{i}.png"));
+        png(&plain, 28, 28, px.clone());
+        // Five times larger, dark digit on white, off centre: as a photo or drawing might be.
+        let (w, h) = (28 * 5 + 60, 28 * 5 + 20);
+        let mut big = vec![255u8; (w * h) as usize];
+        for y in 0..140 {
+            for x in 0..140 {
+                big[((y + 5) * w + x + 50) as usize] = 255 - px[(y / 5 * 28 + x / 5) as usize];
+            }
+        }
+        let large = d.join(format!("{i}-large.png"));
+        png(&large, w, h, big);
+        args.push(plain.display().to_string());
+        args.push(large.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = runner(d, &args);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out.ok().stdout).unwrap();
+    assert_eq!(rows.len(), 40);
+    let class = |i: usize| rows[i]["class"].as_i64().unwrap();
+    let correct = (0..20)
+        .filter(|&i| class(2 * i) == labels[8 + i] as i64)
+        .count();
+    let large_correct = (0..20)
+        .filter(|&i| class(2 * i + 1) == labels[8 + i] as i64)
+        .count();
+    assert!(correct >= 18, "{correct}/20 of the plain test images right");
+    assert!(
+        large_correct >= 17,
+        "{large_correct}/20 of the large inverted images right"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| (0.0..=1.0).contains(&r["probability"].as_f64().unwrap()))
+    );
+
+    let top3 = runner(
+        d,
+        &[
+            "predict",
+            "1",
+            "--top",
+            "3",
+            "--db",
+            db.to_str().unwrap(),
+            args[5],
+        ],
+    );
+    assert_eq!(top3.ok().stdout.lines().count(), 2 + 3);
+    let bad = runner(
+        d,
+        &[
+            "predict",
+            "1",
+            "--db",
+            db.to_str().unwrap(),
+            db.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("not a readable PNG"), "{}", bad.stderr);
+}
