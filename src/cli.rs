@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::data::{self, DataCache, DataFormat};
 use crate::error::{Error, Result};
 use crate::merge::{self, Shard};
+use crate::progress::Progress;
 use crate::spec;
 use crate::spec::Dtype;
 use crate::store::{Store, Table};
@@ -565,23 +566,30 @@ fn train_experiment(
         },
     };
     let stop = interrupt_flag();
-    let log = |line: &str| {
-        let _ = writeln!(std::io::stdout().lock(), "{line}");
-    };
-    let reports = sweep::run(exp, db, &opts, &log, &stop)?;
+    use std::io::IsTerminal;
+    let mut progress =
+        Progress::new(std::io::stdout().is_terminal() && std::io::stderr().is_terminal());
+    let reports = sweep::run(exp, db, &opts, &mut progress, &stop);
+    progress.finish();
+    let reports = reports?;
     use rusqlite::types::Value as V;
     let real = |v: Option<f64>| v.map(V::Real).unwrap_or(V::Null);
+    // The parameters the sweep varies, as columns (the run name when nothing varies).
+    let keys: Vec<String> = reports
+        .first()
+        .map(|r| r.overrides.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    let mut columns = vec!["run_id".to_string()];
+    if keys.is_empty() {
+        columns.push("name".into());
+    }
+    columns.extend(
+        keys.iter()
+            .map(|k| k.rsplit('.').next().unwrap_or(k).to_string()),
+    );
+    columns.extend(["status", "test_acc", "test_loss", "seconds"].map(String::from));
     let mut t = Table {
-        columns: [
-            "run_id",
-            "name",
-            "status",
-            "test_acc",
-            "test_loss",
-            "seconds",
-        ]
-        .map(String::from)
-        .to_vec(),
+        columns,
         rows: Vec::new(),
     };
     for r in &reports {
@@ -590,14 +598,23 @@ fn train_experiment(
         } else {
             format!("{} (earlier)", r.status)
         };
-        t.rows.push(vec![
-            V::Integer(r.run_id),
-            V::Text(r.name.clone()),
+        let mut row = vec![V::Integer(r.run_id)];
+        if keys.is_empty() {
+            row.push(V::Text(r.name.clone()));
+        }
+        row.extend(r.overrides.iter().map(|(_, v)| match v {
+            toml::Value::Integer(i) => V::Integer(*i),
+            toml::Value::Float(f) => V::Real(*f),
+            toml::Value::String(s) => V::Text(s.clone()),
+            other => V::Text(other.to_string()),
+        }));
+        row.extend([
             V::Text(status),
             real(r.test_acc),
             real(r.test_loss),
             real(r.seconds.map(|s| (s * 100.0).round() / 100.0)),
         ]);
+        t.rows.push(row);
     }
     let _ = writeln!(out);
     print_table(&t, Format::Text, out);

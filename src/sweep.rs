@@ -16,6 +16,7 @@ use crate::envelope::Envelope;
 use crate::error::{Error, Result, SpecError};
 use crate::merge::Shard;
 use crate::model::Snapshot;
+use crate::progress::{Progress, RunBar};
 use crate::spec::{self, Experiment, PlannedRun};
 use crate::store::{Claim, Queued, Store, owner_alive};
 use crate::train::{Checkpoint, Control, EpochMetrics, Observer, Outcome, train};
@@ -118,10 +119,9 @@ pub struct RunReport {
     pub seconds: Option<f64>,
     /// Trained (or resumed) by this invocation.
     pub trained_here: bool,
+    /// The values the sweep set for this run.
+    pub overrides: Vec<(String, toml::Value)>,
 }
-
-/// Where log lines go; shared by the workers.
-pub type Log<'a> = &'a (dyn Fn(&str) + Sync);
 
 /// Train every run of `exp` that is not done into the store at `db`. Bad input is reported before the
 /// store is opened, so nothing is written for a spec or data that cannot run. `stop` (set by Ctrl-C) makes
@@ -130,7 +130,7 @@ pub fn run(
     exp: &Experiment,
     db: &Path,
     opts: &Options,
-    log: Log<'_>,
+    progress: &mut Progress,
     stop: &AtomicBool,
 ) -> Result<Vec<RunReport>> {
     let mut cache = DataCache::default();
@@ -148,7 +148,7 @@ pub fn run(
         Some((shard, from)) => {
             let mut mine = exp.clone();
             mine.runs.retain(|r| shard.contains(&r.config.hash()));
-            log(&format!(
+            progress.log(&format!(
                 "shard {}/{} ({from}): {} of the {} runs",
                 shard.index,
                 shard.count,
@@ -162,7 +162,7 @@ pub fn run(
     let store = Store::open(db)?;
     let queued = store.enqueue(exp, opts.force)?;
     let count = |f: &dyn Fn(&Queued) -> bool| queued.iter().filter(|q| f(q)).count();
-    log(&format!(
+    progress.log(&format!(
         "experiment {}: {} runs: {} new, {} to resume or retry, {} running elsewhere, {} already done -> {}",
         exp.name,
         exp.runs.len(),
@@ -173,6 +173,13 @@ pub fn run(
         db.display()
     ));
 
+    progress.start_sweep(
+        queued
+            .iter()
+            .filter(|q| matches!(q, Queued::Queued { .. }))
+            .count() as u64,
+    );
+    let progress: &Progress = progress;
     let runs: HashMap<String, &PlannedRun> =
         exp.runs.iter().map(|r| (r.config.hash(), r)).collect();
     let hashes: Vec<String> = exp.runs.iter().map(|r| r.config.hash()).collect();
@@ -182,7 +189,7 @@ pub fn run(
         cache: &cache,
         dataset_sha: &dataset_sha,
         opts,
-        log,
+        progress,
         stop,
     };
     let mut trained = Vec::new();
@@ -217,6 +224,10 @@ pub fn run(
                 test_acc: s.test_acc,
                 test_loss: s.test_loss,
                 seconds: s.seconds,
+                overrides: runs
+                    .get(hash)
+                    .map(|r| r.overrides.clone())
+                    .unwrap_or_default(),
             });
         }
     }
@@ -230,7 +241,7 @@ struct Worker<'a> {
     cache: &'a DataCache,
     dataset_sha: &'a HashMap<String, String>,
     opts: &'a Options,
-    log: Log<'a>,
+    progress: &'a Progress,
     stop: &'a AtomicBool,
 }
 
@@ -261,37 +272,56 @@ impl Worker<'_> {
             .ok_or_else(|| Error::Usage(format!("data {} was not loaded", c.data.dir)))?;
         let run_id = claim.id;
         match &claim.checkpoint {
-            Some(cp) => (self.log)(&format!(
+            Some(cp) => self.progress.log(&format!(
                 "run {run_id} {}: resuming after epoch {}/{}",
                 run.name, cp.epoch, c.train.epochs
             )),
-            None => (self.log)(&format!("run {run_id} {}: training", run.name)),
+            None => self
+                .progress
+                .log(&format!("run {run_id} {}: training", run.name)),
         }
+        let train_n = c.data.limit_train.unwrap_or(data.train.len());
+        let batches = if c.train.drop_last {
+            train_n / c.train.batch_size
+        } else {
+            train_n.div_ceil(c.train.batch_size)
+        };
+        let done = claim.checkpoint.as_ref().map_or(0, |cp| cp.epoch);
         let mut obs = StoreObserver {
             store,
             run_id,
             epochs: c.train.epochs,
             dataset_sha256: self.dataset_sha.get(hash).cloned().unwrap_or_default(),
-            log: self.log,
+            progress: self.progress,
+            bar: self.progress.run_bar(
+                run_id,
+                &run.name,
+                c.train.epochs,
+                done,
+                batches,
+                c.train.batch_size,
+            ),
             stop: self.stop,
             last_beat: Instant::now(),
             pause: std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse().ok()),
         };
         let outcome = train(c, data, &mut obs, claim.checkpoint.as_ref());
+        obs.bar.finish();
+        self.progress.run_done();
         match outcome {
             Ok(Outcome::Completed(_)) => {}
-            Ok(Outcome::Diverged { epoch, .. }) => (self.log)(&format!(
+            Ok(Outcome::Diverged { epoch, .. }) => self.progress.log(&format!(
                 "run {run_id}: diverged at epoch {epoch} (the loss is not finite); the sweep goes on"
             )),
             Ok(Outcome::Stopped { epoch }) => {
                 store.end_run(run_id, "interrupted", None)?;
-                (self.log)(&format!(
+                self.progress.log(&format!(
                     "run {run_id}: interrupted with {epoch} epochs stored; `runner resume {run_id}` (or the spec again) resumes it"
                 ));
             }
             Err(e) => {
                 let msg = e.to_string();
-                (self.log)(&format!("run {run_id}: failed: {msg}"));
+                self.progress.log(&format!("run {run_id}: failed: {msg}"));
                 // If the store itself failed this may fail too; the error is reported either way.
                 let _ = store.end_run(run_id, "failed", Some(&msg));
             }
@@ -307,7 +337,8 @@ struct StoreObserver<'a> {
     run_id: i64,
     epochs: usize,
     dataset_sha256: String,
-    log: Log<'a>,
+    progress: &'a Progress,
+    bar: RunBar,
     stop: &'a AtomicBool,
     last_beat: Instant,
     pause: Option<u64>,
@@ -319,7 +350,8 @@ impl Observer for StoreObserver<'_> {
             .start_run(self.run_id, &self.dataset_sha256, initial)
     }
 
-    fn on_batch(&mut self, _done: usize, _total: usize) -> Control {
+    fn on_batch(&mut self, epoch: usize, done: usize, _total: usize, loss_sum: f64) -> Control {
+        self.bar.batch(epoch, done, loss_sum);
         if self.stop.load(Ordering::Relaxed) {
             return Control::Stop;
         }
@@ -342,7 +374,7 @@ impl Observer for StoreObserver<'_> {
         self.store
             .record_epoch(self.run_id, m, checkpoint, finish)?;
         self.last_beat = Instant::now();
-        (self.log)(&format!(
+        self.progress.log(&format!(
             "run {} {}",
             self.run_id,
             epoch_line(m, self.epochs)

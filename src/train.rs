@@ -66,8 +66,9 @@ pub enum Control {
 pub trait Observer {
     /// The initial parameters, before any step (not called when resuming).
     fn on_start(&mut self, initial: &Snapshot) -> Result<()>;
-    /// After each batch: (batches done this epoch, batches per epoch). `Stop` abandons the epoch at once.
-    fn on_batch(&mut self, _done: usize, _total: usize) -> Control {
+    /// After each batch: the epoch, batches done in it, batches per epoch, and the batch's summed loss
+    /// (before its update). `Stop` abandons the epoch at once.
+    fn on_batch(&mut self, _epoch: usize, _done: usize, _total: usize, _loss_sum: f64) -> Control {
         Control::Continue
     }
     /// After each epoch, with the checkpoint at its end.
@@ -137,12 +138,12 @@ fn train_typed<F: Real>(
         loader.shuffle(); // this epoch's order, from the shuffle stream
         for (i, batch) in loader.batches().enumerate() {
             ws.gather(train_set, batch.iter().copied()); // a^0 = x / 255, one sample per row
-            ws.forward(&model); // z^l = W^l a^(l-1) + b^l, a^l = act(z^l), a^L = softmax(z^L)
+            let stats = ws.forward(&model); // z^l = W^l a^(l-1) + b^l, a^l = act(z^l), a^L = softmax(z^L)
             let sgd = Update::Sgd {
                 learning_rate: t.learning_rate,
             };
             ws.backward(&mut model, sgd); // delta^L = a^L - y, delta^l, w -= (lr / n) sum of gradients
-            if observer.on_batch(i + 1, batches) == Control::Stop {
+            if observer.on_batch(epoch, i + 1, batches, stats.loss_sum) == Control::Stop {
                 return Ok(Outcome::Stopped { epoch: epoch - 1 });
             }
         }

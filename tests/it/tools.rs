@@ -193,3 +193,48 @@ fn predict_classifies_real_digits_at_any_size_and_polarity() {
     assert_eq!(bad.code, 2);
     assert!(bad.stderr.contains("not a readable PNG"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_terminal_gets_progress_bars_and_a_pipe_gets_lines() {
+    let dir = tmp();
+    let d = dir.path();
+    let s = spec(d, "p.toml", &SPEC.replace("[0.3, 0.01]", "[0.3]"));
+    let db = d.join("p.db");
+    // Through a pipe: one plain line per epoch, and a summary with the swept parameter as a column.
+    let out = runner(d, &[s.to_str().unwrap(), "--db", db.to_str().unwrap()]);
+    let stdout = &out.ok().stdout;
+    assert_eq!(stdout.matches(" epoch ").count(), 4, "{stdout}");
+    assert!(!stdout.contains("samples/s"));
+    assert!(
+        stdout.contains("run_id  learning_rate  seed  status"),
+        "{stdout}"
+    );
+
+    // In a terminal (a pseudo-terminal made by util-linux `script`): bars with the running loss and speed.
+    let db2 = d.join("p2.db");
+    let cmd = format!(
+        "{} {} --db {}",
+        env!("CARGO_BIN_EXE_runner"),
+        s.display(),
+        db2.display()
+    );
+    let log = d.join("tty.log");
+    let status = std::process::Command::new("script")
+        .args(["-qec", &cmd, log.to_str().unwrap()])
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("util-linux `script` is installed (Debian's bsdutils)");
+    assert!(status.success());
+    let tty = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    for needle in ["samples/s", "loss ", "runs", "epoch 2/2", "ETA"] {
+        assert!(
+            tty.contains(needle),
+            "no {needle:?} in the terminal output:\n{tty}"
+        );
+    }
+    assert_eq!(
+        query(&db2, "SELECT count(*) FROM runs WHERE status = 'completed'"),
+        vec![vec!["2"]]
+    );
+}
