@@ -17,7 +17,7 @@ use crate::store::{Store, Table};
 use crate::sweep::{self, Decision};
 use crate::table::{self, Format};
 use crate::verify;
-use crate::{bench, export, report};
+use crate::{bench, export, plot, report};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -173,6 +173,25 @@ pub enum Command {
         #[command(flatten)]
         format: FormatArgs,
     },
+    /// Plot learning curves (loss and accuracy per epoch, train and test) of runs or of an experiment, or
+    /// with --lr the final test accuracy against learning rate (log axis, a point per seed, the mean line).
+    /// PNG or SVG, by the output's extension.
+    #[command(
+        after_help = "Examples:\n  runner plot --experiment lr_sweep -o curves.png\n  \
+                            runner plot 5 6 -o curves.svg\n  runner plot --lr --experiment lr_sweep -o lr.png"
+    )]
+    Plot {
+        /// Runs to plot (default: the finished runs of --experiment, or of the newest experiment).
+        runs: Vec<i64>,
+        #[arg(long, value_name = "NAME", conflicts_with = "runs")]
+        experiment: Option<String>,
+        /// Final test accuracy against learning rate instead of learning curves.
+        #[arg(long)]
+        lr: bool,
+        /// The image to write: .png or .svg.
+        #[arg(short, long, value_name = "PATH")]
+        output: PathBuf,
+    },
     /// List stored runs.
     #[command(after_help = "Example:\n  runner ls --experiment lr_sweep")]
     Ls {
@@ -285,7 +304,7 @@ pub enum Exit {
 
 const SUBCOMMANDS: &[&str] = &[
     "run", "plan", "verify", "sql", "ls", "show", "resume", "merge", "bench", "compare", "export",
-    "predict", "data", "help",
+    "predict", "plot", "data", "help",
 ];
 
 /// Run the parsed command line, writing reports to `out`.
@@ -373,6 +392,70 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                 }
             }
             print_table(&t, format.format(), out);
+            Ok(Exit::Ok)
+        }
+        Some(Command::Plot {
+            runs,
+            experiment,
+            lr,
+            output,
+        }) => {
+            let store = Store::open_read_only(&cli.db)?;
+            let (ids, title) = if runs.is_empty() {
+                let name = report::experiment_name(&store, experiment.as_deref())?;
+                (
+                    store.run_ids(Some(&name), &["completed", "diverged"])?,
+                    name,
+                )
+            } else {
+                let title = format!(
+                    "runs {}",
+                    runs.iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                (runs, title)
+            };
+            if lr {
+                let mut points = Vec::new();
+                for id in &ids {
+                    let row = store.run(*id)?;
+                    let cfg = spec::RunConfig::from_toml(&row.config_toml).map_err(Error::Usage)?;
+                    if let (Some(acc), "completed") = (row.test_acc, row.status.as_str()) {
+                        points.push(plot::LrPoint {
+                            learning_rate: cfg.train.learning_rate,
+                            test_acc: acc,
+                            seed: cfg.train.seed as i64,
+                        });
+                    }
+                }
+                plot::lr_sweep(
+                    &points,
+                    &format!("{title}: final test accuracy by learning rate"),
+                    &output,
+                )?;
+            } else {
+                let mut curves = Vec::new();
+                for id in &ids {
+                    let row = store.run(*id)?;
+                    let label = row
+                        .name
+                        .split_once('/')
+                        .map_or(row.name.as_str(), |(_, l)| l)
+                        .to_string();
+                    curves.push(plot::Curve {
+                        label: format!("{id} {label}"),
+                        epochs: store.epochs(*id)?,
+                    });
+                }
+                plot::learning_curves(
+                    &curves,
+                    &format!("{title}: learning curves (test thick, train thin)"),
+                    &output,
+                )?;
+            }
+            let _ = writeln!(out, "wrote {} ({} runs)", output.display(), ids.len());
             Ok(Exit::Ok)
         }
         Some(Command::Ls { experiment, format }) => {

@@ -15,6 +15,7 @@ pub mod export;
 pub mod loader;
 pub mod merge;
 pub mod model;
+pub mod plot;
 pub mod progress;
 pub mod report;
 pub mod rng;

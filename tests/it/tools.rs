@@ -238,3 +238,89 @@ fn a_terminal_gets_progress_bars_and_a_pipe_gets_lines() {
         vec![vec!["2"]]
     );
 }
+
+#[test]
+fn plot_writes_learning_curves_and_the_lr_sweep_as_png_and_svg() {
+    let dir = tmp();
+    let d = dir.path();
+    let db = trained(d);
+    let dbs = db.to_str().unwrap();
+    let png = d.join("curves.png");
+    let out = runner(
+        d,
+        &[
+            "plot",
+            "--experiment",
+            "tools",
+            "-o",
+            png.to_str().unwrap(),
+            "--db",
+            dbs,
+        ],
+    );
+    assert!(out.ok().stdout.contains("(4 runs)"), "{}", out.stdout);
+    let img = image::open(&png).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (1200, 500));
+    let colored = img
+        .pixels()
+        .filter(|p| !(p[0] == p[1] && p[1] == p[2]))
+        .count();
+    assert!(
+        colored > 2000,
+        "the curves are drawn in colour ({colored} coloured pixels)"
+    );
+
+    let svg = d.join("lr.svg");
+    runner(
+        d,
+        &["plot", "--lr", "-o", svg.to_str().unwrap(), "--db", dbs],
+    )
+    .ok();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg"), "{}", &text[..100]);
+    for needle in [
+        "learning rate (log scale)",
+        "seed 1",
+        "seed 2",
+        "mean over seeds",
+        "tools: final test accuracy",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in the SVG");
+    }
+    assert_eq!(
+        text.matches("<circle").count(),
+        4 + 2,
+        "a point per run, and one per seed in the legend"
+    );
+
+    runner(
+        d,
+        &[
+            "plot",
+            "1",
+            "2",
+            "-o",
+            d.join("two.svg").to_str().unwrap(),
+            "--db",
+            dbs,
+        ],
+    )
+    .ok();
+    let bad = runner(
+        d,
+        &[
+            "plot",
+            "1",
+            "-o",
+            d.join("x.jpg").to_str().unwrap(),
+            "--db",
+            dbs,
+        ],
+    );
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("must end in .png or .svg"),
+        "{}",
+        bad.stderr
+    );
+}
