@@ -47,6 +47,8 @@ pub struct Options {
     pub dtypes: Vec<Dtype>,
     /// A PNG-layout folder to time decoding, if given.
     pub png_dir: Option<String>,
+    /// Also time 4 runs one at a time and two at a time (the gain of `--jobs 2`).
+    pub jobs_check: bool,
 }
 
 /// Floating-point operations of one SGD step on `batch` samples: the forward products, the weight-gradient
@@ -118,23 +120,27 @@ fn training_row<F: Real>(ds: &Dataset, opts: &Options, batch: usize) -> Result<R
     let n = opts.samples.unwrap_or(ds.train.len()).min(ds.train.len());
     let steps = n / batch;
     let flops = step_flops(&opts.sizes, batch) * steps as f64;
-    // Warm up (page in, settle the clock), then the median of as many repetitions as training gets.
-    gemm_seconds::<F>(&opts.sizes, batch, steps / 10 + 1);
-    let gemm = median(
-        (0..opts.reps)
-            .map(|_| gemm_seconds::<F>(&opts.sizes, batch, steps))
-            .collect(),
-    );
     let mut cfg = RunConfig::default();
     cfg.data.limit_train = Some(n);
     cfg.data.limit_test = Some(EVAL_BLOCK.min(ds.test.len()));
     cfg.model.sizes = opts.sizes.clone();
     cfg.model.dtype = F::DTYPE;
     cfg.train.batch_size = batch;
-    cfg.train.epochs = opts.reps;
-    let mut times = Times(Vec::new());
-    train(&cfg, ds, &mut times, None)?;
-    let seconds = median(times.0);
+    cfg.train.epochs = 1;
+    // Warm up (page in, settle the clock), then pairs of (GEMM alone, training epoch) back to back, so
+    // that each ratio compares the two under the same machine conditions.
+    gemm_seconds::<F>(&opts.sizes, batch, steps / 10 + 1);
+    let (mut times, mut gemms, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..opts.reps {
+        let gemm = gemm_seconds::<F>(&opts.sizes, batch, steps);
+        let mut t = Times(Vec::new());
+        train(&cfg, ds, &mut t, None)?;
+        let seconds = t.0.first().copied().unwrap_or(f64::NAN);
+        times.push(seconds);
+        gemms.push(gemm);
+        ratios.push(gemm / seconds);
+    }
+    let (seconds, gemm) = (median(times), median(gemms));
     Ok(Row {
         what: "train epoch".into(),
         dtype: F::DTYPE,
@@ -143,8 +149,45 @@ fn training_row<F: Real>(ds: &Dataset, opts: &Options, batch: usize) -> Result<R
         samples_per_s: (steps * batch) as f64 / seconds,
         gflops: flops / seconds / 1e9,
         gemm_gflops: flops / gemm / 1e9,
-        efficiency: gemm / seconds,
+        efficiency: median(ratios),
     })
+}
+
+/// Seconds for 4 short runs trained one after another, and two at a time on two threads.
+fn jobs_speedup(ds: &Dataset, sizes: &[usize], samples: usize) -> Result<(f64, f64)> {
+    let cfg = |seed: u64| {
+        let mut c = RunConfig::default();
+        c.data.limit_train = Some(samples.min(ds.train.len()));
+        c.data.limit_test = Some(EVAL_BLOCK.min(ds.test.len()));
+        c.model.sizes = sizes.to_vec();
+        c.train.batch_size = 128;
+        c.train.epochs = 1;
+        c.train.seed = seed;
+        c
+    };
+    let one_run = |seed: u64| train(&cfg(seed), ds, &mut Times(Vec::new()), None).map(|_| ());
+    let t = Instant::now();
+    for seed in 1..=4 {
+        one_run(seed)?;
+    }
+    let sequential = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = [[1, 3], [2, 4]]
+            .map(|seeds| s.spawn(move || seeds.iter().try_for_each(|&seed| one_run(seed))))
+            .into_iter()
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(crate::error::Error::Usage("a bench thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    Ok((sequential, t.elapsed().as_secs_f64()))
 }
 
 /// Forward passes over both splits (as each epoch's evaluation does), median of `reps`.
@@ -242,6 +285,17 @@ pub fn run(opts: &Options, log: &dyn Fn(&str)) -> Result<Report> {
                 dtype.as_str()
             ),
             format!("{eval:.3} s"),
+        ));
+    }
+    if opts.jobs_check {
+        log("timing 4 runs one at a time, then two at a time ...");
+        let (one, two) = jobs_speedup(&ds, &opts.sizes, opts.samples.unwrap_or(10_000))?;
+        extra.push((
+            "a sweep of 4 runs (batch 128): --jobs 1 vs --jobs 2".into(),
+            format!(
+                "{one:.2} s vs {two:.2} s: {:.2}x the runs per hour",
+                one / two
+            ),
         ));
     }
     log("timing the per-sample reference ...");

@@ -63,8 +63,9 @@ pub struct RunArgs {
     /// Train runs again even when the store already has them completed.
     #[arg(long)]
     pub force: bool,
-    /// Train this many runs at once, one thread each (results are identical to --jobs 1).
-    #[arg(long, short = 'j', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Train this many runs at once, one thread each; 0 (the default) means one per CPU core. The bits
+    /// do not depend on it: every run is the same with --jobs 1.
+    #[arg(long, short = 'j', default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256))]
     pub jobs: u16,
     /// Take over a `running` run whose owner has given no sign of life for this many seconds.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
@@ -252,6 +253,9 @@ pub enum Command {
         /// Also time decoding this PNG-layout folder (see `runner data export-png`).
         #[arg(long, value_name = "DIR")]
         png: Option<String>,
+        /// Skip timing a 4-run sweep with --jobs 1 against --jobs 2.
+        #[arg(long)]
+        no_jobs: bool,
         #[command(flatten)]
         format: FormatArgs,
     },
@@ -470,6 +474,7 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
             samples,
             sizes,
             png,
+            no_jobs,
             format,
         }) => {
             if sizes.len() < 2 || sizes.contains(&0) || batch.contains(&0) {
@@ -485,6 +490,7 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                 batches: batch,
                 dtypes: dtype,
                 png_dir: png,
+                jobs_check: !no_jobs,
             };
             let log = |line: &str| eprintln!("{line}");
             let bench::Report { rows, notes } = bench::run(&opts, &log)?;
@@ -617,6 +623,32 @@ fn print_table(t: &Table, format: Format, out: &mut dyn Write) {
     let _ = table::write(t, format, out);
 }
 
+/// For a command line clap rejected: if its first positional word is neither a file nor a command but close
+/// to one, the message to print instead of clap's.
+pub fn suggest_command(args: impl Iterator<Item = String>) -> Option<String> {
+    let mut skip_value = false;
+    for arg in args {
+        if skip_value {
+            skip_value = false;
+            continue;
+        }
+        if arg == "--db" {
+            skip_value = true;
+            continue;
+        }
+        if arg.starts_with('-') {
+            continue;
+        }
+        if SUBCOMMANDS.contains(&arg.as_str()) || Path::new(&arg).exists() {
+            return None;
+        }
+        return spec::nearest(&arg, SUBCOMMANDS).map(|cmd| {
+            format!("`{arg}` is neither a spec file nor a command; did you mean `runner {cmd}`?")
+        });
+    }
+    None
+}
+
 fn load_spec(path: &Path) -> Result<spec::Experiment> {
     if !path.exists() && path.extension().is_none() {
         let word = path.to_string_lossy();
@@ -641,7 +673,10 @@ fn train_experiment(
 ) -> Result<Exit> {
     let opts = sweep::Options {
         force: args.force,
-        jobs: args.jobs as usize,
+        jobs: match args.jobs {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        },
         stale_after: std::time::Duration::from_secs(args.stale_after),
         shard: match args.shard {
             Some(s) => Some((s, "--shard".to_string())),

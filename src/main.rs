@@ -8,7 +8,17 @@ use clap::Parser;
 use mlp_runner::cli::{self, Cli, Exit};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `runner verfy 7`: clap sees a spec path and a stray argument; say what was probably meant.
+            if let Some(hint) = cli::suggest_command(std::env::args().skip(1)) {
+                eprintln!("error: {hint}");
+                return ExitCode::from(2);
+            }
+            e.exit()
+        }
+    };
     // Not locked for the whole command: training workers write their log lines to stdout too.
     let mut out = std::io::stdout();
     let result = cli::execute(cli, &mut out);

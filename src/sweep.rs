@@ -193,11 +193,13 @@ pub fn run(
         stop,
     };
     let mut trained = Vec::new();
-    if opts.jobs <= 1 {
+    // More workers than runs to train would only idle.
+    let jobs = opts.jobs.min(hashes.len()).max(1);
+    if jobs == 1 {
         trained = ctx.work(&store)?;
     } else {
         let results: Vec<Result<Vec<i64>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..opts.jobs)
+            let handles: Vec<_> = (0..jobs)
                 .map(|_| s.spawn(|| ctx.work(&Store::open(db)?)))
                 .collect();
             handles

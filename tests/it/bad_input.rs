@@ -151,7 +151,7 @@ fn bad_specs_name_file_line_and_key() {
     );
     expect_error(
         d,
-        &["verfy", "--db", db.to_str().unwrap()],
+        &["verfy", "7", "--db", db.to_str().unwrap()],
         &db,
         &["did you mean `runner verify`?"],
     );
