@@ -161,7 +161,7 @@ fn merge_one(
     )? as usize;
     let src_runs: Vec<(i64, i64, String, String, Option<String>, String)> = tx
         .prepare(&format!(
-            "SELECT id, experiment_id, config_hash, name, weights_sha256, host FROM src.runs WHERE {FINISHED} ORDER BY id"
+            "SELECT id, experiment_id, config_hash, name, weights_sha256, coalesce(host, '') FROM src.runs WHERE {FINISHED} ORDER BY id"
         ))?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
         .collect::<rusqlite::Result<_>>()?;
@@ -171,7 +171,7 @@ fn merge_one(
         let existing: Option<(i64, Option<String>, String)> = tx
             .query_row(
                 &format!(
-                    "SELECT id, weights_sha256, host FROM main.runs WHERE config_hash = ?1 AND {FINISHED}
+                    "SELECT id, weights_sha256, coalesce(host, '') FROM main.runs WHERE config_hash = ?1 AND {FINISHED}
                      ORDER BY id LIMIT 1"
                 ),
                 [&hash],

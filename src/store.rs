@@ -71,18 +71,18 @@ CREATE TABLE runs (
     started_at      TEXT,
     finished_at     TEXT,
     seconds         REAL,
-    -- determinism envelope
-    crate_version   TEXT NOT NULL,
-    git_commit      TEXT NOT NULL,
+    -- determinism envelope, of the process that trains the run (NULL while it is pending)
+    crate_version   TEXT,
+    git_commit      TEXT,
     git_dirty       INTEGER,
-    rustc_version   TEXT NOT NULL,
-    cargo_lock_sha256 TEXT NOT NULL,
-    cpu_model       TEXT NOT NULL,
-    cpu_features    TEXT NOT NULL,
-    gemm_kernel     TEXT NOT NULL,
-    threads         INTEGER NOT NULL,
-    os              TEXT NOT NULL,
-    host            TEXT NOT NULL,
+    rustc_version   TEXT,
+    cargo_lock_sha256 TEXT,
+    cpu_model       TEXT,
+    cpu_features    TEXT,
+    gemm_kernel     TEXT,
+    threads         INTEGER,
+    os              TEXT,
+    host            TEXT,
     pid             INTEGER,            -- the owner: the process training (or last training) the run
     heartbeat_at    REAL,               -- unix seconds of the owner's last sign of life
     -- resume state: the checkpoint of the last stored epoch (weights kind 'checkpoint')
@@ -418,7 +418,7 @@ impl Store {
         Ok(self
             .conn
             .query_row(
-                "SELECT id, status, pid, host FROM runs WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1",
+                "SELECT id, status, pid, coalesce(host, '') FROM runs WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1",
                 [config_hash],
                 |r| Ok(PreviousRun { id: r.get(0)?, status: r.get(1)?, pid: r.get(2)?, host: r.get(3)? }),
             )
@@ -507,7 +507,7 @@ impl Store {
         // Runs whose owner is gone become `interrupted`.
         let running: Vec<(i64, Option<i64>, String, Option<f64>)> = tx
             .prepare(
-                "SELECT id, pid, host, heartbeat_at FROM runs
+                "SELECT id, pid, coalesce(host, ''), heartbeat_at FROM runs
                  WHERE status = 'running' AND config_hash IN (SELECT value FROM json_each(?1))",
             )?
             .query_map([&hashes], |r| {
@@ -852,7 +852,8 @@ impl Store {
     }
 }
 
-/// Insert a `pending` row for a planned run; the envelope columns are filled when a process claims it.
+/// Insert a `pending` row for a planned run; the owner and envelope columns are filled when a process
+/// claims it.
 fn insert_pending(tx: &Transaction<'_>, experiment_id: i64, run: &PlannedRun) -> Result<i64> {
     let c = &run.config;
     let overrides: serde_json::Map<String, serde_json::Value> = run
@@ -865,14 +866,12 @@ fn insert_pending(tx: &Transaction<'_>, experiment_id: i64, run: &PlannedRun) ->
             )
         })
         .collect();
-    let env = Envelope::current();
     tx.execute(
         "INSERT INTO runs (experiment_id, name, status, seed, sizes, activation, init, dtype, batch_size,
             learning_rate, epochs, drop_last, data_dir, data_format, limit_train, limit_test, overrides,
-            config_toml, config_hash, seed_group, created_at, crate_version, git_commit, git_dirty,
-            rustc_version, cargo_lock_sha256, cpu_model, cpu_features, gemm_kernel, threads, os, host)
+            config_toml, config_hash, seed_group, created_at)
          VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
+            ?18, ?19, ?20)",
         params![
             experiment_id,
             run.name,
@@ -894,17 +893,6 @@ fn insert_pending(tx: &Transaction<'_>, experiment_id: i64, run: &PlannedRun) ->
             c.hash(),
             seed_group(c),
             now(),
-            env.crate_version,
-            env.git_commit,
-            env.git_dirty,
-            env.rustc_version,
-            env.cargo_lock_sha256,
-            env.cpu_model,
-            env.cpu_features,
-            env.gemm_kernel,
-            env.threads as i64,
-            env.os,
-            env.host,
         ],
     )?;
     Ok(tx.last_insert_rowid())
