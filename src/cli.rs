@@ -203,8 +203,13 @@ pub enum Command {
         format: FormatArgs,
     },
     /// Show one run: parameters, provenance, hashes, epochs and stored weights.
-    #[command(after_help = "Example:\n  runner show 7")]
-    Show { run: i64 },
+    #[command(after_help = "Examples:\n  runner show 7\n  runner show 7 --json")]
+    Show {
+        run: i64,
+        /// Print one JSON object: the run's row, its epochs, and its stored weights' shapes.
+        #[arg(long)]
+        json: bool,
+    },
     /// Resume an interrupted run from its last stored epoch (or train a pending or failed one), from its
     /// stored config; `runner <spec>` does the same for every unfinished run of a spec.
     #[command(after_help = "Example:\n  runner resume 7")]
@@ -465,7 +470,7 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
         Some(Command::Ls { experiment, format }) => {
             cmd_ls(&cli.db, experiment, format.format(), out)
         }
-        Some(Command::Show { run }) => cmd_show(&cli.db, run, out),
+        Some(Command::Show { run, json }) => cmd_show(&cli.db, run, json, out),
         Some(Command::Bench {
             data,
             batch,
@@ -891,10 +896,31 @@ fn cmd_ls(
     Ok(Exit::Ok)
 }
 
-fn cmd_show(db: &Path, run: i64, out: &mut dyn Write) -> Result<Exit> {
+fn cmd_show(db: &Path, run: i64, json: bool, out: &mut dyn Write) -> Result<Exit> {
     let store = Store::open_read_only(db)?;
     let row = store.run(run)?;
     let t = store.query(&format!("SELECT * FROM runs WHERE id = {run}"))?;
+    let epochs = store.query(&format!(
+        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds
+         FROM epochs WHERE run_id = {run} ORDER BY epoch"
+    ))?;
+    let weights = store.query(&format!(
+        "SELECT kind, epoch, layer, param, shape, dtype, length(data) AS bytes FROM weights
+         WHERE run_id = {run} ORDER BY kind = 'final', layer, param = 'bias'"
+    ))?;
+    if json {
+        let value = serde_json::json!({
+            "run": table::json_rows(&t).get(0).cloned().unwrap_or_default(),
+            "epochs": table::json_rows(&epochs),
+            "weights": table::json_rows(&weights),
+        });
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        return Ok(Exit::Ok);
+    }
     let _ = writeln!(
         out,
         "run {run}: {} (experiment {} #{})",
@@ -912,16 +938,8 @@ fn cmd_show(db: &Path, run: i64, out: &mut dyn Write) -> Result<Exit> {
         let _ = writeln!(out, "  {line}");
     }
     let _ = writeln!(out, "\nepochs:");
-    let epochs = store.query(&format!(
-        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, round(seconds, 3) AS seconds
-         FROM epochs WHERE run_id = {run} ORDER BY epoch"
-    ))?;
     print_table(&epochs, Format::Text, out);
     let _ = writeln!(out, "\nweights:");
-    let w = store.query(&format!(
-        "SELECT kind, epoch, layer, param, shape, dtype, length(data) AS bytes FROM weights
-         WHERE run_id = {run} ORDER BY kind = 'final', layer, param = 'bias'"
-    ))?;
-    print_table(&w, Format::Text, out);
+    print_table(&weights, Format::Text, out);
     Ok(Exit::Ok)
 }

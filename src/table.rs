@@ -28,6 +28,8 @@ pub fn cell(v: &Value) -> String {
 fn format_real(f: f64) -> String {
     if f == f.trunc() && f.abs() < 1e15 {
         format!("{f:.1}")
+    } else if f.abs() >= 1e6 && f.abs() < 1e15 {
+        format!("{f:.3}") // e.g. unix times
     } else if f.abs() >= 1e-4 && f.abs() < 1e6 {
         let s = format!("{f:.6}");
         let s = s.trim_end_matches('0');
@@ -49,6 +51,22 @@ fn json_value(v: &Value) -> serde_json::Value {
     }
 }
 
+/// The table as a JSON array of objects, one per row (BLOBs as hex).
+pub fn json_rows(t: &Table) -> serde_json::Value {
+    t.rows
+        .iter()
+        .map(|r| {
+            serde_json::Value::Object(
+                t.columns
+                    .iter()
+                    .cloned()
+                    .zip(r.iter().map(json_value))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -60,26 +78,11 @@ fn csv_field(s: &str) -> String {
 /// Write `t` to `out` in `format`. Reals are written in full precision in CSV and JSON.
 pub fn write(t: &Table, format: Format, out: &mut dyn Write) -> io::Result<()> {
     match format {
-        Format::Json => {
-            let rows: Vec<serde_json::Value> = t
-                .rows
-                .iter()
-                .map(|r| {
-                    serde_json::Value::Object(
-                        t.columns
-                            .iter()
-                            .cloned()
-                            .zip(r.iter().map(json_value))
-                            .collect(),
-                    )
-                })
-                .collect();
-            writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&rows).unwrap_or_default()
-            )
-        }
+        Format::Json => writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json_rows(t)).unwrap_or_default()
+        ),
         Format::Csv => {
             writeln!(
                 out,

@@ -126,6 +126,16 @@ fn a_sweep_is_trained_stored_and_queryable() {
         show.stdout
     );
 
+    let json = runner(
+        dir.path(),
+        &["show", "3", "--json", "--db", db.to_str().unwrap()],
+    );
+    let shown: serde_json::Value = serde_json::from_str(&json.ok().stdout).unwrap();
+    assert_eq!(shown["run"]["learning_rate"], 0.05);
+    assert_eq!(shown["run"]["status"], "completed");
+    assert_eq!(shown["epochs"].as_array().unwrap().len(), 2);
+    assert_eq!(shown["weights"].as_array().unwrap().len(), 8);
+
     // Running the spec again trains nothing; --force trains every run again as new rows.
     let again = runner(
         dir.path(),
