@@ -150,30 +150,13 @@ pub enum Command {
                             runner export 5 --weights initial -o init.safetensors\n\n\
                             In Python: from safetensors.numpy import load_file; w = load_file('model.safetensors')\n\
                             Tensors: layer1.weight [out, in] (as torch.nn.Linear), layer1.bias [out], layer2....")]
-    Export {
-        run: i64,
-        /// Output file.
-        #[arg(short, long, value_name = "PATH")]
-        output: PathBuf,
-        /// Which weights: final (default), initial, or checkpoint (the latest epoch of an unfinished run).
-        #[arg(long, default_value = "final", value_parser = ["final", "initial", "checkpoint"])]
-        weights: String,
-    },
+    Export(ExportArgs),
     /// Classify digit images with a stored run: any size and either polarity, brought to MNIST's 28 x 28
     /// form (cropped, scaled to 20 x 20, centred by mass) first.
     #[command(
         after_help = "Examples:\n  runner predict 5 digit.png\n  runner predict 5 --top 3 *.png --json"
     )]
-    Predict {
-        run: i64,
-        #[arg(required = true)]
-        images: Vec<PathBuf>,
-        /// How many classes to show per image, most probable first.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10))]
-        top: u8,
-        #[command(flatten)]
-        format: FormatArgs,
-    },
+    Predict(PredictArgs),
     /// Plot learning curves (loss and accuracy per epoch, train and test) of runs or of an experiment, or
     /// with --lr the final test accuracy against learning rate (log axis, a point per seed, the mean line).
     /// PNG or SVG, by the output's extension.
@@ -181,18 +164,7 @@ pub enum Command {
         after_help = "Examples:\n  runner plot --experiment lr_sweep -o curves.png\n  \
                             runner plot 5 6 -o curves.svg\n  runner plot --lr --experiment lr_sweep -o lr.png"
     )]
-    Plot {
-        /// Runs to plot (default: the finished runs of --experiment, or of the newest experiment).
-        runs: Vec<i64>,
-        #[arg(long, value_name = "NAME", conflicts_with = "runs")]
-        experiment: Option<String>,
-        /// Final test accuracy against learning rate instead of learning curves.
-        #[arg(long)]
-        lr: bool,
-        /// The image to write: .png or .svg.
-        #[arg(short, long, value_name = "PATH")]
-        output: PathBuf,
-    },
+    Plot(PlotArgs),
     /// List stored runs.
     #[command(after_help = "Example:\n  runner ls --experiment lr_sweep")]
     Ls {
@@ -213,60 +185,107 @@ pub enum Command {
     /// Resume an interrupted run from its last stored epoch (or train a pending or failed one), from its
     /// stored config; `runner <spec>` does the same for every unfinished run of a spec.
     #[command(after_help = "Example:\n  runner resume 7")]
-    Resume {
-        run: i64,
-        /// Take the run over if its owner has given no sign of life for this many seconds.
-        #[arg(long, default_value_t = 600, value_name = "SECONDS")]
-        stale_after: u64,
-    },
+    Resume(ResumeArgs),
     /// Merge result stores (e.g. one per shard) into one; a run stored twice must match bit for bit.
     #[command(
         after_help = "Example:\n  runner merge shard-0.db shard-1.db shard-2.db -o results/all.db"
     )]
-    Merge {
-        /// The stores to merge (read-only).
-        #[arg(required = true)]
-        sources: Vec<PathBuf>,
-        /// The store to merge into (created if needed).
-        #[arg(short, long, value_name = "PATH")]
-        output: PathBuf,
-    },
+    Merge(MergeArgs),
     /// Time training, evaluation and loading on this machine, and the efficiency against its own GEMM.
     #[command(
         after_help = "Examples:\n  runner bench\n  runner bench --batch 128 --dtype f32 --reps 5\n  \
                             runner bench --samples 10000 --reps 1   (a quick look)"
     )]
-    Bench {
-        /// The data folder to load and train on.
-        #[arg(long, default_value = "data/mnist")]
-        data: String,
-        /// Batch sizes, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "10,128")]
-        batch: Vec<usize>,
-        /// f32, f64 or both, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "f32,f64", value_parser = parse_dtype)]
-        dtype: Vec<Dtype>,
-        /// Timed epochs per configuration (the median is reported).
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
-        reps: u16,
-        /// Training samples per timed epoch (default: all).
-        #[arg(long)]
-        samples: Option<usize>,
-        /// Layer widths, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "784,512,10")]
-        sizes: Vec<usize>,
-        /// Also time decoding this PNG-layout folder (see `runner data export-png`).
-        #[arg(long, value_name = "DIR")]
-        png: Option<String>,
-        /// Skip timing a 4-run sweep with --jobs 1 against --jobs 2.
-        #[arg(long)]
-        no_jobs: bool,
-        #[command(flatten)]
-        format: FormatArgs,
-    },
+    Bench(BenchArgs),
     /// Data tools.
     #[command(subcommand)]
     Data(DataCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    pub run: i64,
+    /// Take the run over if its owner has given no sign of life for this many seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub stale_after: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The stores to merge (read-only).
+    #[arg(required = true)]
+    pub sources: Vec<PathBuf>,
+    /// The store to merge into (created if needed).
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The data folder to load and train on.
+    #[arg(long, default_value = "data/mnist")]
+    pub data: String,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,128")]
+    pub batch: Vec<usize>,
+    /// f32, f64 or both, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "f32,f64", value_parser = parse_dtype)]
+    pub dtype: Vec<Dtype>,
+    /// Timed epochs per configuration (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub reps: u16,
+    /// Training samples per timed epoch (default: all).
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Layer widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "784,512,10")]
+    pub sizes: Vec<usize>,
+    /// Also time decoding this PNG-layout folder (see `runner data export-png`).
+    #[arg(long, value_name = "DIR")]
+    pub png: Option<String>,
+    /// Skip timing a 4-run sweep with --jobs 1 against --jobs 2.
+    #[arg(long)]
+    pub no_jobs: bool,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    pub run: i64,
+    /// Output file.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+    /// Which weights: final (default), initial, or checkpoint (the latest epoch of an unfinished run).
+    #[arg(long, default_value = "final", value_parser = ["final", "initial", "checkpoint"])]
+    pub weights: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    pub run: i64,
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// How many classes to show per image, most probable first.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub top: u8,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Runs to plot (default: the finished runs of --experiment, or of the newest experiment).
+    pub runs: Vec<i64>,
+    /// The experiment whose finished runs to plot (default: the newest).
+    #[arg(long, value_name = "NAME", conflicts_with = "runs")]
+    pub experiment: Option<String>,
+    /// Final test accuracy against learning rate instead of learning curves.
+    #[arg(long)]
+    pub lr: bool,
+    /// The image to write: .png or .svg.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -351,250 +370,16 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
             print_table(&report::compare(&store, &name)?, format.format(), out);
             Ok(Exit::Ok)
         }
-        Some(Command::Export {
-            run,
-            output,
-            weights,
-        }) => {
-            let store = Store::open_read_only(&cli.db)?;
-            let m = export::load(&store, run, &weights)?;
-            export::write_safetensors(&m, &output)?;
-            let _ = writeln!(
-                out,
-                "wrote run {run}'s {weights} weights ({} tensors, {}, sha256 {}) to {}",
-                m.params.tensors.len(),
-                m.params.dtype.as_str(),
-                m.params.sha256(),
-                output.display()
-            );
-            Ok(Exit::Ok)
-        }
-        Some(Command::Predict {
-            run,
-            images,
-            top,
-            format,
-        }) => {
-            let store = Store::open_read_only(&cli.db)?;
-            let m = export::load(&store, run, "final")?;
-            use rusqlite::types::Value as V;
-            let mut t = Table {
-                columns: vec![
-                    "image".into(),
-                    "rank".into(),
-                    "class".into(),
-                    "probability".into(),
-                ],
-                rows: Vec::new(),
-            };
-            for path in &images {
-                let p = export::predict_file(&m, path)?;
-                let mut order: Vec<usize> = (0..p.len()).collect();
-                order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-                for (rank, &c) in order.iter().take(top as usize).enumerate() {
-                    t.rows.push(vec![
-                        V::Text(path.display().to_string()),
-                        V::Integer(rank as i64 + 1),
-                        V::Integer(c as i64),
-                        V::Real((p[c] * 1e4).round() / 1e4),
-                    ]);
-                }
-            }
-            print_table(&t, format.format(), out);
-            Ok(Exit::Ok)
-        }
-        Some(Command::Plot {
-            runs,
-            experiment,
-            lr,
-            output,
-        }) => {
-            let store = Store::open_read_only(&cli.db)?;
-            let (ids, title) = if runs.is_empty() {
-                let name = report::experiment_name(&store, experiment.as_deref())?;
-                (
-                    store.run_ids(Some(&name), &["completed", "diverged"])?,
-                    name,
-                )
-            } else {
-                let title = format!(
-                    "runs {}",
-                    runs.iter()
-                        .map(i64::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                (runs, title)
-            };
-            if lr {
-                let mut points = Vec::new();
-                for id in &ids {
-                    let row = store.run(*id)?;
-                    let cfg = spec::RunConfig::from_toml(&row.config_toml).map_err(Error::Usage)?;
-                    if let (Some(acc), "completed") = (row.test_acc, row.status.as_str()) {
-                        points.push(plot::LrPoint {
-                            learning_rate: cfg.train.learning_rate,
-                            test_acc: acc,
-                            seed: cfg.train.seed as i64,
-                        });
-                    }
-                }
-                plot::lr_sweep(
-                    &points,
-                    &format!("{title}: final test accuracy by learning rate"),
-                    &output,
-                )?;
-            } else {
-                let mut curves = Vec::new();
-                for id in &ids {
-                    let row = store.run(*id)?;
-                    let label = row
-                        .name
-                        .split_once('/')
-                        .map_or(row.name.as_str(), |(_, l)| l)
-                        .to_string();
-                    curves.push(plot::Curve {
-                        label: format!("{id} {label}"),
-                        epochs: store.epochs(*id)?,
-                    });
-                }
-                plot::learning_curves(
-                    &curves,
-                    &format!("{title}: learning curves (test thick, train thin)"),
-                    &output,
-                )?;
-            }
-            let _ = writeln!(out, "wrote {} ({} runs)", output.display(), ids.len());
-            Ok(Exit::Ok)
-        }
+        Some(Command::Export(args)) => cmd_export(&cli.db, args, out),
+        Some(Command::Predict(args)) => cmd_predict(&cli.db, args, out),
+        Some(Command::Plot(args)) => cmd_plot(&cli.db, args, out),
         Some(Command::Ls { experiment, format }) => {
             cmd_ls(&cli.db, experiment, format.format(), out)
         }
         Some(Command::Show { run, json }) => cmd_show(&cli.db, run, json, out),
-        Some(Command::Bench {
-            data,
-            batch,
-            dtype,
-            reps,
-            samples,
-            sizes,
-            png,
-            no_jobs,
-            format,
-        }) => {
-            if sizes.len() < 2 || sizes.contains(&0) || batch.contains(&0) {
-                return Err(Error::Usage(
-                    "--sizes needs two or more widths >= 1, --batch sizes >= 1".into(),
-                ));
-            }
-            let opts = bench::Options {
-                data_dir: data,
-                sizes,
-                samples,
-                reps: reps as usize,
-                batches: batch,
-                dtypes: dtype,
-                png_dir: png,
-                jobs_check: !no_jobs,
-            };
-            let log = |line: &str| eprintln!("{line}");
-            let bench::Report { rows, notes } = bench::run(&opts, &log)?;
-            use rusqlite::types::Value as V;
-            let t = Table {
-                columns: [
-                    "what",
-                    "dtype",
-                    "batch",
-                    "s/epoch",
-                    "samples/s",
-                    "GFLOP/s",
-                    "GEMM GFLOP/s",
-                    "efficiency",
-                ]
-                .map(String::from)
-                .to_vec(),
-                rows: rows
-                    .iter()
-                    .map(|r| {
-                        vec![
-                            V::Text(r.what.clone()),
-                            V::Text(r.dtype.as_str().into()),
-                            V::Integer(r.batch as i64),
-                            V::Real((r.seconds * 1000.0).round() / 1000.0),
-                            V::Integer(r.samples_per_s.round() as i64),
-                            V::Real((r.gflops * 10.0).round() / 10.0),
-                            V::Real((r.gemm_gflops * 10.0).round() / 10.0),
-                            V::Real((r.efficiency * 100.0).round() / 100.0),
-                        ]
-                    })
-                    .collect(),
-            };
-            print_table(&t, format.format(), out);
-            if format.format() == Format::Text {
-                for (k, v) in notes {
-                    let _ = writeln!(out, "{k}: {v}");
-                }
-            }
-            Ok(Exit::Ok)
-        }
-        Some(Command::Merge { sources, output }) => {
-            let srcs: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
-            let r = merge::merge(&srcs, &output)?;
-            let _ = writeln!(
-                out,
-                "merged {} stores into {}: {} runs added, {} already there and identical, {} unfinished runs \
-                 not copied, {} experiments added",
-                sources.len(),
-                output.display(),
-                r.runs_added,
-                r.runs_identical,
-                r.runs_unfinished,
-                r.experiments_added
-            );
-            for c in &r.conflicts {
-                let _ = writeln!(out, "REPRODUCIBILITY FAILURE: {c}");
-            }
-            Ok(if r.conflicts.is_empty() {
-                Exit::Ok
-            } else {
-                Exit::Failure
-            })
-        }
-        Some(Command::Resume { run, stale_after }) => {
-            let exp = {
-                let store = Store::open_read_only(&cli.db)?;
-                let row = store.run(run)?;
-                if matches!(row.status.as_str(), "completed" | "diverged") {
-                    return Err(Error::Usage(format!(
-                        "run {run} ({}) is {} already; nothing to resume",
-                        row.name, row.status
-                    )));
-                }
-                let config = spec::RunConfig::from_toml(&row.config_toml).map_err(|e| {
-                    Error::Usage(format!("run {run}: its stored config does not parse: {e}"))
-                })?;
-                spec::Experiment {
-                    name: row.experiment,
-                    description: String::new(),
-                    path: format!("(stored config of run {run})"),
-                    text: row.config_toml,
-                    runs: vec![spec::PlannedRun {
-                        name: row.name,
-                        overrides: Vec::new(),
-                        config,
-                    }],
-                }
-            };
-            let args = RunArgs {
-                spec: None,
-                force: false,
-                jobs: 1,
-                stale_after,
-                // The one shard of one: a scheduler's shard variables must not filter this run out.
-                shard: Some(Shard { index: 0, count: 1 }),
-            };
-            train_experiment(&exp, &cli.db, &args, out)
-        }
+        Some(Command::Bench(args)) => cmd_bench(args, out),
+        Some(Command::Merge(args)) => cmd_merge(args, out),
+        Some(Command::Resume(args)) => cmd_resume(&cli.db, args, out),
         Some(Command::Data(DataCommand::ExportPng { dir, out: dest })) => {
             let ds = data::load(&dir, DataFormat::Idx)?;
             let (train, test) = data::export_png(&ds, &dest)?;
@@ -941,5 +726,257 @@ fn cmd_show(db: &Path, run: i64, json: bool, out: &mut dyn Write) -> Result<Exit
     print_table(&epochs, Format::Text, out);
     let _ = writeln!(out, "\nweights:");
     print_table(&weights, Format::Text, out);
+    Ok(Exit::Ok)
+}
+
+fn cmd_resume(db: &Path, args: ResumeArgs, out: &mut dyn Write) -> Result<Exit> {
+    let ResumeArgs { run, stale_after } = args;
+    let exp = {
+        let store = Store::open_read_only(db)?;
+        let row = store.run(run)?;
+        if matches!(row.status.as_str(), "completed" | "diverged") {
+            return Err(Error::Usage(format!(
+                "run {run} ({}) is {} already; nothing to resume",
+                row.name, row.status
+            )));
+        }
+        let config = spec::RunConfig::from_toml(&row.config_toml).map_err(|e| {
+            Error::Usage(format!("run {run}: its stored config does not parse: {e}"))
+        })?;
+        spec::Experiment {
+            name: row.experiment,
+            description: String::new(),
+            path: format!("(stored config of run {run})"),
+            text: row.config_toml,
+            runs: vec![spec::PlannedRun {
+                name: row.name,
+                overrides: Vec::new(),
+                config,
+            }],
+        }
+    };
+    let args = RunArgs {
+        spec: None,
+        force: false,
+        jobs: 1,
+        stale_after,
+        // The one shard of one: a scheduler's shard variables must not filter this run out.
+        shard: Some(Shard { index: 0, count: 1 }),
+    };
+    train_experiment(&exp, db, &args, out)
+}
+
+fn cmd_merge(args: MergeArgs, out: &mut dyn Write) -> Result<Exit> {
+    let MergeArgs { sources, output } = args;
+    let srcs: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
+    let r = merge::merge(&srcs, &output)?;
+    let _ = writeln!(
+        out,
+        "merged {} stores into {}: {} runs added, {} already there and identical, {} unfinished runs \
+         not copied, {} experiments added",
+        sources.len(),
+        output.display(),
+        r.runs_added,
+        r.runs_identical,
+        r.runs_unfinished,
+        r.experiments_added
+    );
+    for c in &r.conflicts {
+        let _ = writeln!(out, "REPRODUCIBILITY FAILURE: {c}");
+    }
+    Ok(if r.conflicts.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Failure
+    })
+}
+
+fn cmd_bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
+    let BenchArgs {
+        data,
+        batch,
+        dtype,
+        reps,
+        samples,
+        sizes,
+        png,
+        no_jobs,
+        format,
+    } = args;
+    if sizes.len() < 2 || sizes.contains(&0) || batch.contains(&0) {
+        return Err(Error::Usage(
+            "--sizes needs two or more widths >= 1, --batch sizes >= 1".into(),
+        ));
+    }
+    let opts = bench::Options {
+        data_dir: data,
+        sizes,
+        samples,
+        reps: reps as usize,
+        batches: batch,
+        dtypes: dtype,
+        png_dir: png,
+        jobs_check: !no_jobs,
+    };
+    let log = |line: &str| eprintln!("{line}");
+    let bench::Report { rows, notes } = bench::run(&opts, &log)?;
+    use rusqlite::types::Value as V;
+    let t = Table {
+        columns: [
+            "what",
+            "dtype",
+            "batch",
+            "s/epoch",
+            "samples/s",
+            "GFLOP/s",
+            "GEMM GFLOP/s",
+            "efficiency",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: rows
+            .iter()
+            .map(|r| {
+                vec![
+                    V::Text(r.what.clone()),
+                    V::Text(r.dtype.as_str().into()),
+                    V::Integer(r.batch as i64),
+                    V::Real((r.seconds * 1000.0).round() / 1000.0),
+                    V::Integer(r.samples_per_s.round() as i64),
+                    V::Real((r.gflops * 10.0).round() / 10.0),
+                    V::Real((r.gemm_gflops * 10.0).round() / 10.0),
+                    V::Real((r.efficiency * 100.0).round() / 100.0),
+                ]
+            })
+            .collect(),
+    };
+    print_table(&t, format.format(), out);
+    if format.format() == Format::Text {
+        for (k, v) in notes {
+            let _ = writeln!(out, "{k}: {v}");
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+fn cmd_export(db: &Path, args: ExportArgs, out: &mut dyn Write) -> Result<Exit> {
+    let ExportArgs {
+        run,
+        output,
+        weights,
+    } = args;
+    let store = Store::open_read_only(db)?;
+    let m = export::load(&store, run, &weights)?;
+    export::write_safetensors(&m, &output)?;
+    let _ = writeln!(
+        out,
+        "wrote run {run}'s {weights} weights ({} tensors, {}, sha256 {}) to {}",
+        m.params.tensors.len(),
+        m.params.dtype.as_str(),
+        m.params.sha256(),
+        output.display()
+    );
+    Ok(Exit::Ok)
+}
+
+fn cmd_predict(db: &Path, args: PredictArgs, out: &mut dyn Write) -> Result<Exit> {
+    let PredictArgs {
+        run,
+        images,
+        top,
+        format,
+    } = args;
+    let store = Store::open_read_only(db)?;
+    let m = export::load(&store, run, "final")?;
+    use rusqlite::types::Value as V;
+    let mut t = Table {
+        columns: vec![
+            "image".into(),
+            "rank".into(),
+            "class".into(),
+            "probability".into(),
+        ],
+        rows: Vec::new(),
+    };
+    for path in &images {
+        let p = export::predict_file(&m, path)?;
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+        for (rank, &c) in order.iter().take(top as usize).enumerate() {
+            t.rows.push(vec![
+                V::Text(path.display().to_string()),
+                V::Integer(rank as i64 + 1),
+                V::Integer(c as i64),
+                V::Real((p[c] * 1e4).round() / 1e4),
+            ]);
+        }
+    }
+    print_table(&t, format.format(), out);
+    Ok(Exit::Ok)
+}
+
+fn cmd_plot(db: &Path, args: PlotArgs, out: &mut dyn Write) -> Result<Exit> {
+    let PlotArgs {
+        runs,
+        experiment,
+        lr,
+        output,
+    } = args;
+    let store = Store::open_read_only(db)?;
+    let (ids, title) = if runs.is_empty() {
+        let name = report::experiment_name(&store, experiment.as_deref())?;
+        (
+            store.run_ids(Some(&name), &["completed", "diverged"])?,
+            name,
+        )
+    } else {
+        let title = format!(
+            "runs {}",
+            runs.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        (runs, title)
+    };
+    if lr {
+        let mut points = Vec::new();
+        for id in &ids {
+            let row = store.run(*id)?;
+            let cfg = spec::RunConfig::from_toml(&row.config_toml).map_err(Error::Usage)?;
+            if let (Some(acc), "completed") = (row.test_acc, row.status.as_str()) {
+                points.push(plot::LrPoint {
+                    learning_rate: cfg.train.learning_rate,
+                    test_acc: acc,
+                    seed: cfg.train.seed as i64,
+                });
+            }
+        }
+        plot::lr_sweep(
+            &points,
+            &format!("{title}: final test accuracy by learning rate"),
+            &output,
+        )?;
+    } else {
+        let mut curves = Vec::new();
+        for id in &ids {
+            let row = store.run(*id)?;
+            let label = row
+                .name
+                .split_once('/')
+                .map_or(row.name.as_str(), |(_, l)| l)
+                .to_string();
+            curves.push(plot::Curve {
+                label: format!("{id} {label}"),
+                epochs: store.epochs(*id)?,
+            });
+        }
+        plot::learning_curves(
+            &curves,
+            &format!("{title}: learning curves (test thick, train thin)"),
+            &output,
+        )?;
+    }
+    let _ = writeln!(out, "wrote {} ({} runs)", output.display(), ids.len());
     Ok(Exit::Ok)
 }
