@@ -322,6 +322,25 @@ impl Store {
         }
     }
 
+    /// The views use `sqrt`, which SQLite has only when built with its math functions (the stock shell
+    /// and this crate's build via .cargo/config.toml are); a build without them gets it defined here.
+    fn ensure_sqrt(&self) -> Result<()> {
+        if self
+            .conn
+            .query_row("SELECT sqrt(4.0)", [], |r| r.get::<_, f64>(0))
+            .is_err()
+        {
+            self.conn.create_scalar_function(
+                "sqrt",
+                1,
+                rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                    | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+                |ctx| Ok(ctx.get::<Option<f64>>(0)?.map(f64::sqrt)),
+            )?;
+        }
+        Ok(())
+    }
+
     fn configure(&self, read_only: bool) -> Result<()> {
         self.conn
             .busy_timeout(Duration::from_secs(30))
@@ -344,7 +363,8 @@ impl Store {
             } else {
                 self.store_err(format!("cannot use: {msg}"))
             }
-        })
+        })?;
+        self.ensure_sqrt()
     }
 
     fn user_version(&self) -> Result<i64> {
