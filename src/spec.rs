@@ -720,7 +720,15 @@ fn render_value(v: &toml::Value) -> String {
             // Shortest form that round-trips; random draws (17 digits) get four significant ones.
             let (plain, exp) = (format!("{f}"), format!("{f:e}"));
             let s = if plain.len() <= exp.len() { plain } else { exp };
-            if s.len() > 10 { format!("{f:.4e}") } else { s }
+            if s.len() <= 10 {
+                s
+            } else if (1e-4..1e4).contains(&f.abs()) {
+                // Four significant digits, written plainly: 0.1243, 0.001243, 12.43.
+                let decimals = (3 - f.abs().log10().floor() as i32).clamp(0, 10) as usize;
+                format!("{f:.decimals$}")
+            } else {
+                format!("{f:.3e}")
+            }
         }
         toml::Value::Array(a) => a.iter().map(render_value).collect::<Vec<_>>().join("-"),
         other => other.to_string(),
