@@ -44,7 +44,7 @@ impl Envelope {
             cpu_model: cpu_model(),
             cpu_features: cpu_features().join(" "),
             gemm_kernel: gemm_kernel(),
-            threads: 1,
+            threads: gemm_threads(),
             os: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
             host: hostname(),
         }
@@ -123,6 +123,17 @@ pub fn gemm_kernel() -> String {
         "fallback"
     };
     format!("matrixmultiply-{MATRIXMULTIPLY_VERSION}/{kernel}")
+}
+
+/// Threads matrixmultiply uses per GEMM: `MATMUL_NUM_THREADS` (set from `--threads`), clamped to 1..=4 as
+/// matrixmultiply does. (`runner` always sets it; a library user who does not gets matrixmultiply's own
+/// default, the physical core count, which this does not see.)
+pub fn gemm_threads() -> usize {
+    std::env::var("MATMUL_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, 4)
 }
 
 pub fn hostname() -> String {

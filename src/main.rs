@@ -19,6 +19,9 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
+    // The GEMM's thread pool reads its size once, at its first use: set it before anything runs.
+    // SAFETY: no other thread exists yet.
+    unsafe { std::env::set_var("MATMUL_NUM_THREADS", cli.threads.to_string()) };
     // Not locked for the whole command: training workers write their log lines to stdout too.
     let mut out = std::io::stdout();
     let result = cli::execute(cli, &mut out);

@@ -290,3 +290,49 @@ fn a_run_whose_owner_stopped_beating_is_taken_over() {
     );
     assert_eq!(fingerprint(&db), expected);
 }
+
+#[test]
+fn two_gemm_threads_give_the_same_bits_as_one() {
+    let dir = tmp();
+    let d = dir.path();
+    // Big enough products (eval blocks of 1000 x 784 x 256) for matrixmultiply to split them over threads.
+    let s = spec(
+        d,
+        "t.toml",
+        "[data]\ndir = \"{MNIST}\"\nlimit_train = 5000\nlimit_test = 1000\n[model]\nsizes = [784, 256, 10]\n\
+         [train]\nbatch_size = 128\nepochs = 2\n",
+    );
+    let (one, two) = (d.join("one.db"), d.join("two.db"));
+    runner(
+        d,
+        &[
+            s.to_str().unwrap(),
+            "--db",
+            one.to_str().unwrap(),
+            "--threads",
+            "1",
+        ],
+    )
+    .ok();
+    runner(
+        d,
+        &[
+            s.to_str().unwrap(),
+            "--db",
+            two.to_str().unwrap(),
+            "--threads",
+            "2",
+        ],
+    )
+    .ok();
+    assert_eq!(scalar(&two, "SELECT threads FROM runs"), "2");
+    assert_eq!(fingerprint(&one), fingerprint(&two));
+    let v = runner(d, &["verify", "1", "--db", two.to_str().unwrap()]);
+    assert!(v.ok().stdout.contains("identical"), "{}", v.stdout);
+    assert!(
+        v.stdout
+            .contains("envelope differs: threads: stored 2, now 1"),
+        "{}",
+        v.stdout
+    );
+}
