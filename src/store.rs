@@ -865,11 +865,6 @@ impl Store {
         }
         Ok(Table { columns, rows })
     }
-
-    /// Execute statements with write access (tests use this to tamper with a stored run).
-    pub fn execute_batch(&self, sql: &str) -> Result<()> {
-        Ok(self.conn.execute_batch(sql)?)
-    }
 }
 
 /// Insert a `pending` row for a planned run; the owner and envelope columns are filled when a process
