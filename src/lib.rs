@@ -12,6 +12,7 @@ pub mod data;
 pub mod envelope;
 pub mod error;
 pub mod export;
+pub mod kernel;
 pub mod loader;
 pub mod merge;
 pub mod model;

@@ -12,10 +12,11 @@
 //! (`general_mat_mul(-lr / n, Delta^T, A, 1, W)`), so W is read and written once per step.
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array1, Array2, ArrayView2, Axis, s};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, s};
 use sha2::{Digest, Sha256};
 
 use crate::data::{SplitRef, hex};
+use crate::kernel::{self, Kernel};
 use crate::rng::StreamRng;
 use crate::spec::{Activation, Dtype, Init};
 
@@ -30,10 +31,95 @@ pub trait Real:
     fn extend_le(xs: &[Self], out: &mut Vec<u8>);
     /// Read little-endian bytes written by [`Real::extend_le`].
     fn from_le(bytes: &[u8]) -> Vec<Self>;
+    /// Z = A W^T with the lanes16 kernel ([`crate::kernel::abt`]); false if this type has none.
+    fn lanes_abt(
+        _a: ArrayView2<'_, Self>,
+        _w: ArrayView2<'_, Self>,
+        _z: ArrayViewMut2<'_, Self>,
+    ) -> bool {
+        false
+    }
+    /// out[r][c] = sum_t coef[r * row_stride + t * term_stride] src[t][c], assigned (`alpha` None) or
+    /// added as out = fma(alpha, sum, out), with the lanes16 kernel ([`crate::kernel::combine`]); false if
+    /// this type has none.
+    fn lanes_combine(
+        _coef: (&[Self], usize, usize),
+        _src: ArrayView2<'_, Self>,
+        _out: ArrayViewMut2<'_, Self>,
+        _alpha: Option<Self>,
+    ) -> bool {
+        false
+    }
+}
+
+/// A contiguous row-major view as a kernel matrix.
+fn mat(a: ArrayView2<'_, f32>) -> Option<kernel::Mat<'_>> {
+    let (rows, cols) = a.dim();
+    let data = a.to_slice()?;
+    Some(kernel::Mat {
+        data,
+        rows,
+        cols,
+        ld: cols,
+    })
 }
 
 impl Real for f32 {
     const DTYPE: Dtype = Dtype::F32;
+    fn lanes_abt(
+        a: ArrayView2<'_, f32>,
+        w: ArrayView2<'_, f32>,
+        mut z: ArrayViewMut2<'_, f32>,
+    ) -> bool {
+        let (rows, cols) = z.dim();
+        match (mat(a), mat(w), z.as_slice_mut()) {
+            (Some(a), Some(w), Some(data)) => {
+                kernel::abt(
+                    a,
+                    w,
+                    kernel::MatMut {
+                        data,
+                        rows,
+                        cols,
+                        ld: cols,
+                    },
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+    fn lanes_combine(
+        (data, row_stride, term_stride): (&[f32], usize, usize),
+        src: ArrayView2<'_, f32>,
+        mut out: ArrayViewMut2<'_, f32>,
+        alpha: Option<f32>,
+    ) -> bool {
+        let (rows, cols) = out.dim();
+        let coef = kernel::Coef {
+            data,
+            row_stride,
+            term_stride,
+        };
+        let epilogue = alpha.map_or(kernel::Epilogue::Assign, kernel::Epilogue::Axpy);
+        match (mat(src), out.as_slice_mut()) {
+            (Some(src), Some(data)) => {
+                kernel::combine(
+                    coef,
+                    src,
+                    kernel::MatMut {
+                        data,
+                        rows,
+                        cols,
+                        ld: cols,
+                    },
+                    epilogue,
+                );
+                true
+            }
+            _ => false,
+        }
+    }
     fn from_f64(x: f64) -> Self {
         x as f32
     }
@@ -161,6 +247,15 @@ impl<F: Real> Mlp<F> {
         }
     }
 
+    /// Move every weight matrix to a 64-byte aligned allocation (see [`aligned_zeros`]): speed only.
+    pub fn realign(&mut self) {
+        for l in &mut self.layers {
+            let mut w = aligned_zeros(l.w.nrows(), l.w.ncols());
+            w.assign(&l.w);
+            l.w = w;
+        }
+    }
+
     /// Layer widths n_0 .. n_L.
     pub fn sizes(&self) -> Vec<usize> {
         let mut s = vec![self.layers[0].w.ncols()];
@@ -245,16 +340,29 @@ pub struct Workspace<F> {
     labels: Vec<u8>,
     /// The 256 values p / 255 in F: a^0 = x is read from u8 pixels through this table.
     scale: [F; 256],
+    /// Which matrix products to use ([`Kernel::Gemm`] unless [`Workspace::with_kernel`] says otherwise).
+    kernel: Kernel,
+}
+
+/// A zero [rows, cols] matrix whose first element is 64-byte aligned (a cache line: the kernels' loads of a
+/// row then never straddle two lines when the row length is a multiple of 16 floats). Alignment changes
+/// speed only, never results.
+pub fn aligned_zeros<F: Real>(rows: usize, cols: usize) -> Array2<F> {
+    let len = rows * cols;
+    let spare = 64 / std::mem::size_of::<F>();
+    let v = vec![F::zero(); len + spare];
+    let off = v.as_ptr().align_offset(64).min(spare);
+    let flat = Array1::from_vec(v).slice_move(s![off..off + len]);
+    // A contiguous vector of rows * cols elements always has that shape.
+    flat.into_shape_with_order((rows, cols))
+        .unwrap_or_else(|_| Array2::zeros((rows, cols)))
 }
 
 impl<F: Real> Workspace<F> {
     /// A workspace for forward and backward passes on up to `rows` samples.
     pub fn new(sizes: &[usize], rows: usize) -> Self {
         let mut ws = Self::for_eval(sizes, rows);
-        ws.deltas = sizes[1..]
-            .iter()
-            .map(|&n| Array2::zeros((rows, n)))
-            .collect();
+        ws.deltas = sizes[1..].iter().map(|&n| aligned_zeros(rows, n)).collect();
         ws.bias_sums = sizes[1..].iter().map(|&n| Array1::zeros(n)).collect();
         ws
     }
@@ -263,12 +371,19 @@ impl<F: Real> Workspace<F> {
     pub fn for_eval(sizes: &[usize], rows: usize) -> Self {
         Workspace {
             rows,
-            acts: sizes.iter().map(|&n| Array2::zeros((rows, n))).collect(),
+            acts: sizes.iter().map(|&n| aligned_zeros(rows, n)).collect(),
             deltas: Vec::new(),
             bias_sums: Vec::new(),
             labels: Vec::with_capacity(rows),
             scale: std::array::from_fn(|p| F::from_f64(p as f64 / 255.0)),
+            kernel: Kernel::Gemm,
         }
+    }
+
+    /// Use `kernel` for the matrix products ([`Kernel::Lanes`] only exists for f32; other types keep GEMM).
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
     }
 
     pub fn rows(&self) -> usize {
@@ -315,7 +430,11 @@ impl<F: Real> Workspace<F> {
             let (prev, next) = self.acts.split_at_mut(l + 1);
             let a_prev = prev[l].slice(s![..n, ..]);
             let mut z = next[0].slice_mut(s![..n, ..]);
-            general_mat_mul(F::one(), &a_prev, &layer.w.t(), F::zero(), &mut z);
+            let lanes = self.kernel == Kernel::Lanes
+                && F::lanes_abt(a_prev.view(), layer.w.view(), z.view_mut());
+            if !lanes {
+                general_mat_mul(F::one(), &a_prev, &layer.w.t(), F::zero(), &mut z);
+            }
             if l + 1 < last {
                 bias_activate(
                     z.as_slice_mut().unwrap_or_default(),
@@ -359,7 +478,20 @@ impl<F: Real> Workspace<F> {
                 let (lower, upper) = self.deltas.split_at_mut(l);
                 let d = upper[0].slice(s![..n, ..]);
                 let mut d_prev = lower[l - 1].slice_mut(s![..n, ..]);
-                general_mat_mul(F::one(), &d, &model.layers[l].w, F::zero(), &mut d_prev);
+                // d_prev[i][k] = sum_j d[i][j] W^l[j][k]: coefficients d[i * n_l + j]
+                let n_l = d.ncols();
+                let lanes = self.kernel == Kernel::Lanes
+                    && d.to_slice().is_some_and(|c| {
+                        F::lanes_combine(
+                            (c, n_l, 1),
+                            model.layers[l].w.view(),
+                            d_prev.view_mut(),
+                            None,
+                        )
+                    });
+                if !lanes {
+                    general_mat_mul(F::one(), &d, &model.layers[l].w, F::zero(), &mut d_prev);
+                }
                 let a = self.acts[l].slice(s![..n, ..]);
                 activation_grad(
                     d_prev.as_slice_mut().unwrap_or_default(),
@@ -378,8 +510,17 @@ impl<F: Real> Workspace<F> {
                 Update::Sgd { .. } => &mut model.layers[l],
                 Update::Gradient(g) => &mut g.layers[l],
             };
-            // W^l <- beta W^l + alpha (delta^l)^T a^(l-1);  b^l <- beta b^l + alpha colsum(delta^l)
-            general_mat_mul(alpha, &d.t(), &a_prev, beta, &mut target.w);
+            // W^l <- beta W^l + alpha (delta^l)^T a^(l-1);  b^l <- beta b^l + alpha colsum(delta^l).
+            // With lanes16: W[j][k] = fma(alpha, sum_i d[i][j] a[i][k], W[j][k]), or the sum when beta = 0.
+            let n_l = d.ncols();
+            let axpy = (beta == F::one()).then_some(alpha);
+            let lanes = self.kernel == Kernel::Lanes
+                && d.to_slice().is_some_and(|c| {
+                    F::lanes_combine((c, 1, n_l), a_prev.view(), target.w.view_mut(), axpy)
+                });
+            if !lanes {
+                general_mat_mul(alpha, &d.t(), &a_prev, beta, &mut target.w);
+            }
             target
                 .b
                 .zip_mut_with(sums, |b, &s| *b = beta * *b + alpha * s);

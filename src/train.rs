@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::kernel::Kernel;
 use crate::loader::Loader;
 use crate::model::{EVAL_BLOCK, Mlp, Real, Snapshot, Update, Workspace, evaluate};
 use crate::rng::{Stream, StreamRng, StreamState};
@@ -127,10 +128,13 @@ fn train_typed<F: Real>(
             (model, StreamRng::from_state(c.shuffle), c.epoch + 1)
         }
     };
+    model.realign();
     let mut loader = Loader::new(train_set.len(), t.batch_size, t.drop_last, shuffle);
-    let mut ws = Workspace::<F>::new(&model_cfg.sizes, t.batch_size);
+    // The run's kernel does its products in training and evaluation alike (see `kernel`).
+    let kernel = Kernel::for_run(model_cfg.dtype, t.batch_size);
+    let mut ws = Workspace::<F>::new(&model_cfg.sizes, t.batch_size).with_kernel(kernel);
     let eval_rows = EVAL_BLOCK.min(train_set.len().max(test_set.len()));
-    let mut eval_ws = Workspace::<F>::for_eval(&model_cfg.sizes, eval_rows);
+    let mut eval_ws = Workspace::<F>::for_eval(&model_cfg.sizes, eval_rows).with_kernel(kernel);
     let batches = loader.num_batches();
 
     for epoch in first_epoch..=t.epochs {
