@@ -14,6 +14,7 @@ use ndarray::linalg::general_mat_mul;
 
 use crate::data::{self, DataFormat, Dataset};
 use crate::error::Result;
+use crate::kernel::Kernel;
 use crate::model::{EVAL_BLOCK, Mlp, Real, Workspace, evaluate, reference};
 use crate::rng::{Stream, StreamRng};
 use crate::spec::{Activation, Dtype, Init, RunConfig};
@@ -142,7 +143,10 @@ fn training_row<F: Real>(ds: &Dataset, opts: &Options, batch: usize) -> Result<R
     }
     let (seconds, gemm) = (median(times), median(gemms));
     Ok(Row {
-        what: "train epoch".into(),
+        what: match Kernel::for_run(F::DTYPE, batch) {
+            Kernel::Lanes => "train epoch, lanes16".into(),
+            Kernel::Gemm => "train epoch, matrixmultiply".into(),
+        },
         dtype: F::DTYPE,
         batch,
         seconds,
@@ -191,14 +195,14 @@ fn jobs_speedup(ds: &Dataset, sizes: &[usize], samples: usize) -> Result<(f64, f
 }
 
 /// Forward passes over both splits (as each epoch's evaluation does), median of `reps`.
-fn eval_seconds<F: Real>(ds: &Dataset, sizes: &[usize], reps: usize) -> f64 {
+fn eval_seconds<F: Real>(ds: &Dataset, sizes: &[usize], reps: usize, kernel: Kernel) -> f64 {
     let model: Mlp<F> = Mlp::init(
         sizes,
         Activation::Relu,
         Init::He,
         &mut StreamRng::new(1, Stream::Init),
     );
-    let mut ws = Workspace::<F>::for_eval(sizes, EVAL_BLOCK);
+    let mut ws = Workspace::<F>::for_eval(sizes, EVAL_BLOCK).with_kernel(kernel);
     median(
         (0..reps)
             .map(|_| {
@@ -273,19 +277,29 @@ pub fn run(opts: &Options, log: &dyn Fn(&str)) -> Result<Report> {
                 Dtype::F64 => training_row::<f64>(&ds, opts, batch)?,
             });
         }
-        let eval = match dtype {
-            Dtype::F32 => eval_seconds::<f32>(&ds, &opts.sizes, opts.reps),
-            Dtype::F64 => eval_seconds::<f64>(&ds, &opts.sizes, opts.reps),
+        let kernels: &[Kernel] = match dtype {
+            Dtype::F32 => &[Kernel::Lanes, Kernel::Gemm],
+            Dtype::F64 => &[Kernel::Gemm],
         };
-        extra.push((
-            format!(
-                "evaluate {} + {} images, {}",
-                ds.train.len(),
-                ds.test.len(),
-                dtype.as_str()
-            ),
-            format!("{eval:.3} s"),
-        ));
+        for &kernel in kernels {
+            let eval = match dtype {
+                Dtype::F32 => eval_seconds::<f32>(&ds, &opts.sizes, opts.reps, kernel),
+                Dtype::F64 => eval_seconds::<f64>(&ds, &opts.sizes, opts.reps, kernel),
+            };
+            let name = match kernel {
+                Kernel::Lanes => "lanes16",
+                Kernel::Gemm => "matrixmultiply",
+            };
+            extra.push((
+                format!(
+                    "evaluate {} + {} images, {} {name}",
+                    ds.train.len(),
+                    ds.test.len(),
+                    dtype.as_str()
+                ),
+                format!("{eval:.3} s"),
+            ));
+        }
     }
     if opts.jobs_check {
         log("timing 4 runs one at a time, then two at a time ...");
@@ -311,7 +325,15 @@ pub fn run(opts: &Options, log: &dyn Fn(&str)) -> Result<Report> {
         ));
     }
     extra.push(("peak RSS".into(), format!("{:.0} MB", peak_rss_mb())));
-    extra.push(("GEMM kernel".into(), crate::envelope::gemm_kernel()));
+    extra.push((
+        "kernels".into(),
+        format!(
+            "f32 batch <= {}: {}; otherwise: {}",
+            crate::kernel::LANES_MAX_BATCH,
+            Kernel::Lanes.describe(),
+            Kernel::Gemm.describe()
+        ),
+    ));
     Ok(Report { rows, notes: extra })
 }
 

@@ -5,6 +5,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::data::hex;
+use crate::kernel::Kernel;
+use crate::spec::RunConfig;
 
 /// The Cargo.lock this binary was built from: pins every dependency version.
 const CARGO_LOCK: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock"));
@@ -29,8 +31,13 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// The envelope of this process.
-    pub fn current() -> Self {
+    /// The envelope of a run with this config in this process.
+    pub fn for_run(cfg: &RunConfig) -> Self {
+        Self::with_kernel(Kernel::for_run(cfg.model.dtype, cfg.train.batch_size))
+    }
+
+    /// The envelope of this process for a run whose products use `kernel`.
+    pub fn with_kernel(kernel: Kernel) -> Self {
         Envelope {
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             git_commit: env!("MLP_RUNNER_GIT_COMMIT").to_string(),
@@ -43,7 +50,7 @@ impl Envelope {
             cargo_lock_sha256: hex(&Sha256::digest(CARGO_LOCK)),
             cpu_model: cpu_model(),
             cpu_features: cpu_features().join(" "),
-            gemm_kernel: gemm_kernel(),
+            gemm_kernel: kernel.describe(),
             threads: gemm_threads(),
             os: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
             host: hostname(),
@@ -65,7 +72,11 @@ impl Envelope {
             ),
             ("rustc_version", self.rustc_version.clone()),
             ("cargo_lock_sha256", self.cargo_lock_sha256.clone()),
-            ("gemm_kernel", self.gemm_kernel.clone()),
+            // lanes16 gives the same bits on every CPU: only the contract counts, not the implementation.
+            (
+                "gemm_kernel",
+                Kernel::contract(&self.gemm_kernel).to_string(),
+            ),
             ("cpu_model", self.cpu_model.clone()),
             ("threads", self.threads.to_string()),
             ("os", self.os.clone()),
@@ -85,7 +96,7 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
-/// The SIMD features that decide which GEMM kernel runs.
+/// The SIMD features that decide which kernel implementation runs.
 fn cpu_features() -> Vec<&'static str> {
     #[allow(unused_mut)]
     let mut f = Vec::new();
@@ -108,21 +119,6 @@ fn cpu_features() -> Vec<&'static str> {
         }
     }
     f
-}
-
-/// The kernel matrixmultiply selects at run time on this CPU (same order of tests as its `detect`).
-pub fn gemm_kernel() -> String {
-    let f = cpu_features();
-    let kernel = if f.contains(&"avx512f") {
-        "avx512"
-    } else if f.contains(&"fma") && f.contains(&"avx2") {
-        "fma-avx2"
-    } else if f.contains(&"avx") {
-        "avx"
-    } else {
-        "fallback"
-    };
-    format!("matrixmultiply-{MATRIXMULTIPLY_VERSION}/{kernel}")
 }
 
 /// Threads matrixmultiply uses per GEMM: `MATMUL_NUM_THREADS` (set from `--threads`), clamped to 1..=4 as

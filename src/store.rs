@@ -515,11 +515,12 @@ impl Store {
 
     /// Take the next run of `config_hashes` that needs training: `pending`, `interrupted`, or `running` with
     /// an owner that is gone (a dead pid on this host, or no heartbeat for `stale_after`). One transaction:
-    /// two processes never claim the same run. The claimer becomes the owner and its envelope is recorded.
+    /// two processes never claim the same run. The claimer becomes the owner and its envelope, `env` of the
+    /// run's config hash, is recorded.
     pub fn claim(
         &self,
         config_hashes: &[String],
-        env: &Envelope,
+        env: &dyn Fn(&str) -> Envelope,
         stale_after: Duration,
     ) -> Result<Option<Claim>> {
         let hashes = serde_json::to_string(config_hashes).unwrap_or_default();
@@ -543,17 +544,18 @@ impl Store {
         }
         let next: Option<(i64, String, Option<i64>, Option<String>)> = tx
             .query_row(
-                "SELECT id, status, checkpoint_epoch, checkpoint_rng FROM runs
+                "SELECT id, config_hash, checkpoint_epoch, checkpoint_rng FROM runs
                  WHERE status IN ('pending', 'interrupted') AND config_hash IN (SELECT value FROM json_each(?1))
                  ORDER BY id LIMIT 1",
                 [&hashes],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        let Some((id, _, checkpoint_epoch, checkpoint_rng)) = next else {
+        let Some((id, config_hash, checkpoint_epoch, checkpoint_rng)) = next else {
             tx.commit()?;
             return Ok(None);
         };
+        let env = env(&config_hash);
         let resume = checkpoint_epoch.is_some();
         tx.execute(
             "UPDATE runs SET status = 'running', pid = ?2, host = ?3, heartbeat_at = ?4, resumes = resumes + ?5,
@@ -579,11 +581,6 @@ impl Store {
             ],
         )?;
         tx.commit()?;
-        let config_hash: String =
-            self.conn
-                .query_row("SELECT config_hash FROM runs WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })?;
         let checkpoint = match (checkpoint_epoch, checkpoint_rng) {
             (Some(epoch), Some(rng)) => {
                 let params = self.weights(id, "checkpoint")?;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::data::DataCache;
 use crate::envelope::Envelope;
 use crate::error::{Error, Result, SpecError};
+use crate::kernel::Kernel;
 use crate::merge::Shard;
 use crate::model::Snapshot;
 use crate::progress::{Progress, RunBar};
@@ -250,7 +251,11 @@ struct Worker<'a> {
 impl Worker<'_> {
     /// Claim and train runs until none is left (or `stop`); returns the ids trained.
     fn work(&self, store: &Store) -> Result<Vec<i64>> {
-        let env = Envelope::current();
+        // The envelope depends on the run (its kernel); a hash not of this spec is reported below.
+        let env = |hash: &str| match self.runs.get(hash) {
+            Some(run) => Envelope::for_run(&run.config),
+            None => Envelope::with_kernel(Kernel::Gemm),
+        };
         let mut done = Vec::new();
         while !self.stop.load(Ordering::SeqCst) {
             let Some(claim) = store.claim(self.hashes, &env, self.opts.stale_after)? else {

@@ -5,6 +5,7 @@
 use crate::data::DataCache;
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
+use crate::kernel::Kernel;
 use crate::model::Snapshot;
 use crate::spec::RunConfig;
 use crate::store::Store;
@@ -91,12 +92,15 @@ pub fn verify_run(store: &Store, cache: &mut DataCache, run_id: i64) -> Result<R
             "run {run_id}: its stored config does not parse: {e}"
         ))
     })?;
-    let current = Envelope::current();
+    let current = Envelope::for_run(&cfg);
     let envelope_diffs = row
         .envelope
         .iter()
         .zip(current.bit_relevant())
-        .filter(|((_, stored), (_, now))| stored != now)
+        .filter(|((field, stored), (_, now))| match field.as_str() {
+            "gemm_kernel" => Kernel::contract(stored) != now,
+            _ => stored != now,
+        })
         .map(|((field, stored), (_, now))| (field.clone(), stored.clone(), now))
         .collect();
     let mut report = Report {

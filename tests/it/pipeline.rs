@@ -46,7 +46,8 @@ fn a_sweep_is_trained_stored_and_queryable() {
     for r in &runs {
         assert_eq!((r[0].as_str(), r[1].as_str()), ("completed", "2"));
         assert_eq!(r[4].len(), 64);
-        assert!(r[6].starts_with("matrixmultiply-"), "{}", r[6]);
+        // f32 at batch 16: the lanes16 kernels, with the implementation this CPU ran
+        assert!(r[6].starts_with("mlp-runner-lanes16/"), "{}", r[6]);
         assert!(r[7].starts_with("rustc "), "{}", r[7]);
     }
     assert_eq!(scalar(&db, "SELECT count(*) FROM epochs"), "8");

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{query, runner, scalar, spec, tmp};
+use crate::util::{query, runner, runner_env, scalar, spec, tmp};
 
 /// 4 epochs of about 0.3 s each: long enough to kill in the middle of one.
 const RUN: &str = "[data]\ndir = \"{MNIST}\"\nlimit_train = 20000\nlimit_test = 2000\n[model]\nsizes = [784, 64, 10]\n\
@@ -335,4 +335,47 @@ fn two_gemm_threads_give_the_same_bits_as_one() {
         "{}",
         v.stdout
     );
+}
+
+/// The lanes16 contract: the portable implementation of the f32 small-batch kernels trains the same bits
+/// as the fastest one this CPU has (AVX-512 or AVX2), so a run verifies on a machine without either.
+#[test]
+fn portable_kernels_give_the_same_bits_as_the_fast_ones() {
+    let dir = tmp();
+    let d = dir.path();
+    // A hidden width of 37 exercises the tails (37 = 2 x 16 + 5) as well as the full 16-lane blocks.
+    let s = spec(
+        d,
+        "p.toml",
+        "[data]\ndir = \"{MNIST}\"\nlimit_train = 3000\nlimit_test = 500\n[model]\nsizes = [784, 37, 10]\n\
+         [train]\nbatch_size = 10\nepochs = 2\nlearning_rate = 0.1\n",
+    );
+    let portable = [("MLP_RUNNER_PORTABLE_KERNEL", "1")];
+    let (fast, slow) = (d.join("fast.db"), d.join("slow.db"));
+    runner(d, &[s.to_str().unwrap(), "--db", fast.to_str().unwrap()]).ok();
+    runner_env(
+        d,
+        &[s.to_str().unwrap(), "--db", slow.to_str().unwrap()],
+        &portable,
+    )
+    .ok();
+    assert_eq!(
+        scalar(&slow, "SELECT gemm_kernel FROM runs"),
+        "mlp-runner-lanes16/portable"
+    );
+    assert!(scalar(&fast, "SELECT gemm_kernel FROM runs").starts_with("mlp-runner-lanes16/"));
+    assert_eq!(fingerprint(&fast), fingerprint(&slow));
+    // The run learned: the bits compared are those of a working model.
+    assert_eq!(
+        scalar(&fast, "SELECT test_acc > 0.8 FROM epochs WHERE epoch = 2"),
+        "1"
+    );
+    // Verifying the fast run with the portable path: identical, and the kernel is no envelope difference.
+    let v = runner_env(
+        d,
+        &["verify", "1", "--db", fast.to_str().unwrap()],
+        &portable,
+    );
+    assert!(v.ok().stdout.contains("identical"), "{}", v.stdout);
+    assert!(!v.stdout.contains("gemm_kernel"), "{}", v.stdout);
 }

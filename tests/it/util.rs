@@ -25,8 +25,14 @@ impl Out {
 
 /// Run `runner args...` with `cwd` as working directory.
 pub fn runner(cwd: &Path, args: &[&str]) -> Out {
+    runner_env(cwd, args, &[])
+}
+
+/// [`runner`] with extra environment variables.
+pub fn runner_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Out {
     let out = Command::new(env!("CARGO_BIN_EXE_runner"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(cwd)
         .output()
         .expect("the runner binary starts");
