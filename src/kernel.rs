@@ -26,6 +26,7 @@
 use std::sync::OnceLock;
 
 use crate::envelope::MATRIXMULTIPLY_VERSION;
+use crate::pool;
 use crate::spec::Dtype;
 
 /// Lanes of the f32 contract.
@@ -155,19 +156,61 @@ fn fits(len: usize, rows: usize, cols: usize, ld: usize) -> bool {
 }
 
 /// Z = A W^T: a [n, k], w [h, k], z [n, h]. Panics if the shapes disagree (a programming error).
+/// With [`pool::threads`] > 1 and enough work, the rows of W (columns of Z) are split between threads:
+/// each element is computed whole by one thread, so the bits do not depend on the split.
 pub fn abt(a: Mat<'_>, w: Mat<'_>, z: MatMut<'_>) {
     assert!(a.cols == w.cols && z.rows == a.rows && z.cols == w.rows);
     assert!(fits(a.data.len(), a.rows, a.cols, a.ld));
     assert!(fits(w.data.len(), w.rows, w.cols, w.ld));
     assert!(fits(z.data.len(), z.rows, z.cols, z.ld));
-    match implementation() {
-        // SAFETY: the CPU has AVX-512F (checked by `implementation`); the asserts bound every access.
-        #[cfg(target_arch = "x86_64")]
-        Implementation::Avx512 => unsafe { avx512::abt(a, w, z) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU has AVX2 and FMA.
-        Implementation::Avx2Fma => unsafe { portable::abt_avx2(a, w, z) },
-        _ => portable::abt(a, w, z),
+    let zp = SharedOut(z.data.as_mut_ptr());
+    let ldz = z.ld;
+    let parts = pool::parts(a.rows * w.rows * a.cols, w.rows / ROWS_W);
+    let run = |p: usize| {
+        let (j0, j1) = pool::split(w.rows, parts, p, ROWS_W);
+        let w_part = Mat {
+            data: &w.data[(j0 * w.ld).min(w.data.len())..],
+            rows: j1 - j0,
+            ..w
+        };
+        // SAFETY: the asserts above bound rows 0..n x columns j0..j1 of z, and parts write disjoint columns.
+        unsafe { abt_raw(a, w_part, zp.at(j0), ldz) }
+    };
+    pool::run(parts, &run);
+}
+
+/// A pointer into the output that threads writing disjoint elements share.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: only used for writes to disjoint elements, joined before the output's borrow ends.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The pointer `offset` elements on.
+    ///
+    /// # Safety
+    /// The offset must stay inside the output buffer.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller keeps `offset` inside the buffer.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// [`abt`] on one block of W rows, results at `z` (row stride `ldz`).
+///
+/// # Safety
+/// `z` must be valid for writes at i * ldz + j for i < a.rows, j < w.rows.
+unsafe fn abt_raw(a: Mat<'_>, w: Mat<'_>, z: *mut f32, ldz: usize) {
+    // SAFETY: the CPU has the features of the implementation chosen; the caller bounds z.
+    unsafe {
+        match implementation() {
+            #[cfg(target_arch = "x86_64")]
+            Implementation::Avx512 => avx512::abt(a, w, z, ldz),
+            #[cfg(target_arch = "x86_64")]
+            Implementation::Avx2Fma => portable::abt_avx2(a, w, z, ldz),
+            _ => portable::abt(a, w, z, ldz),
+        }
     }
 }
 
@@ -189,6 +232,7 @@ pub struct Coef<'a> {
 }
 
 /// out[r][c] = epilogue(sum_t coef(r, t) src[t][c]) for r < out.rows, c < out.cols, t < src.rows.
+/// With [`pool::threads`] > 1 and enough work, the output rows are split between threads (bits unchanged).
 pub fn combine(coef: Coef<'_>, src: Mat<'_>, out: MatMut<'_>, epilogue: Epilogue) {
     assert!(src.cols == out.cols);
     assert!(fits(src.data.len(), src.rows, src.cols, src.ld));
@@ -197,15 +241,59 @@ pub fn combine(coef: Coef<'_>, src: Mat<'_>, out: MatMut<'_>, epilogue: Epilogue
         let last = (out.rows - 1) * coef.row_stride + (src.rows - 1) * coef.term_stride;
         assert!(last < coef.data.len());
     }
-    match implementation() {
-        // SAFETY: the CPU has AVX-512F; the asserts bound every access.
-        #[cfg(target_arch = "x86_64")]
-        Implementation::Avx512 => unsafe { avx512::combine(coef, src, out, epilogue) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU has AVX2 and FMA.
-        Implementation::Avx2Fma => unsafe { portable::combine_avx2(coef, src, out, epilogue) },
-        _ => portable::combine(coef, src, out, epilogue),
+    let op = SharedOut(out.data.as_mut_ptr());
+    let (rows, cols, ld) = (out.rows, out.cols, out.ld);
+    let parts = pool::parts(rows * cols * src.rows, rows / COMB_ROWS);
+    let run = |p: usize| {
+        let (r0, r1) = pool::split(rows, parts, p, COMB_ROWS);
+        let coef_part = Coef {
+            data: &coef.data[(r0 * coef.row_stride).min(coef.data.len())..],
+            ..coef
+        };
+        // SAFETY: the asserts above bound rows r0..r1 of out; parts write disjoint rows.
+        unsafe { combine_raw(coef_part, src, op.at(r0 * ld), r1 - r0, cols, ld, epilogue) }
+    };
+    pool::run(parts, &run);
+}
+
+/// [`combine`] on `rows` x `cols` outputs at `out` (row stride `ldo`).
+///
+/// # Safety
+/// `out` must be valid for reads and writes at r * ldo + c for r < rows, c < cols.
+unsafe fn combine_raw(
+    coef: Coef<'_>,
+    src: Mat<'_>,
+    out: *mut f32,
+    rows: usize,
+    cols: usize,
+    ldo: usize,
+    epilogue: Epilogue,
+) {
+    let out = Out {
+        ptr: out,
+        rows,
+        cols,
+        ld: ldo,
+    };
+    // SAFETY: the CPU has the features of the implementation chosen; the caller bounds out.
+    unsafe {
+        match implementation() {
+            #[cfg(target_arch = "x86_64")]
+            Implementation::Avx512 => avx512::combine(coef, src, out, epilogue),
+            #[cfg(target_arch = "x86_64")]
+            Implementation::Avx2Fma => portable::combine_avx2(coef, src, out, epilogue),
+            _ => portable::combine(coef, src, out, epilogue),
+        }
     }
+}
+
+/// An output block as a raw pointer: rows x cols at `ptr`, row stride `ld`.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+    ld: usize,
 }
 
 /// The contract written plainly, one element at a time: the reference the fast paths are tested against.
@@ -268,9 +356,7 @@ const A_BLOCK: usize = 128;
 
 /// Generic 16-lane code: the portable path, also compiled for AVX2+FMA.
 mod portable {
-    use super::{
-        A_BLOCK, COMB_ROWS, COMB_VECS, Coef, Epilogue, LANES, Mat, MatMut, ROWS_A, ROWS_W,
-    };
+    use super::{A_BLOCK, COMB_ROWS, COMB_VECS, Coef, Epilogue, LANES, Mat, Out, ROWS_A, ROWS_W};
 
     type V = [f32; LANES];
 
@@ -306,22 +392,30 @@ mod portable {
         acc
     }
 
+    /// Tree-sum a tile's accumulators into z[i + s][j + r].
+    ///
+    /// # Safety
+    /// z must be valid for writes at (i + s) * ldz + j + r.
     #[inline(always)]
-    fn store<const R: usize, const S: usize>(
+    unsafe fn store<const R: usize, const S: usize>(
         acc: &[[V; R]; S],
-        z: &mut MatMut<'_>,
+        z: *mut f32,
+        ldz: usize,
         i: usize,
         j: usize,
     ) {
         for (s, acc_s) in acc.iter().enumerate() {
             for (r, v) in acc_s.iter().enumerate() {
-                z.data[(i + s) * z.ld + j + r] = super::reference::tree_sum(v);
+                // SAFETY: the caller bounds the tile.
+                unsafe { *z.add((i + s) * ldz + j + r) = super::reference::tree_sum(v) };
             }
         }
     }
 
+    /// # Safety
+    /// z must be valid for writes at i * ldz + j for i < a.rows, j < w.rows.
     #[inline(always)]
-    fn abt_body(a: Mat<'_>, w: Mat<'_>, mut z: MatMut<'_>) {
+    unsafe fn abt_body(a: Mat<'_>, w: Mat<'_>, z: *mut f32, ldz: usize) {
         for i0 in (0..a.rows).step_by(A_BLOCK) {
             let i_end = (i0 + A_BLOCK).min(a.rows);
             let mut j = 0;
@@ -330,14 +424,19 @@ mod portable {
                 let mut i = i0;
                 while i < i_end {
                     let s = (i_end - i).min(ROWS_A);
-                    if r == ROWS_W && s == ROWS_A {
-                        let acc = tile::<ROWS_W, ROWS_A>(&a, i, &w, j);
-                        store(&acc, &mut z, i, j);
-                    } else {
-                        for ii in i..i + s {
-                            for jj in j..j + r {
-                                let acc = tile::<1, 1>(&a, ii, &w, jj);
-                                store(&acc, &mut z, ii, jj);
+                    // SAFETY: i + s <= a.rows and j + r <= w.rows.
+                    unsafe {
+                        if r == ROWS_W && s == ROWS_A {
+                            store(&tile::<ROWS_W, ROWS_A>(&a, i, &w, j), z, ldz, i, j);
+                        } else if r == ROWS_W {
+                            for ii in i..i + s {
+                                store(&tile::<ROWS_W, 1>(&a, ii, &w, j), z, ldz, ii, j);
+                            }
+                        } else {
+                            for ii in i..i + s {
+                                for jj in j..j + r {
+                                    store(&tile::<1, 1>(&a, ii, &w, jj), z, ldz, ii, jj);
+                                }
                             }
                         }
                     }
@@ -348,21 +447,29 @@ mod portable {
         }
     }
 
-    pub fn abt(a: Mat<'_>, w: Mat<'_>, z: MatMut<'_>) {
-        abt_body(a, w, z)
+    /// # Safety
+    /// As [`abt_body`].
+    pub unsafe fn abt(a: Mat<'_>, w: Mat<'_>, z: *mut f32, ldz: usize) {
+        // SAFETY: passed on.
+        unsafe { abt_body(a, w, z, ldz) }
     }
 
+    /// # Safety
+    /// As [`abt_body`], and the CPU has AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn abt_avx2(a: Mat<'_>, w: Mat<'_>, z: MatMut<'_>) {
-        abt_body(a, w, z)
+    pub unsafe fn abt_avx2(a: Mat<'_>, w: Mat<'_>, z: *mut f32, ldz: usize) {
+        // SAFETY: passed on.
+        unsafe { abt_body(a, w, z, ldz) }
     }
 
+    /// # Safety
+    /// out valid for rows r0..r0+R, columns c0..c0+width.
     #[inline(always)]
-    fn comb_tile<const R: usize>(
+    unsafe fn comb_tile<const R: usize>(
         coef: &Coef<'_>,
         src: &Mat<'_>,
-        out: &mut MatMut<'_>,
+        out: Out,
         r0: usize,
         c0: usize,
         width: usize,
@@ -387,9 +494,9 @@ mod portable {
             }
         }
         for (r, acc_r) in acc.iter().enumerate() {
-            let row = (r0 + r) * out.ld + c0;
-            let o = &mut out.data[row..row + width];
-            for (c, x) in o.iter_mut().enumerate() {
+            for c in 0..width {
+                // SAFETY: the caller bounds the tile.
+                let x = unsafe { &mut *out.ptr.add((r0 + r) * out.ld + c0 + c) };
                 let g = acc_r[c / LANES][c % LANES];
                 *x = match epilogue {
                     Epilogue::Assign => g,
@@ -399,32 +506,43 @@ mod portable {
         }
     }
 
+    /// # Safety
+    /// out valid for reads and writes over its rows x cols.
     #[inline(always)]
-    fn combine_body(coef: Coef<'_>, src: Mat<'_>, mut out: MatMut<'_>, epilogue: Epilogue) {
+    unsafe fn combine_body(coef: Coef<'_>, src: Mat<'_>, out: Out, epilogue: Epilogue) {
         let block = LANES * COMB_VECS;
         for c0 in (0..out.cols).step_by(block) {
             let width = (out.cols - c0).min(block);
             let mut r = 0;
             while r < out.rows {
-                if out.rows - r >= COMB_ROWS {
-                    comb_tile::<COMB_ROWS>(&coef, &src, &mut out, r, c0, width, epilogue);
-                    r += COMB_ROWS;
-                } else {
-                    comb_tile::<1>(&coef, &src, &mut out, r, c0, width, epilogue);
-                    r += 1;
+                // SAFETY: r + R <= out.rows, c0 + width <= out.cols.
+                unsafe {
+                    if out.rows - r >= COMB_ROWS {
+                        comb_tile::<COMB_ROWS>(&coef, &src, out, r, c0, width, epilogue);
+                        r += COMB_ROWS;
+                    } else {
+                        comb_tile::<1>(&coef, &src, out, r, c0, width, epilogue);
+                        r += 1;
+                    }
                 }
             }
         }
     }
 
-    pub fn combine(coef: Coef<'_>, src: Mat<'_>, out: MatMut<'_>, epilogue: Epilogue) {
-        combine_body(coef, src, out, epilogue)
+    /// # Safety
+    /// As [`combine_body`].
+    pub unsafe fn combine(coef: Coef<'_>, src: Mat<'_>, out: Out, epilogue: Epilogue) {
+        // SAFETY: passed on.
+        unsafe { combine_body(coef, src, out, epilogue) }
     }
 
+    /// # Safety
+    /// As [`combine_body`], and the CPU has AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn combine_avx2(coef: Coef<'_>, src: Mat<'_>, out: MatMut<'_>, epilogue: Epilogue) {
-        combine_body(coef, src, out, epilogue)
+    pub unsafe fn combine_avx2(coef: Coef<'_>, src: Mat<'_>, out: Out, epilogue: Epilogue) {
+        // SAFETY: passed on.
+        unsafe { combine_body(coef, src, out, epilogue) }
     }
 }
 
@@ -434,9 +552,7 @@ mod portable {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{
-        A_BLOCK, COMB_ROWS, COMB_VECS, Coef, Epilogue, LANES, Mat, MatMut, ROWS_A, ROWS_W,
-    };
+    use super::{A_BLOCK, COMB_ROWS, COMB_VECS, Coef, Epilogue, LANES, Mat, Out, ROWS_A, ROWS_W};
 
     /// The contract's tree: l + (l+8), + 4, + 2, + 1.
     #[inline(always)]
@@ -532,10 +648,12 @@ mod avx512 {
         }
     }
 
+    /// # Safety
+    /// The CPU has AVX-512F; z is valid for writes at i * ldz + j for i < a.rows, j < w.rows.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn abt(a: Mat<'_>, w: Mat<'_>, z: MatMut<'_>) {
+    pub unsafe fn abt(a: Mat<'_>, w: Mat<'_>, zp: *mut f32, ldz: usize) {
         let k = a.cols;
-        let (ap, wp, zp) = (a.data.as_ptr(), w.data.as_ptr(), z.data.as_mut_ptr());
+        let (ap, wp) = (a.data.as_ptr(), w.data.as_ptr());
         for i0 in (0..a.rows).step_by(A_BLOCK) {
             let i_end = (i0 + A_BLOCK).min(a.rows);
             let mut j = 0;
@@ -547,9 +665,9 @@ mod avx512 {
                     // SAFETY: rows i..i+s of A, j..j+r of W and the z block are in bounds (`super::abt`).
                     unsafe {
                         let (a0, w0, z0) =
-                            (ap.add(i * a.ld), wp.add(j * w.ld), zp.add(i * z.ld + j));
+                            (ap.add(i * a.ld), wp.add(j * w.ld), zp.add(i * ldz + j));
                         if r == ROWS_W {
-                            tile_edge::<ROWS_W>(s, k, a0, a.ld, w0, w.ld, z0, z.ld);
+                            tile_edge::<ROWS_W>(s, k, a0, a.ld, w0, w.ld, z0, ldz);
                         } else {
                             for rr in 0..r {
                                 tile_edge::<1>(
@@ -560,7 +678,7 @@ mod avx512 {
                                     w0.add(rr * w.ld),
                                     w.ld,
                                     z0.add(rr),
-                                    z.ld,
+                                    ldz,
                                 );
                             }
                         }
@@ -630,10 +748,12 @@ mod avx512 {
         }
     }
 
+    /// # Safety
+    /// The CPU has AVX-512F; out is valid for reads and writes over its rows x cols.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn combine(coef: Coef<'_>, src: Mat<'_>, out: MatMut<'_>, epilogue: Epilogue) {
+    pub unsafe fn combine(coef: Coef<'_>, src: Mat<'_>, out: Out, epilogue: Epilogue) {
         let (rows, cols, ldo) = (out.rows, out.cols, out.ld);
-        let op = out.data.as_mut_ptr();
+        let op = out.ptr;
         let block = LANES * COMB_VECS;
         let mut c0 = 0;
         while c0 < cols {
@@ -760,14 +880,9 @@ mod tests {
             for &imp in &impls {
                 let mut z = vec![0f32; n * h];
                 let mut w2 = w.clone();
-                let zm = MatMut {
-                    data: &mut z,
-                    rows: n,
-                    cols: h,
-                    ld: h,
-                };
-                let om = MatMut {
-                    data: &mut w2,
+                let zp = z.as_mut_ptr();
+                let om = Out {
+                    ptr: w2.as_mut_ptr(),
                     rows: h,
                     cols: k,
                     ld: k,
@@ -776,17 +891,17 @@ mod tests {
                 unsafe {
                     match imp {
                         Implementation::Portable => {
-                            portable::abt(am, wm, zm);
+                            portable::abt(am, wm, zp, h);
                             portable::combine(coef, am, om, epi);
                         }
                         #[cfg(target_arch = "x86_64")]
                         Implementation::Avx2Fma => {
-                            portable::abt_avx2(am, wm, zm);
+                            portable::abt_avx2(am, wm, zp, h);
                             portable::combine_avx2(coef, am, om, epi);
                         }
                         #[cfg(target_arch = "x86_64")]
                         Implementation::Avx512 => {
-                            avx512::abt(am, wm, zm);
+                            avx512::abt(am, wm, zp, h);
                             avx512::combine(coef, am, om, epi);
                         }
                         #[cfg(not(target_arch = "x86_64"))]

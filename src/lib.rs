@@ -17,6 +17,7 @@ pub mod loader;
 pub mod merge;
 pub mod model;
 pub mod plot;
+pub mod pool;
 pub mod progress;
 pub mod report;
 pub mod rng;

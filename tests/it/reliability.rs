@@ -295,12 +295,13 @@ fn a_run_whose_owner_stopped_beating_is_taken_over() {
 fn two_gemm_threads_give_the_same_bits_as_one() {
     let dir = tmp();
     let d = dir.path();
-    // Big enough products (eval blocks of 1000 x 784 x 256) for matrixmultiply to split them over threads.
+    // Big enough products (eval blocks of 1000 x 784 x 256; steps of 16 x 784 x 256) to be split over
+    // threads: batch 16 by the lanes16 kernels' own threads, batch 128 by matrixmultiply's.
     let s = spec(
         d,
         "t.toml",
         "[data]\ndir = \"{MNIST}\"\nlimit_train = 5000\nlimit_test = 1000\n[model]\nsizes = [784, 256, 10]\n\
-         [train]\nbatch_size = 128\nepochs = 2\n",
+         [train]\nepochs = 2\n[sweep]\n\"train.batch_size\" = [16, 128]\n",
     );
     let (one, two) = (d.join("one.db"), d.join("two.db"));
     runner(
@@ -325,7 +326,7 @@ fn two_gemm_threads_give_the_same_bits_as_one() {
         ],
     )
     .ok();
-    assert_eq!(scalar(&two, "SELECT threads FROM runs"), "2");
+    assert_eq!(scalar(&two, "SELECT group_concat(threads) FROM runs"), "2,2");
     assert_eq!(fingerprint(&one), fingerprint(&two));
     let v = runner(d, &["verify", "1", "--db", two.to_str().unwrap()]);
     assert!(v.ok().stdout.contains("identical"), "{}", v.stdout);
