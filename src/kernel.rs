@@ -35,8 +35,10 @@ pub const LANES: usize = 16;
 /// The largest batch for which f32 training uses the lanes16 kernels.
 pub const LANES_MAX_BATCH: usize = 64;
 
-/// Set to 1 to force the portable implementation of the lanes16 kernels (same bits, slower).
-pub const PORTABLE_ENV: &str = "MLP_RUNNER_PORTABLE_KERNEL";
+/// Set to `portable` or `avx2-fma` to run the lanes16 kernels with that implementation instead of the
+/// fastest one (same bits, slower; for checking that claim). `portable` on x86-64 without FMA instructions
+/// calls `fmaf` for every multiply-add: minutes per MNIST epoch.
+pub const IMPL_ENV: &str = "MLP_RUNNER_KERNEL_IMPL";
 
 /// Which matrix products a run uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,24 +115,36 @@ impl Implementation {
     }
 }
 
-/// The fastest implementation this CPU supports, unless [`PORTABLE_ENV`] is 1 (read once per process).
+/// The fastest implementation this CPU supports, or the one [`IMPL_ENV`] names if the CPU supports it
+/// (read once per process).
 pub fn implementation() -> Implementation {
     static IMPL: OnceLock<Implementation> = OnceLock::new();
     *IMPL.get_or_init(|| {
-        if std::env::var(PORTABLE_ENV).is_ok_and(|v| v == "1") {
-            return Implementation::Portable;
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Implementation::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Implementation::Avx2Fma;
-            }
-        }
-        Implementation::Portable
+        let supported = supported();
+        let wanted = std::env::var(IMPL_ENV).ok();
+        supported
+            .iter()
+            .copied()
+            .find(|i| wanted.as_deref() == Some(i.as_str()))
+            .or(supported.last().copied())
+            .unwrap_or(Implementation::Portable)
     })
+}
+
+/// The implementations this CPU can run, slowest first.
+pub fn supported() -> Vec<Implementation> {
+    #[allow(unused_mut)]
+    let mut v = vec![Implementation::Portable];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            v.push(Implementation::Avx2Fma);
+        }
+        if is_x86_feature_detected!("avx512f") {
+            v.push(Implementation::Avx512);
+        }
+    }
+    v
 }
 
 /// A row-major matrix view: `rows` x `cols`, row `i` starting at `data[i * ld]`.
@@ -812,19 +826,7 @@ mod tests {
     /// every kind of edge (rows not a multiple of the tiles, columns not a multiple of 16).
     #[test]
     fn fast_paths_give_the_reference_bits() {
-        let impls: Vec<Implementation> = {
-            let mut v = vec![Implementation::Portable];
-            #[cfg(target_arch = "x86_64")]
-            {
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    v.push(Implementation::Avx2Fma);
-                }
-                if is_x86_feature_detected!("avx512f") {
-                    v.push(Implementation::Avx512);
-                }
-            }
-            v
-        };
+        let impls = supported();
         for (n, h, k) in [
             (1, 1, 1),
             (3, 7, 15),

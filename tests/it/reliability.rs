@@ -326,7 +326,10 @@ fn two_gemm_threads_give_the_same_bits_as_one() {
         ],
     )
     .ok();
-    assert_eq!(scalar(&two, "SELECT group_concat(threads) FROM runs"), "2,2");
+    assert_eq!(
+        scalar(&two, "SELECT group_concat(threads) FROM runs"),
+        "2,2"
+    );
     assert_eq!(fingerprint(&one), fingerprint(&two));
     let v = runner(d, &["verify", "1", "--db", two.to_str().unwrap()]);
     assert!(v.ok().stdout.contains("identical"), "{}", v.stdout);
@@ -338,10 +341,10 @@ fn two_gemm_threads_give_the_same_bits_as_one() {
     );
 }
 
-/// The lanes16 contract: the portable implementation of the f32 small-batch kernels trains the same bits
-/// as the fastest one this CPU has (AVX-512 or AVX2), so a run verifies on a machine without either.
+/// The lanes16 contract: every implementation of the f32 small-batch kernels this CPU can run (portable,
+/// AVX2+FMA, AVX-512) trains the same bits, so a run verifies on a machine without AVX-512.
 #[test]
-fn portable_kernels_give_the_same_bits_as_the_fast_ones() {
+fn every_kernel_implementation_gives_the_same_bits() {
     let dir = tmp();
     let d = dir.path();
     // A hidden width of 37 exercises the tails (37 = 2 x 16 + 5) as well as the full 16-lane blocks.
@@ -351,32 +354,30 @@ fn portable_kernels_give_the_same_bits_as_the_fast_ones() {
         "[data]\ndir = \"{MNIST}\"\nlimit_train = 3000\nlimit_test = 500\n[model]\nsizes = [784, 37, 10]\n\
          [train]\nbatch_size = 10\nepochs = 2\nlearning_rate = 0.1\n",
     );
-    let portable = [("MLP_RUNNER_PORTABLE_KERNEL", "1")];
-    let (fast, slow) = (d.join("fast.db"), d.join("slow.db"));
+    let fast = d.join("fast.db");
     runner(d, &[s.to_str().unwrap(), "--db", fast.to_str().unwrap()]).ok();
-    runner_env(
-        d,
-        &[s.to_str().unwrap(), "--db", slow.to_str().unwrap()],
-        &portable,
-    )
-    .ok();
-    assert_eq!(
-        scalar(&slow, "SELECT gemm_kernel FROM runs"),
-        "mlp-runner-lanes16/portable"
-    );
     assert!(scalar(&fast, "SELECT gemm_kernel FROM runs").starts_with("mlp-runner-lanes16/"));
-    assert_eq!(fingerprint(&fast), fingerprint(&slow));
     // The run learned: the bits compared are those of a working model.
     assert_eq!(
         scalar(&fast, "SELECT test_acc > 0.8 FROM epochs WHERE epoch = 2"),
         "1"
     );
-    // Verifying the fast run with the portable path: identical, and the kernel is no envelope difference.
-    let v = runner_env(
-        d,
-        &["verify", "1", "--db", fast.to_str().unwrap()],
-        &portable,
-    );
-    assert!(v.ok().stdout.contains("identical"), "{}", v.stdout);
-    assert!(!v.stdout.contains("gemm_kernel"), "{}", v.stdout);
+    for imp in ["portable", "avx2-fma"] {
+        let env = [("MLP_RUNNER_KERNEL_IMPL", imp)];
+        let other = d.join(format!("{imp}.db"));
+        runner_env(
+            d,
+            &[s.to_str().unwrap(), "--db", other.to_str().unwrap()],
+            &env,
+        )
+        .ok();
+        let kernel = scalar(&other, "SELECT gemm_kernel FROM runs");
+        // A CPU without AVX2 runs the portable path for "avx2-fma": still a valid comparison.
+        assert!(kernel.starts_with("mlp-runner-lanes16/"), "{kernel}");
+        assert_eq!(fingerprint(&fast), fingerprint(&other), "{kernel}");
+        // Verifying the fast run with this implementation: identical, and no envelope difference for it.
+        let v = runner_env(d, &["verify", "1", "--db", fast.to_str().unwrap()], &env);
+        assert!(v.ok().stdout.contains("identical"), "{}", v.stdout);
+        assert!(!v.stdout.contains("gemm_kernel"), "{}", v.stdout);
+    }
 }
