@@ -236,6 +236,64 @@ fn reference_samples_per_s(ds: &Dataset, sizes: &[usize], batches: usize) -> f64
     (batches * 10) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The f32 multiply-add peak of one core: 16 independent chains of 16-lane FMAs (AVX-512) or 2 x 8-lane
+/// (AVX2), nothing loaded from memory. GFLOP/s, or None on a CPU with neither.
+pub fn fma_peak_gflops() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        #[target_feature(enable = "avx512f")]
+        fn chains512(iters: usize) -> f32 {
+            let mut acc = [_mm512_setzero_ps(); 16];
+            let (x, y) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+            for _ in 0..iters {
+                for a in acc.iter_mut() {
+                    *a = _mm512_fmadd_ps(*a, x, y);
+                }
+            }
+            acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn chains256(iters: usize) -> f32 {
+            let mut acc = [_mm256_setzero_ps(); 16];
+            let (x, y) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+            for _ in 0..iters {
+                for a in acc.iter_mut() {
+                    *a = _mm256_fmadd_ps(*a, x, y);
+                }
+            }
+            let mut out = [0f32; 8];
+            acc.iter().for_each(|&a| {
+                let mut v = [0f32; 8];
+                // SAFETY: v holds 8 floats.
+                unsafe { _mm256_storeu_ps(v.as_mut_ptr(), a) };
+                out.iter_mut().zip(v).for_each(|(o, x)| *o += x);
+            });
+            out.iter().sum()
+        }
+        let (run, lanes): (Box<dyn Fn(usize) -> f32>, f64) = if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            (Box::new(|n| unsafe { chains512(n) }), 16.0)
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA.
+            (Box::new(|n| unsafe { chains256(n) }), 8.0)
+        } else {
+            return None;
+        };
+        let iters = 5_000_000;
+        let best = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(run(iters));
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        Some(iters as f64 * 16.0 * lanes * 2.0 / best / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
 /// The whole report: training rows, then (what, value) notes for eval, load, decode, reference, memory.
 pub struct Report {
     pub rows: Vec<Row>,
@@ -266,6 +324,15 @@ pub fn run(opts: &Options, log: &dyn Fn(&str)) -> Result<Report> {
                 p.train.len() + p.test.len()
             ),
             format!("{:.3} s", t.elapsed().as_secs_f64()),
+        ));
+    }
+    if let Some(peak) = fma_peak_gflops() {
+        let floor = step_flops(&opts.sizes, 1) * 60_000.0 / (peak * 1e9);
+        extra.push((
+            "f32 FMA peak of one core (best of 3)".into(),
+            format!(
+                "{peak:.0} GFLOP/s: an f32 epoch of 60 000 samples takes at least {floor:.2} s on one core"
+            ),
         ));
     }
     let mut rows = Vec::new();
