@@ -271,7 +271,8 @@ pub fn fma_peak_gflops() -> Option<f64> {
             });
             out.iter().sum()
         }
-        let (run, lanes): (Box<dyn Fn(usize) -> f32>, f64) = if is_x86_feature_detected!("avx512f") {
+        let (run, lanes): (Box<dyn Fn(usize) -> f32>, f64) = if is_x86_feature_detected!("avx512f")
+        {
             // SAFETY: the CPU has AVX-512F.
             (Box::new(|n| unsafe { chains512(n) }), 16.0)
         } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {

@@ -9,7 +9,10 @@
 //! Here a batch of n samples is processed at once, one sample per row: A^l is [n, n_l], so
 //! Z^l = A^(l-1) (W^l)^T + b^l, Delta^(l-1) = (Delta^l W^l) * act'(Z^(l-1)), and the summed gradient is
 //! (Delta^l)^T A^(l-1). SGD, w -= (lr / n) * sum of per-sample gradients, is fused into that last product
-//! (`general_mat_mul(-lr / n, Delta^T, A, 1, W)`), so W is read and written once per step.
+//! (W <- W + (-lr / n) Delta^T A), so W is read and written once per step.
+//!
+//! The three products run on the run's [`Kernel`]: the lanes16 kernels of [`crate::kernel`] (f32, small
+//! batches; the same bits on every CPU) or matrixmultiply's GEMM (`general_mat_mul`).
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, s};
