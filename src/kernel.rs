@@ -368,9 +368,23 @@ const COMB_VECS: usize = 4;
 /// Rows of A per outer block of [`abt`], so that the block stays in L2 while W's rows pass by.
 const A_BLOCK: usize = 128;
 
+/// The register tiles of [`abt`] in order, as (i, s, j, r): rows i..i+s of A against rows j..j+r of W. Blocks
+/// of [`A_BLOCK`] rows of A stay in L2 while W passes by in blocks of [`ROWS_W`] rows.
+fn abt_tiles(n: usize, h: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    (0..n).step_by(A_BLOCK).flat_map(move |i0| {
+        let i_end = (i0 + A_BLOCK).min(n);
+        (0..h).step_by(ROWS_W).flat_map(move |j| {
+            let r = (h - j).min(ROWS_W);
+            (i0..i_end)
+                .step_by(ROWS_A)
+                .map(move |i| (i, (i_end - i).min(ROWS_A), j, r))
+        })
+    })
+}
+
 /// Generic 16-lane code: the portable path, also compiled for AVX2+FMA.
 mod portable {
-    use super::{A_BLOCK, COMB_ROWS, COMB_VECS, Coef, Epilogue, LANES, Mat, Out, ROWS_A, ROWS_W};
+    use super::{COMB_ROWS, COMB_VECS, Coef, Epilogue, LANES, Mat, Out, ROWS_A, ROWS_W};
 
     type V = [f32; LANES];
 
@@ -430,33 +444,22 @@ mod portable {
     /// z must be valid for writes at i * ldz + j for i < a.rows, j < w.rows.
     #[inline(always)]
     unsafe fn abt_body(a: Mat<'_>, w: Mat<'_>, z: *mut f32, ldz: usize) {
-        for i0 in (0..a.rows).step_by(A_BLOCK) {
-            let i_end = (i0 + A_BLOCK).min(a.rows);
-            let mut j = 0;
-            while j < w.rows {
-                let r = (w.rows - j).min(ROWS_W);
-                let mut i = i0;
-                while i < i_end {
-                    let s = (i_end - i).min(ROWS_A);
-                    // SAFETY: i + s <= a.rows and j + r <= w.rows.
-                    unsafe {
-                        if r == ROWS_W && s == ROWS_A {
-                            store(&tile::<ROWS_W, ROWS_A>(&a, i, &w, j), z, ldz, i, j);
-                        } else if r == ROWS_W {
-                            for ii in i..i + s {
-                                store(&tile::<ROWS_W, 1>(&a, ii, &w, j), z, ldz, ii, j);
-                            }
-                        } else {
-                            for ii in i..i + s {
-                                for jj in j..j + r {
-                                    store(&tile::<1, 1>(&a, ii, &w, jj), z, ldz, ii, jj);
-                                }
-                            }
+        for (i, s, j, r) in super::abt_tiles(a.rows, w.rows) {
+            // SAFETY: i + s <= a.rows and j + r <= w.rows.
+            unsafe {
+                if r == ROWS_W && s == ROWS_A {
+                    store(&tile::<ROWS_W, ROWS_A>(&a, i, &w, j), z, ldz, i, j);
+                } else if r == ROWS_W {
+                    for ii in i..i + s {
+                        store(&tile::<ROWS_W, 1>(&a, ii, &w, j), z, ldz, ii, j);
+                    }
+                } else {
+                    for ii in i..i + s {
+                        for jj in j..j + r {
+                            store(&tile::<1, 1>(&a, ii, &w, jj), z, ldz, ii, jj);
                         }
                     }
-                    i += s;
                 }
-                j += r;
             }
         }
     }
@@ -566,7 +569,7 @@ mod portable {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{A_BLOCK, COMB_ROWS, COMB_VECS, Coef, Epilogue, LANES, Mat, Out, ROWS_A, ROWS_W};
+    use super::{COMB_ROWS, COMB_VECS, Coef, Epilogue, LANES, Mat, Out, ROWS_A, ROWS_W};
 
     /// The contract's tree: l + (l+8), + 4, + 2, + 1.
     #[inline(always)]
@@ -668,38 +671,18 @@ mod avx512 {
     pub unsafe fn abt(a: Mat<'_>, w: Mat<'_>, zp: *mut f32, ldz: usize) {
         let k = a.cols;
         let (ap, wp) = (a.data.as_ptr(), w.data.as_ptr());
-        for i0 in (0..a.rows).step_by(A_BLOCK) {
-            let i_end = (i0 + A_BLOCK).min(a.rows);
-            let mut j = 0;
-            while j < w.rows {
-                let r = (w.rows - j).min(ROWS_W);
-                let mut i = i0;
-                while i < i_end {
-                    let s = (i_end - i).min(ROWS_A);
-                    // SAFETY: rows i..i+s of A, j..j+r of W and the z block are in bounds (`super::abt`).
-                    unsafe {
-                        let (a0, w0, z0) =
-                            (ap.add(i * a.ld), wp.add(j * w.ld), zp.add(i * ldz + j));
-                        if r == ROWS_W {
-                            tile_edge::<ROWS_W>(s, k, a0, a.ld, w0, w.ld, z0, ldz);
-                        } else {
-                            for rr in 0..r {
-                                tile_edge::<1>(
-                                    s,
-                                    k,
-                                    a0,
-                                    a.ld,
-                                    w0.add(rr * w.ld),
-                                    w.ld,
-                                    z0.add(rr),
-                                    ldz,
-                                );
-                            }
-                        }
+        for (i, s, j, r) in super::abt_tiles(a.rows, w.rows) {
+            // SAFETY: rows i..i+s of A, j..j+r of W and the z block are in bounds (`super::abt`).
+            unsafe {
+                let (a0, w0, z0) = (ap.add(i * a.ld), wp.add(j * w.ld), zp.add(i * ldz + j));
+                if r == ROWS_W {
+                    tile_edge::<ROWS_W>(s, k, a0, a.ld, w0, w.ld, z0, ldz);
+                } else {
+                    for rr in 0..r {
+                        let w_row = w0.add(rr * w.ld);
+                        tile_edge::<1>(s, k, a0, a.ld, w_row, w.ld, z0.add(rr), ldz);
                     }
-                    i += s;
                 }
-                j += r;
             }
         }
     }
