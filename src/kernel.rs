@@ -571,17 +571,18 @@ mod avx512 {
 
     use super::{COMB_ROWS, COMB_VECS, Coef, Epilogue, LANES, Mat, Out, ROWS_A, ROWS_W};
 
-    /// The contract's tree: l + (l+8), + 4, + 2, + 1.
+    /// The contract's tree: l + (l+8), + 4, + 2, + 1, in lane 0. Only 512-bit operations: 128- and 256-bit
+    /// ones (VEX-encoded without AVX-512VL) can only use registers 0-15, which made LLVM spill a tile's
+    /// accumulators to the stack to keep them there for the final sums.
     #[inline(always)]
     unsafe fn tree_sum(v: __m512) -> f32 {
         // SAFETY: called from AVX-512F code only.
         unsafe {
-            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
-            let h8 = _mm256_add_ps(_mm512_castps512_ps256(v), hi);
-            let h4 = _mm_add_ps(_mm256_castps256_ps128(h8), _mm256_extractf128_ps::<1>(h8));
-            let h2 = _mm_add_ps(h4, _mm_movehl_ps(h4, h4));
-            let h1 = _mm_add_ss(h2, _mm_movehdup_ps(h2));
-            _mm_cvtss_f32(h1)
+            let h8 = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b01_00_11_10>(v, v));
+            let h4 = _mm512_add_ps(h8, _mm512_shuffle_f32x4::<0b10_11_00_01>(h8, h8));
+            let h2 = _mm512_add_ps(h4, _mm512_shuffle_ps::<0b01_00_11_10>(h4, h4));
+            let h1 = _mm512_add_ps(h2, _mm512_shuffle_ps::<0b10_11_00_01>(h2, h2));
+            _mm512_cvtss_f32(h1)
         }
     }
 
@@ -594,7 +595,7 @@ mod avx512 {
     }
 
     /// R rows of W (from `w`) against S rows of A (from `a`), results to z (row stride `ldz`).
-    #[inline(always)]
+    #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile<const R: usize, const S: usize>(
         k: usize,
@@ -605,6 +606,29 @@ mod avx512 {
         z: *mut f32,
         ldz: usize,
     ) {
+        const { assert!(S <= 4, "tiles have at most 4 rows of A") };
+        // The rows of A are unrolled by hand: LLVM keeps the R x S accumulators in registers only when no
+        // loop indexes them (a rolled loop over s spilled them to the stack at every step).
+        macro_rules! rows_of_a {
+            ($acc:ident, $wv:ident, |$s:ident| $load:expr) => {{
+                if S > 0 {
+                    let $s = 0;
+                    $acc[0] = fma_row($acc[0], &$wv, $load);
+                }
+                if S > 1 {
+                    let $s = 1;
+                    $acc[1] = fma_row($acc[1], &$wv, $load);
+                }
+                if S > 2 {
+                    let $s = 2;
+                    $acc[2] = fma_row($acc[2], &$wv, $load);
+                }
+                if S > 3 {
+                    let $s = 3;
+                    $acc[3] = fma_row($acc[3], &$wv, $load);
+                }
+            }};
+        }
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); R]; S];
             let full = k / LANES;
@@ -613,12 +637,7 @@ mod avx512 {
                 for (r, v) in wv.iter_mut().enumerate() {
                     *v = _mm512_loadu_ps(w.add(r * ldw + c * LANES));
                 }
-                for (s, acc_s) in acc.iter_mut().enumerate() {
-                    let av = _mm512_loadu_ps(a.add(s * lda + c * LANES));
-                    for (x, wv_r) in acc_s.iter_mut().zip(&wv) {
-                        *x = _mm512_fmadd_ps(av, *wv_r, *x);
-                    }
-                }
+                rows_of_a!(acc, wv, |s| _mm512_loadu_ps(a.add(s * lda + c * LANES)));
             }
             let rest = k - full * LANES;
             if rest > 0 {
@@ -627,12 +646,10 @@ mod avx512 {
                 for (r, v) in wv.iter_mut().enumerate() {
                     *v = _mm512_maskz_loadu_ps(m, w.add(r * ldw + full * LANES));
                 }
-                for (s, acc_s) in acc.iter_mut().enumerate() {
-                    let av = _mm512_maskz_loadu_ps(m, a.add(s * lda + full * LANES));
-                    for (x, wv_r) in acc_s.iter_mut().zip(&wv) {
-                        *x = _mm512_fmadd_ps(av, *wv_r, *x);
-                    }
-                }
+                rows_of_a!(acc, wv, |s| _mm512_maskz_loadu_ps(
+                    m,
+                    a.add(s * lda + full * LANES)
+                ));
             }
             for (s, acc_s) in acc.iter().enumerate() {
                 for (r, x) in acc_s.iter().enumerate() {
@@ -642,7 +659,14 @@ mod avx512 {
         }
     }
 
-    /// A tile of R rows of W against `s` (< ROWS_A) rows of A.
+    /// acc[r] = fma(av, wv[r], acc[r]) for each of the R rows of W.
+    #[inline(always)]
+    fn fma_row<const R: usize>(acc: [__m512; R], wv: &[__m512; R], av: __m512) -> [__m512; R] {
+        // SAFETY: only reached from AVX-512F code.
+        std::array::from_fn(|r| unsafe { _mm512_fmadd_ps(av, wv[r], acc[r]) })
+    }
+
+    /// A tile of R rows of W against `s` (1 to 4) rows of A.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile_edge<const R: usize>(
@@ -655,14 +679,17 @@ mod avx512 {
         z: *mut f32,
         ldz: usize,
     ) {
-        unsafe {
-            match s {
-                1 => tile::<R, 1>(k, a, lda, w, ldw, z, ldz),
-                2 => tile::<R, 2>(k, a, lda, w, ldw, z, ldz),
-                3 => tile::<R, 3>(k, a, lda, w, ldw, z, ldz),
-                _ => tile::<R, ROWS_A>(k, a, lda, w, ldw, z, ldz),
-            }
-        }
+        type Tile = unsafe fn(usize, *const f32, usize, *const f32, usize, *mut f32, usize);
+        let f: Tile = match s {
+            1 => tile::<R, 1>,
+            2 => tile::<R, 2>,
+            3 => tile::<R, 3>,
+            _ => tile::<R, ROWS_A>,
+        };
+        // Called through an opaque pointer so that each tile shape is compiled, and its registers
+        // allocated, on its own: inlined together, LLVM spilled the accumulators of the 5 x 4 tile.
+        // SAFETY: passed on from the caller.
+        unsafe { std::hint::black_box(f)(k, a, lda, w, ldw, z, ldz) }
     }
 
     /// # Safety
