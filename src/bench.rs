@@ -143,7 +143,7 @@ fn training_row<F: Real>(ds: &Dataset, opts: &Options, batch: usize) -> Result<R
     }
     let (seconds, gemm) = (median(times), median(gemms));
     Ok(Row {
-        what: match Kernel::for_run(F::DTYPE, batch) {
+        what: match Kernel::for_run(F::DTYPE) {
             Kernel::Lanes => "train epoch, lanes16".into(),
             Kernel::Gemm => "train epoch, matrixmultiply".into(),
         },
@@ -396,8 +396,7 @@ pub fn run(opts: &Options, log: &dyn Fn(&str)) -> Result<Report> {
     extra.push((
         "kernels".into(),
         format!(
-            "f32 batch <= {}: {}; otherwise: {}",
-            crate::kernel::LANES_MAX_BATCH,
+            "f32: {}; f64: {}",
             Kernel::Lanes.describe(),
             Kernel::Gemm.describe()
         ),

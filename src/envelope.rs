@@ -33,7 +33,7 @@ pub struct Envelope {
 impl Envelope {
     /// The envelope of a run with this config in this process.
     pub fn for_run(cfg: &RunConfig) -> Self {
-        Self::with_kernel(Kernel::for_run(cfg.model.dtype, cfg.train.batch_size))
+        Self::with_kernel(Kernel::for_run(cfg.model.dtype))
     }
 
     /// The envelope of this process for a run whose products use `kernel`.

@@ -4,7 +4,7 @@
 //! The path of one run: [`spec`] (TOML -> checked [`spec::RunConfig`]s) -> [`data`] (MNIST in memory as u8)
 //! -> [`train`] (the epoch loop over [`loader`] batches and the [`model`]) -> [`store`] (SQLite). [`rng`]
 //! gives every consumer of randomness its own ChaCha stream; [`kernel`] (with [`pool`] for threads) does
-//! the f32 small-batch matrix products with bits fixed on every CPU; [`verify`] re-trains a stored run and
+//! the f32 matrix products with bits fixed on every CPU; [`verify`] re-trains a stored run and
 //! compares it bit for bit; [`envelope`] records what else the bits depend on.
 
 pub mod bench;

@@ -234,7 +234,9 @@ fn now() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let mo = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:06.3}Z")
+    // Microseconds: `merge` tells invocations apart by their experiment's creation time, and shards of a
+    // job array start within the same millisecond.
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:09.6}Z")
 }
 
 impl Store {

@@ -131,7 +131,7 @@ fn train_typed<F: Real>(
     model.realign();
     let mut loader = Loader::new(train_set.len(), t.batch_size, t.drop_last, shuffle);
     // The run's kernel does its products in training and evaluation alike (see `kernel`).
-    let kernel = Kernel::for_run(model_cfg.dtype, t.batch_size);
+    let kernel = Kernel::for_run(model_cfg.dtype);
     let mut ws = Workspace::<F>::new(&model_cfg.sizes, t.batch_size).with_kernel(kernel);
     let eval_rows = EVAL_BLOCK.min(train_set.len().max(test_set.len()));
     let mut eval_ws = Workspace::<F>::for_eval(&model_cfg.sizes, eval_rows).with_kernel(kernel);

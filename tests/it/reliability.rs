@@ -295,13 +295,13 @@ fn a_run_whose_owner_stopped_beating_is_taken_over() {
 fn two_gemm_threads_give_the_same_bits_as_one() {
     let dir = tmp();
     let d = dir.path();
-    // Big enough products (eval blocks of 1000 x 784 x 256; steps of 16 x 784 x 256) to be split over
-    // threads: batch 16 by the lanes16 kernels' own threads, batch 128 by matrixmultiply's.
+    // Big enough products (eval blocks of 1000 x 784 x 256; steps of 16 and 128 x 784 x 256) to be split
+    // over threads: in f32 by the lanes16 kernels' own, in f64 by matrixmultiply's.
     let s = spec(
         d,
         "t.toml",
         "[data]\ndir = \"{MNIST}\"\nlimit_train = 5000\nlimit_test = 1000\n[model]\nsizes = [784, 256, 10]\n\
-         [train]\nepochs = 2\n[sweep]\n\"train.batch_size\" = [16, 128]\n",
+         [train]\nepochs = 2\n[sweep]\n\"train.batch_size\" = [16, 128]\n\"model.dtype\" = [\"f32\", \"f64\"]\n",
     );
     let (one, two) = (d.join("one.db"), d.join("two.db"));
     runner(
@@ -328,7 +328,7 @@ fn two_gemm_threads_give_the_same_bits_as_one() {
     .ok();
     assert_eq!(
         scalar(&two, "SELECT group_concat(threads) FROM runs"),
-        "2,2"
+        "2,2,2,2"
     );
     assert_eq!(fingerprint(&one), fingerprint(&two));
     let v = runner(d, &["verify", "1", "--db", two.to_str().unwrap()]);
@@ -341,7 +341,7 @@ fn two_gemm_threads_give_the_same_bits_as_one() {
     );
 }
 
-/// The lanes16 contract: every implementation of the f32 small-batch kernels this CPU can run (portable,
+/// The lanes16 contract: every implementation of the f32 kernels this CPU can run (portable,
 /// AVX2+FMA, AVX-512) trains the same bits, so a run verifies on a machine without AVX-512.
 #[test]
 fn every_kernel_implementation_gives_the_same_bits() {
