@@ -49,7 +49,8 @@ pub struct Cli {
         value_name = "PATH"
     )]
     pub db: PathBuf,
-    /// Threads per GEMM (1 to 4) inside each run; the bits do not depend on it. Use 1 with --jobs > 1.
+    /// Threads for the matrix products inside each run (1 to 4); the bits do not depend on it. Use 1
+    /// with --jobs > 1.
     #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=4))]
     pub threads: u8,
     #[command(subcommand)]
