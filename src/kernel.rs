@@ -130,6 +130,23 @@ pub fn implementation() -> Implementation {
     })
 }
 
+/// Check [`IMPL_ENV`] when it is set: an error naming the implementations this CPU runs otherwise.
+pub fn check_impl_env() -> Result<(), String> {
+    let Ok(wanted) = std::env::var(IMPL_ENV) else {
+        return Ok(());
+    };
+    let supported = supported();
+    if supported.iter().any(|i| i.as_str() == wanted) {
+        return Ok(());
+    }
+    let names: Vec<&str> = supported.iter().map(|i| i.as_str()).collect();
+    Err(format!(
+        "{IMPL_ENV}={wanted:?} is not a lanes16 implementation this CPU runs; use one of: {} (or unset it \
+         for the fastest)",
+        names.join(", ")
+    ))
+}
+
 /// The implementations this CPU can run, slowest first.
 pub fn supported() -> Vec<Implementation> {
     #[allow(unused_mut)]

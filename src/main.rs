@@ -19,6 +19,10 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
+    if let Err(msg) = mlp_runner::kernel::check_impl_env() {
+        eprintln!("error: {msg}");
+        return ExitCode::from(2);
+    }
     // The GEMM's thread pool reads its size once, at its first use: set it before anything runs.
     // SAFETY: no other thread exists yet.
     unsafe { std::env::set_var("MATMUL_NUM_THREADS", cli.threads.to_string()) };

@@ -380,4 +380,21 @@ fn every_kernel_implementation_gives_the_same_bits() {
         assert!(v.ok().stdout.contains("identical"), "{}", v.stdout);
         assert!(!v.stdout.contains("gemm_kernel"), "{}", v.stdout);
     }
+    // A name this CPU does not run is an error before anything is trained, not a silent fallback.
+    let bad = runner_env(
+        d,
+        &[
+            s.to_str().unwrap(),
+            "--db",
+            d.join("bad.db").to_str().unwrap(),
+        ],
+        &[("MLP_RUNNER_KERNEL_IMPL", "avx3")],
+    );
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("MLP_RUNNER_KERNEL_IMPL=\"avx3\"") && bad.stderr.contains("portable"),
+        "{}",
+        bad.stderr
+    );
+    assert!(!d.join("bad.db").exists());
 }
