@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -82,6 +82,8 @@ struct Helpers {
 struct Worker {
     shared: Arc<Mailbox>,
     handle: Option<JoinHandle<()>>,
+    /// The helper's part index.
+    part: usize,
 }
 
 struct Mailbox {
@@ -92,8 +94,6 @@ struct Mailbox {
     job: std::sync::Mutex<Option<&'static (dyn Fn(usize) + Sync)>>,
     panicked: AtomicBool,
     quit: AtomicBool,
-    /// The helper's part index.
-    part: AtomicUsize,
 }
 
 impl Worker {
@@ -104,21 +104,23 @@ impl Worker {
             job: std::sync::Mutex::new(None),
             panicked: AtomicBool::new(false),
             quit: AtomicBool::new(false),
-            part: AtomicUsize::new(part),
         });
         let mailbox = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name(format!("kernel-{part}"))
-            .spawn(move || helper_loop(&mailbox))
+            .spawn(move || helper_loop(&mailbox, part))
             .ok();
-        Worker { shared, handle }
+        Worker {
+            shared,
+            handle,
+            part,
+        }
     }
 
     fn post(&self, job: &'static (dyn Fn(usize) + Sync)) {
         if self.handle.is_none() {
             // The thread could not be started: run the part here, at once.
-            let part = self.shared.part.load(Ordering::Relaxed);
-            if catch_unwind(AssertUnwindSafe(|| job(part))).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| job(self.part))).is_err() {
                 self.shared.panicked.store(true, Ordering::Relaxed);
             }
             return;
@@ -160,8 +162,7 @@ impl Drop for Worker {
     }
 }
 
-fn helper_loop(m: &Mailbox) {
-    let part = m.part.load(Ordering::Relaxed);
+fn helper_loop(m: &Mailbox, part: usize) {
     let mut seen = 0u64;
     loop {
         // Spin for a moment (the next product of a step is microseconds away), then sleep until posted.
@@ -191,6 +192,8 @@ fn helper_loop(m: &Mailbox) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
 
     #[test]
