@@ -1,4 +1,6 @@
-//! The library's error type: every variant names the file, key or run at fault and, where it can, what is valid.
+//! The library's error type. Every variant names the file, key or run at fault and, where it can, what is
+//! valid; [`Error::kind`] tells bad input from a corrupt store and from a bug, which the binary maps to
+//! distinct exit codes.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -19,19 +21,45 @@ pub enum Error {
         path: PathBuf,
         error: std::io::Error,
     },
-    /// The results database cannot be used as asked.
+    /// The results store cannot be used as asked (missing, not a store, newer schema, not writable ...).
     #[error("results database {}: {msg}", path.display())]
     Store { path: PathBuf, msg: String },
-    #[error("SQLite: {0}")]
-    Sqlite(rusqlite::Error),
-    /// A request that cannot be honoured (unknown run id, bad argument combination ...).
+    /// The store holds bits that do not match their hashes, or rows that contradict each other.
+    #[error("corrupt store {}: {msg}", path.display())]
+    Corrupt { path: PathBuf, msg: String },
+    /// An SQLite failure, with the file it happened on when known.
+    #[error("{}SQLite: {error}", path.as_ref().map(|p| format!("results database {}: ", p.display())).unwrap_or_default())]
+    Sqlite {
+        path: Option<PathBuf>,
+        error: rusqlite::Error,
+    },
+    /// A request that cannot be honoured (an unknown run id, a bad combination of arguments ...).
     #[error("{0}")]
     Usage(String),
+    /// This process no longer owns the run: another process took it over (see `store::queue`).
+    #[error("run {run}: {msg}")]
+    Lost { run: i64, msg: String },
+    /// A broken assumption inside the tool: a bug to report, never the user's input.
+    #[error(
+        "internal error (a bug in mlp-runner; please report it with the command that caused it): {0}"
+    )]
+    Internal(String),
+}
+
+/// What kind of failure an [`Error`] is, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input or an environment problem the user can fix (exit 2).
+    Input,
+    /// A store whose stored bits or rows are inconsistent (exit 3).
+    Corrupt,
+    /// A bug (exit 70, EX_SOFTWARE).
+    Internal,
 }
 
 impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Error::Sqlite(e)
+    fn from(error: rusqlite::Error) -> Self {
+        Error::Sqlite { path: None, error }
     }
 }
 
@@ -49,6 +77,33 @@ impl Error {
             error: source,
         }
     }
+
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Error::Internal(msg.into())
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Internal(_) => ErrorKind::Internal,
+            Error::Sqlite {
+                error: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } if e.code == rusqlite::ErrorCode::DatabaseCorrupt => ErrorKind::Corrupt,
+            _ => ErrorKind::Input,
+        }
+    }
+
+    /// Name the database file an SQLite error happened on, if it does not say yet.
+    pub fn on_file(self, file: &std::path::Path) -> Self {
+        match self {
+            Error::Sqlite { path: None, error } => Error::Sqlite {
+                path: Some(file.to_path_buf()),
+                error,
+            },
+            other => other,
+        }
+    }
 }
 
 /// A problem in a spec, located as precisely as the parser allows: file, line, key.
@@ -62,15 +117,30 @@ pub struct SpecError {
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
+        write!(f, "{}", crate::text::clean(&self.file))?;
         if let Some(line) = self.line {
             write!(f, ", line {line}")?;
         }
         if let Some(key) = &self.key {
-            write!(f, ", key `{key}`")?;
+            write!(f, ", key `{}`", crate::text::clean(key))?;
         }
         write!(f, ": {}", self.msg)
     }
 }
 
 impl std::error::Error for SpecError {}
+
+/// A config value that does not validate: the dotted key at fault (`train.batch_size`) and what is allowed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub msg: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key `{}`: {}", self.key, self.msg)
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -1,32 +1,55 @@
 //! mlp-runner: train multilayer perceptrons on MNIST with back-propagation and mini-batch SGD, as a
 //! reproducible experiment pipeline.
 //!
-//! The path of one run: [`spec`] (TOML -> checked [`spec::RunConfig`]s) -> [`data`] (MNIST in memory as u8)
-//! -> [`train`] (the epoch loop over [`loader`] batches and the [`model`]) -> [`store`] (SQLite). [`rng`]
-//! gives every consumer of randomness its own ChaCha stream; [`kernel`] (with [`pool`] for threads) does
-//! the f32 matrix products with bits fixed on every CPU; [`verify`] re-trains a stored run and
-//! compares it bit for bit; [`envelope`] records what else the bits depend on.
+//! The layers, each a folder whose module doc says what it owns and what it must not import; no module
+//! imports from a layer above its own:
+//!
+//! - [`core`]: a run as a pure function of its config and data: config types, MNIST readers, the model,
+//!   the lanes16 kernels, the training loop. No SQL.
+//! - [`store`]: the SQLite results store: schema and migrations, the run queue (claims, fencing,
+//!   heartbeats, takeovers), reads that check every stored bit against its hash.
+//! - [`sweep`]: specs and their expansion, training a spec's runs into a store, shards and merge, verify.
+//! - [`report`]: compare, plots, safetensors export, predictions, tables.
+//!
+//! Below them all: [`error`] (typed errors and their kinds), [`text`] (hex, suggestions, safe rendering
+//! of untrusted text) and [`files`] (output files that never replace the store and never appear half
+//! written). The `runner` binary (`src/main.rs`, `src/cli/`) parses the command line, draws progress and
+//! handles signals; this library has none of that and can be used from another program:
+//!
+//! ```
+//! use std::sync::atomic::AtomicBool;
+//!
+//! use mlp_runner::core::config::RunConfig;
+//! use mlp_runner::store::Store;
+//! use mlp_runner::sweep::{self, Experiment};
+//!
+//! // 1 000 training and 500 test images of the shipped MNIST, a small net, two epochs.
+//! let mut config = RunConfig::default();
+//! config.data.dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist").into();
+//! config.data.limit_train = Some(1000);
+//! config.data.limit_test = Some(500);
+//! config.model.sizes = vec![784, 32, 10];
+//! config.train.epochs = 2;
+//! let experiment = Experiment::single("doc", config)?;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let db = dir.path().join("results.db");
+//! let stop = AtomicBool::new(false);
+//! let reports = sweep::run(&experiment, &db, &sweep::Options::default(), &sweep::Lines, &stop)?;
+//!
+//! let store = Store::open_read_only(&db)?;
+//! let epochs = store.epochs(reports[0].run_id)?;
+//! assert_eq!(epochs.len(), 2);
+//! assert!(epochs[1].test_acc > 0.8, "{:?}", epochs[1]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
-pub mod bench;
-pub mod cli;
-pub mod data;
-pub mod envelope;
+pub mod core;
 pub mod error;
-pub mod export;
-pub mod kernel;
-pub mod loader;
-pub mod merge;
-pub mod model;
-pub mod plot;
-pub mod pool;
-pub mod progress;
+pub mod files;
 pub mod report;
-pub mod rng;
-pub mod spec;
 pub mod store;
 pub mod sweep;
-pub mod table;
-pub mod train;
-pub mod verify;
+pub mod text;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};

@@ -1,14 +1,17 @@
-//! The `runner` binary: parse the command line, run the command, map the outcome to an exit code
-//! (0 success, 1 a verify mismatch or a failed run, 2 bad input or an error, 130 interrupted).
+//! The `runner` binary: parse the command line, run the command through the library, map the outcome to
+//! an exit code: 0 success (also when the reader of the output went away, as `runner ls | head -1`);
+//! 1 a verify mismatch, a failed run or a merge missing runs; 2 bad input or an error; 3 a corrupt store;
+//! 70 a bug; 130 interrupted.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mlp_runner::cli::{self, Cli, Exit};
+
+mod cli;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             // `runner verfy 7`: clap sees a spec path and a stray argument; say what was probably meant.
@@ -19,25 +22,31 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
-    if let Err(msg) = mlp_runner::kernel::check_impl_env() {
+    if let Err(msg) = mlp_runner::core::kernel::check_impl_env() {
         eprintln!("error: {msg}");
         return ExitCode::from(2);
     }
     // The GEMM's thread pool reads its size once, at its first use: set it before anything runs.
     // SAFETY: no other thread exists yet.
     unsafe { std::env::set_var("MATMUL_NUM_THREADS", cli.threads.to_string()) };
-    // Not locked for the whole command: training workers write their log lines to stdout too.
-    let mut out = std::io::stdout();
-    let result = cli::execute(cli, &mut out);
-    let _ = out.flush();
+    let result = if cli::trains(&cli) {
+        // Not buffered, not locked: training workers write their log lines to standard output too.
+        let mut out = std::io::stdout();
+        cli::execute(cli, &mut out).and_then(|exit| Ok(out.flush().map(|()| exit)?))
+    } else {
+        let mut out = std::io::BufWriter::new(std::io::stdout());
+        cli::execute(cli, &mut out).and_then(|exit| Ok(out.flush().map(|()| exit)?))
+    };
     match result {
-        Ok(Exit::Ok) => ExitCode::SUCCESS,
-        Ok(Exit::Failure) => ExitCode::from(1),
-        Ok(Exit::Interrupted) => ExitCode::from(130),
+        Ok(cli::Exit::Ok) => ExitCode::SUCCESS,
+        Ok(cli::Exit::Failure) => ExitCode::from(1),
+        Ok(cli::Exit::Interrupted) => ExitCode::from(130),
         Err(e) => {
-            let err = anyhow::Error::from(e);
-            eprintln!("error: {err:#}");
-            ExitCode::from(2)
+            let code = cli::exit_code(&e);
+            if code != 0 {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(code)
         }
     }
 }

@@ -319,7 +319,9 @@ fn bad_databases_and_queries_are_refused() {
     let newer = d.join("newer.db");
     rusqlite::Connection::open(&newer)
         .unwrap()
-        .execute_batch("CREATE TABLE t(x); PRAGMA user_version = 99;")
+        .execute_batch(
+            "CREATE TABLE t(x); PRAGMA application_id = 1296846930; PRAGMA user_version = 99;",
+        )
         .unwrap();
     expect_error(
         d,

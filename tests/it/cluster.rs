@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::util::{file_sha, query, runner, spec, tmp};
+use crate::util::{file_sha, query, rehash_metrics, runner, spec, tmp};
 
 const SWEEP: &str = "[data]\ndir = \"{MNIST}\"\nlimit_train = 1000\nlimit_test = 300\n[model]\nsizes = [784, 16, 10]\n\
                      [train]\nbatch_size = 20\nepochs = 2\n[sweep]\n\"train.seed\" = [1, 2, 3]\n\
@@ -113,6 +113,23 @@ fn three_shards_merged_equal_the_unsharded_sweep() {
     .unwrap();
     conn.execute("UPDATE runs SET host = 'node17'", []).unwrap();
     drop(conn);
+    // As edited, the copy's epoch rows no longer match their hashes: a corrupt input, refused before
+    // anything is merged.
+    let out = runner(
+        d,
+        &["merge", bad.to_str().unwrap(), "-o", all.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("epoch rows do not match their hash"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(file_sha(&all), before);
+    // A consistent copy (hashes recomputed) whose bits differ: a reproducibility failure.
+    for run in 1..=9 {
+        rehash_metrics(&bad, run);
+    }
     let out = runner(
         d,
         &["merge", bad.to_str().unwrap(), "-o", all.to_str().unwrap()],

@@ -1,7 +1,7 @@
 //! The readers on real data: the shipped gzipped IDX files, raw IDX, and the PNG-folder layout written by
 //! `runner data export-png`.
 
-use mlp_runner::data::{self, DataFormat};
+use mlp_runner::core::data::{self, DataFormat};
 
 use crate::util::{mnist, query, runner, small_idx_dir, spec, tmp};
 

@@ -1,6 +1,6 @@
 //! The whole path on real MNIST: spec -> training -> SQLite -> queries -> exact re-run.
 
-use crate::util::{query, runner, scalar, spec, tmp};
+use crate::util::{query, rehash_metrics, runner, scalar, spec, tmp};
 
 /// Two learning rates x two seeds on a real subset: small enough for seconds, big enough to learn.
 const SWEEP: &str = r#"
@@ -60,7 +60,8 @@ fn a_sweep_is_trained_stored_and_queryable() {
         "1"
     );
     assert_eq!(scalar(&db, "SELECT count(*) FROM experiments"), "1");
-    assert_eq!(scalar(&db, "PRAGMA user_version"), "1");
+    assert_eq!(scalar(&db, "PRAGMA user_version"), "2");
+    assert_eq!(scalar(&db, "PRAGMA application_id"), "1296846930");
     assert_eq!(scalar(&db, "PRAGMA journal_mode"), "wal");
 
     // The stored weights are the ones hashed: SHA-256 over the final tensors' bytes in layer order.
@@ -217,7 +218,8 @@ fn verify_says_identical_and_catches_a_tampered_epoch() {
     let all = runner(dir.path(), &["verify", "--experiment", "mini", "--db", dbs]);
     assert!(all.ok().stdout.contains("identical"));
 
-    // Change the stored test accuracy of epoch 2 by one ulp: verify must report exactly that.
+    // Change the stored test accuracy of epoch 2 by one ulp: the epoch rows no longer match their hash
+    // (a corrupt store, exit 3), and the re-run says which value differs and what it should be.
     let conn = rusqlite::Connection::open(&db).unwrap();
     let acc: f64 = conn
         .query_row(
@@ -234,13 +236,29 @@ fn verify_says_identical_and_catches_a_tampered_epoch() {
     .unwrap();
     drop(conn);
     let v = runner(dir.path(), &["verify", "1", "--db", dbs]);
-    assert_eq!(v.code, 1, "{}{}", v.stdout, v.stderr);
+    assert_eq!(v.code, 3, "{}{}", v.stdout, v.stderr);
+    assert!(
+        v.stdout
+            .contains("CORRUPT: its epoch rows do not match their hash"),
+        "{}",
+        v.stdout
+    );
     assert!(
         v.stdout.contains("MISMATCH: epoch 2, test_acc"),
         "{}",
         v.stdout
     );
     assert!(v.stdout.contains(&format!("{tampered:?}")), "{}", v.stdout);
+    // With the hash recomputed (a consistent store whose bits differ), only the re-run can tell: exit 1.
+    rehash_metrics(&db, 1);
+    let v = runner(dir.path(), &["verify", "1", "--db", dbs]);
+    assert_eq!(v.code, 1, "{}{}", v.stdout, v.stderr);
+    assert!(!v.stdout.contains("CORRUPT"), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("MISMATCH: epoch 2, test_acc"),
+        "{}",
+        v.stdout
+    );
 
     // A tampered weights hash is caught too.
     let conn = rusqlite::Connection::open(&db).unwrap();
@@ -252,8 +270,15 @@ fn verify_says_identical_and_catches_a_tampered_epoch() {
     conn.execute("UPDATE runs SET weights_sha256 = 'x' WHERE id = 1", [])
         .unwrap();
     drop(conn);
+    rehash_metrics(&db, 1);
     let v = runner(dir.path(), &["verify", "1", "--db", dbs]);
-    assert_eq!(v.code, 1);
+    assert_eq!(v.code, 3);
+    assert!(
+        v.stdout
+            .contains("CORRUPT: final weights do not match their hash (stored sha256 x,"),
+        "{}",
+        v.stdout
+    );
     assert!(v.stdout.contains("MISMATCH: final weights"), "{}", v.stdout);
 }
 

@@ -2,8 +2,10 @@
 
 use std::path::Path;
 
-use mlp_runner::data::{IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, parse_idx_images, parse_idx_labels};
-use mlp_runner::spec;
+use mlp_runner::core::data::{
+    IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, parse_idx_images, parse_idx_labels,
+};
+use mlp_runner::sweep::spec;
 use proptest::prelude::*;
 
 /// A header that is valid apart from its fields, so that the search reaches past the magic check.

@@ -134,3 +134,44 @@ pub fn small_idx_dir(dir: &Path, n_train: usize, n_test: usize) -> PathBuf {
 pub fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// Make a run whose epoch rows were edited consistent again, as a store that computed other values would
+/// hold it: its summary columns from its last epoch, and its `metrics_sha256` as the README defines it
+/// (SHA-256 over its epoch rows in order: the epoch as i64, then each of the six metrics as a 1 byte and
+/// its f64 bits, or a 0 byte for NULL, all little-endian).
+pub fn rehash_metrics(db: &Path, run_id: i64) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute(
+        "UPDATE runs SET (train_loss, train_acc, test_loss, test_acc) = (SELECT train_loss, train_acc,
+            test_loss, test_acc FROM epochs WHERE run_id = ?1 ORDER BY epoch DESC LIMIT 1) WHERE id = ?1",
+        [run_id],
+    )
+    .unwrap();
+    let mut h = Sha256::new();
+    {
+        let mut stmt = conn
+            .prepare(
+                "SELECT epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds
+                 FROM epochs WHERE run_id = ?1 ORDER BY epoch",
+            )
+            .unwrap();
+        let mut rows = stmt.query([run_id]).unwrap();
+        while let Some(r) = rows.next().unwrap() {
+            h.update(r.get::<_, i64>(0).unwrap().to_le_bytes());
+            for i in 1..7 {
+                match r.get::<_, Option<f64>>(i).unwrap() {
+                    Some(v) => {
+                        h.update([1u8]);
+                        h.update(v.to_bits().to_le_bytes());
+                    }
+                    None => h.update([0u8]),
+                }
+            }
+        }
+    }
+    conn.execute(
+        "UPDATE runs SET metrics_sha256 = ?2 WHERE id = ?1",
+        rusqlite::params![run_id, hex(&h.finalize())],
+    )
+    .unwrap();
+}

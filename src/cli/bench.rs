@@ -1,0 +1,116 @@
+//! `bench`: how fast training runs on this machine (see `mlp_runner::core::bench`).
+
+use std::io::Write;
+
+use anyhow::Result;
+use clap::Args;
+use mlp_runner::Error;
+use mlp_runner::core::bench;
+use mlp_runner::core::config::Dtype;
+use mlp_runner::report::table::Format;
+use mlp_runner::store::Table;
+use rusqlite::types::Value;
+
+use super::{Exit, FormatArgs, print_table};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The data folder to load and train on.
+    #[arg(long, default_value = "data/mnist")]
+    pub data: String,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,128")]
+    pub batch: Vec<usize>,
+    /// f32, f64 or both, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "f32,f64", value_parser = parse_dtype)]
+    pub dtype: Vec<Dtype>,
+    /// Timed epochs per configuration (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub reps: u16,
+    /// Training samples per timed epoch (default: all).
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Layer widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "784,512,10")]
+    pub sizes: Vec<usize>,
+    /// Also time decoding this PNG-layout folder (see `runner data export-png`).
+    #[arg(long, value_name = "DIR")]
+    pub png: Option<String>,
+    /// Skip timing a 4-run sweep with --jobs 1 against --jobs 2.
+    #[arg(long)]
+    pub no_jobs: bool,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+fn parse_dtype(s: &str) -> std::result::Result<Dtype, String> {
+    Dtype::parse(s).ok_or_else(|| "expected f32 or f64".into())
+}
+
+pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
+    let BenchArgs {
+        data,
+        batch,
+        dtype,
+        reps,
+        samples,
+        sizes,
+        png,
+        no_jobs,
+        format,
+    } = args;
+    if sizes.len() < 2 || sizes.contains(&0) || batch.contains(&0) {
+        return Err(Error::Usage(
+            "--sizes needs two or more widths >= 1, --batch sizes >= 1".into(),
+        )
+        .into());
+    }
+    let opts = bench::Options {
+        data_dir: data,
+        sizes,
+        samples,
+        reps: reps as usize,
+        batches: batch,
+        dtypes: dtype,
+        png_dir: png,
+        jobs_check: !no_jobs,
+    };
+    let log = |line: &str| eprintln!("{line}");
+    let bench::Report { rows, notes } = bench::run(&opts, &log)?;
+    let t = Table {
+        columns: [
+            "what",
+            "dtype",
+            "batch",
+            "s/epoch",
+            "samples/s",
+            "GFLOP/s",
+            "GEMM GFLOP/s",
+            "efficiency",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: rows
+            .iter()
+            .map(|r| {
+                vec![
+                    Value::Text(r.what.clone()),
+                    Value::Text(r.dtype.as_str().into()),
+                    Value::Integer(r.batch as i64),
+                    Value::Real((r.seconds * 1000.0).round() / 1000.0),
+                    Value::Integer(r.samples_per_s.round() as i64),
+                    Value::Real((r.gflops * 10.0).round() / 10.0),
+                    Value::Real((r.gemm_gflops * 10.0).round() / 10.0),
+                    Value::Real((r.efficiency * 100.0).round() / 100.0),
+                ]
+            })
+            .collect(),
+    };
+    print_table(&t, format.format(), out)?;
+    if format.format() == Format::Text {
+        for (k, v) in notes {
+            writeln!(out, "{k}: {v}")?;
+        }
+    }
+    Ok(Exit::Ok)
+}

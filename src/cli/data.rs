@@ -1,0 +1,63 @@
+//! `data export-png` and `data info`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Subcommand;
+use mlp_runner::core::data::{self, DataFormat};
+
+use super::Exit;
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Write the PNG-folder layout (`training/<digit>/*.png`, `testing/<digit>/*.png`) from a data folder.
+    #[command(after_help = "Example:\n  runner data export-png data/mnist /tmp/mnist-png")]
+    ExportPng { dir: PathBuf, out: PathBuf },
+    /// Print what a data folder holds: format, counts, image size, SHA-256 of the decoded samples.
+    #[command(after_help = "Example:\n  runner data info data/mnist")]
+    Info {
+        dir: PathBuf,
+        /// auto, idx or png.
+        #[arg(long, default_value = "auto", value_parser = parse_format)]
+        format: DataFormat,
+    },
+}
+
+fn parse_format(s: &str) -> std::result::Result<DataFormat, String> {
+    match s {
+        "auto" => Ok(DataFormat::Auto),
+        "idx" => Ok(DataFormat::Idx),
+        "png" => Ok(DataFormat::Png),
+        _ => Err("expected auto, idx or png".into()),
+    }
+}
+
+pub fn data(cmd: DataCommand, out: &mut dyn Write) -> Result<Exit> {
+    match cmd {
+        DataCommand::ExportPng { dir, out: dest } => {
+            let ds = data::load(&dir, DataFormat::Idx)?;
+            let (train, test) = data::export_png(&ds, &dest)?;
+            writeln!(
+                out,
+                "wrote {train} training and {test} test images to {}",
+                dest.display()
+            )?;
+        }
+        DataCommand::Info { dir, format } => {
+            let ds = data::load(&dir, format)?;
+            writeln!(
+                out,
+                "{}: format {:?}, {} training and {} test images of {}x{}, dataset sha256 {}",
+                dir.display(),
+                ds.format,
+                ds.train.len(),
+                ds.test.len(),
+                ds.train.rows,
+                ds.train.cols,
+                ds.sha256(None, None)
+            )?;
+        }
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,275 @@
+//! The command line: argument types (clap), dispatch to one module per command, and the outcome as an exit
+//! code. Everything a command computes comes from the library; these modules parse, print and handle
+//! signals.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+use mlp_runner::ErrorKind;
+use mlp_runner::report::table::{self, Format};
+use mlp_runner::store::Table;
+
+mod bench;
+mod data;
+mod inspect;
+mod merge;
+mod progress;
+mod report;
+mod train;
+mod verify;
+
+const EXAMPLES: &str = "\
+Examples:
+  runner experiments/lr_sweep.toml          train every run of the sweep (skips runs already done)
+  runner plan experiments/lr_sweep.toml     list the runs a spec expands to, and which are done
+  runner ls                                 list stored runs
+  runner show 7                             one run: config, provenance, epochs, weights
+  runner sql 'SELECT * FROM run_summary ORDER BY test_acc DESC'
+  runner verify 7                           re-train run 7 and compare bit for bit
+  runner check                              check every stored bit against its hash (no training)
+  runner data export-png data/mnist /tmp/mnist-png";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "runner",
+    version,
+    about = "Train MLPs on MNIST with mini-batch SGD as a reproducible experiment pipeline",
+    long_about = "Train multilayer perceptrons on MNIST with back-propagation and mini-batch SGD.\n\
+                  A TOML spec describes the runs (with sweeps); every run is trained deterministically\n\
+                  and stored in a SQLite file that plain SQL can query, and can be re-run bit for bit.",
+    after_help = EXAMPLES,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// The results database.
+    #[arg(
+        long,
+        global = true,
+        default_value = "results/results.db",
+        value_name = "PATH"
+    )]
+    pub db: PathBuf,
+    /// Threads for the matrix products inside each run (1 to 4); the bits do not depend on it. Use 1
+    /// with --jobs > 1.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=4))]
+    pub threads: u8,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: train::RunArgs,
+}
+
+#[derive(Debug, Args, Clone, Copy)]
+pub struct FormatArgs {
+    /// Print comma-separated values.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+    /// Print a JSON array of objects.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl FormatArgs {
+    fn format(self) -> Format {
+        if self.csv {
+            Format::Csv
+        } else if self.json {
+            Format::Json
+        } else {
+            Format::Text
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train every run of a spec that is not already done (the same as `runner <SPEC>`).
+    #[command(after_help = "Example:\n  runner run experiments/smoke.toml --db /tmp/smoke.db")]
+    Run(train::RunArgs),
+    /// Print the runs a spec expands to, with their config hashes and whether they are done; trains nothing.
+    #[command(after_help = "Example:\n  runner plan experiments/lr_sweep.toml")]
+    Plan(train::PlanArgs),
+    /// Re-train stored runs from their stored configs and compare every epoch and the weights bit for
+    /// bit (after checking their stored bits against their hashes).
+    #[command(
+        after_help = "Examples:\n  runner verify 7\n  runner verify --experiment lr_sweep\n  runner verify --all"
+    )]
+    Verify(verify::VerifyArgs),
+    /// Check every stored bit against its hash, without training: weights, epoch rows and configs of
+    /// every run (or the runs given), and SQLite's own integrity check. Exit 3 if anything is corrupt.
+    #[command(after_help = "Examples:\n  runner check\n  runner check 5 6 --db shard-0.db")]
+    Check(verify::CheckArgs),
+    /// Run a read-only SQL query on the results database and print the rows as they come.
+    #[command(
+        after_help = "Examples:\n  runner sql 'SELECT * FROM run_summary ORDER BY test_acc DESC'\n  \
+                            runner sql --csv 'SELECT run_id, epoch, test_acc FROM epochs'\n  \
+                            runner sql --timeout 10 'SELECT count(*) FROM weights'"
+    )]
+    Sql(inspect::SqlArgs),
+    /// Compare an experiment's configurations: the parameters that vary, test accuracy over seeds (mean,
+    /// spread, min, max), diverged runs, time; the best mean marked. Default: the newest experiment.
+    #[command(after_help = "Examples:\n  runner compare\n  runner compare lr_sweep --csv")]
+    Compare(report::CompareArgs),
+    /// Write a run's weights as a safetensors file (architecture and provenance in its metadata), loadable
+    /// by the Python `safetensors` package and PyTorch without this tool.
+    #[command(after_help = "Examples:\n  runner export 5 -o model.safetensors\n  \
+                            runner export 5 --weights initial -o init.safetensors\n\n\
+                            In Python: from safetensors.numpy import load_file; w = load_file('model.safetensors')\n\
+                            Tensors: layer1.weight [out, in] (as torch.nn.Linear), layer1.bias [out], layer2....")]
+    Export(report::ExportArgs),
+    /// Classify digit images with a stored run: any size and either polarity, brought to MNIST's 28 x 28
+    /// form (cropped, scaled to 20 x 20, centred by mass) first.
+    #[command(
+        after_help = "Examples:\n  runner predict 5 digit.png\n  runner predict 5 --top 3 *.png --json"
+    )]
+    Predict(report::PredictArgs),
+    /// Plot learning curves (loss and accuracy per epoch, train and test) of runs or of an experiment, or
+    /// with --lr the final test accuracy against learning rate (log axis, a point per seed, the mean line).
+    /// PNG or SVG, by the output's extension.
+    #[command(
+        after_help = "Examples:\n  runner plot --experiment lr_sweep -o curves.png\n  \
+                            runner plot 5 6 -o curves.svg\n  runner plot --lr --experiment lr_sweep -o lr.png"
+    )]
+    Plot(report::PlotArgs),
+    /// List stored runs.
+    #[command(after_help = "Example:\n  runner ls --experiment lr_sweep")]
+    Ls(inspect::LsArgs),
+    /// Show one run: parameters, provenance, hashes, epochs and stored weights.
+    #[command(after_help = "Examples:\n  runner show 7\n  runner show 7 --json")]
+    Show(inspect::ShowArgs),
+    /// Resume an interrupted run from its last stored epoch (or train a pending or failed one), from its
+    /// stored config; `runner <spec>` does the same for every unfinished run of a spec.
+    #[command(after_help = "Example:\n  runner resume 7")]
+    Resume(train::ResumeArgs),
+    /// Merge result stores (e.g. one per shard) into one; a run stored twice must match bit for bit.
+    #[command(
+        after_help = "Example:\n  runner merge shard-0.db shard-1.db shard-2.db -o results/all.db"
+    )]
+    Merge(merge::MergeArgs),
+    /// Time training, evaluation and loading on this machine, and the efficiency against its own GEMM.
+    #[command(
+        after_help = "Examples:\n  runner bench\n  runner bench --batch 128 --dtype f32 --reps 5\n  \
+                            runner bench --samples 10000 --reps 1   (a quick look)"
+    )]
+    Bench(bench::BenchArgs),
+    /// Data tools.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+}
+
+/// What `main` should exit with after a command that did not fail outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok,
+    /// A verify mismatch, a run that failed, a merge that is missing runs.
+    Failure,
+    /// Stopped by Ctrl-C or SIGTERM.
+    Interrupted,
+}
+
+const SUBCOMMANDS: &[&str] = &[
+    "run", "plan", "verify", "check", "sql", "ls", "show", "resume", "merge", "bench", "compare",
+    "export", "predict", "plot", "data", "help",
+];
+
+/// Run the parsed command line, writing reports to `out`.
+pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
+    let db = cli.db.as_path();
+    match cli.command {
+        None => match &cli.run.spec {
+            Some(spec) => train::run(spec, db, &cli.run, out),
+            None => bail!(mlp_runner::Error::Usage(format!(
+                "give a spec to train or a command; see `runner --help`.\n\n{EXAMPLES}"
+            ))),
+        },
+        Some(Command::Run(args)) => match &args.spec {
+            Some(spec) => train::run(spec, db, &args, out),
+            None => bail!(mlp_runner::Error::Usage(
+                "`runner run` needs a spec, e.g. runner run experiments/smoke.toml".into(),
+            )),
+        },
+        Some(Command::Plan(args)) => train::plan(&args, db, out),
+        Some(Command::Resume(args)) => train::resume(db, args, out),
+        Some(Command::Verify(args)) => verify::verify(db, args, out),
+        Some(Command::Check(args)) => verify::check(db, args, out),
+        Some(Command::Sql(args)) => inspect::sql(db, args, out),
+        Some(Command::Ls(args)) => inspect::ls(db, args, out),
+        Some(Command::Show(args)) => inspect::show(db, args, out),
+        Some(Command::Compare(args)) => report::compare(db, args, out),
+        Some(Command::Export(args)) => report::export(db, args, out),
+        Some(Command::Predict(args)) => report::predict(db, args, out),
+        Some(Command::Plot(args)) => report::plot(db, args, out),
+        Some(Command::Merge(args)) => merge::merge(args, out),
+        Some(Command::Bench(args)) => bench::bench(args, out),
+        Some(Command::Data(cmd)) => data::data(cmd, out),
+    }
+}
+
+/// Does this command train (and so write log lines from worker threads to standard output)?
+pub fn trains(cli: &Cli) -> bool {
+    matches!(
+        cli.command,
+        None | Some(Command::Run(_)) | Some(Command::Resume(_))
+    )
+}
+
+/// The exit code for an error: 0 for a closed output pipe (`runner ls | head -1`), 3 for a corrupt store,
+/// 70 for a bug, 2 for everything else (bad input, an environment problem).
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            || matches!(
+                c.downcast_ref::<mlp_runner::Error>(),
+                Some(mlp_runner::Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::BrokenPipe
+            )
+    }) {
+        return 0;
+    }
+    match err
+        .chain()
+        .find_map(|c| c.downcast_ref::<mlp_runner::Error>())
+        .map(mlp_runner::Error::kind)
+    {
+        Some(ErrorKind::Corrupt) => 3,
+        Some(ErrorKind::Internal) => 70,
+        _ => 2,
+    }
+}
+
+/// Print a table in the chosen format.
+fn print_table(t: &Table, format: Format, out: &mut dyn Write) -> Result<()> {
+    table::write(t, format, out)?;
+    Ok(())
+}
+
+/// For a command line clap rejected: if its first positional word is neither a file nor a command but close
+/// to one, the message to print instead of clap's.
+pub fn suggest_command(args: impl Iterator<Item = String>) -> Option<String> {
+    let mut skip_value = false;
+    for arg in args {
+        if skip_value {
+            skip_value = false;
+            continue;
+        }
+        if arg == "--db" {
+            skip_value = true;
+            continue;
+        }
+        if arg.starts_with('-') {
+            continue;
+        }
+        if SUBCOMMANDS.contains(&arg.as_str()) || Path::new(&arg).exists() {
+            return None;
+        }
+        return mlp_runner::text::nearest(&arg, SUBCOMMANDS).map(|cmd| {
+            format!(
+                "`{}` is neither a spec file nor a command; did you mean `runner {cmd}`?",
+                mlp_runner::text::clean(&arg)
+            )
+        });
+    }
+    None
+}

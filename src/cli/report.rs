@@ -1,0 +1,198 @@
+//! `compare`, `plot`, `export` and `predict`: reports over the store, and files written from it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Args;
+use mlp_runner::Error;
+use mlp_runner::files::{Guard, write_atomically};
+use mlp_runner::report::table::Format;
+use mlp_runner::report::{compare as cmp, export as exp, plot as plt, predict as pred};
+use mlp_runner::store::{RunStatus, Store, Table, WeightsKind};
+use mlp_runner::text::clean;
+use rusqlite::types::Value;
+
+use super::{Exit, FormatArgs, print_table};
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    pub experiment: Option<String>,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    pub run: i64,
+    /// Output file.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+    /// Which weights: final (default), initial, or checkpoint (the latest epoch of an unfinished run).
+    #[arg(long, default_value = "final", value_parser = ["final", "initial", "checkpoint"])]
+    pub weights: String,
+    /// Replace the output even if it is an SQLite database (never the store this reads).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    pub run: i64,
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// How many classes to show per image, most probable first.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub top: u8,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Runs to plot (default: the finished runs of --experiment, or of the newest experiment).
+    pub runs: Vec<i64>,
+    /// The experiment whose finished runs to plot (default: the newest).
+    #[arg(long, value_name = "NAME", conflicts_with = "runs")]
+    pub experiment: Option<String>,
+    /// Final test accuracy against learning rate instead of learning curves.
+    #[arg(long)]
+    pub lr: bool,
+    /// The image to write: .png or .svg.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+    /// Replace the output even if it is an SQLite database (never the store this reads).
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn compare(db: &Path, args: CompareArgs, out: &mut dyn Write) -> Result<Exit> {
+    let store = Store::open_read_only(db)?;
+    let name = cmp::experiment_name(&store, args.experiment.as_deref())?;
+    let format = args.format.format();
+    if format == Format::Text {
+        writeln!(out, "experiment {}:", clean(&name))?;
+    }
+    print_table(&cmp::compare(&store, &name)?, format, out)?;
+    Ok(Exit::Ok)
+}
+
+pub fn export(db: &Path, args: ExportArgs, out: &mut dyn Write) -> Result<Exit> {
+    let ExportArgs {
+        run,
+        output,
+        weights,
+        force,
+    } = args;
+    let kind = WeightsKind::parse(&weights).ok_or_else(|| {
+        Error::Usage(format!(
+            "--weights {weights}: expected final, initial or checkpoint"
+        ))
+    })?;
+    let store = Store::open_read_only(db)?;
+    let m = exp::load(&store, run, kind)?;
+    let bytes = exp::safetensors_bytes(&m)?;
+    let guard = Guard {
+        store: Some(db),
+        inputs: &[],
+        force,
+    };
+    write_atomically(&output, &guard, |tmp| {
+        std::fs::write(tmp, &bytes).map_err(|e| Error::io(tmp, e))
+    })?;
+    writeln!(
+        out,
+        "wrote run {run}'s {weights} weights ({} tensors, {}, sha256 {}) to {}",
+        m.params.tensors.len(),
+        m.params.dtype.as_str(),
+        m.params.sha256(),
+        output.display()
+    )?;
+    Ok(Exit::Ok)
+}
+
+pub fn predict(db: &Path, args: PredictArgs, out: &mut dyn Write) -> Result<Exit> {
+    let store = Store::open_read_only(db)?;
+    let m = exp::load(&store, args.run, WeightsKind::Final)?;
+    let mut t = Table::new(&["image", "rank", "class", "probability"]);
+    for path in &args.images {
+        let p = pred::predict_file(&m, path)?;
+        for (rank, (class, prob)) in pred::top_k(&p, args.top as usize).into_iter().enumerate() {
+            t.rows.push(vec![
+                Value::Text(path.display().to_string()),
+                Value::Integer(rank as i64 + 1),
+                Value::Integer(class as i64),
+                Value::Real((prob * 1e4).round() / 1e4),
+            ]);
+        }
+    }
+    print_table(&t, args.format.format(), out)?;
+    Ok(Exit::Ok)
+}
+
+pub fn plot(db: &Path, args: PlotArgs, out: &mut dyn Write) -> Result<Exit> {
+    let PlotArgs {
+        runs,
+        experiment,
+        lr,
+        output,
+        force,
+    } = args;
+    let store = Store::open_read_only(db)?;
+    let (ids, title) = if runs.is_empty() {
+        let name = cmp::experiment_name(&store, experiment.as_deref())?;
+        (store.run_ids(Some(&name), &RunStatus::FINISHED)?, name)
+    } else {
+        let title = format!(
+            "runs {}",
+            runs.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        (runs, title)
+    };
+    let title = clean(&title).into_owned();
+    let guard = Guard {
+        store: Some(db),
+        inputs: &[],
+        force,
+    };
+    // Read (and check) everything before the file is written.
+    if lr {
+        let mut points = Vec::new();
+        for id in &ids {
+            let row = store.run(*id)?;
+            let cfg = row.config(&store)?;
+            if let (Some(acc), RunStatus::Completed) = (row.test_acc, row.status) {
+                points.push(plt::LrPoint {
+                    learning_rate: cfg.train.learning_rate,
+                    test_acc: acc,
+                    seed: cfg.train.seed as i64,
+                });
+            }
+        }
+        let title = format!("{title}: final test accuracy by learning rate");
+        write_atomically(&output, &guard, |tmp| plt::lr_sweep(&points, &title, tmp))?;
+    } else {
+        let mut curves = Vec::new();
+        for id in &ids {
+            let row = store.run(*id)?;
+            let label = row
+                .name
+                .split_once('/')
+                .map_or(row.name.as_str(), |(_, l)| l)
+                .to_string();
+            curves.push(plt::Curve {
+                label: format!("{id} {}", clean(&label)),
+                epochs: store.epochs(*id)?,
+            });
+        }
+        let title = format!("{title}: learning curves (test thick, train thin)");
+        write_atomically(&output, &guard, |tmp| {
+            plt::learning_curves(&curves, &title, tmp)
+        })?;
+    }
+    writeln!(out, "wrote {} ({} runs)", output.display(), ids.len())?;
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,282 @@
+//! `runner <spec>` (`run`), `resume` and `plan`: training a spec's runs, with progress on a terminal, a
+//! summary table at the end, and Ctrl-C handled; and the plan of what a spec would train.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use mlp_runner::Error;
+use mlp_runner::report::table::Format;
+use mlp_runner::store::{Queued, RunStatus, Store, Table};
+use mlp_runner::sweep::{self, Experiment, PlannedRun, Shard, spec};
+use rusqlite::types::Value;
+
+use super::progress::Bars;
+use super::{Exit, FormatArgs, SUBCOMMANDS, print_table};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The experiment spec to train (TOML), e.g. experiments/lr_sweep.toml.
+    #[arg(value_name = "SPEC")]
+    pub spec: Option<PathBuf>,
+    /// Train runs again even when the store already has them completed.
+    #[arg(long)]
+    pub force: bool,
+    /// Train this many runs at once, one thread each; 0 (the default) means one per CPU core. The bits
+    /// do not depend on it: every run is the same with --jobs 1.
+    #[arg(long, short = 'j', default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub jobs: u16,
+    #[command(flatten)]
+    pub liveness: Liveness,
+    /// Train only shard I of N (0 <= I < N), chosen by each run's config hash. Without it, Slurm's
+    /// SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT or Kubernetes' JOB_COMPLETION_INDEX (with
+    /// MLP_RUNNER_SHARD_COUNT) are used when set.
+    #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
+}
+
+/// How this process shows it is alive, and when it takes over a run whose owner does not.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct Liveness {
+    /// Take over a `running` run whose owner has given no sign of life for this many seconds (at least
+    /// three heartbeats).
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub stale_after: u64,
+    /// Tell the store every this many seconds that this process is alive (1 to 3600).
+    #[arg(long, default_value_t = 20, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    pub spec: PathBuf,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    pub run: i64,
+    #[command(flatten)]
+    pub liveness: Liveness,
+}
+
+/// `runner <spec>`.
+pub fn run(spec_path: &Path, db: &Path, args: &RunArgs, out: &mut dyn Write) -> Result<Exit> {
+    train(&load_spec(spec_path)?, db, args, out)
+}
+
+/// A spec path, or a word that is probably a misspelt command.
+fn load_spec(path: &Path) -> Result<Experiment> {
+    if !path.exists() && path.extension().is_none() {
+        let word = path.to_string_lossy();
+        if let Some(cmd) = mlp_runner::text::nearest(&word, SUBCOMMANDS) {
+            return Err(Error::Usage(format!(
+                "`{}` is neither a spec file nor a command; did you mean `runner {cmd}`?",
+                mlp_runner::text::clean(&word)
+            ))
+            .into());
+        }
+    }
+    Ok(spec::load(path).map_err(Error::from)?)
+}
+
+fn options(args: &RunArgs) -> Result<sweep::Options> {
+    let shard = match args.shard {
+        Some(s) => Some((s, "--shard".to_string())),
+        None => Shard::from_env(|k| std::env::var(k).ok()).map_err(Error::Usage)?,
+    };
+    Ok(sweep::Options {
+        force: args.force,
+        jobs: match args.jobs {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        },
+        stale_after: Duration::from_secs(args.liveness.stale_after),
+        heartbeat_every: Duration::from_secs(args.liveness.heartbeat),
+        shard,
+        task: None,
+    })
+}
+
+fn train(exp: &Experiment, db: &Path, args: &RunArgs, out: &mut dyn Write) -> Result<Exit> {
+    let opts = options(args)?;
+    let stop = interrupt_flag();
+    let bars = Bars::new(std::io::stdout().is_terminal() && std::io::stderr().is_terminal());
+    let reports = sweep::run(exp, db, &opts, &bars, &stop);
+    bars.finish();
+    let reports = reports?;
+    // The parameters the sweep varies, as columns (the run name when nothing varies).
+    let keys: Vec<String> = reports
+        .first()
+        .map(|r| r.overrides.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    let mut columns = vec!["run_id".to_string()];
+    if keys.is_empty() {
+        columns.push("name".into());
+    }
+    columns.extend(
+        keys.iter()
+            .map(|k| k.rsplit('.').next().unwrap_or(k).to_string()),
+    );
+    columns.extend(["status", "test_acc", "test_loss", "seconds"].map(String::from));
+    let mut t = Table {
+        columns,
+        rows: Vec::new(),
+    };
+    let real = |v: Option<f64>| v.map(Value::Real).unwrap_or(Value::Null);
+    for r in &reports {
+        let status = if r.trained_here || r.status != RunStatus::Completed {
+            r.status.to_string()
+        } else {
+            format!("{} (earlier)", r.status)
+        };
+        let mut row = vec![Value::Integer(r.run_id)];
+        if keys.is_empty() {
+            row.push(Value::Text(r.name.clone()));
+        }
+        row.extend(r.overrides.iter().map(|(_, v)| match v {
+            toml::Value::Integer(i) => Value::Integer(*i),
+            toml::Value::Float(f) => Value::Real(*f),
+            toml::Value::String(s) => Value::Text(s.clone()),
+            other => Value::Text(other.to_string()),
+        }));
+        row.extend([
+            Value::Text(status),
+            real(r.test_acc),
+            real(r.test_loss),
+            real(r.seconds.map(|s| (s * 100.0).round() / 100.0)),
+        ]);
+        t.rows.push(row);
+    }
+    writeln!(out)?;
+    print_table(&t, Format::Text, out)?;
+    writeln!(
+        out,
+        "\nresults in {}; e.g. runner --db {} ls",
+        db.display(),
+        db.display()
+    )?;
+    if stop.load(Ordering::SeqCst) {
+        writeln!(out, "interrupted: run the same command again to resume")?;
+        return Ok(Exit::Interrupted);
+    }
+    let held = reports
+        .iter()
+        .filter(|r| r.status == RunStatus::Running)
+        .count();
+    if held > 0 {
+        writeln!(
+            out,
+            "{held} runs are being trained by other processes; run the spec again later to see them finished"
+        )?;
+    }
+    let unfinished = reports
+        .iter()
+        .filter(|r| matches!(r.status, RunStatus::Failed | RunStatus::Interrupted));
+    Ok(if unfinished.count() > 0 {
+        Exit::Failure
+    } else {
+        Exit::Ok
+    })
+}
+
+/// A flag set by the first SIGINT or SIGTERM; a second one exits at once (code 130).
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Order matters: the conditional exit is checked before the flag is set by this signal.
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag));
+        let _ = signal_hook::flag::register(signal, Arc::clone(&flag));
+    }
+    flag
+}
+
+/// `runner resume <run>`: the run's stored config as a one-run experiment.
+pub fn resume(db: &Path, args: ResumeArgs, out: &mut dyn Write) -> Result<Exit> {
+    let ResumeArgs { run, liveness } = args;
+    let exp = {
+        let store = Store::open_read_only(db)?;
+        let row = store.run(run)?;
+        if row.status.is_finished() {
+            return Err(Error::Usage(format!(
+                "run {run} ({}) is {} already; nothing to resume",
+                mlp_runner::text::clean(&row.name),
+                row.status
+            ))
+            .into());
+        }
+        let config = row.config(&store)?;
+        Experiment {
+            name: row.experiment,
+            description: String::new(),
+            path: format!("(stored config of run {run})"),
+            text: row.config_toml,
+            runs: vec![PlannedRun {
+                name: row.name,
+                overrides: Vec::new(),
+                config,
+            }],
+        }
+    };
+    let args = RunArgs {
+        spec: None,
+        force: false,
+        jobs: 1,
+        liveness,
+        // The one shard of one: a scheduler's shard variables must not filter this run out.
+        shard: Some(Shard { index: 0, count: 1 }),
+    };
+    train(&exp, db, &args, out)
+}
+
+/// `runner plan <spec>`.
+pub fn plan(args: &PlanArgs, db: &Path, out: &mut dyn Write) -> Result<Exit> {
+    let exp = load_spec(&args.spec)?;
+    sweep::check_data(&exp, &mut mlp_runner::core::data::DataCache::default())?;
+    let store = if db.exists() {
+        Some(Store::open_read_only(db)?)
+    } else {
+        None
+    };
+    let decisions = sweep::plan(&exp, store.as_ref(), &sweep::Options::default())?;
+    let mut t = Table::new(&["#", "name", "config_hash", "sets", "state"]);
+    for (i, (run, d)) in exp.runs.iter().zip(&decisions).enumerate() {
+        let sets: Vec<String> = run
+            .overrides
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let state = match d {
+            Queued::New { .. } => "to train".to_string(),
+            Queued::Unfinished { id, status } => {
+                format!("to train: run {id} ({status}) is resumed or retried")
+            }
+            Queued::Held { id, owner } => format!("running: run {id}, by {owner}"),
+            Queued::Done { id, status } => format!("done: run {id} ({status})"),
+        };
+        t.rows.push(vec![
+            Value::Integer(i as i64 + 1),
+            Value::Text(run.name.clone()),
+            Value::Text(run.config.hash()[..12].to_string()),
+            Value::Text(sets.join(" ")),
+            Value::Text(state),
+        ]);
+    }
+    let format = args.format.format();
+    if format == Format::Text {
+        writeln!(
+            out,
+            "experiment {} ({}): {} runs",
+            mlp_runner::text::clean(&exp.name),
+            mlp_runner::text::clean(&exp.path),
+            exp.runs.len()
+        )?;
+    }
+    print_table(&t, format, out)?;
+    Ok(Exit::Ok)
+}

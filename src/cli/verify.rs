@@ -1,0 +1,171 @@
+//! `verify` (re-train stored runs and compare them bit for bit) and `check` (every stored bit against its
+//! hash, without training).
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Result;
+use clap::Args;
+use mlp_runner::core::data::DataCache;
+use mlp_runner::store::{RunStatus, Store, integrity};
+use mlp_runner::sweep::verify::verify_run;
+use mlp_runner::text::clean;
+use mlp_runner::{Error, ErrorKind};
+
+use super::Exit;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Run ids to verify.
+    #[arg(required_unless_present_any = ["all", "experiment"])]
+    pub runs: Vec<i64>,
+    /// Verify every completed or diverged run.
+    #[arg(long, conflicts_with = "runs")]
+    pub all: bool,
+    /// Verify the completed or diverged runs of this experiment.
+    #[arg(long, conflicts_with = "runs", value_name = "NAME")]
+    pub experiment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Run ids to check (default: every run).
+    pub runs: Vec<i64>,
+}
+
+pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> {
+    let store = Store::open_read_only(db)?;
+    let ids = if args.all || args.experiment.is_some() {
+        let ids = store.run_ids(args.experiment.as_deref(), &RunStatus::FINISHED)?;
+        if ids.is_empty() {
+            return Err(Error::Usage(match args.experiment {
+                Some(e) => format!(
+                    "no completed or diverged runs of experiment `{}` in {}",
+                    clean(&e),
+                    db.display()
+                ),
+                None => format!("no completed or diverged runs in {}", db.display()),
+            })
+            .into());
+        }
+        ids
+    } else {
+        args.runs
+    };
+    let mut cache = DataCache::default();
+    let (mut mismatches, mut corrupt) = (0, 0);
+    for id in ids {
+        let r = match verify_run(&store, &mut cache, id) {
+            Ok(r) => r,
+            // A run whose config cannot be read is reported and the others are still verified.
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                corrupt += 1;
+                writeln!(out, "run {id}: CORRUPT: {e}")?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let name = clean(&r.name);
+        if !r.corrupt.is_empty() {
+            corrupt += 1;
+        }
+        for finding in &r.corrupt {
+            writeln!(out, "run {id} {name}: CORRUPT: {}", clean(finding))?;
+        }
+        match &r.difference {
+            None => writeln!(
+                out,
+                "run {id} {name}: identical (weights sha256 {})",
+                r.weights_sha256
+            )?,
+            Some(d) => {
+                mismatches += 1;
+                writeln!(out, "run {id} {name}: MISMATCH: {d}")?;
+            }
+        }
+        for (field, stored, now) in &r.envelope_diffs {
+            writeln!(
+                out,
+                "  envelope differs: {field}: stored {}, now {}",
+                clean(stored),
+                clean(now)
+            )?;
+        }
+    }
+    if corrupt > 0 {
+        return Err(Error::Corrupt {
+            path: db.to_path_buf(),
+            msg: format!(
+                "{corrupt} runs hold stored bits that do not match their hashes (see above); `runner check` \
+                 lists every problem"
+            ),
+        }
+        .into());
+    }
+    Ok(if mismatches > 0 {
+        Exit::Failure
+    } else {
+        Exit::Ok
+    })
+}
+
+pub fn check(db: &Path, args: CheckArgs, out: &mut dyn Write) -> Result<Exit> {
+    let started = std::time::Instant::now();
+    let store = Store::open_read_only(db)?;
+    let sqlite = store.quick_check()?;
+    for problem in &sqlite {
+        writeln!(out, "SQLite: {}", clean(problem))?;
+    }
+    let ids = if args.runs.is_empty() {
+        store.run_ids(None, &[])?
+    } else {
+        args.runs
+    };
+    let (mut tensors, mut bytes, mut bad) = (0, 0, 0);
+    for &id in &ids {
+        let c = integrity::check_run(&store, id)?;
+        tensors += c.tensors;
+        bytes += c.bytes;
+        if !c.findings.is_empty() {
+            bad += 1;
+            for f in &c.findings {
+                writeln!(
+                    out,
+                    "run {id} {} ({}): {}",
+                    clean(&c.name),
+                    c.status,
+                    clean(&f.0)
+                )?;
+            }
+        }
+    }
+    writeln!(
+        out,
+        "checked {} runs of {}: {tensors} weight tensors ({:.1} MB), their epoch rows and configs, in {:.2} s: {}",
+        ids.len(),
+        db.display(),
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64(),
+        if bad == 0 && sqlite.is_empty() {
+            "every stored hash matches".to_string()
+        } else {
+            format!("{bad} runs corrupt")
+        }
+    )?;
+    if bad > 0 || !sqlite.is_empty() {
+        return Err(Error::Corrupt {
+            path: db.to_path_buf(),
+            msg: format!(
+                "{bad} of {} runs hold bits that do not match their hashes{}",
+                ids.len(),
+                if sqlite.is_empty() {
+                    ""
+                } else {
+                    ", and SQLite's integrity check fails"
+                }
+            ),
+        }
+        .into());
+    }
+    Ok(Exit::Ok)
+}

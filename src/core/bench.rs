@@ -1,0 +1,419 @@
+//! `runner bench`: how fast training runs here, and how close it comes to this machine's GEMM.
+//!
+//! For each dtype and batch size it times real training epochs (the median of several), and just before,
+//! in the same process, the plain GEMM calls one SGD step makes (same shapes, same transposes, no other
+//! work). The *efficiency* is the training's GFLOP/s over that GEMM's: the ratio to compare across
+//! machines and runs, where absolute seconds only describe this machine. It also times evaluation, data
+//! loading, and the tutorial's per-sample algorithm ([`crate::core::reference`]) for the speed-up.
+
+use std::path::Path;
+use std::time::Instant;
+
+use ndarray::Array2;
+use ndarray::linalg::general_mat_mul;
+
+use crate::core::config::{Activation, Dtype, Init, RunConfig};
+use crate::core::data::{self, DataFormat, Dataset};
+use crate::core::kernel::Kernel;
+use crate::core::model::{Mlp, Snapshot};
+use crate::core::real::Real;
+use crate::core::reference;
+use crate::core::rng::{Stream, StreamRng};
+use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, train};
+use crate::core::workspace::{EVAL_BLOCK, Workspace, evaluate};
+use crate::error::{Error, Result};
+
+/// One row of the report.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub what: String,
+    pub dtype: Dtype,
+    pub batch: usize,
+    /// Median seconds per epoch of SGD steps (over the samples benchmarked).
+    pub seconds: f64,
+    pub samples_per_s: f64,
+    pub gflops: f64,
+    /// The same steps' GEMM calls alone, measured just before.
+    pub gemm_gflops: f64,
+    pub efficiency: f64,
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub data_dir: String,
+    pub sizes: Vec<usize>,
+    /// Training samples per timed epoch (the whole set by default).
+    pub samples: Option<usize>,
+    /// Timed epochs per configuration; the median is reported.
+    pub reps: usize,
+    pub batches: Vec<usize>,
+    pub dtypes: Vec<Dtype>,
+    /// A PNG-layout folder to time decoding, if given.
+    pub png_dir: Option<String>,
+    /// Also time 4 runs one at a time and two at a time (the gain of `--jobs 2`).
+    pub jobs_check: bool,
+}
+
+/// Floating-point operations of one SGD step on `batch` samples: the forward products, the weight-gradient
+/// products, and the products that carry delta back (none for the first layer).
+pub fn step_flops(sizes: &[usize], batch: usize) -> f64 {
+    let pairs: Vec<f64> = sizes.windows(2).map(|w| (w[0] * w[1]) as f64).collect();
+    let all: f64 = pairs.iter().sum();
+    let back: f64 = pairs.iter().skip(1).sum();
+    2.0 * batch as f64 * (2.0 * all + back)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Peak resident memory of this process so far, in MB (Linux; 0 elsewhere).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Seconds for the GEMM calls of `steps` SGD steps of the given shapes, on random matrices.
+fn gemm_seconds<F: Real>(sizes: &[usize], batch: usize, steps: usize) -> f64 {
+    let mut rng = StreamRng::new(0, Stream::Init);
+    let mut rand = |r: usize, c: usize| {
+        Array2::from_shape_simple_fn((r, c), || F::from_f64(rng.uniform() - 0.5))
+    };
+    let ws: Vec<Array2<F>> = sizes.windows(2).map(|w| rand(w[1], w[0])).collect();
+    let acts: Vec<Array2<F>> = sizes.iter().map(|&n| rand(batch, n)).collect();
+    let mut outs: Vec<Array2<F>> = sizes.iter().map(|&n| Array2::zeros((batch, n))).collect();
+    let mut grads: Vec<Array2<F>> = ws.clone();
+    let (one, zero) = (F::one(), F::zero());
+    let start = Instant::now();
+    for _ in 0..steps {
+        for l in 0..ws.len() {
+            general_mat_mul(one, &acts[l], &ws[l].t(), zero, &mut outs[l + 1]);
+        }
+        for l in (0..ws.len()).rev() {
+            if l > 0 {
+                general_mat_mul(one, &acts[l + 1], &ws[l], zero, &mut outs[l]);
+            }
+            general_mat_mul(one, &acts[l + 1].t(), &acts[l], one, &mut grads[l]);
+        }
+    }
+    start.elapsed().as_secs_f64()
+}
+
+/// Collects each epoch's SGD time.
+struct Times(Vec<f64>);
+
+impl Observer for Times {
+    fn on_start(&mut self, _: &Snapshot) -> Result<()> {
+        Ok(())
+    }
+    fn on_epoch(&mut self, m: &EpochMetrics, _: &Checkpoint) -> Result<Control> {
+        self.0.push(m.train_seconds);
+        Ok(Control::Continue)
+    }
+}
+
+fn training_row<F: Real>(ds: &Dataset, opts: &Options, batch: usize) -> Result<Row> {
+    let n = opts.samples.unwrap_or(ds.train.len()).min(ds.train.len());
+    let steps = n / batch;
+    let flops = step_flops(&opts.sizes, batch) * steps as f64;
+    let mut cfg = RunConfig::default();
+    cfg.data.limit_train = Some(n);
+    cfg.data.limit_test = Some(EVAL_BLOCK.min(ds.test.len()));
+    cfg.model.sizes = opts.sizes.clone();
+    cfg.model.dtype = F::DTYPE;
+    cfg.train.batch_size = batch;
+    cfg.train.epochs = 1;
+    // Warm up (page in, settle the clock), then pairs of (GEMM alone, training epoch) back to back, so
+    // that each ratio compares the two under the same machine conditions.
+    gemm_seconds::<F>(&opts.sizes, batch, steps / 10 + 1);
+    let (mut times, mut gemms, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..opts.reps {
+        let gemm = gemm_seconds::<F>(&opts.sizes, batch, steps);
+        let mut t = Times(Vec::new());
+        train(&cfg, ds, &mut t, None)?;
+        let seconds = t.0.first().copied().unwrap_or(f64::NAN);
+        times.push(seconds);
+        gemms.push(gemm);
+        ratios.push(gemm / seconds);
+    }
+    let (seconds, gemm) = (median(times), median(gemms));
+    Ok(Row {
+        what: match Kernel::for_run(F::DTYPE) {
+            Kernel::Lanes => "train epoch, lanes16".into(),
+            Kernel::Gemm => "train epoch, matrixmultiply".into(),
+        },
+        dtype: F::DTYPE,
+        batch,
+        seconds,
+        samples_per_s: (steps * batch) as f64 / seconds,
+        gflops: flops / seconds / 1e9,
+        gemm_gflops: flops / gemm / 1e9,
+        efficiency: median(ratios),
+    })
+}
+
+/// Seconds for 4 short runs trained one after another, and two at a time on two threads.
+fn jobs_speedup(ds: &Dataset, sizes: &[usize], samples: usize) -> Result<(f64, f64)> {
+    let cfg = |seed: u64| {
+        let mut c = RunConfig::default();
+        c.data.limit_train = Some(samples.min(ds.train.len()));
+        c.data.limit_test = Some(EVAL_BLOCK.min(ds.test.len()));
+        c.model.sizes = sizes.to_vec();
+        c.train.batch_size = 128;
+        c.train.epochs = 1;
+        c.train.seed = seed;
+        c
+    };
+    let one_run = |seed: u64| train(&cfg(seed), ds, &mut Times(Vec::new()), None).map(|_| ());
+    let t = Instant::now();
+    for seed in 1..=4 {
+        one_run(seed)?;
+    }
+    let sequential = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = [[1, 3], [2, 4]]
+            .map(|seeds| s.spawn(move || seeds.iter().try_for_each(|&seed| one_run(seed))))
+            .into_iter()
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::internal("a bench thread panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    Ok((sequential, t.elapsed().as_secs_f64()))
+}
+
+/// Forward passes over both splits (as each epoch's evaluation does), median of `reps`.
+fn eval_seconds<F: Real>(ds: &Dataset, sizes: &[usize], reps: usize, kernel: Kernel) -> f64 {
+    let model: Mlp<F> = Mlp::init(
+        sizes,
+        Activation::Relu,
+        Init::He,
+        &mut StreamRng::new(1, Stream::Init),
+    );
+    let mut ws = Workspace::<F>::for_eval(sizes, EVAL_BLOCK).with_kernel(kernel);
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                evaluate(&model, ds.train.prefix(None), &mut ws);
+                evaluate(&model, ds.test.prefix(None), &mut ws);
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// The tutorial's per-sample algorithm on a few hundred batches of 10: samples per second.
+fn reference_samples_per_s(ds: &Dataset, sizes: &[usize], batches: usize) -> f64 {
+    let mut m: Mlp<f64> = Mlp::init(
+        sizes,
+        Activation::Relu,
+        Init::He,
+        &mut StreamRng::new(1, Stream::Init),
+    );
+    let view = ds.train.prefix(None);
+    let start = Instant::now();
+    for b in 0..batches {
+        let idx: Vec<usize> = (b * 10..b * 10 + 10).collect();
+        let x = Array2::from_shape_fn((10, view.pixels), |(r, c)| {
+            view.image(idx[r])[c] as f64 / 255.0
+        });
+        let y: Vec<u8> = idx.iter().map(|&i| view.labels[i]).collect();
+        reference::sgd_step(&mut m, &x, &y, 0.1);
+    }
+    (batches * 10) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The f32 multiply-add peak of one core: 16 independent chains of 16-lane FMAs (AVX-512) or 2 x 8-lane
+/// (AVX2), nothing loaded from memory. GFLOP/s, or None on a CPU with neither.
+pub fn fma_peak_gflops() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        #[target_feature(enable = "avx512f")]
+        fn chains512(iters: usize) -> f32 {
+            let mut acc = [_mm512_setzero_ps(); 16];
+            let (x, y) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+            for _ in 0..iters {
+                for a in acc.iter_mut() {
+                    *a = _mm512_fmadd_ps(*a, x, y);
+                }
+            }
+            acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn chains256(iters: usize) -> f32 {
+            let mut acc = [_mm256_setzero_ps(); 16];
+            let (x, y) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+            for _ in 0..iters {
+                for a in acc.iter_mut() {
+                    *a = _mm256_fmadd_ps(*a, x, y);
+                }
+            }
+            let mut out = [0f32; 8];
+            acc.iter().for_each(|&a| {
+                let mut v = [0f32; 8];
+                // SAFETY: v holds 8 floats.
+                unsafe { _mm256_storeu_ps(v.as_mut_ptr(), a) };
+                out.iter_mut().zip(v).for_each(|(o, x)| *o += x);
+            });
+            out.iter().sum()
+        }
+        let (run, lanes): (Box<dyn Fn(usize) -> f32>, f64) = if is_x86_feature_detected!("avx512f")
+        {
+            // SAFETY: the CPU has AVX-512F.
+            (Box::new(|n| unsafe { chains512(n) }), 16.0)
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA.
+            (Box::new(|n| unsafe { chains256(n) }), 8.0)
+        } else {
+            return None;
+        };
+        let iters = 5_000_000;
+        let best = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(run(iters));
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        Some(iters as f64 * 16.0 * lanes * 2.0 / best / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// The whole report: training rows, then (what, value) notes for eval, load, decode, reference, memory.
+pub struct Report {
+    pub rows: Vec<Row>,
+    pub notes: Vec<(String, String)>,
+}
+
+pub fn run(opts: &Options, log: &dyn Fn(&str)) -> Result<Report> {
+    let mut extra = Vec::new();
+    let t = Instant::now();
+    let ds = data::load(Path::new(&opts.data_dir), DataFormat::Auto)?;
+    let load = t.elapsed().as_secs_f64();
+    extra.push((
+        format!(
+            "load {} ({} + {} images, {:?})",
+            opts.data_dir,
+            ds.train.len(),
+            ds.test.len(),
+            ds.format
+        ),
+        format!("{load:.3} s"),
+    ));
+    if let Some(png) = &opts.png_dir {
+        let t = Instant::now();
+        let p = data::load(Path::new(png), DataFormat::Png)?;
+        extra.push((
+            format!(
+                "decode PNG layout {png} ({} images)",
+                p.train.len() + p.test.len()
+            ),
+            format!("{:.3} s", t.elapsed().as_secs_f64()),
+        ));
+    }
+    if let Some(peak) = fma_peak_gflops() {
+        let floor = step_flops(&opts.sizes, 1) * 60_000.0 / (peak * 1e9);
+        extra.push((
+            "f32 FMA peak of one core (best of 3)".into(),
+            format!(
+                "{peak:.0} GFLOP/s: an f32 epoch of 60 000 samples takes at least {floor:.2} s on one core"
+            ),
+        ));
+    }
+    let mut rows = Vec::new();
+    for &dtype in &opts.dtypes {
+        for &batch in &opts.batches {
+            log(&format!("timing {} batch {batch} ...", dtype.as_str()));
+            rows.push(match dtype {
+                Dtype::F32 => training_row::<f32>(&ds, opts, batch)?,
+                Dtype::F64 => training_row::<f64>(&ds, opts, batch)?,
+            });
+        }
+        let kernels: &[Kernel] = match dtype {
+            Dtype::F32 => &[Kernel::Lanes, Kernel::Gemm],
+            Dtype::F64 => &[Kernel::Gemm],
+        };
+        for &kernel in kernels {
+            let eval = match dtype {
+                Dtype::F32 => eval_seconds::<f32>(&ds, &opts.sizes, opts.reps, kernel),
+                Dtype::F64 => eval_seconds::<f64>(&ds, &opts.sizes, opts.reps, kernel),
+            };
+            let name = match kernel {
+                Kernel::Lanes => "lanes16",
+                Kernel::Gemm => "matrixmultiply",
+            };
+            extra.push((
+                format!(
+                    "evaluate {} + {} images, {} {name}",
+                    ds.train.len(),
+                    ds.test.len(),
+                    dtype.as_str()
+                ),
+                format!("{eval:.3} s"),
+            ));
+        }
+    }
+    if opts.jobs_check {
+        log("timing 4 runs one at a time, then two at a time ...");
+        let (one, two) = jobs_speedup(&ds, &opts.sizes, opts.samples.unwrap_or(10_000))?;
+        extra.push((
+            "a sweep of 4 runs (batch 128): --jobs 1 vs --jobs 2".into(),
+            format!(
+                "{one:.2} s vs {two:.2} s: {:.2}x the runs per hour",
+                one / two
+            ),
+        ));
+    }
+    log("timing the per-sample reference ...");
+    let reference = reference_samples_per_s(&ds, &opts.sizes, 300);
+    extra.push((
+        "tutorial's per-sample algorithm (f64, batch 10)".into(),
+        format!("{reference:.0} samples/s"),
+    ));
+    if let Some(best) = rows.iter().find(|r| r.batch == 10 && r.dtype == Dtype::F64) {
+        extra.push((
+            "speed-up of batched f64 batch 10 over it".into(),
+            format!("{:.1}x", best.samples_per_s / reference),
+        ));
+    }
+    extra.push(("peak RSS".into(), format!("{:.0} MB", peak_rss_mb())));
+    extra.push((
+        "kernels".into(),
+        format!(
+            "f32: {}; f64: {}",
+            Kernel::Lanes.describe(),
+            Kernel::Gemm.describe()
+        ),
+    ));
+    Ok(Report { rows, notes: extra })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_flops_match_the_issue_figure() {
+        // [784, 512, 10] over 60 000 samples: 98.2 GFLOP per epoch.
+        let per_epoch = step_flops(&[784, 512, 10], 10) * 6000.0;
+        assert!((per_epoch / 1e9 - 98.2).abs() < 0.1, "{per_epoch}");
+    }
+}

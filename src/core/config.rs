@@ -1,0 +1,476 @@
+//! A run's configuration: the serde types of `[data]`, `[model]` and `[train]` with their documented
+//! defaults, and the checks that turn a parsed config into one that may be trained ([`RunConfig::validate`],
+//! [`RunConfig::validate_against_data`]). A run is a pure function of its [`RunConfig`] and its data bytes.
+//!
+//! Owns no file parsing and no sweep (those are `sweep::spec`'s); imports nothing above `core`.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::core::data::{DataFormat, NUM_CLASSES};
+use crate::error::ConfigError;
+use crate::text::hex;
+
+/// The widest layer accepted: far beyond what trains on MNIST, small enough to allocate.
+pub const MAX_WIDTH: usize = 100_000;
+/// The most parameters accepted (about 1 GB of f64 weights).
+pub const MAX_PARAMS: usize = 128_000_000;
+/// The largest single tensor, in bytes: SQLite stores a value of at most 1 000 000 000 bytes.
+pub const MAX_TENSOR_BYTES: usize = 1_000_000_000;
+/// The most epochs accepted: about two years of full-MNIST epochs at a second each.
+pub const MAX_EPOCHS: usize = 100_000;
+/// The longest `data.dir` accepted (Linux's PATH_MAX).
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// `[data]`: where the samples come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// Folder with the MNIST IDX files or the PNG layout, relative to the working directory.
+    /// Default `"data/mnist"`, the copy shipped with the repository.
+    #[serde(default = "default_data_dir")]
+    pub dir: String,
+    /// `"auto"` (default), `"idx"` or `"png"`.
+    #[serde(default)]
+    pub format: DataFormat,
+    /// Train on the first N training samples only (file order). Default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_train: Option<usize>,
+    /// Evaluate on the first N test samples only (file order). Default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_test: Option<usize>,
+}
+
+fn default_data_dir() -> String {
+    "data/mnist".into()
+}
+
+impl Default for DataSpec {
+    fn default() -> Self {
+        Self {
+            dir: default_data_dir(),
+            format: DataFormat::Auto,
+            limit_train: None,
+            limit_test: None,
+        }
+    }
+}
+
+/// Hidden-layer activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    #[default]
+    Relu,
+    Sigmoid,
+    Tanh,
+}
+
+impl Activation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+        }
+    }
+}
+
+/// Weight initialisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// Normal, std sqrt(2 / fan_in); zero biases.
+    #[default]
+    He,
+    /// Normal, std sqrt(2 / (fan_in + fan_out)) (Glorot); zero biases.
+    Xavier,
+    /// Standard normal weights and biases: the tutorial's init (saturates the softmax on MNIST).
+    Normal,
+}
+
+impl Init {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Init::He => "he",
+            Init::Xavier => "xavier",
+            Init::Normal => "normal",
+        }
+    }
+}
+
+/// Floating-point precision of weights and arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    #[default]
+    F32,
+    F64,
+}
+
+impl Dtype {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F64 => "f64",
+        }
+    }
+
+    /// Bytes per value.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F64 => 8,
+        }
+    }
+
+    /// The dtype named `s` as stored (`f32`, `f64`).
+    pub fn parse(s: &str) -> Option<Dtype> {
+        match s {
+            "f32" => Some(Dtype::F32),
+            "f64" => Some(Dtype::F64),
+            _ => None,
+        }
+    }
+}
+
+/// `[model]`: the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Layer widths, input first, classes last. Default `[784, 512, 10]`.
+    #[serde(default = "default_sizes")]
+    pub sizes: Vec<usize>,
+    /// Default `"relu"`.
+    #[serde(default)]
+    pub activation: Activation,
+    /// Default `"he"`.
+    #[serde(default)]
+    pub init: Init,
+    /// Default `"f32"`.
+    #[serde(default)]
+    pub dtype: Dtype,
+}
+
+fn default_sizes() -> Vec<usize> {
+    vec![784, 512, 10]
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        Self {
+            sizes: default_sizes(),
+            activation: Activation::default(),
+            init: Init::default(),
+            dtype: Dtype::default(),
+        }
+    }
+}
+
+/// `[train]`: the optimisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    /// Seeds the ChaCha streams for init and shuffling. Default 0.
+    #[serde(default)]
+    pub seed: u64,
+    /// Samples per SGD step. Default 10 (the tutorial's).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// SGD step size lr in w -= (lr / n) * sum of per-sample gradients. Default 0.1.
+    #[serde(default = "default_learning_rate")]
+    pub learning_rate: f64,
+    /// Passes over the training set. Default 3.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Drop the last partial batch of each epoch, as the tutorial's loader does. Default true.
+    #[serde(default = "default_true")]
+    pub drop_last: bool,
+}
+
+fn default_batch_size() -> usize {
+    10
+}
+fn default_learning_rate() -> f64 {
+    0.1
+}
+fn default_epochs() -> usize {
+    3
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            batch_size: default_batch_size(),
+            learning_rate: default_learning_rate(),
+            epochs: default_epochs(),
+            drop_last: true,
+        }
+    }
+}
+
+/// Everything one run depends on besides the data bytes: a run is a pure function of this and the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    #[serde(default)]
+    pub data: DataSpec,
+    #[serde(default)]
+    pub model: ModelSpec,
+    #[serde(default)]
+    pub train: TrainSpec,
+}
+
+/// The keys a sweep may vary, as dotted paths.
+pub const SWEEPABLE: &[&str] = &[
+    "data.dir",
+    "data.format",
+    "data.limit_train",
+    "data.limit_test",
+    "model.sizes",
+    "model.activation",
+    "model.init",
+    "model.dtype",
+    "train.seed",
+    "train.batch_size",
+    "train.learning_rate",
+    "train.epochs",
+    "train.drop_last",
+];
+
+impl RunConfig {
+    /// Check the values that types alone cannot; the error names the dotted key at fault and what is allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &'static str, msg: String| Err(ConfigError { key, msg });
+        let dir = &self.data.dir;
+        if dir.trim().is_empty() {
+            return err("data.dir", "must name a folder, e.g. \"data/mnist\"".into());
+        }
+        if dir.len() > MAX_PATH_LEN || dir.contains('\0') {
+            return err(
+                "data.dir",
+                format!("must be a path of at most {MAX_PATH_LEN} bytes without NUL characters"),
+            );
+        }
+        if self.data.limit_train == Some(0) {
+            return err(
+                "data.limit_train",
+                "must be >= 1 (or left out for the whole training set)".into(),
+            );
+        }
+        if self.data.limit_test == Some(0) {
+            return err(
+                "data.limit_test",
+                "must be >= 1 (or left out for the whole test set)".into(),
+            );
+        }
+        let sizes = &self.model.sizes;
+        if sizes.len() < 2 {
+            return err(
+                "model.sizes",
+                format!(
+                    "needs at least 2 entries (input and classes), e.g. [784, 512, 10]; got {sizes:?}"
+                ),
+            );
+        }
+        if sizes.contains(&0) {
+            return err(
+                "model.sizes",
+                format!("every layer width must be >= 1; got {sizes:?}"),
+            );
+        }
+        if let Some(w) = sizes.iter().find(|&&w| w > MAX_WIDTH) {
+            return err(
+                "model.sizes",
+                format!("a layer width of {w} is more than this tool supports ({MAX_WIDTH})"),
+            );
+        }
+        // Widths are at most MAX_WIDTH, so these products cannot overflow.
+        let params: usize = sizes.windows(2).map(|p| p[0] * p[1] + p[1]).sum();
+        if params > MAX_PARAMS {
+            return err(
+                "model.sizes",
+                format!(
+                    "{params} parameters is more than this tool supports ({MAX_PARAMS}); use narrower layers"
+                ),
+            );
+        }
+        let value_bytes = self.model.dtype.size();
+        if let Some((l, p)) = sizes
+            .windows(2)
+            .enumerate()
+            .find(|(_, p)| p[0] * p[1] * value_bytes > MAX_TENSOR_BYTES)
+        {
+            return err(
+                "model.sizes",
+                format!(
+                    "layer {}'s weight matrix [{}, {}] in {} takes {} bytes, more than the {MAX_TENSOR_BYTES} \
+                     bytes the store can hold in one value; use narrower layers (or f32)",
+                    l + 1,
+                    p[1],
+                    p[0],
+                    self.model.dtype.as_str(),
+                    p[0] * p[1] * value_bytes
+                ),
+            );
+        }
+        if sizes[sizes.len() - 1] != NUM_CLASSES {
+            return err(
+                "model.sizes",
+                format!(
+                    "the last entry is the class count and must be {NUM_CLASSES} for MNIST; got {sizes:?}"
+                ),
+            );
+        }
+        if self.train.seed > i64::MAX as u64 {
+            return err(
+                "train.seed",
+                format!("must be at most {} (a TOML integer)", i64::MAX),
+            );
+        }
+        if self.train.batch_size == 0 {
+            return err("train.batch_size", "must be >= 1".into());
+        }
+        let lr = self.train.learning_rate;
+        if !(lr.is_finite() && lr > 0.0) {
+            return err(
+                "train.learning_rate",
+                format!("must be a finite number > 0; got {lr}"),
+            );
+        }
+        if self.train.epochs == 0 || self.train.epochs > MAX_EPOCHS {
+            return err(
+                "train.epochs",
+                format!("must be from 1 to {MAX_EPOCHS}; got {}", self.train.epochs),
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks that need the data: the input width and the batch size against the (limited) training set.
+    pub fn validate_against_data(
+        &self,
+        pixels: usize,
+        n_train: usize,
+        n_test: usize,
+    ) -> Result<(), ConfigError> {
+        let err = |key: &'static str, msg: String| Err(ConfigError { key, msg });
+        if self.model.sizes[0] != pixels {
+            return err(
+                "model.sizes",
+                format!(
+                    "the first entry is the input size and must be {pixels} (the data's pixels per image); got {:?}",
+                    self.model.sizes
+                ),
+            );
+        }
+        if let Some(l) = self.data.limit_train.filter(|&l| l > n_train) {
+            return err(
+                "data.limit_train",
+                format!("{l} is more than the {n_train} training samples in the data"),
+            );
+        }
+        if let Some(l) = self.data.limit_test.filter(|&l| l > n_test) {
+            return err(
+                "data.limit_test",
+                format!("{l} is more than the {n_test} test samples in the data"),
+            );
+        }
+        let n = self.data.limit_train.unwrap_or(n_train);
+        if self.train.batch_size > n {
+            return err(
+                "train.batch_size",
+                format!(
+                    "{} is larger than the training set ({n} samples); use at most {n}",
+                    self.train.batch_size
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// SHA-256 of the config's canonical JSON: the key by which a run is recognised as already done.
+    pub fn hash(&self) -> String {
+        // serde_json writes fields in declaration order and floats in shortest round-trip form. Plain
+        // structs of numbers, strings and enums always serialise.
+        let json = serde_json::to_string(self).expect("a RunConfig serialises to JSON");
+        hex(&Sha256::digest(json.as_bytes()))
+    }
+
+    /// Hash of the config with the seed fixed: runs sharing it differ only by seed.
+    pub fn seed_group(&self) -> String {
+        let mut c = self.clone();
+        c.train.seed = 0;
+        c.hash()
+    }
+
+    /// The resolved config as TOML text, as stored with each run and read back by `verify`. Fails only for
+    /// a config that [`RunConfig::validate`] refuses (a seed above i64::MAX).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError {
+            key: "train.seed",
+            msg: format!("cannot be written as TOML: {e}"),
+        })
+    }
+
+    /// Parse and validate a config stored by [`RunConfig::to_toml`].
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: RunConfig = toml::from_str(text).map_err(|e| ConfigError {
+            key: "config",
+            msg: e.message().trim().to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_through_toml() {
+        let mut c = RunConfig::default();
+        c.data.limit_train = Some(100);
+        c.train.learning_rate = 0.3;
+        let back = RunConfig::from_toml(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.hash(), c.hash());
+    }
+
+    #[test]
+    fn data_checks_name_the_key() {
+        let c = RunConfig::default();
+        assert_eq!(
+            c.validate_against_data(784, 5, 5).unwrap_err().key,
+            "train.batch_size"
+        );
+        assert_eq!(
+            c.validate_against_data(100, 60000, 10000).unwrap_err().key,
+            "model.sizes"
+        );
+        assert!(c.validate_against_data(784, 60000, 10000).is_ok());
+    }
+
+    #[test]
+    fn limits_that_the_store_and_time_impose_are_checked() {
+        let mut c = RunConfig::default();
+        // 127.8 M parameters (under MAX_PARAMS) but one f64 tensor of 1.02 GB: more than SQLite holds.
+        c.model.sizes = vec![784, 1, 11300, 11300, 10];
+        c.model.dtype = Dtype::F64;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "model.sizes");
+        assert!(e.msg.contains("layer 3's weight matrix"), "{}", e.msg);
+        c.model.dtype = Dtype::F32;
+        assert!(c.validate().is_ok());
+        let mut c = RunConfig::default();
+        c.train.epochs = 1_000_000_000_000;
+        assert_eq!(c.validate().unwrap_err().key, "train.epochs");
+        c.train.epochs = MAX_EPOCHS;
+        assert!(c.validate().is_ok());
+    }
+}

@@ -1,0 +1,251 @@
+//! MNIST in memory: the two splits as u8 pixels and labels, the layouts on disk ([`idx`], [`png`]), the
+//! dataset's SHA-256, and a per-process cache of loaded folders.
+//!
+//! Pixels stay `u8` in memory (47 MB for the 60 000 training images); they are scaled by 1/255 only when a
+//! batch is gathered (see [`crate::core::loader`]). Every header field is checked, and every error names the file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::text::hex;
+
+pub mod idx;
+pub mod png;
+
+pub use idx::{IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, parse_idx_images, parse_idx_labels};
+pub use png::{decode_gray, export_png, read_png_split};
+
+/// MNIST images are 28 x 28.
+pub const MNIST_SIDE: usize = 28;
+/// Digits 0..=9.
+pub const NUM_CLASSES: usize = 10;
+
+/// How a data folder is laid out. `auto` looks for IDX files first, then for `training/` and `testing/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    #[default]
+    Auto,
+    /// `train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`, `t10k-...` as published.
+    Idx,
+    /// `training/<digit>/*.png` and `testing/<digit>/*.png`, the tutorial's layout.
+    Png,
+}
+
+impl DataFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataFormat::Auto => "auto",
+            DataFormat::Idx => "idx",
+            DataFormat::Png => "png",
+        }
+    }
+}
+
+/// One split (training or test) in memory: `len` images of `rows * cols` u8 pixels, row-major, and their labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn pixels(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// The first `n` samples (all of them when `n` is `None`), without copying.
+    pub fn prefix(&self, n: Option<usize>) -> SplitRef<'_> {
+        let n = n.unwrap_or(self.len()).min(self.len());
+        SplitRef {
+            images: &self.images[..n * self.pixels()],
+            labels: &self.labels[..n],
+            pixels: self.pixels(),
+        }
+    }
+}
+
+/// A borrowed view of the first samples of a [`Split`]: what training and evaluation read.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitRef<'a> {
+    /// [len, pixels] u8, row-major.
+    pub images: &'a [u8],
+    /// \[len\], each < 10.
+    pub labels: &'a [u8],
+    pub pixels: usize,
+}
+
+impl<'a> SplitRef<'a> {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn image(&self, i: usize) -> &'a [u8] {
+        &self.images[i * self.pixels..(i + 1) * self.pixels]
+    }
+}
+
+/// The training and test splits of one data folder.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub dir: PathBuf,
+    pub format: DataFormat,
+    pub train: Split,
+    pub test: Split,
+}
+
+impl Dataset {
+    /// SHA-256 of the decoded samples a run uses (the first `limit_train` / `limit_test`): for the training then
+    /// the test split, the sample count and image side lengths as u32 little-endian, the pixels, the labels.
+    pub fn sha256(&self, limit_train: Option<usize>, limit_test: Option<usize>) -> String {
+        let mut h = Sha256::new();
+        for (split, limit) in [(&self.train, limit_train), (&self.test, limit_test)] {
+            let view = split.prefix(limit);
+            for v in [view.len(), split.rows, split.cols] {
+                h.update((v as u32).to_le_bytes());
+            }
+            h.update(view.images);
+            h.update(view.labels);
+        }
+        hex(&h.finalize())
+    }
+}
+
+/// Load both splits of `dir`, detecting the layout when `format` is `Auto`.
+pub fn load(dir: &Path, format: DataFormat) -> Result<Dataset> {
+    if !dir.is_dir() {
+        return Err(Error::data(
+            dir,
+            "data folder not found; set `[data] dir` to a folder holding the MNIST IDX files \
+             (as the repository's data/mnist) or the PNG layout training/<digit>/*.png, testing/<digit>/*.png",
+        ));
+    }
+    let format = match format {
+        DataFormat::Auto => detect(dir)?,
+        f => f,
+    };
+    let (train, test) = match format {
+        DataFormat::Idx => {
+            let sums = idx::read_sha256sums(dir)?;
+            (
+                idx::read_split(dir, "train", &sums)?,
+                idx::read_split(dir, "t10k", &sums)?,
+            )
+        }
+        DataFormat::Png => (
+            read_png_split(&dir.join("training"))?,
+            read_png_split(&dir.join("testing"))?,
+        ),
+        DataFormat::Auto => return Err(Error::internal("the data format was resolved above")),
+    };
+    if (train.rows, train.cols) != (test.rows, test.cols) {
+        return Err(Error::data(
+            dir,
+            format!(
+                "training images are {}x{} but test images are {}x{}",
+                train.rows, train.cols, test.rows, test.cols
+            ),
+        ));
+    }
+    Ok(Dataset {
+        dir: dir.to_path_buf(),
+        format,
+        train,
+        test,
+    })
+}
+
+fn detect(dir: &Path) -> Result<DataFormat> {
+    let has_idx = ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"]
+        .iter()
+        .any(|f| dir.join(f).is_file());
+    if has_idx {
+        Ok(DataFormat::Idx)
+    } else if dir.join("training").is_dir() {
+        Ok(DataFormat::Png)
+    } else {
+        Err(Error::data(
+            dir,
+            "no MNIST data here: expected train-images-idx3-ubyte[.gz] (IDX) or a training/ folder (PNG)",
+        ))
+    }
+}
+
+/// Datasets loaded once per process and shared by every run that names the same folder and format, with
+/// the SHA-256 of each (folder, limits) view computed once.
+#[derive(Default)]
+pub struct DataCache {
+    sets: HashMap<(String, DataFormat), Dataset>,
+    hashes: HashMap<(String, DataFormat, Option<usize>, Option<usize>), String>,
+}
+
+impl DataCache {
+    /// The dataset in `dir` (relative to the working directory), loading it on first use.
+    pub fn get(&mut self, dir: &str, format: DataFormat) -> Result<&Dataset> {
+        let key = (dir.to_string(), format);
+        if !self.sets.contains_key(&key) {
+            let ds = load(Path::new(dir), format)?;
+            self.sets.insert(key.clone(), ds);
+        }
+        Ok(&self.sets[&key])
+    }
+
+    /// The dataset in `dir` if it is loaded already (lets threads share a filled cache).
+    pub fn loaded(&self, dir: &str, format: DataFormat) -> Option<&Dataset> {
+        self.sets.get(&(dir.to_string(), format))
+    }
+
+    /// SHA-256 of the samples a run uses (see [`Dataset::sha256`]).
+    pub fn sha256(
+        &mut self,
+        dir: &str,
+        format: DataFormat,
+        limit_train: Option<usize>,
+        limit_test: Option<usize>,
+    ) -> Result<String> {
+        let key = (dir.to_string(), format, limit_train, limit_test);
+        if let Some(h) = self.hashes.get(&key) {
+            return Ok(h.clone());
+        }
+        let h = self.get(dir, format)?.sha256(limit_train, limit_test);
+        self.hashes.insert(key, h.clone());
+        Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_limits_without_copying() {
+        let s = Split {
+            images: (0..12).collect(),
+            labels: vec![1, 2, 3],
+            rows: 2,
+            cols: 2,
+        };
+        let v = s.prefix(Some(2));
+        assert_eq!(v.len(), 2);
+        assert_eq!(v.image(1), &[4, 5, 6, 7]);
+        assert_eq!(s.prefix(Some(99)).len(), 3);
+    }
+}

@@ -1,0 +1,973 @@
+//! The f32 kernels ("lanes16"): the three matrix products of an SGD step, with an arithmetic contract that
+//! fixes every rounding, so their results are the same bits on every CPU.
+//!
+//! A general GEMM packs its operands into cache-sized panels on every call. At batch 10 that means
+//! copying all of W^1 (1.6 MB for [784, 512, 10]) twice per step to do 10 multiply-adds per weight; these
+//! kernels read the weights in place, once per product, with register tiles of a few rows (5 rows of W by
+//! 4 of A for Z = A W^T, 4 output rows by 64 columns for the others), 64-byte aligned buffers, and blocks
+//! of 128 rows of A for tall products (evaluation).
+//!
+//! # The contract (what the bits are)
+//! - [`abt`], Z = A W^T: each `z[i][j] = sum_k a[i][k] w[j][k]` is summed in 16 lanes: lane l accumulates
+//!   the k = l (mod 16) terms in increasing k with fused multiply-adds from +0, then the lanes are added
+//!   pairwise as a tree: l + (l+8), then + 4, + 2, + 1.
+//! - [`combine`], rows as combinations of rows: `g[r][c] = sum_t coef(r, t) src[t][c]`, a fused
+//!   multiply-add chain in increasing t from +0; then out = g (`Epilogue::Assign`) or
+//!   out = fma(alpha, g, out) (`Epilogue::Axpy`). The SGD update W -= (lr/n) Delta^T A and the backward
+//!   product Delta^(l-1) = Delta^l W^l are both of this form.
+//!
+//! Each output element's arithmetic depends only on its own inputs and this order, never on tiling,
+//! alignment or threads. The AVX-512 path (intrinsics) and the portable path (16-lane arrays and
+//! `f32::mul_add`, compiled for AVX2+FMA when the CPU has it) implement the same contract; tests compare
+//! their bits.
+//!
+//! f64 runs use the GEMM of the `matrixmultiply` crate instead, whose AVX-512, AVX2 and generic kernels
+//! round differently. [`Kernel::for_run`] decides, and the run records which in its envelope.
+
+use std::sync::OnceLock;
+
+use crate::core::config::Dtype;
+use crate::core::pool;
+
+/// The GEMM library's version, recorded with the kernel it selects (its kernels round differently).
+pub const MATRIXMULTIPLY_VERSION: &str = "0.3.11";
+
+/// Lanes of the f32 contract.
+pub const LANES: usize = 16;
+
+/// Set to `portable` or `avx2-fma` to run the lanes16 kernels with that implementation instead of the
+/// fastest one (same bits, slower; for checking that claim). `portable` on x86-64 without FMA instructions
+/// calls `fmaf` for every multiply-add: minutes per MNIST epoch.
+pub const IMPL_ENV: &str = "MLP_RUNNER_KERNEL_IMPL";
+
+/// Which matrix products a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// This module's f32 kernels: the same bits on every CPU.
+    Lanes,
+    /// `matrixmultiply`'s GEMM (f64).
+    Gemm,
+}
+
+impl Kernel {
+    /// The kernel for a run of this dtype: lanes16 for f32, at every batch size (at batch 128 it matched
+    /// matrixmultiply's packed AVX-512 GEMM on the machine this was built on, and at batch 10 it is twice
+    /// as fast); GEMM for f64.
+    pub fn for_run(dtype: Dtype) -> Kernel {
+        match dtype {
+            Dtype::F32 => Kernel::Lanes,
+            Dtype::F64 => Kernel::Gemm,
+        }
+    }
+
+    /// What the envelope records: the arithmetic contract for lanes16 (the same on every CPU), or the GEMM
+    /// library and the kernel it selects on this CPU.
+    pub fn describe(self) -> String {
+        match self {
+            Kernel::Lanes => format!("mlp-runner-lanes16/{}", implementation().as_str()),
+            Kernel::Gemm => format!(
+                "matrixmultiply-{MATRIXMULTIPLY_VERSION}/{}",
+                matrixmultiply_kernel()
+            ),
+        }
+    }
+
+    /// The part of [`Kernel::describe`] that decides the bits (for lanes16: not the implementation).
+    pub fn contract(description: &str) -> &str {
+        match description.split_once('/') {
+            Some(("mlp-runner-lanes16", _)) => "mlp-runner-lanes16",
+            _ => description,
+        }
+    }
+}
+
+/// The kernel matrixmultiply selects at run time on this CPU (same order of tests as its `detect`).
+fn matrixmultiply_kernel() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return "avx512";
+        }
+        if is_x86_feature_detected!("fma") && is_x86_feature_detected!("avx2") {
+            return "fma-avx2";
+        }
+        if is_x86_feature_detected!("avx") {
+            return "avx";
+        }
+    }
+    "fallback"
+}
+
+/// How the lanes16 contract is carried out on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Implementation {
+    Avx512,
+    Avx2Fma,
+    Portable,
+}
+
+impl Implementation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Implementation::Avx512 => "avx512",
+            Implementation::Avx2Fma => "avx2-fma",
+            Implementation::Portable => "portable",
+        }
+    }
+}
+
+/// The fastest implementation this CPU supports, or the one [`IMPL_ENV`] names if the CPU supports it
+/// (read once per process).
+pub fn implementation() -> Implementation {
+    static IMPL: OnceLock<Implementation> = OnceLock::new();
+    *IMPL.get_or_init(|| {
+        let supported = supported();
+        let wanted = std::env::var(IMPL_ENV).ok();
+        supported
+            .iter()
+            .copied()
+            .find(|i| wanted.as_deref() == Some(i.as_str()))
+            .or(supported.last().copied())
+            .unwrap_or(Implementation::Portable)
+    })
+}
+
+/// Check [`IMPL_ENV`] when it is set: an error naming the implementations this CPU runs otherwise.
+pub fn check_impl_env() -> Result<(), String> {
+    let Ok(wanted) = std::env::var(IMPL_ENV) else {
+        return Ok(());
+    };
+    let supported = supported();
+    if supported.iter().any(|i| i.as_str() == wanted) {
+        return Ok(());
+    }
+    let names: Vec<&str> = supported.iter().map(|i| i.as_str()).collect();
+    Err(format!(
+        "{IMPL_ENV}={wanted:?} is not a lanes16 implementation this CPU runs; use one of: {} (or unset it \
+         for the fastest)",
+        names.join(", ")
+    ))
+}
+
+/// The implementations this CPU can run, slowest first.
+pub fn supported() -> Vec<Implementation> {
+    #[allow(unused_mut)]
+    let mut v = vec![Implementation::Portable];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            v.push(Implementation::Avx2Fma);
+        }
+        if is_x86_feature_detected!("avx512f") {
+            v.push(Implementation::Avx512);
+        }
+    }
+    v
+}
+
+/// A row-major matrix view: `rows` x `cols`, row `i` starting at `data[i * ld]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub ld: usize,
+}
+
+/// The mutable counterpart of [`Mat`].
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub ld: usize,
+}
+
+fn fits(len: usize, rows: usize, cols: usize, ld: usize) -> bool {
+    rows == 0 || cols == 0 || (cols <= ld && (rows - 1) * ld + cols <= len)
+}
+
+/// Z = A W^T: a [n, k], w [h, k], z [n, h]. Panics if the shapes disagree (a programming error).
+/// With [`pool::threads`] > 1 and enough work, the rows of W (columns of Z) are split between threads:
+/// each element is computed whole by one thread, so the bits do not depend on the split.
+pub fn abt(a: Mat<'_>, w: Mat<'_>, z: MatMut<'_>) {
+    assert!(a.cols == w.cols && z.rows == a.rows && z.cols == w.rows);
+    assert!(fits(a.data.len(), a.rows, a.cols, a.ld));
+    assert!(fits(w.data.len(), w.rows, w.cols, w.ld));
+    assert!(fits(z.data.len(), z.rows, z.cols, z.ld));
+    let zp = SharedOut(z.data.as_mut_ptr());
+    let ldz = z.ld;
+    let parts = pool::parts(a.rows * w.rows * a.cols, w.rows / ROWS_W);
+    let run = |p: usize| {
+        let (j0, j1) = pool::split(w.rows, parts, p, ROWS_W);
+        let w_part = Mat {
+            data: &w.data[(j0 * w.ld).min(w.data.len())..],
+            rows: j1 - j0,
+            ..w
+        };
+        // SAFETY: the asserts above bound rows 0..n x columns j0..j1 of z, and parts write disjoint columns.
+        unsafe { abt_raw(a, w_part, zp.at(j0), ldz) }
+    };
+    pool::run(parts, &run);
+}
+
+/// A pointer into the output that threads writing disjoint elements share.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: only used for writes to disjoint elements, joined before the output's borrow ends.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The pointer `offset` elements on.
+    ///
+    /// # Safety
+    /// The offset must stay inside the output buffer.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller keeps `offset` inside the buffer.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// [`abt`] on one block of W rows, results at `z` (row stride `ldz`).
+///
+/// # Safety
+/// `z` must be valid for writes at i * ldz + j for i < a.rows, j < w.rows.
+unsafe fn abt_raw(a: Mat<'_>, w: Mat<'_>, z: *mut f32, ldz: usize) {
+    // SAFETY: the CPU has the features of the implementation chosen; the caller bounds z.
+    unsafe {
+        match implementation() {
+            #[cfg(target_arch = "x86_64")]
+            Implementation::Avx512 => avx512::abt(a, w, z, ldz),
+            #[cfg(target_arch = "x86_64")]
+            Implementation::Avx2Fma => portable::abt_avx2(a, w, z, ldz),
+            _ => portable::abt(a, w, z, ldz),
+        }
+    }
+}
+
+/// What [`combine`] does with each `g[r][c]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Epilogue {
+    /// out = g
+    Assign,
+    /// out = fma(alpha, g, out)
+    Axpy(f32),
+}
+
+/// Coefficients coef(r, t) = data[r * row_stride + t * term_stride].
+#[derive(Debug, Clone, Copy)]
+pub struct Coef<'a> {
+    pub data: &'a [f32],
+    pub row_stride: usize,
+    pub term_stride: usize,
+}
+
+/// `out[r][c] = epilogue(sum_t coef(r, t) src[t][c])` for r < out.rows, c < out.cols, t < src.rows.
+/// With [`pool::threads`] > 1 and enough work, the output rows are split between threads (bits unchanged).
+pub fn combine(coef: Coef<'_>, src: Mat<'_>, out: MatMut<'_>, epilogue: Epilogue) {
+    assert!(src.cols == out.cols);
+    assert!(fits(src.data.len(), src.rows, src.cols, src.ld));
+    assert!(fits(out.data.len(), out.rows, out.cols, out.ld));
+    if out.rows > 0 && src.rows > 0 {
+        let last = (out.rows - 1) * coef.row_stride + (src.rows - 1) * coef.term_stride;
+        assert!(last < coef.data.len());
+    }
+    let op = SharedOut(out.data.as_mut_ptr());
+    let (rows, cols, ld) = (out.rows, out.cols, out.ld);
+    let parts = pool::parts(rows * cols * src.rows, rows / COMB_ROWS);
+    let run = |p: usize| {
+        let (r0, r1) = pool::split(rows, parts, p, COMB_ROWS);
+        let coef_part = Coef {
+            data: &coef.data[(r0 * coef.row_stride).min(coef.data.len())..],
+            ..coef
+        };
+        // SAFETY: the asserts above bound rows r0..r1 of out; parts write disjoint rows.
+        unsafe { combine_raw(coef_part, src, op.at(r0 * ld), r1 - r0, cols, ld, epilogue) }
+    };
+    pool::run(parts, &run);
+}
+
+/// [`combine`] on `rows` x `cols` outputs at `out` (row stride `ldo`).
+///
+/// # Safety
+/// `out` must be valid for reads and writes at r * ldo + c for r < rows, c < cols.
+unsafe fn combine_raw(
+    coef: Coef<'_>,
+    src: Mat<'_>,
+    out: *mut f32,
+    rows: usize,
+    cols: usize,
+    ldo: usize,
+    epilogue: Epilogue,
+) {
+    let out = Out {
+        ptr: out,
+        rows,
+        cols,
+        ld: ldo,
+    };
+    // SAFETY: the CPU has the features of the implementation chosen; the caller bounds out.
+    unsafe {
+        match implementation() {
+            #[cfg(target_arch = "x86_64")]
+            Implementation::Avx512 => avx512::combine(coef, src, out, epilogue),
+            #[cfg(target_arch = "x86_64")]
+            Implementation::Avx2Fma => portable::combine_avx2(coef, src, out, epilogue),
+            _ => portable::combine(coef, src, out, epilogue),
+        }
+    }
+}
+
+/// An output block as a raw pointer: rows x cols at `ptr`, row stride `ld`.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+    ld: usize,
+}
+
+/// The contract written plainly, one element at a time: the reference the fast paths are tested against.
+pub mod reference {
+    use super::{Coef, Epilogue, LANES, Mat, MatMut};
+
+    /// One `z[i][j]` of [`super::abt`].
+    pub fn dot(a: &[f32], w: &[f32]) -> f32 {
+        let mut lanes = [0f32; LANES];
+        for (k, (&x, &y)) in a.iter().zip(w).enumerate() {
+            lanes[k % LANES] = x.mul_add(y, lanes[k % LANES]);
+        }
+        tree_sum(&lanes)
+    }
+
+    /// l + (l+8), then + 4, + 2, + 1.
+    pub fn tree_sum(v: &[f32; LANES]) -> f32 {
+        let h8: [f32; 8] = std::array::from_fn(|l| v[l] + v[l + 8]);
+        let h4: [f32; 4] = std::array::from_fn(|l| h8[l] + h8[l + 4]);
+        let h2: [f32; 2] = std::array::from_fn(|l| h4[l] + h4[l + 2]);
+        h2[0] + h2[1]
+    }
+
+    pub fn abt(a: Mat<'_>, w: Mat<'_>, z: MatMut<'_>) {
+        for i in 0..a.rows {
+            for j in 0..w.rows {
+                let ar = &a.data[i * a.ld..i * a.ld + a.cols];
+                let wr = &w.data[j * w.ld..j * w.ld + w.cols];
+                z.data[i * z.ld + j] = dot(ar, wr);
+            }
+        }
+    }
+
+    pub fn combine(coef: Coef<'_>, src: Mat<'_>, out: MatMut<'_>, epilogue: Epilogue) {
+        for r in 0..out.rows {
+            for c in 0..out.cols {
+                let mut g = 0f32;
+                for t in 0..src.rows {
+                    let cf = coef.data[r * coef.row_stride + t * coef.term_stride];
+                    g = cf.mul_add(src.data[t * src.ld + c], g);
+                }
+                let o = &mut out.data[r * out.ld + c];
+                *o = match epilogue {
+                    Epilogue::Assign => g,
+                    Epilogue::Axpy(alpha) => alpha.mul_add(g, *o),
+                };
+            }
+        }
+    }
+}
+
+/// Tile sizes: [`abt`] keeps `ROWS_W` rows of W and `ROWS_A` rows of A in flight (20 accumulators);
+/// [`combine`] `COMB_ROWS` output rows by `COMB_VECS` vectors of 16 columns.
+const ROWS_W: usize = 5;
+const ROWS_A: usize = 4;
+const COMB_ROWS: usize = 4;
+const COMB_VECS: usize = 4;
+/// Rows of A per outer block of [`abt`], so that the block stays in L2 while W's rows pass by.
+const A_BLOCK: usize = 128;
+
+/// The register tiles of [`abt`] in order, as (i, s, j, r): rows i..i+s of A against rows j..j+r of W. Blocks
+/// of [`A_BLOCK`] rows of A stay in L2 while W passes by in blocks of [`ROWS_W`] rows.
+fn abt_tiles(n: usize, h: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    (0..n).step_by(A_BLOCK).flat_map(move |i0| {
+        let i_end = (i0 + A_BLOCK).min(n);
+        (0..h).step_by(ROWS_W).flat_map(move |j| {
+            let r = (h - j).min(ROWS_W);
+            (i0..i_end)
+                .step_by(ROWS_A)
+                .map(move |i| (i, (i_end - i).min(ROWS_A), j, r))
+        })
+    })
+}
+
+/// Generic 16-lane code: the portable path, also compiled for AVX2+FMA.
+mod portable {
+    use super::{COMB_ROWS, COMB_VECS, Coef, Epilogue, LANES, Mat, Out, ROWS_A, ROWS_W};
+
+    type V = [f32; LANES];
+
+    #[inline(always)]
+    fn tile<const R: usize, const S: usize>(
+        a: &Mat<'_>,
+        i: usize,
+        w: &Mat<'_>,
+        j: usize,
+    ) -> [[V; R]; S] {
+        let k = a.cols;
+        let mut acc = [[[0f32; LANES]; R]; S];
+        let mut c = 0;
+        while c < k {
+            let width = (k - c).min(LANES);
+            let mut wv = [[0f32; LANES]; R];
+            for (r, v) in wv.iter_mut().enumerate() {
+                let row = (j + r) * w.ld + c;
+                v[..width].copy_from_slice(&w.data[row..row + width]);
+            }
+            for (s, acc_s) in acc.iter_mut().enumerate() {
+                let mut av = [0f32; LANES];
+                let row = (i + s) * a.ld + c;
+                av[..width].copy_from_slice(&a.data[row..row + width]);
+                for (acc_sr, wv_r) in acc_s.iter_mut().zip(&wv) {
+                    for l in 0..LANES {
+                        acc_sr[l] = av[l].mul_add(wv_r[l], acc_sr[l]);
+                    }
+                }
+            }
+            c += width;
+        }
+        acc
+    }
+
+    /// Tree-sum a tile's accumulators into z[i + s][j + r].
+    ///
+    /// # Safety
+    /// z must be valid for writes at (i + s) * ldz + j + r.
+    #[inline(always)]
+    unsafe fn store<const R: usize, const S: usize>(
+        acc: &[[V; R]; S],
+        z: *mut f32,
+        ldz: usize,
+        i: usize,
+        j: usize,
+    ) {
+        for (s, acc_s) in acc.iter().enumerate() {
+            for (r, v) in acc_s.iter().enumerate() {
+                // SAFETY: the caller bounds the tile.
+                unsafe { *z.add((i + s) * ldz + j + r) = super::reference::tree_sum(v) };
+            }
+        }
+    }
+
+    /// # Safety
+    /// z must be valid for writes at i * ldz + j for i < a.rows, j < w.rows.
+    #[inline(always)]
+    unsafe fn abt_body(a: Mat<'_>, w: Mat<'_>, z: *mut f32, ldz: usize) {
+        for (i, s, j, r) in super::abt_tiles(a.rows, w.rows) {
+            // SAFETY: i + s <= a.rows and j + r <= w.rows.
+            unsafe {
+                if r == ROWS_W && s == ROWS_A {
+                    store(&tile::<ROWS_W, ROWS_A>(&a, i, &w, j), z, ldz, i, j);
+                } else if r == ROWS_W {
+                    for ii in i..i + s {
+                        store(&tile::<ROWS_W, 1>(&a, ii, &w, j), z, ldz, ii, j);
+                    }
+                } else {
+                    for ii in i..i + s {
+                        for jj in j..j + r {
+                            store(&tile::<1, 1>(&a, ii, &w, jj), z, ldz, ii, jj);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`abt_body`].
+    pub unsafe fn abt(a: Mat<'_>, w: Mat<'_>, z: *mut f32, ldz: usize) {
+        // SAFETY: passed on.
+        unsafe { abt_body(a, w, z, ldz) }
+    }
+
+    /// # Safety
+    /// As [`abt_body`], and the CPU has AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn abt_avx2(a: Mat<'_>, w: Mat<'_>, z: *mut f32, ldz: usize) {
+        // SAFETY: passed on.
+        unsafe { abt_body(a, w, z, ldz) }
+    }
+
+    /// # Safety
+    /// out valid for rows r0..r0+R, columns c0..c0+width.
+    #[inline(always)]
+    unsafe fn comb_tile<const R: usize>(
+        coef: &Coef<'_>,
+        src: &Mat<'_>,
+        out: Out,
+        r0: usize,
+        c0: usize,
+        width: usize,
+        epilogue: Epilogue,
+    ) {
+        let mut acc = [[[0f32; LANES]; COMB_VECS]; R];
+        for t in 0..src.rows {
+            let mut sv = [[0f32; LANES]; COMB_VECS];
+            for (v, s) in sv.iter_mut().enumerate() {
+                let lo = (v * LANES).min(width);
+                let hi = ((v + 1) * LANES).min(width);
+                let row = t * src.ld + c0;
+                s[..hi - lo].copy_from_slice(&src.data[row + lo..row + hi]);
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let cf = coef.data[(r0 + r) * coef.row_stride + t * coef.term_stride];
+                for (acc_rv, s) in acc_r.iter_mut().zip(&sv) {
+                    for l in 0..LANES {
+                        acc_rv[l] = cf.mul_add(s[l], acc_rv[l]);
+                    }
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            for c in 0..width {
+                // SAFETY: the caller bounds the tile.
+                let x = unsafe { &mut *out.ptr.add((r0 + r) * out.ld + c0 + c) };
+                let g = acc_r[c / LANES][c % LANES];
+                *x = match epilogue {
+                    Epilogue::Assign => g,
+                    Epilogue::Axpy(alpha) => alpha.mul_add(g, *x),
+                };
+            }
+        }
+    }
+
+    /// # Safety
+    /// out valid for reads and writes over its rows x cols.
+    #[inline(always)]
+    unsafe fn combine_body(coef: Coef<'_>, src: Mat<'_>, out: Out, epilogue: Epilogue) {
+        let block = LANES * COMB_VECS;
+        for c0 in (0..out.cols).step_by(block) {
+            let width = (out.cols - c0).min(block);
+            let mut r = 0;
+            while r < out.rows {
+                // SAFETY: r + R <= out.rows, c0 + width <= out.cols.
+                unsafe {
+                    if out.rows - r >= COMB_ROWS {
+                        comb_tile::<COMB_ROWS>(&coef, &src, out, r, c0, width, epilogue);
+                        r += COMB_ROWS;
+                    } else {
+                        comb_tile::<1>(&coef, &src, out, r, c0, width, epilogue);
+                        r += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`combine_body`].
+    pub unsafe fn combine(coef: Coef<'_>, src: Mat<'_>, out: Out, epilogue: Epilogue) {
+        // SAFETY: passed on.
+        unsafe { combine_body(coef, src, out, epilogue) }
+    }
+
+    /// # Safety
+    /// As [`combine_body`], and the CPU has AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn combine_avx2(coef: Coef<'_>, src: Mat<'_>, out: Out, epilogue: Epilogue) {
+        // SAFETY: passed on.
+        unsafe { combine_body(coef, src, out, epilogue) }
+    }
+}
+
+/// AVX-512F intrinsics: the same contract, 16 lanes in one register, tails by masked loads (a masked-off
+/// lane adds fma(0, 0, acc) = acc: an accumulator that starts at +0 is never -0).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{COMB_ROWS, COMB_VECS, Coef, Epilogue, LANES, Mat, Out, ROWS_A, ROWS_W};
+
+    /// The contract's tree: l + (l+8), + 4, + 2, + 1, in lane 0. Only 512-bit operations: 128- and 256-bit
+    /// ones (VEX-encoded without AVX-512VL) can only use registers 0-15, which made LLVM spill a tile's
+    /// accumulators to the stack to keep them there for the final sums.
+    #[inline(always)]
+    unsafe fn tree_sum(v: __m512) -> f32 {
+        // SAFETY: called from AVX-512F code only.
+        unsafe {
+            let h8 = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b01_00_11_10>(v, v));
+            let h4 = _mm512_add_ps(h8, _mm512_shuffle_f32x4::<0b10_11_00_01>(h8, h8));
+            let h2 = _mm512_add_ps(h4, _mm512_shuffle_ps::<0b01_00_11_10>(h4, h4));
+            let h1 = _mm512_add_ps(h2, _mm512_shuffle_ps::<0b10_11_00_01>(h2, h2));
+            _mm512_cvtss_f32(h1)
+        }
+    }
+
+    fn mask(width: usize) -> __mmask16 {
+        if width >= LANES {
+            0xffff
+        } else {
+            ((1u32 << width) - 1) as __mmask16
+        }
+    }
+
+    /// R rows of W (from `w`) against S rows of A (from `a`), results to z (row stride `ldz`).
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize, const S: usize>(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+        ldw: usize,
+        z: *mut f32,
+        ldz: usize,
+    ) {
+        const { assert!(S <= 4, "tiles have at most 4 rows of A") };
+        // The rows of A are unrolled by hand: LLVM keeps the R x S accumulators in registers only when no
+        // loop indexes them (a rolled loop over s spilled them to the stack at every step).
+        macro_rules! rows_of_a {
+            ($acc:ident, $wv:ident, |$s:ident| $load:expr) => {{
+                if S > 0 {
+                    let $s = 0;
+                    $acc[0] = fma_row($acc[0], &$wv, $load);
+                }
+                if S > 1 {
+                    let $s = 1;
+                    $acc[1] = fma_row($acc[1], &$wv, $load);
+                }
+                if S > 2 {
+                    let $s = 2;
+                    $acc[2] = fma_row($acc[2], &$wv, $load);
+                }
+                if S > 3 {
+                    let $s = 3;
+                    $acc[3] = fma_row($acc[3], &$wv, $load);
+                }
+            }};
+        }
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); R]; S];
+            let full = k / LANES;
+            for c in 0..full {
+                let mut wv = [_mm512_setzero_ps(); R];
+                for (r, v) in wv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(w.add(r * ldw + c * LANES));
+                }
+                rows_of_a!(acc, wv, |s| _mm512_loadu_ps(a.add(s * lda + c * LANES)));
+            }
+            let rest = k - full * LANES;
+            if rest > 0 {
+                let m = mask(rest);
+                let mut wv = [_mm512_setzero_ps(); R];
+                for (r, v) in wv.iter_mut().enumerate() {
+                    *v = _mm512_maskz_loadu_ps(m, w.add(r * ldw + full * LANES));
+                }
+                rows_of_a!(acc, wv, |s| _mm512_maskz_loadu_ps(
+                    m,
+                    a.add(s * lda + full * LANES)
+                ));
+            }
+            for (s, acc_s) in acc.iter().enumerate() {
+                for (r, x) in acc_s.iter().enumerate() {
+                    *z.add(s * ldz + r) = tree_sum(*x);
+                }
+            }
+        }
+    }
+
+    /// acc[r] = fma(av, wv[r], acc[r]) for each of the R rows of W.
+    #[inline(always)]
+    fn fma_row<const R: usize>(acc: [__m512; R], wv: &[__m512; R], av: __m512) -> [__m512; R] {
+        // SAFETY: only reached from AVX-512F code.
+        std::array::from_fn(|r| unsafe { _mm512_fmadd_ps(av, wv[r], acc[r]) })
+    }
+
+    /// A tile of R rows of W against `s` (1 to 4) rows of A.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_edge<const R: usize>(
+        s: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+        ldw: usize,
+        z: *mut f32,
+        ldz: usize,
+    ) {
+        type Tile = unsafe fn(usize, *const f32, usize, *const f32, usize, *mut f32, usize);
+        let f: Tile = match s {
+            1 => tile::<R, 1>,
+            2 => tile::<R, 2>,
+            3 => tile::<R, 3>,
+            _ => tile::<R, ROWS_A>,
+        };
+        // Called through an opaque pointer so that each tile shape is compiled, and its registers
+        // allocated, on its own: inlined together, LLVM spilled the accumulators of the 5 x 4 tile.
+        // SAFETY: passed on from the caller.
+        unsafe { std::hint::black_box(f)(k, a, lda, w, ldw, z, ldz) }
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F; z is valid for writes at i * ldz + j for i < a.rows, j < w.rows.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn abt(a: Mat<'_>, w: Mat<'_>, zp: *mut f32, ldz: usize) {
+        let k = a.cols;
+        let (ap, wp) = (a.data.as_ptr(), w.data.as_ptr());
+        for (i, s, j, r) in super::abt_tiles(a.rows, w.rows) {
+            // SAFETY: rows i..i+s of A, j..j+r of W and the z block are in bounds (`super::abt`).
+            unsafe {
+                let (a0, w0, z0) = (ap.add(i * a.ld), wp.add(j * w.ld), zp.add(i * ldz + j));
+                if r == ROWS_W {
+                    tile_edge::<ROWS_W>(s, k, a0, a.ld, w0, w.ld, z0, ldz);
+                } else {
+                    for rr in 0..r {
+                        let w_row = w0.add(rr * w.ld);
+                        tile_edge::<1>(s, k, a0, a.ld, w_row, w.ld, z0.add(rr), ldz);
+                    }
+                }
+            }
+        }
+    }
+
+    /// R output rows from r0, V vectors of columns from c0 (the last `width` < 16 V-wide if masked).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn comb_tile<const R: usize, const V: usize>(
+        coef: &Coef<'_>,
+        src: &Mat<'_>,
+        out: *mut f32,
+        ldo: usize,
+        r0: usize,
+        c0: usize,
+        m: __mmask16,
+        epilogue: Epilogue,
+    ) {
+        unsafe {
+            let (cp, sp) = (coef.data.as_ptr(), src.data.as_ptr());
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            for t in 0..src.rows {
+                let row = sp.add(t * src.ld + c0);
+                let mut sv = [_mm512_setzero_ps(); V];
+                for (v, x) in sv.iter_mut().enumerate() {
+                    *x = if V == 1 {
+                        _mm512_maskz_loadu_ps(m, row)
+                    } else {
+                        _mm512_loadu_ps(row.add(v * LANES))
+                    };
+                }
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let cf =
+                        _mm512_set1_ps(*cp.add((r0 + r) * coef.row_stride + t * coef.term_stride));
+                    for (x, s) in acc_r.iter_mut().zip(&sv) {
+                        *x = _mm512_fmadd_ps(cf, *s, *x);
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                for (v, g) in acc_r.iter().enumerate() {
+                    let p = out.add((r0 + r) * ldo + c0 + v * LANES);
+                    let value = match epilogue {
+                        Epilogue::Assign => *g,
+                        Epilogue::Axpy(alpha) => {
+                            let o = if V == 1 {
+                                _mm512_maskz_loadu_ps(m, p)
+                            } else {
+                                _mm512_loadu_ps(p)
+                            };
+                            _mm512_fmadd_ps(_mm512_set1_ps(alpha), *g, o)
+                        }
+                    };
+                    if V == 1 {
+                        _mm512_mask_storeu_ps(p, m, value);
+                    } else {
+                        _mm512_storeu_ps(p, value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F; out is valid for reads and writes over its rows x cols.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn combine(coef: Coef<'_>, src: Mat<'_>, out: Out, epilogue: Epilogue) {
+        let (rows, cols, ldo) = (out.rows, out.cols, out.ld);
+        let op = out.ptr;
+        let block = LANES * COMB_VECS;
+        let mut c0 = 0;
+        while c0 < cols {
+            let wide = cols - c0 >= block;
+            let width = if wide { block } else { (cols - c0).min(LANES) };
+            let m = mask(width);
+            let mut r = 0;
+            while r < rows {
+                let tall = rows - r >= COMB_ROWS;
+                // SAFETY: rows r.. of out and columns c0..c0+width are in bounds (`super::combine`);
+                // a narrow tile touches only the masked lanes.
+                unsafe {
+                    match (tall, wide) {
+                        (true, true) => comb_tile::<COMB_ROWS, COMB_VECS>(
+                            &coef, &src, op, ldo, r, c0, m, epilogue,
+                        ),
+                        (true, false) => {
+                            comb_tile::<COMB_ROWS, 1>(&coef, &src, op, ldo, r, c0, m, epilogue)
+                        }
+                        (false, true) => {
+                            comb_tile::<1, COMB_VECS>(&coef, &src, op, ldo, r, c0, m, epilogue)
+                        }
+                        (false, false) => {
+                            comb_tile::<1, 1>(&coef, &src, op, ldo, r, c0, m, epilogue)
+                        }
+                    }
+                }
+                r += if tall { COMB_ROWS } else { 1 };
+            }
+            c0 += width;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Every implementation this CPU runs against the one-element-at-a-time reference, over shapes with
+    /// every kind of edge (rows not a multiple of the tiles, columns not a multiple of 16).
+    #[test]
+    fn fast_paths_give_the_reference_bits() {
+        let impls = supported();
+        for (n, h, k) in [
+            (1, 1, 1),
+            (3, 7, 15),
+            (10, 12, 33),
+            (13, 6, 64),
+            (5, 11, 80),
+            (130, 9, 17),
+        ] {
+            let (a, w) = (random(n * k, 1), random(h * k, 2));
+            let am = Mat {
+                data: &a,
+                rows: n,
+                cols: k,
+                ld: k,
+            };
+            let wm = Mat {
+                data: &w,
+                rows: h,
+                cols: k,
+                ld: k,
+            };
+            let mut want = vec![0f32; n * h];
+            reference::abt(
+                am,
+                wm,
+                MatMut {
+                    data: &mut want,
+                    rows: n,
+                    cols: h,
+                    ld: h,
+                },
+            );
+            // combine as the SGD update: W[h, k] += alpha * D^T A with D [n, h]
+            let d = random(n * h, 3);
+            let coef = Coef {
+                data: &d,
+                row_stride: 1,
+                term_stride: h,
+            };
+            let mut want_w = w.clone();
+            let epi = Epilogue::Axpy(-0.037);
+            reference::combine(
+                coef,
+                am,
+                MatMut {
+                    data: &mut want_w,
+                    rows: h,
+                    cols: k,
+                    ld: k,
+                },
+                epi,
+            );
+            for &imp in &impls {
+                let mut z = vec![0f32; n * h];
+                let mut w2 = w.clone();
+                let zp = z.as_mut_ptr();
+                let om = Out {
+                    ptr: w2.as_mut_ptr(),
+                    rows: h,
+                    cols: k,
+                    ld: k,
+                };
+                // SAFETY: each path runs only where the CPU has its features (listed above).
+                unsafe {
+                    match imp {
+                        Implementation::Portable => {
+                            portable::abt(am, wm, zp, h);
+                            portable::combine(coef, am, om, epi);
+                        }
+                        #[cfg(target_arch = "x86_64")]
+                        Implementation::Avx2Fma => {
+                            portable::abt_avx2(am, wm, zp, h);
+                            portable::combine_avx2(coef, am, om, epi);
+                        }
+                        #[cfg(target_arch = "x86_64")]
+                        Implementation::Avx512 => {
+                            avx512::abt(am, wm, zp, h);
+                            avx512::combine(coef, am, om, epi);
+                        }
+                        #[cfg(not(target_arch = "x86_64"))]
+                        _ => unreachable!(),
+                    }
+                }
+                assert_eq!(bits(&z), bits(&want), "abt {imp:?} n={n} h={h} k={k}");
+                assert_eq!(
+                    bits(&w2),
+                    bits(&want_w),
+                    "combine {imp:?} n={n} h={h} k={k}"
+                );
+            }
+            // and the reference is the product it claims to be
+            for i in 0..n {
+                for j in 0..h {
+                    let exact: f64 = (0..k)
+                        .map(|t| a[i * k + t] as f64 * w[j * k + t] as f64)
+                        .sum();
+                    assert!((want[i * h + j] as f64 - exact).abs() < 1e-4, "abt value");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_choice_follows_dtype() {
+        assert_eq!(Kernel::for_run(Dtype::F32), Kernel::Lanes);
+        assert_eq!(Kernel::for_run(Dtype::F64), Kernel::Gemm);
+        assert_eq!(
+            Kernel::contract("mlp-runner-lanes16/avx512"),
+            "mlp-runner-lanes16"
+        );
+        assert_eq!(
+            Kernel::contract("matrixmultiply-0.3.11/avx512"),
+            "matrixmultiply-0.3.11/avx512"
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! Core numerics: everything a run is made of, with no store, no sweep and no SQL.
+//!
+//! The path of one run: [`config`] (the checked [`config::RunConfig`]) -> [`data`] (MNIST in memory as u8)
+//! -> [`train`] (the epoch loop over [`loader`] batches and the [`model`], run through a [`workspace`]).
+//! [`rng`] gives every consumer of randomness its own ChaCha stream; [`kernel`] (with [`pool`] for
+//! threads) does the f32 matrix products with bits fixed on every CPU; [`envelope`] records what else the
+//! bits depend on; [`mod@reference`] is the tutorial's per-sample algorithm the batched code is tested against;
+//! [`mod@bench`] times all of it on this machine.
+//!
+//! Must not import `store`, `sweep` or `report`: a run is a pure function of its config and data, and is
+//! trained, verified and benchmarked through the [`train::Observer`] it is given.
+
+pub mod bench;
+pub mod config;
+pub mod data;
+pub mod envelope;
+pub mod kernel;
+pub mod loader;
+pub mod model;
+pub mod pool;
+pub mod real;
+pub mod reference;
+pub mod rng;
+pub mod train;
+pub mod workspace;

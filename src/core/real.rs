@@ -1,0 +1,147 @@
+//! The float types a model is trained in (f32, f64): conversions, little-endian bytes as stored, and the
+//! hooks through which f32 products reach the lanes16 kernels of [`crate::core::kernel`].
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+use crate::core::config::Dtype;
+use crate::core::kernel;
+
+/// The float types a model can be trained in.
+pub trait Real:
+    ndarray::LinalgScalar + num_traits::Float + Send + Sync + std::fmt::Debug + 'static
+{
+    const DTYPE: Dtype;
+    fn from_f64(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+    /// Append the little-endian bytes of `xs`.
+    fn extend_le(xs: &[Self], out: &mut Vec<u8>);
+    /// Read little-endian bytes written by [`Real::extend_le`].
+    fn from_le(bytes: &[u8]) -> Vec<Self>;
+    /// Z = A W^T with the lanes16 kernel ([`crate::core::kernel::abt`]); false if this type has none.
+    fn lanes_abt(
+        _a: ArrayView2<'_, Self>,
+        _w: ArrayView2<'_, Self>,
+        _z: ArrayViewMut2<'_, Self>,
+    ) -> bool {
+        false
+    }
+    /// `out[r][c] = sum_t coef[r * row_stride + t * term_stride] src[t][c]`, assigned (`alpha` None) or
+    /// added as out = fma(alpha, sum, out), with the lanes16 kernel ([`crate::core::kernel::combine`]); false if
+    /// this type has none.
+    fn lanes_combine(
+        _coef: (&[Self], usize, usize),
+        _src: ArrayView2<'_, Self>,
+        _out: ArrayViewMut2<'_, Self>,
+        _alpha: Option<Self>,
+    ) -> bool {
+        false
+    }
+}
+
+/// A contiguous row-major view as a kernel matrix.
+fn mat(a: ArrayView2<'_, f32>) -> Option<kernel::Mat<'_>> {
+    let (rows, cols) = a.dim();
+    let data = a.to_slice()?;
+    Some(kernel::Mat {
+        data,
+        rows,
+        cols,
+        ld: cols,
+    })
+}
+
+impl Real for f32 {
+    const DTYPE: Dtype = Dtype::F32;
+    fn lanes_abt(
+        a: ArrayView2<'_, f32>,
+        w: ArrayView2<'_, f32>,
+        mut z: ArrayViewMut2<'_, f32>,
+    ) -> bool {
+        let (rows, cols) = z.dim();
+        match (mat(a), mat(w), z.as_slice_mut()) {
+            (Some(a), Some(w), Some(data)) => {
+                kernel::abt(
+                    a,
+                    w,
+                    kernel::MatMut {
+                        data,
+                        rows,
+                        cols,
+                        ld: cols,
+                    },
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+    fn lanes_combine(
+        (data, row_stride, term_stride): (&[f32], usize, usize),
+        src: ArrayView2<'_, f32>,
+        mut out: ArrayViewMut2<'_, f32>,
+        alpha: Option<f32>,
+    ) -> bool {
+        let (rows, cols) = out.dim();
+        let coef = kernel::Coef {
+            data,
+            row_stride,
+            term_stride,
+        };
+        let epilogue = alpha.map_or(kernel::Epilogue::Assign, kernel::Epilogue::Axpy);
+        match (mat(src), out.as_slice_mut()) {
+            (Some(src), Some(data)) => {
+                kernel::combine(
+                    coef,
+                    src,
+                    kernel::MatMut {
+                        data,
+                        rows,
+                        cols,
+                        ld: cols,
+                    },
+                    epilogue,
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn extend_le(xs: &[Self], out: &mut Vec<u8>) {
+        out.reserve(xs.len() * 4);
+        xs.iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+    }
+    fn from_le(bytes: &[u8]) -> Vec<Self> {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+}
+
+impl Real for f64 {
+    const DTYPE: Dtype = Dtype::F64;
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn extend_le(xs: &[Self], out: &mut Vec<u8>) {
+        out.reserve(xs.len() * 8);
+        xs.iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+    }
+    fn from_le(bytes: &[u8]) -> Vec<Self> {
+        bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect()
+    }
+}

@@ -1,0 +1,187 @@
+//! The training loop: one run from its config and data to per-epoch metrics and final weights.
+//!
+//! [`train`] reads top to bottom: init from the init stream; per epoch, a fresh permutation from the shuffle
+//! stream, then for each batch gather, forward, backward with the fused SGD update; then evaluate both splits
+//! and hand the epoch to an [`Observer`] (the store writes it; `verify` compares it).
+
+use std::time::Instant;
+
+use crate::core::config::{Dtype, RunConfig};
+use crate::core::data::Dataset;
+use crate::core::kernel::Kernel;
+use crate::core::loader::Loader;
+use crate::core::model::{Mlp, Snapshot};
+use crate::core::real::Real;
+use crate::core::rng::{Stream, StreamRng, StreamState};
+use crate::core::workspace::{EVAL_BLOCK, Update, Workspace, evaluate};
+use crate::error::{Error, Result};
+
+/// One epoch's results. Losses are mean cross-entropy, accuracies fractions in [0, 1].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochMetrics {
+    /// 1-based.
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub test_loss: f64,
+    pub test_acc: f64,
+    /// Wall seconds of the SGD steps.
+    pub train_seconds: f64,
+    /// Wall seconds of the epoch, evaluation included.
+    pub seconds: f64,
+}
+
+impl EpochMetrics {
+    /// A loss that is NaN or infinite ends the run as diverged.
+    pub fn diverged(&self) -> bool {
+        !(self.train_loss.is_finite() && self.test_loss.is_finite())
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// All epochs ran; the final parameters.
+    Completed(Snapshot),
+    /// The loss became NaN or infinite at this epoch; the parameters then.
+    Diverged { epoch: usize, last: Snapshot },
+    /// The observer asked to stop; `epoch` epochs are complete and stored.
+    Stopped { epoch: usize },
+}
+
+/// Everything needed to continue a run exactly after `epoch`: its parameters then, and where the shuffle
+/// stream stood (the init stream is not needed after initialisation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub epoch: usize,
+    pub params: Snapshot,
+    pub shuffle: StreamState,
+}
+
+/// What the observer wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop,
+}
+
+/// Receives a run's progress. The store implements it to write each epoch in one transaction.
+pub trait Observer {
+    /// The initial parameters, before any step (not called when resuming).
+    fn on_start(&mut self, initial: &Snapshot) -> Result<()>;
+    /// After each batch: the epoch, batches done in it, batches per epoch, and the batch's summed loss
+    /// (before its update). `Stop` abandons the epoch at once.
+    fn on_batch(&mut self, _epoch: usize, _done: usize, _total: usize, _loss_sum: f64) -> Control {
+        Control::Continue
+    }
+    /// After each epoch, with the checkpoint at its end.
+    fn on_epoch(&mut self, metrics: &EpochMetrics, checkpoint: &Checkpoint) -> Result<Control>;
+}
+
+/// Train one run, from the start or from `resume`. The config must have passed `validate` and
+/// `validate_against_data` for `data`. A resumed run ends bit-identical to the same run left alone.
+pub fn train(
+    cfg: &RunConfig,
+    data: &Dataset,
+    observer: &mut dyn Observer,
+    resume: Option<&Checkpoint>,
+) -> Result<Outcome> {
+    match cfg.model.dtype {
+        Dtype::F32 => train_typed::<f32>(cfg, data, observer, resume),
+        Dtype::F64 => train_typed::<f64>(cfg, data, observer, resume),
+    }
+}
+
+fn train_typed<F: Real>(
+    cfg: &RunConfig,
+    data: &Dataset,
+    observer: &mut dyn Observer,
+    resume: Option<&Checkpoint>,
+) -> Result<Outcome> {
+    let (model_cfg, t) = (&cfg.model, &cfg.train);
+    let train_set = data.train.prefix(cfg.data.limit_train);
+    let test_set = data.test.prefix(cfg.data.limit_test);
+
+    // Parameters from the init stream; data order from the shuffle stream (independent of the
+    // architecture). A resumed run takes both from its checkpoint instead.
+    let (mut model, shuffle, first_epoch) = match resume {
+        None => {
+            let mut init = StreamRng::new(t.seed, Stream::Init);
+            let model = Mlp::<F>::init(
+                &model_cfg.sizes,
+                model_cfg.activation,
+                model_cfg.init,
+                &mut init,
+            );
+            observer.on_start(&model.snapshot())?;
+            (model, StreamRng::new(t.seed, Stream::Shuffle), 1)
+        }
+        Some(c) => {
+            let model = Mlp::<F>::from_snapshot(&c.params, model_cfg.activation)
+                .filter(|m| m.sizes() == model_cfg.sizes)
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "the checkpoint of epoch {} does not fit the model {:?} {}",
+                        c.epoch,
+                        model_cfg.sizes,
+                        model_cfg.dtype.as_str()
+                    ))
+                })?;
+            (model, StreamRng::from_state(c.shuffle), c.epoch + 1)
+        }
+    };
+    model.realign();
+    let mut loader = Loader::new(train_set.len(), t.batch_size, t.drop_last, shuffle);
+    // The run's kernel does its products in training and evaluation alike (see `kernel`).
+    let kernel = Kernel::for_run(model_cfg.dtype);
+    let mut ws = Workspace::<F>::new(&model_cfg.sizes, t.batch_size).with_kernel(kernel);
+    let eval_rows = EVAL_BLOCK.min(train_set.len().max(test_set.len()));
+    let mut eval_ws = Workspace::<F>::for_eval(&model_cfg.sizes, eval_rows).with_kernel(kernel);
+    let batches = loader.num_batches();
+
+    for epoch in first_epoch..=t.epochs {
+        let start = Instant::now();
+        loader.shuffle(); // this epoch's order, from the shuffle stream
+        for (i, batch) in loader.batches().enumerate() {
+            ws.gather(train_set, batch.iter().copied()); // a^0 = x / 255, one sample per row
+            let stats = ws.forward(&model); // z^l = W^l a^(l-1) + b^l, a^l = act(z^l), a^L = softmax(z^L)
+            let sgd = Update::Sgd {
+                learning_rate: t.learning_rate,
+            };
+            ws.backward(&mut model, sgd); // delta^L = a^L - y, delta^l, w -= (lr / n) sum of gradients
+            if observer.on_batch(epoch, i + 1, batches, stats.loss_sum) == Control::Stop {
+                return Ok(Outcome::Stopped { epoch: epoch - 1 });
+            }
+        }
+        let train_seconds = start.elapsed().as_secs_f64();
+
+        // Evaluate the model at the end of the epoch on both splits; hand over metrics and checkpoint.
+        let (train_loss, train_acc) = evaluate(&model, train_set, &mut eval_ws);
+        let (test_loss, test_acc) = evaluate(&model, test_set, &mut eval_ws);
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss,
+            train_acc,
+            test_loss,
+            test_acc,
+            train_seconds,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        let checkpoint = Checkpoint {
+            epoch,
+            params: model.snapshot(),
+            shuffle: loader.rng().state(),
+        };
+        let control = observer.on_epoch(&metrics, &checkpoint)?;
+        if metrics.diverged() {
+            return Ok(Outcome::Diverged {
+                epoch,
+                last: checkpoint.params,
+            });
+        }
+        if control == Control::Stop && epoch < t.epochs {
+            return Ok(Outcome::Stopped { epoch });
+        }
+    }
+    Ok(Outcome::Completed(model.snapshot()))
+}

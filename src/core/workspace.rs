@@ -1,0 +1,486 @@
+//! The multilayer perceptron: parameters, initialisation, and batched forward and backward passes.
+//!
+//! Notation (the tutorial's): layer l = 1..L has weights W^l of shape \[n_l, n_(l-1)\] and biases b^l \[n_l\].
+//! For one sample, z^l = W^l a^(l-1) + b^l and a^l = act(z^l), with a^0 = x and a^L = softmax(z^L).
+//! With cross-entropy loss C = -log a^L_y the output error is delta^L = a^L - y (y one-hot), and
+//! delta^l = (W^(l+1))^T delta^(l+1) * act'(z^l). The gradients are dC/dW^l = delta^l (a^(l-1))^T and
+//! dC/db^l = delta^l.
+//!
+//! Here a batch of n samples is processed at once, one sample per row: A^l is [n, n_l], so
+//! Z^l = A^(l-1) (W^l)^T + b^l, Delta^(l-1) = (Delta^l W^l) * act'(Z^(l-1)), and the summed gradient is
+//! (Delta^l)^T A^(l-1). SGD, w -= (lr / n) * sum of per-sample gradients, is fused into that last product
+//! (W <- W + (-lr / n) Delta^T A), so W is read and written once per step.
+//!
+//! The three products run on the run's [`Kernel`]: the lanes16 kernels of [`crate::core::kernel`] (f32, small
+//! batches; the same bits on every CPU) or matrixmultiply's GEMM (`general_mat_mul`).
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array1, Array2, ArrayView2, Axis, s};
+
+use crate::core::config::Activation;
+use crate::core::data::SplitRef;
+use crate::core::kernel::Kernel;
+use crate::core::model::Mlp;
+use crate::core::real::Real;
+
+pub enum Update<'a, F> {
+    /// SGD step: w -= (lr / n) * sum over the batch of per-sample gradients, fused into the gradient product.
+    Sgd { learning_rate: f64 },
+    /// Store the batch's summed gradients (dC/dW^l, dC/db^l) in a model-shaped buffer; the model is unchanged.
+    Gradient(&'a mut Mlp<F>),
+}
+
+/// Loss and correct predictions over some rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BatchStats {
+    /// Sum over rows of -log softmax(z^L)_y, accumulated in f64.
+    pub loss_sum: f64,
+    pub correct: usize,
+}
+
+/// Every buffer one forward/backward pass needs, allocated once for `rows` samples: the training loop
+/// allocates nothing. A shorter batch uses the first rows.
+pub struct Workspace<F> {
+    rows: usize,
+    /// a^l for l = 0..L: [rows, n_l]; a^0 is the input batch, a^L the softmax output.
+    acts: Vec<Array2<F>>,
+    /// delta^l for l = 1..L (index l - 1): [rows, n_l]. Empty for an evaluation-only workspace.
+    deltas: Vec<Array2<F>>,
+    /// Column sums of delta^l: [n_l] (index l - 1).
+    bias_sums: Vec<Array1<F>>,
+    /// Labels of the rows currently loaded: [rows].
+    labels: Vec<u8>,
+    /// The 256 values p / 255 in F: a^0 = x is read from u8 pixels through this table.
+    scale: [F; 256],
+    /// Which matrix products to use ([`Kernel::Gemm`] unless [`Workspace::with_kernel`] says otherwise).
+    kernel: Kernel,
+}
+
+/// A zero [rows, cols] matrix whose first element is 64-byte aligned (a cache line: the kernels' loads of a
+/// row then never straddle two lines when the row length is a multiple of 16 floats). Alignment changes
+/// speed only, never results.
+pub fn aligned_zeros<F: Real>(rows: usize, cols: usize) -> Array2<F> {
+    let len = rows * cols;
+    let spare = 64 / std::mem::size_of::<F>();
+    let v = vec![F::zero(); len + spare];
+    let off = v.as_ptr().align_offset(64).min(spare);
+    let flat = Array1::from_vec(v).slice_move(s![off..off + len]);
+    // A contiguous vector of rows * cols elements always has that shape.
+    flat.into_shape_with_order((rows, cols))
+        .unwrap_or_else(|_| Array2::zeros((rows, cols)))
+}
+
+impl<F: Real> Workspace<F> {
+    /// A workspace for forward and backward passes on up to `rows` samples.
+    pub fn new(sizes: &[usize], rows: usize) -> Self {
+        let mut ws = Self::for_eval(sizes, rows);
+        ws.deltas = sizes[1..].iter().map(|&n| aligned_zeros(rows, n)).collect();
+        ws.bias_sums = sizes[1..].iter().map(|&n| Array1::zeros(n)).collect();
+        ws
+    }
+
+    /// A workspace for forward passes only (evaluation): no gradient buffers.
+    pub fn for_eval(sizes: &[usize], rows: usize) -> Self {
+        Workspace {
+            rows,
+            acts: sizes.iter().map(|&n| aligned_zeros(rows, n)).collect(),
+            deltas: Vec::new(),
+            bias_sums: Vec::new(),
+            labels: Vec::with_capacity(rows),
+            scale: std::array::from_fn(|p| F::from_f64(p as f64 / 255.0)),
+            kernel: Kernel::Gemm,
+        }
+    }
+
+    /// Use `kernel` for the matrix products ([`Kernel::Lanes`] only exists for f32; other types keep GEMM).
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// a^L after [`Workspace::forward`]: the softmax probabilities of the loaded rows, [n, classes].
+    pub fn output(&self) -> ndarray::ArrayView2<'_, F> {
+        let n = self.labels.len();
+        let last = self.acts.len() - 1;
+        self.acts[last].slice(s![..n, ..])
+    }
+
+    /// Load samples `indices` of `split` as a^0 = pixels / 255, one per row.
+    pub fn gather(&mut self, split: SplitRef<'_>, indices: impl ExactSizeIterator<Item = usize>) {
+        let n = indices.len();
+        debug_assert!(n <= self.rows);
+        self.labels.clear();
+        let input = &mut self.acts[0];
+        let dst = input.as_slice_mut().unwrap_or_default();
+        for (row, i) in indices.enumerate() {
+            let out = &mut dst[row * split.pixels..(row + 1) * split.pixels];
+            for (o, &p) in out.iter_mut().zip(split.image(i)) {
+                *o = self.scale[p as usize];
+            }
+            self.labels.push(split.labels[i]);
+        }
+    }
+
+    /// Load input rows directly (tests and tools): `x` is [n, n_0] already scaled.
+    pub fn load(&mut self, x: ArrayView2<'_, F>, labels: &[u8]) {
+        let n = labels.len();
+        self.acts[0].slice_mut(s![..n, ..]).assign(&x);
+        self.labels.clear();
+        self.labels.extend_from_slice(labels);
+    }
+
+    /// Forward pass over the loaded rows: Z^l = A^(l-1) (W^l)^T + b^l, A^l = act(Z^l), A^L = softmax(Z^L).
+    /// Returns the rows' cross-entropy loss (computed stably, as log-softmax) and correct predictions.
+    pub fn forward(&mut self, model: &Mlp<F>) -> BatchStats {
+        let n = self.labels.len();
+        let last = model.layers.len();
+        for (l, layer) in model.layers.iter().enumerate() {
+            let (prev, next) = self.acts.split_at_mut(l + 1);
+            let a_prev = prev[l].slice(s![..n, ..]);
+            let mut z = next[0].slice_mut(s![..n, ..]);
+            let lanes = self.kernel == Kernel::Lanes
+                && F::lanes_abt(a_prev.view(), layer.w.view(), z.view_mut());
+            if !lanes {
+                general_mat_mul(F::one(), &a_prev, &layer.w.t(), F::zero(), &mut z);
+            }
+            if l + 1 < last {
+                bias_activate(
+                    z.as_slice_mut().unwrap_or_default(),
+                    layer.b.as_slice().unwrap_or_default(),
+                    model.activation,
+                );
+            } else {
+                return softmax_rows(
+                    z.as_slice_mut().unwrap_or_default(),
+                    layer.b.as_slice().unwrap_or_default(),
+                    &self.labels,
+                );
+            }
+        }
+        BatchStats::default()
+    }
+
+    /// Backward pass after [`Workspace::forward`] on the same rows, then the update. For l = L .. 1:
+    /// Delta^L = A^L - Y; Delta^(l-1) = (Delta^l W^l) * act'(Z^(l-1)) computed before W^l changes;
+    /// then W^l and b^l take the summed gradients (Delta^l)^T A^(l-1) and colsum(Delta^l) as `update` says.
+    pub fn backward(&mut self, model: &mut Mlp<F>, update: Update<'_, F>) {
+        let n = self.labels.len();
+        let last = model.layers.len();
+        // delta^L = a^L - y
+        {
+            let out = self.acts[last].slice(s![..n, ..]);
+            let mut d = self.deltas[last - 1].slice_mut(s![..n, ..]);
+            d.assign(&out);
+            for (mut row, &y) in d.axis_iter_mut(Axis(0)).zip(&self.labels) {
+                row[y as usize] = row[y as usize] - F::one();
+            }
+        }
+        let (alpha, beta) = match &update {
+            Update::Sgd { learning_rate } => (F::from_f64(-learning_rate / n as f64), F::one()),
+            Update::Gradient(_) => (F::one(), F::zero()),
+        };
+        let mut update = update;
+        for l in (0..last).rev() {
+            // delta^(l-1) = (delta^l W^l) * act'(z^(l-1)), using W^l before its update.
+            if l > 0 {
+                let (lower, upper) = self.deltas.split_at_mut(l);
+                let d = upper[0].slice(s![..n, ..]);
+                let mut d_prev = lower[l - 1].slice_mut(s![..n, ..]);
+                // d_prev[i][k] = sum_j d[i][j] W^l[j][k]: coefficients d[i * n_l + j]
+                let n_l = d.ncols();
+                let lanes = self.kernel == Kernel::Lanes
+                    && d.to_slice().is_some_and(|c| {
+                        F::lanes_combine(
+                            (c, n_l, 1),
+                            model.layers[l].w.view(),
+                            d_prev.view_mut(),
+                            None,
+                        )
+                    });
+                if !lanes {
+                    general_mat_mul(F::one(), &d, &model.layers[l].w, F::zero(), &mut d_prev);
+                }
+                let a = self.acts[l].slice(s![..n, ..]);
+                activation_grad(
+                    d_prev.as_slice_mut().unwrap_or_default(),
+                    a.as_slice().unwrap_or_default(),
+                    model.activation,
+                );
+            }
+            let d = self.deltas[l].slice(s![..n, ..]);
+            let a_prev = self.acts[l].slice(s![..n, ..]);
+            let sums = &mut self.bias_sums[l];
+            sums.fill(F::zero());
+            for row in d.axis_iter(Axis(0)) {
+                sums.zip_mut_with(&row, |s, &x| *s = *s + x);
+            }
+            let target = match &mut update {
+                Update::Sgd { .. } => &mut model.layers[l],
+                Update::Gradient(g) => &mut g.layers[l],
+            };
+            // W^l <- beta W^l + alpha (delta^l)^T a^(l-1);  b^l <- beta b^l + alpha colsum(delta^l).
+            // With lanes16: W[j][k] = fma(alpha, sum_i d[i][j] a[i][k], W[j][k]), or the sum when beta = 0.
+            let n_l = d.ncols();
+            let axpy = (beta == F::one()).then_some(alpha);
+            let lanes = self.kernel == Kernel::Lanes
+                && d.to_slice().is_some_and(|c| {
+                    F::lanes_combine((c, 1, n_l), a_prev.view(), target.w.view_mut(), axpy)
+                });
+            if !lanes {
+                general_mat_mul(alpha, &d.t(), &a_prev, beta, &mut target.w);
+            }
+            target
+                .b
+                .zip_mut_with(sums, |b, &s| *b = beta * *b + alpha * s);
+        }
+    }
+}
+
+/// z <- act(z + b) for each row of a row-major [rows, b.len()] buffer.
+fn bias_activate<F: Real>(z: &mut [F], b: &[F], act: Activation) {
+    for row in z.chunks_exact_mut(b.len()) {
+        for (v, &bias) in row.iter_mut().zip(b) {
+            let x = *v + bias;
+            *v = match act {
+                // `x < 0` is false for NaN, so a NaN propagates to the loss and the run is marked diverged.
+                Activation::Relu => {
+                    if x < F::zero() {
+                        F::zero()
+                    } else {
+                        x
+                    }
+                }
+                Activation::Sigmoid => F::one() / (F::one() + (-x).exp()),
+                Activation::Tanh => x.tanh(),
+            };
+        }
+    }
+}
+
+/// d <- d * act'(z), with act' written in terms of a = act(z): relu' = [a > 0], sigmoid' = a (1 - a),
+/// tanh' = 1 - a^2. Storing only a saves keeping z.
+fn activation_grad<F: Real>(d: &mut [F], a: &[F], act: Activation) {
+    for (g, &a) in d.iter_mut().zip(a) {
+        *g = match act {
+            Activation::Relu => {
+                if a > F::zero() {
+                    *g
+                } else {
+                    F::zero()
+                }
+            }
+            Activation::Sigmoid => *g * a * (F::one() - a),
+            Activation::Tanh => *g * (F::one() - a * a),
+        };
+    }
+}
+
+/// For each row: z <- z + b, then the loss -log softmax(z)_y = -(z_y - m - ln sum exp(z - m)) with
+/// m = max z (never log 0), the argmax for accuracy, and finally z <- softmax(z) in place.
+fn softmax_rows<F: Real>(z: &mut [F], b: &[F], labels: &[u8]) -> BatchStats {
+    let mut stats = BatchStats::default();
+    for (row, &y) in z.chunks_exact_mut(b.len()).zip(labels) {
+        let mut max = F::neg_infinity();
+        let mut arg = 0;
+        for (j, (v, &bias)) in row.iter_mut().zip(b).enumerate() {
+            *v = *v + bias;
+            if *v > max {
+                max = *v;
+                arg = j;
+            }
+        }
+        // log a_y = (z_y - m) - ln(sum_j exp(z_j - m)): finite for any finite z, unlike log(softmax(z)_y).
+        let shifted_y = (row[y as usize] - max).to_f64();
+        let mut sum = F::zero();
+        for v in row.iter_mut() {
+            let e = (*v - max).exp();
+            sum = sum + e;
+            *v = e;
+        }
+        let log_p = shifted_y - sum.to_f64().ln();
+        stats.loss_sum -= log_p;
+        stats.correct += usize::from(arg == y as usize && max.is_finite());
+        let inv = F::one() / sum;
+        row.iter_mut().for_each(|v| *v = *v * inv);
+    }
+    stats
+}
+
+/// Rows per block when evaluating a whole split.
+pub const EVAL_BLOCK: usize = 1000;
+
+/// Mean loss and accuracy of `model` over `split`, forward passes only, in blocks of the workspace's rows.
+pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace<F>) -> (f64, f64) {
+    let mut total = BatchStats::default();
+    let mut start = 0;
+    while start < split.len() {
+        let end = (start + ws.rows()).min(split.len());
+        ws.gather(split, start..end);
+        let s = ws.forward(model);
+        total.loss_sum += s.loss_sum;
+        total.correct += s.correct;
+        start = end;
+    }
+    let n = split.len().max(1) as f64;
+    (total.loss_sum / n, total.correct as f64 / n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::Init;
+    use crate::core::reference;
+    use crate::core::rng::{Stream, StreamRng};
+
+    #[test]
+    fn softmax_cross_entropy_matches_hand_values() {
+        // z = [1, 2, 3] (bias 0), y = 2: softmax = e^z / sum, loss = -ln(e^3 / (e + e^2 + e^3)).
+        let mut z = [1.0f64, 2.0, 3.0];
+        let s = softmax_rows(&mut z, &[0.0; 3], &[2]);
+        let denom = 1f64.exp() + 2f64.exp() + 3f64.exp();
+        assert!((s.loss_sum - -(3f64.exp() / denom).ln()).abs() < 1e-12);
+        assert_eq!(s.correct, 1);
+        assert!((z.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!((z[0] - 1f64.exp() / denom).abs() < 1e-12);
+    }
+
+    #[test]
+    fn loss_is_finite_where_naive_log_softmax_is_not() {
+        // The tutorial's log(softmax) gives log(0) = -inf for a far-off class; log-softmax stays finite.
+        let mut z = [0.0f32, 1000.0];
+        let s = softmax_rows(&mut z, &[0.0; 2], &[0]);
+        assert!(s.loss_sum.is_finite(), "{}", s.loss_sum);
+        assert!((s.loss_sum - 1000.0).abs() < 1e-3);
+        assert_eq!(s.correct, 0);
+    }
+
+    #[test]
+    fn nan_logits_give_nan_loss() {
+        let mut z = [f32::NAN, 1.0];
+        assert!(softmax_rows(&mut z, &[0.0; 2], &[1]).loss_sum.is_nan());
+    }
+
+    #[test]
+    fn init_scales_follow_the_scheme() {
+        let sizes = [784, 256, 10];
+        let mut rng = StreamRng::new(1, Stream::Init);
+        let m: Mlp<f64> = Mlp::init(&sizes, Activation::Relu, Init::He, &mut rng);
+        let w = &m.layers[0].w;
+        let var = w.iter().map(|x| x * x).sum::<f64>() / w.len() as f64;
+        assert!((var / (2.0 / 784.0) - 1.0).abs() < 0.05, "{var}");
+        assert!(m.layers[0].b.iter().all(|&b| b == 0.0));
+        let n: Mlp<f64> = Mlp::init(&sizes, Activation::Relu, Init::Normal, &mut rng);
+        assert!(n.layers[1].b.iter().any(|&b| b != 0.0));
+        assert_eq!(m.sizes(), sizes.to_vec());
+    }
+
+    #[test]
+    fn snapshot_round_trips() {
+        let mut rng = StreamRng::new(2, Stream::Init);
+        let m: Mlp<f32> = Mlp::init(&[6, 5, 3], Activation::Tanh, Init::Normal, &mut rng);
+        let s = m.snapshot();
+        assert_eq!(s.tensors[0].shape, vec![5, 6]);
+        assert_eq!(s.tensors[0].data.len(), 5 * 6 * 4);
+        let back = Mlp::<f32>::from_snapshot(&s, Activation::Tanh).unwrap();
+        assert_eq!(back, m);
+        assert!(Mlp::<f64>::from_snapshot(&s, Activation::Tanh).is_none());
+    }
+
+    fn random_batch(n: usize, d: usize, classes: usize, seed: u64) -> (Array2<f64>, Vec<u8>) {
+        let mut r = StreamRng::new(seed, Stream::Shuffle);
+        let x = Array2::from_shape_simple_fn((n, d), || r.uniform());
+        let y = (0..n).map(|_| r.below(classes as u64) as u8).collect();
+        (x, y)
+    }
+
+    fn batched_gradients(m: &mut Mlp<f64>, x: &Array2<f64>, y: &[u8]) -> Mlp<f64> {
+        let mut ws = Workspace::new(&m.sizes(), x.nrows() + 3);
+        ws.load(x.view(), y);
+        ws.forward(m);
+        let mut g = m.zeros_like();
+        ws.backward(m, Update::Gradient(&mut g));
+        g
+    }
+
+    #[test]
+    fn batched_gradients_equal_the_per_sample_sum() {
+        for act in [Activation::Relu, Activation::Sigmoid, Activation::Tanh] {
+            let mut rng = StreamRng::new(3, Stream::Init);
+            let mut m: Mlp<f64> = Mlp::init(&[12, 9, 7, 4], act, Init::Xavier, &mut rng);
+            let (x, y) = random_batch(11, 12, 4, 9);
+            let reference = reference::per_sample_gradients(&m, &x, &y);
+            let before = m.clone();
+            let g = batched_gradients(&mut m, &x, &y);
+            assert_eq!(m, before, "gradient mode must not change the model");
+            for (a, b) in g.layers.iter().zip(&reference.layers) {
+                let err = (&a.w - &b.w).iter().fold(0.0f64, |e, v| e.max(v.abs()));
+                let errb = (&a.b - &b.b).iter().fold(0.0f64, |e, v| e.max(v.abs()));
+                assert!(err < 1e-12 && errb < 1e-12, "{act:?}: {err} {errb}");
+            }
+        }
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = StreamRng::new(4, Stream::Init);
+        let mut m: Mlp<f64> = Mlp::init(&[5, 6, 3], Activation::Tanh, Init::Normal, &mut rng);
+        let (x, y) = random_batch(4, 5, 3, 5);
+        let g = batched_gradients(&mut m, &x, &y);
+        let loss = |m: &Mlp<f64>| {
+            let mut ws = Workspace::for_eval(&m.sizes(), 4);
+            ws.load(x.view(), &y);
+            ws.forward(m).loss_sum
+        };
+        let h = 1e-6;
+        for l in 0..2 {
+            for idx in [(0, 0), (1, 2), (2, 1)] {
+                let mut plus = m.clone();
+                plus.layers[l].w[idx] += h;
+                let mut minus = m.clone();
+                minus.layers[l].w[idx] -= h;
+                let numeric = (loss(&plus) - loss(&minus)) / (2.0 * h);
+                let analytic = g.layers[l].w[idx];
+                assert!(
+                    (numeric - analytic).abs() < 1e-6 * (1.0 + analytic.abs()),
+                    "W{l}{idx:?}: {numeric} vs {analytic}"
+                );
+            }
+            let mut plus = m.clone();
+            plus.layers[l].b[1] += h;
+            let mut minus = m.clone();
+            minus.layers[l].b[1] -= h;
+            let numeric = (loss(&plus) - loss(&minus)) / (2.0 * h);
+            assert!(
+                (numeric - g.layers[l].b[1]).abs() < 1e-6,
+                "b{l}: {numeric} vs {}",
+                g.layers[l].b[1]
+            );
+        }
+    }
+
+    #[test]
+    fn sgd_step_is_w_minus_lr_over_n_times_gradient_sum() {
+        let mut rng = StreamRng::new(5, Stream::Init);
+        let mut m: Mlp<f64> = Mlp::init(&[8, 6, 4], Activation::Relu, Init::He, &mut rng);
+        let (x, y) = random_batch(7, 8, 4, 6);
+        let g = batched_gradients(&mut m.clone(), &x, &y);
+        let before = m.clone();
+        let mut ws = Workspace::new(&m.sizes(), 10);
+        ws.load(x.view(), &y);
+        ws.forward(&m);
+        ws.backward(&mut m, Update::Sgd { learning_rate: 0.5 });
+        for l in 0..2 {
+            let expect = &before.layers[l].w - &(&g.layers[l].w * (0.5 / 7.0));
+            let err = (&m.layers[l].w - &expect)
+                .iter()
+                .fold(0.0f64, |e, v| e.max(v.abs()));
+            assert!(err < 1e-14, "{err}");
+            let expect_b = &before.layers[l].b - &(&g.layers[l].b * (0.5 / 7.0));
+            assert!((&m.layers[l].b - &expect_b).iter().all(|v| v.abs() < 1e-14));
+        }
+    }
+}

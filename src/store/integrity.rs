@@ -1,0 +1,393 @@
+//! Every stored bit checked: the hashes that cover a run's rows, and the check of one run against them.
+//!
+//! - Weights: `init_weights_sha256`, `weights_sha256` and `checkpoint_sha256` are SHA-256 over the tensors'
+//!   bytes in order (W^1, b^1, W^2, ...), as [`Snapshot::sha256`]; every reader recomputes them from the
+//!   bytes it reads (`read_snapshot`) and refuses bytes that do not match.
+//! - Epochs: `metrics_sha256` covers every column of the run's epoch rows (`metrics_sha256()`), updated in
+//!   the transaction that writes each epoch.
+//! - The config: `config_hash` is the hash of the parsed `config_toml`.
+//!
+//! [`check_run`] checks all of them for one run, with the counts that tie a run's rows together (epochs
+//! stored against `epochs_done`, final weights of a finished run, the summary columns against its last
+//! epoch). It reads only.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+
+use super::{RunStatus, Store, WeightsKind};
+use crate::core::config::{Dtype, RunConfig};
+use crate::core::model::{Snapshot, Tensor};
+use crate::error::{Error, Result};
+use crate::text::hex;
+
+/// SHA-256 over a run's epoch rows in order: for each row its epoch (i64) and its six metrics (f64 bits;
+/// NULL, which is how SQLite stores a NaN, as a distinct marker), little-endian.
+pub(crate) fn metrics_sha256(conn: &Connection, run_id: i64) -> Result<Option<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds
+         FROM epochs WHERE run_id = ?1 ORDER BY epoch",
+    )?;
+    let mut rows = stmt.query([run_id])?;
+    let mut h = Sha256::new();
+    let mut any = false;
+    while let Some(r) = rows.next()? {
+        any = true;
+        h.update(r.get::<_, i64>(0)?.to_le_bytes());
+        for i in 1..7 {
+            match r.get::<_, Option<f64>>(i)? {
+                Some(v) => {
+                    h.update([1u8]);
+                    h.update(v.to_bits().to_le_bytes());
+                }
+                None => h.update([0u8]),
+            }
+        }
+    }
+    Ok(any.then(|| hex(&h.finalize())))
+}
+
+/// SHA-256 of a run's stored weights of one kind, as stored (no structure check), `None` if it has none.
+pub(crate) fn weights_sha256(
+    conn: &Connection,
+    run_id: i64,
+    kind: WeightsKind,
+) -> Result<Option<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT data FROM weights WHERE run_id = ?1 AND kind = ?2 ORDER BY layer, param = 'bias'",
+    )?;
+    let mut rows = stmt.query(params![run_id, kind.as_str()])?;
+    let mut h = Sha256::new();
+    let mut any = false;
+    while let Some(r) = rows.next()? {
+        any = true;
+        h.update(
+            r.get_ref(0)?
+                .as_bytes_or_null()
+                .map_err(rusqlite::Error::from)?
+                .unwrap_or_default(),
+        );
+    }
+    Ok(any.then(|| hex(&h.finalize())))
+}
+
+/// A run's stored weights of one kind as a [`Snapshot`], checked: the tensors form an MLP (a weight
+/// [out, in] and a bias [out] per layer, each layer's input the previous one's output, one known dtype,
+/// as many bytes as the shapes say) and their bytes hash to `expected` (when given). `Ok(None)` when the
+/// run has none of this kind; `Err(text)` says what is wrong.
+pub(crate) fn read_snapshot(
+    conn: &Connection,
+    run_id: i64,
+    kind: WeightsKind,
+    expected: Option<&str>,
+) -> Result<Option<std::result::Result<Snapshot, String>>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT layer, param, shape, dtype, data FROM weights WHERE run_id = ?1 AND kind = ?2
+         ORDER BY layer, param = 'bias'",
+    )?;
+    let rows: Vec<(i64, String, String, String, Vec<u8>)> = stmt
+        .query_map(params![run_id, kind.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(snapshot_from_rows(rows, kind, expected)))
+}
+
+fn snapshot_from_rows(
+    rows: Vec<(i64, String, String, String, Vec<u8>)>,
+    kind: WeightsKind,
+    expected: Option<&str>,
+) -> std::result::Result<Snapshot, String> {
+    let what = format!("{} weights", kind.as_str());
+    let dtype = Dtype::parse(&rows[0].3).ok_or_else(|| {
+        format!(
+            "{what}: unknown dtype {:?}",
+            crate::text::truncate(&rows[0].3, 20)
+        )
+    })?;
+    let mut tensors = Vec::with_capacity(rows.len());
+    let mut h = Sha256::new();
+    let mut prev_out: Option<usize> = None;
+    for (i, (layer, param, shape, dt, data)) in rows.into_iter().enumerate() {
+        h.update(&data);
+        let want_layer = (i / 2 + 1) as i64;
+        let want_param = if i % 2 == 0 { "weight" } else { "bias" };
+        if layer != want_layer || param != want_param {
+            return Err(format!(
+                "{what}: expected layer {want_layer} {want_param}, found layer {layer} {}",
+                crate::text::truncate(&param, 20)
+            ));
+        }
+        if dt != dtype.as_str() {
+            return Err(format!(
+                "{what}: layer {layer} is {dt}, layer 1 {}",
+                dtype.as_str()
+            ));
+        }
+        let shape: Vec<usize> = serde_json::from_str(&shape).map_err(|_| {
+            format!(
+                "{what}: layer {layer} {param}: shape {:?} is not a JSON list of sizes",
+                crate::text::truncate(&shape, 40)
+            )
+        })?;
+        let ok_shape = match (param.as_str(), shape.as_slice()) {
+            ("weight", [out, inp]) => {
+                let fits = prev_out.is_none_or(|p| p == *inp);
+                prev_out = Some(*out);
+                fits
+            }
+            ("bias", [out]) => prev_out == Some(*out),
+            _ => false,
+        };
+        if !ok_shape {
+            return Err(format!(
+                "{what}: layer {layer} {param} has shape {shape:?}, which does not fit the layers"
+            ));
+        }
+        let want_bytes = shape
+            .iter()
+            .try_fold(dtype.size(), |a, &d| a.checked_mul(d))
+            .ok_or_else(|| format!("{what}: layer {layer} {param}: shape {shape:?} overflows"))?;
+        if data.len() != want_bytes {
+            return Err(format!(
+                "{what}: layer {layer} {param} of shape {shape:?} holds {} bytes, not {want_bytes}",
+                data.len()
+            ));
+        }
+        tensors.push(Tensor {
+            layer: layer as usize,
+            param: if param == "bias" { "bias" } else { "weight" },
+            shape,
+            data,
+        });
+    }
+    if !tensors.len().is_multiple_of(2) {
+        return Err(format!("{what}: the last layer has no bias"));
+    }
+    let actual = hex(&h.finalize());
+    match expected {
+        Some(e) if e != actual => Err(format!(
+            "{what} do not match their hash (stored sha256 {e}, the stored bytes hash to {actual})"
+        )),
+        _ => Ok(Snapshot { dtype, tensors }),
+    }
+}
+
+/// One problem found in a run's stored rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding(pub String);
+
+/// The outcome of checking one run.
+#[derive(Debug, Clone)]
+pub struct RunCheck {
+    pub run_id: i64,
+    pub name: String,
+    pub status: String,
+    /// Empty when every check passed.
+    pub findings: Vec<Finding>,
+    /// Weight tensors hashed, and their bytes.
+    pub tensors: usize,
+    pub bytes: usize,
+}
+
+impl RunCheck {
+    /// The first finding as a corrupt-store error naming the run.
+    pub fn error(&self, store: &Store) -> Option<Error> {
+        self.findings
+            .first()
+            .map(|f| store.corrupt(format!("run {}, {}", self.run_id, f.0)))
+    }
+}
+
+struct Row {
+    name: String,
+    status: String,
+    config_toml: String,
+    config_hash: String,
+    epochs: i64,
+    epochs_done: i64,
+    diverged_epoch: Option<i64>,
+    init_sha: Option<String>,
+    final_sha: Option<String>,
+    checkpoint_sha: Option<String>,
+    checkpoint_epoch: Option<i64>,
+    metrics_sha: Option<String>,
+    summary: [Option<f64>; 4],
+}
+
+/// Check every stored bit of run `run_id` against its hashes and its rows against each other. Errors
+/// only when the store cannot be read (or the run does not exist); what is wrong is in the findings.
+pub fn check_run(store: &Store, run_id: i64) -> Result<RunCheck> {
+    // One read transaction: a consistent snapshot even while another process writes the run.
+    let tx = store.connection().unchecked_transaction()?;
+    let result = store.at(check_run_inner(store, run_id));
+    tx.finish()?;
+    result
+}
+
+fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
+    let conn = store.connection();
+    let v2 = store.version() >= 2;
+    let sql = format!(
+        "SELECT name, status, config_toml, config_hash, epochs, epochs_done, diverged_epoch,
+                init_weights_sha256, weights_sha256, {}, checkpoint_epoch, {},
+                train_loss, train_acc, test_loss, test_acc
+         FROM runs WHERE id = ?1",
+        store.col("checkpoint_sha256", 2),
+        store.col("metrics_sha256", 2),
+    );
+    let row = conn
+        .query_row(&sql, [run_id], |r| {
+            Ok(Row {
+                name: r.get(0)?,
+                status: r.get(1)?,
+                config_toml: r.get(2)?,
+                config_hash: r.get(3)?,
+                epochs: r.get(4)?,
+                epochs_done: r.get(5)?,
+                diverged_epoch: r.get(6)?,
+                init_sha: r.get(7)?,
+                final_sha: r.get(8)?,
+                checkpoint_sha: r.get(9)?,
+                checkpoint_epoch: r.get(10)?,
+                metrics_sha: r.get(11)?,
+                summary: [r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?],
+            })
+        })
+        .optional()?
+        .ok_or_else(|| store.missing_run(run_id))?;
+    let mut out = RunCheck {
+        run_id,
+        name: row.name.clone(),
+        status: row.status.clone(),
+        findings: Vec::new(),
+        tensors: 0,
+        bytes: 0,
+    };
+    let mut find = |s: String| out.findings.push(Finding(s));
+
+    match RunConfig::from_toml(&row.config_toml) {
+        Ok(c) if c.hash() != row.config_hash => find(format!(
+            "its stored config hashes to {}, not to its config_hash {}",
+            c.hash(),
+            row.config_hash
+        )),
+        Ok(_) => {}
+        Err(e) => find(format!("its stored config does not parse: {e}")),
+    }
+    let status = RunStatus::parse(&row.status);
+    if status.is_none() {
+        find(format!(
+            "unknown status {:?}",
+            crate::text::truncate(&row.status, 40)
+        ));
+    }
+
+    // Epoch rows: numbered 1..=n, n = epochs_done, hashed.
+    let numbers: Vec<i64> = conn
+        .prepare_cached("SELECT epoch FROM epochs WHERE run_id = ?1 ORDER BY epoch")?
+        .query_map([run_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if numbers.iter().enumerate().any(|(i, &e)| e != i as i64 + 1) {
+        find(format!(
+            "its epoch rows are numbered {numbers:?}, not 1 to {}",
+            numbers.len()
+        ));
+    }
+    if numbers.len() as i64 != row.epochs_done {
+        find(format!(
+            "{} epoch rows are stored but epochs_done is {}",
+            numbers.len(),
+            row.epochs_done
+        ));
+    }
+    if v2 {
+        let actual = metrics_sha256(conn, run_id)?;
+        if actual != row.metrics_sha {
+            find(format!(
+                "its epoch rows do not match their hash (stored {}, the rows hash to {})",
+                row.metrics_sha.as_deref().unwrap_or("none"),
+                actual.as_deref().unwrap_or("none (no rows)")
+            ));
+        }
+    }
+
+    // Weights of each kind against their hash columns.
+    let finished = status.is_some_and(RunStatus::is_finished);
+    for (kind, hash, needed) in [
+        (
+            WeightsKind::Initial,
+            &row.init_sha,
+            row.init_sha.is_some() || finished,
+        ),
+        (WeightsKind::Final, &row.final_sha, finished),
+        (
+            WeightsKind::Checkpoint,
+            &row.checkpoint_sha,
+            !finished && row.checkpoint_epoch.is_some(),
+        ),
+    ] {
+        // Schema 1 stored no checkpoint hash: such a checkpoint is checked for its structure only.
+        let expected = match (kind, v2) {
+            (WeightsKind::Checkpoint, false) => None,
+            _ => hash.as_deref(),
+        };
+        match read_snapshot(conn, run_id, kind, expected)? {
+            None if needed => find(format!("its {} weights are missing", kind.as_str())),
+            None => {}
+            Some(_) if !needed => find(format!(
+                "it holds {} weights it should not have as a {} run",
+                kind.as_str(),
+                row.status
+            )),
+            Some(Err(e)) => find(e),
+            Some(Ok(s)) => {
+                if hash.is_none() && (kind != WeightsKind::Checkpoint || v2) {
+                    find(format!("its {} weights have no stored hash", kind.as_str()));
+                }
+                out.tensors += s.tensors.len();
+                out.bytes += s.tensors.iter().map(|t| t.data.len()).sum::<usize>();
+            }
+        }
+    }
+
+    // A finished run's rows agree with each other.
+    match status {
+        Some(RunStatus::Completed) if row.epochs_done != row.epochs => find(format!(
+            "it is completed with {} of its {} epochs",
+            row.epochs_done, row.epochs
+        )),
+        Some(RunStatus::Diverged) if row.diverged_epoch != Some(row.epochs_done) => find(format!(
+            "it diverged at epoch {:?} but has {} epochs stored",
+            row.diverged_epoch, row.epochs_done
+        )),
+        _ => {}
+    }
+    if let Some(cp) = row.checkpoint_epoch
+        && !finished
+        && cp != row.epochs_done
+    {
+        find(format!(
+            "its checkpoint is of epoch {cp} but {} epochs are stored",
+            row.epochs_done
+        ));
+    }
+    if row.epochs_done > 0 && !numbers.is_empty() {
+        let last: [Option<f64>; 4] = conn.query_row(
+            "SELECT train_loss, train_acc, test_loss, test_acc FROM epochs WHERE run_id = ?1
+             ORDER BY epoch DESC LIMIT 1",
+            [run_id],
+            |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?]),
+        )?;
+        let bits = |a: [Option<f64>; 4]| a.map(|v| v.map(f64::to_bits));
+        if bits(last) != bits(row.summary) {
+            find(format!(
+                "its summary metrics {:?} differ from its last epoch's {:?}",
+                row.summary, last
+            ));
+        }
+    }
+    Ok(out)
+}

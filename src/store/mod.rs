@@ -1,0 +1,306 @@
+//! The results store: one SQLite file holding experiments, runs, per-epoch metrics and weights.
+//!
+//! Owns the schema ([`schema`]: recognising a store before changing anything, migrations), a run's
+//! lifecycle ([`status`]), the queue of runs to train ([`queue`]: claims with fencing tokens, heartbeats,
+//! takeovers of dead owners, each epoch written in one transaction), the owner identity that tells a live
+//! owner from a dead one ([`owner`]), reads with bound parameters that check every stored bit against its
+//! hash ([`read`], [`integrity`]).
+//!
+//! WAL mode, foreign keys on, a busy timeout for concurrent readers and writers. Imports `core` only; must
+//! not import `sweep`, `report` or the binary's code.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::error::{Error, Result};
+
+pub mod integrity;
+pub mod owner;
+pub mod queue;
+pub mod read;
+pub mod schema;
+pub mod status;
+
+pub use integrity::{Finding, RunCheck};
+pub use owner::Owner;
+pub use queue::{Claim, NewExperiment, NewRun, Queued};
+pub use read::{EpochRow, RunRow, RunSummary, Table};
+pub use schema::SCHEMA_VERSION;
+pub use status::RunStatus;
+
+/// Which stored weights: the run's initial parameters, its final ones, or the checkpoint of its last
+/// stored epoch (an unfinished run only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsKind {
+    Initial,
+    Final,
+    Checkpoint,
+}
+
+impl WeightsKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WeightsKind::Initial => "initial",
+            WeightsKind::Final => "final",
+            WeightsKind::Checkpoint => "checkpoint",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<WeightsKind> {
+        [
+            WeightsKind::Initial,
+            WeightsKind::Final,
+            WeightsKind::Checkpoint,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// The `runs` column holding the hash of these weights.
+    pub(crate) fn hash_column(self) -> &'static str {
+        match self {
+            WeightsKind::Initial => "init_weights_sha256",
+            WeightsKind::Final => "weights_sha256",
+            WeightsKind::Checkpoint => "checkpoint_sha256",
+        }
+    }
+}
+
+/// An open results store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    /// The schema version of the file (older versions are only read, never migrated, when read-only).
+    version: i64,
+}
+
+impl Store {
+    /// Open (creating it and its folder if needed) the store at `path` for reading and writing. A file
+    /// that is not a store is refused before anything in it changes; an older store is migrated.
+    pub fn open(path: &Path) -> Result<Store> {
+        let err = |msg: String| Error::Store {
+            path: path.to_path_buf(),
+            msg,
+        };
+        check_path(path)?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                err(format!(
+                    "cannot create the folder {}: {e}",
+                    parent.display()
+                ))
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| {
+            err(format!(
+                "cannot open or create it ({e}); choose a --db path in a writable folder"
+            ))
+        })?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(|e| err(format!("cannot configure: {e}")))?;
+        // Recognise the file before anything writes to it (journal mode, schema): a refused file stays untouched.
+        let found = schema::recognise(&conn, path)?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            version: 0,
+        };
+        store.configure(false)?;
+        store.version = match found {
+            schema::Recognised::Empty => 0,
+            schema::Recognised::Store(v) => v,
+        };
+        if store.version < SCHEMA_VERSION {
+            store.migrate()?;
+        }
+        Ok(store)
+    }
+
+    /// Open an existing store read-only (for `sql`, `ls`, `show`, `verify`, `check`, merge's sources):
+    /// nothing can be changed through it, and an older schema is read as it is.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let err = |msg: String| Error::Store {
+            path: path.to_path_buf(),
+            msg,
+        };
+        check_path(path)?;
+        if !path.exists() {
+            return Err(err(
+                "does not exist; train a spec first (runner experiments/smoke.toml) or pass --db"
+                    .into(),
+            ));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| err(format!("cannot open: {e}")))?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(|e| err(format!("cannot configure: {e}")))?;
+        let version = match schema::recognise(&conn, path)? {
+            schema::Recognised::Empty => return Err(err("is empty: no runs stored yet".into())),
+            schema::Recognised::Store(v) => v,
+        };
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+            version,
+        };
+        store.configure(true)?;
+        Ok(store)
+    }
+
+    /// Close the store, reporting an error that closing finds (e.g. a last WAL checkpoint that fails).
+    pub fn close(self) -> Result<()> {
+        let path = self.path;
+        self.conn
+            .close()
+            .map_err(|(_, e)| Error::from(e).on_file(&path))
+    }
+
+    /// The underlying connection, for whole-database reads such as `merge`'s.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the file.
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// Name this store's file on an SQLite error.
+    pub(crate) fn at<T>(&self, r: Result<T>) -> Result<T> {
+        r.map_err(|e| e.on_file(&self.path))
+    }
+
+    pub(crate) fn store_err(&self, msg: impl Into<String>) -> Error {
+        Error::Store {
+            path: self.path.clone(),
+            msg: msg.into(),
+        }
+    }
+
+    pub(crate) fn corrupt(&self, msg: impl Into<String>) -> Error {
+        Error::Corrupt {
+            path: self.path.clone(),
+            msg: msg.into(),
+        }
+    }
+
+    /// The views use `sqrt`, which SQLite has only when built with its math functions (the stock shell
+    /// and this crate's build via .cargo/config.toml are); a build without them gets it defined here.
+    fn ensure_sqrt(&self) -> Result<()> {
+        if self
+            .conn
+            .query_row("SELECT sqrt(4.0)", [], |r| r.get::<_, f64>(0))
+            .is_err()
+        {
+            self.conn.create_scalar_function(
+                "sqrt",
+                1,
+                rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                    | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+                |ctx| Ok(ctx.get::<Option<f64>>(0)?.map(f64::sqrt)),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn configure(&self, read_only: bool) -> Result<()> {
+        let setup = if read_only {
+            "PRAGMA foreign_keys = ON; PRAGMA query_only = ON;"
+        } else {
+            "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
+        };
+        self.conn.execute_batch(setup).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("not a database") {
+                self.store_err(
+                    "is not a SQLite database (another kind of file?); pass another --db path",
+                )
+            } else if msg.contains("readonly") || msg.contains("read-only") {
+                self.store_err(format!(
+                    "cannot write here ({msg}); choose a writable --db path"
+                ))
+            } else {
+                self.store_err(format!("cannot use: {msg}"))
+            }
+        })?;
+        self.ensure_sqrt()
+    }
+
+    /// Create the schema in a new file or migrate an older one. The version is read again under the write
+    /// lock, so that two processes opening a new file at once create it once.
+    fn migrate(&mut self) -> Result<()> {
+        let tx = self.write_tx()?;
+        let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if now < SCHEMA_VERSION {
+            schema::migrate(&tx, now)?;
+        }
+        tx.commit()?;
+        self.version = SCHEMA_VERSION;
+        Ok(())
+    }
+
+    /// A write transaction that takes the write lock at once (waiting up to the busy timeout), so that it
+    /// never fails half-way on a lock another process holds.
+    pub(crate) fn write_tx(&self) -> Result<Transaction<'_>> {
+        Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| Error::from(e).on_file(&self.path))
+    }
+
+    /// A column added in schema version `since`, or `NULL` when this (read-only, older) file lacks it.
+    pub(crate) fn col(&self, name: &'static str, since: i64) -> &'static str {
+        if self.version >= since { name } else { "NULL" }
+    }
+}
+
+/// Refuse a path that cannot be a database file before SQLite sees it.
+fn check_path(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::Store {
+            path: path.to_path_buf(),
+            msg: "is a directory; pass the path of a database file, e.g. results/results.db".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The current time as RFC 3339 UTC with microseconds, computed without a date library.
+pub(crate) fn now() -> String {
+    let secs = unix_now();
+    let days = (secs / 86400.0).floor() as i64;
+    let rem = secs - days as f64 * 86400.0;
+    let (h, m, s) = (
+        (rem / 3600.0) as i64,
+        ((rem % 3600.0) / 60.0) as i64,
+        rem % 60.0,
+    );
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    // Microseconds: `merge` tells invocations apart by their experiment's creation time, and shards of a
+    // job array start within the same millisecond.
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:09.6}Z")
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,399 @@
+//! Reads: a run's row, its epochs, its weights (checked against their hashes), lists of runs, and
+//! arbitrary read-only SQL. Every value from the user is a bound parameter.
+
+use std::collections::BTreeMap;
+
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, params};
+
+use super::integrity::read_snapshot;
+use super::{RunStatus, Store, WeightsKind};
+use crate::core::config::RunConfig;
+use crate::core::envelope::BIT_FIELDS;
+use crate::core::model::Snapshot;
+use crate::core::train::EpochMetrics;
+use crate::error::{Error, Result};
+
+/// A run's row, as far as the tool itself needs it.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub id: i64,
+    pub experiment_id: i64,
+    pub experiment: String,
+    pub name: String,
+    pub status: RunStatus,
+    pub config_toml: String,
+    pub config_hash: String,
+    pub epochs_done: i64,
+    pub test_acc: Option<f64>,
+    pub diverged_epoch: Option<i64>,
+    pub dataset_sha256: Option<String>,
+    pub weights_sha256: Option<String>,
+    pub init_weights_sha256: Option<String>,
+    /// The envelope fields that can change the bits ([`BIT_FIELDS`]), by name, as text (`None`: NULL).
+    pub envelope: BTreeMap<&'static str, Option<String>>,
+}
+
+impl RunRow {
+    /// The run's stored config, parsed and validated; a config that does not parse is a corrupt row.
+    pub fn config(&self, store: &Store) -> Result<RunConfig> {
+        RunConfig::from_toml(&self.config_toml).map_err(|e| {
+            store.corrupt(format!(
+                "run {}: its stored config does not parse: {e}",
+                self.id
+            ))
+        })
+    }
+}
+
+/// A run's status and final metrics.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub id: i64,
+    pub name: String,
+    pub status: RunStatus,
+    pub test_acc: Option<f64>,
+    pub test_loss: Option<f64>,
+    pub seconds: Option<f64>,
+}
+
+/// One stored epoch row, with every column.
+pub type EpochRow = EpochMetrics;
+
+/// The result of a read-only query: column names and rows.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl Table {
+    pub fn new(columns: &[&str]) -> Table {
+        Table {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+}
+
+impl Store {
+    /// The error for a run id that is not in this store.
+    pub(crate) fn missing_run(&self, id: i64) -> Error {
+        let max: Option<i64> = self
+            .connection()
+            .query_row("SELECT max(id) FROM runs", [], |r| r.get(0))
+            .ok()
+            .flatten();
+        Error::Usage(match max {
+            Some(m) => format!(
+                "no run with id {id} in {} (run ids go from 1 to {m}; see `runner ls`)",
+                self.path().display()
+            ),
+            None => format!(
+                "no run with id {id}: {} holds no runs yet",
+                self.path().display()
+            ),
+        })
+    }
+
+    pub fn run(&self, id: i64) -> Result<RunRow> {
+        self.at(self.run_inner(id))
+    }
+
+    fn run_inner(&self, id: i64) -> Result<RunRow> {
+        let sql = format!(
+            "SELECT r.id, r.experiment_id, e.name, r.name, r.status, r.config_toml, r.config_hash,
+                r.epochs_done, r.test_acc, r.diverged_epoch, r.dataset_sha256, r.weights_sha256,
+                r.init_weights_sha256, {}
+             FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE r.id = ?1",
+            BIT_FIELDS
+                .iter()
+                .map(|c| format!("CAST(r.{c} AS TEXT)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.connection()
+            .query_row(&sql, [id], |r| {
+                let mut envelope = BTreeMap::new();
+                for (i, c) in BIT_FIELDS.iter().enumerate() {
+                    envelope.insert(*c, r.get::<_, Option<String>>(13 + i)?);
+                }
+                Ok(RunRow {
+                    id: r.get(0)?,
+                    experiment_id: r.get(1)?,
+                    experiment: r.get(2)?,
+                    name: r.get(3)?,
+                    status: r.get(4)?,
+                    config_toml: r.get(5)?,
+                    config_hash: r.get(6)?,
+                    epochs_done: r.get(7)?,
+                    test_acc: r.get(8)?,
+                    diverged_epoch: r.get(9)?,
+                    dataset_sha256: r.get(10)?,
+                    weights_sha256: r.get(11)?,
+                    init_weights_sha256: r.get(12)?,
+                    envelope,
+                })
+            })
+            .optional()
+            .map_err(|e| match e {
+                rusqlite::Error::FromSqlConversionFailure(_, _, cause) => {
+                    self.corrupt(format!("run {id}: {cause}"))
+                }
+                e => e.into(),
+            })?
+            .ok_or_else(|| self.missing_run(id))
+    }
+
+    /// Ids of the runs in any of `statuses` (all when empty), optionally of one experiment name only,
+    /// oldest first.
+    pub fn run_ids(&self, experiment: Option<&str>, statuses: &[RunStatus]) -> Result<Vec<i64>> {
+        self.at(self.run_ids_inner(experiment, statuses))
+    }
+
+    fn run_ids_inner(&self, experiment: Option<&str>, statuses: &[RunStatus]) -> Result<Vec<i64>> {
+        let mut stmt = self.connection().prepare(
+            "SELECT r.id, r.status FROM runs r JOIN experiments e ON e.id = r.experiment_id
+             WHERE (?1 IS NULL OR e.name = ?1) ORDER BY r.id",
+        )?;
+        let rows = stmt.query_map([experiment], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut ids = Vec::new();
+        for row in rows {
+            let (id, status) = row?;
+            let keep = statuses.is_empty()
+                || RunStatus::parse(&status).is_some_and(|s| statuses.contains(&s));
+            if keep {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// A run's stored epochs, in order. A NULL loss (how SQLite stores a NaN) reads as NaN.
+    pub fn epochs(&self, run_id: i64) -> Result<Vec<EpochMetrics>> {
+        self.at(self.epochs_inner(run_id))
+    }
+
+    fn epochs_inner(&self, run_id: i64) -> Result<Vec<EpochMetrics>> {
+        let mut stmt = self.connection().prepare(
+            "SELECT epoch, train_loss, train_acc, test_loss, test_acc, train_seconds, seconds
+             FROM epochs WHERE run_id = ?1 ORDER BY epoch",
+        )?;
+        let rows = stmt.query_map([run_id], |r| {
+            Ok(EpochMetrics {
+                epoch: r.get::<_, i64>(0)?.max(0) as usize,
+                train_loss: r.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN),
+                train_acc: r.get(2)?,
+                test_loss: r.get::<_, Option<f64>>(3)?.unwrap_or(f64::NAN),
+                test_acc: r.get(4)?,
+                train_seconds: r.get(5)?,
+                seconds: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A run's stored weights of one kind, checked: their bytes hash to the run's stored hash for that
+    /// kind and form an MLP; anything else is a corrupt-store error naming the run. `None` if the run has
+    /// no weights of that kind.
+    pub fn weights(&self, run_id: i64, kind: WeightsKind) -> Result<Option<Snapshot>> {
+        self.at(self.weights_inner(run_id, kind))
+    }
+
+    fn weights_inner(&self, run_id: i64, kind: WeightsKind) -> Result<Option<Snapshot>> {
+        let column = match kind {
+            WeightsKind::Checkpoint => self.col("checkpoint_sha256", 2),
+            k => k.hash_column(),
+        };
+        let expected: Option<String> = self
+            .connection()
+            .query_row(
+                &format!("SELECT {column} FROM runs WHERE id = ?1"),
+                [run_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| self.missing_run(run_id))?;
+        // A schema-1 checkpoint has no hash; every other kind must have one.
+        let checked = !(kind == WeightsKind::Checkpoint && self.version() < 2);
+        if checked && expected.is_none() {
+            let any: bool = self.connection().query_row(
+                "SELECT EXISTS (SELECT 1 FROM weights WHERE run_id = ?1 AND kind = ?2)",
+                params![run_id, kind.as_str()],
+                |r| r.get(0),
+            )?;
+            if any {
+                return Err(self.corrupt(format!(
+                    "run {run_id}, {} weights have no stored hash",
+                    kind.as_str()
+                )));
+            }
+        }
+        match read_snapshot(self.connection(), run_id, kind, expected.as_deref())? {
+            None => Ok(None),
+            Some(Ok(s)) => Ok(Some(s)),
+            Some(Err(e)) => Err(self.corrupt(format!("run {run_id}, {e}"))),
+        }
+    }
+
+    /// The latest row with this config hash, summarised for a report.
+    pub fn latest_summary(&self, config_hash: &str) -> Result<Option<RunSummary>> {
+        let row = self.connection().query_row(
+            "SELECT id, name, status, test_acc, test_loss, seconds FROM runs WHERE config_hash = ?1
+             ORDER BY id DESC LIMIT 1",
+            [config_hash],
+            |r| {
+                Ok(RunSummary {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    status: r.get(2)?,
+                    test_acc: r.get(3)?,
+                    test_loss: r.get(4)?,
+                    seconds: r.get(5)?,
+                })
+            },
+        );
+        self.at(row.optional().map_err(Error::from))
+    }
+
+    /// Names of the experiments with finished runs, the one with the newest finished run first.
+    pub fn experiments_with_finished_runs(&self) -> Result<Vec<String>> {
+        let sql = format!(
+            "SELECT e.name FROM runs r JOIN experiments e ON e.id = r.experiment_id
+             WHERE r.status IN {} GROUP BY e.name ORDER BY max(r.id) DESC",
+            RunStatus::sql_list(&RunStatus::FINISHED)
+        );
+        let names = self
+            .connection()
+            .prepare(&sql)
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect());
+        self.at(names.map_err(Error::from))
+    }
+
+    /// Run `sql` with bound `params` and collect the result (for the tool's own queries).
+    pub fn select(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Table> {
+        let run = || -> rusqlite::Result<Table> {
+            let mut stmt = self.connection().prepare(sql)?;
+            let columns: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
+            let n = columns.len();
+            let rows = stmt
+                .query_map(params, |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Table { columns, rows })
+        };
+        self.at(run().map_err(Error::from))
+    }
+}
+
+/// What a streamed query hands its caller: first the column names, then each row.
+pub enum QueryEvent<'a> {
+    Columns(&'a [String]),
+    Row(&'a [Value]),
+}
+
+/// SQL a user typed, run read-only (see [`Store::query_streaming`]).
+pub struct UserQuery<'a> {
+    pub sql: &'a str,
+    /// Stop the query after this long.
+    pub time_limit: Option<std::time::Duration>,
+}
+
+impl Store {
+    /// Run a user's SQL on this (read-only) store, handing the column names and then each row to `on` as
+    /// SQLite produces it: nothing is collected. A statement that could change a file (an
+    /// `UPDATE`, `VACUUM INTO`, a `PRAGMA` that writes ...) is refused before it runs, by SQLite's own
+    /// judgement (`sqlite3_stmt_readonly`), and so is `ATTACH`; a query running past its time limit is
+    /// interrupted.
+    pub fn query_streaming(
+        &mut self,
+        q: &UserQuery<'_>,
+        on: &mut dyn FnMut(QueryEvent<'_>) -> Result<()>,
+    ) -> Result<()> {
+        if let Some(limit) = q.time_limit {
+            let started = std::time::Instant::now();
+            self.conn
+                .progress_handler(10_000, Some(move || started.elapsed() > limit))?;
+        }
+        let result = self.stream(q, on);
+        self.conn.progress_handler(0, None::<fn() -> bool>)?;
+        result
+    }
+
+    fn stream(
+        &self,
+        q: &UserQuery<'_>,
+        on: &mut dyn FnMut(QueryEvent<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let conn = self.connection();
+        let sql_err = |e: rusqlite::Error| Error::Usage(format!("SQL error: {e}"));
+        let mut stmt = conn.prepare(q.sql).map_err(sql_err)?;
+        if !stmt.readonly() || starts_with_word(q.sql, &["ATTACH", "DETACH"]) {
+            return Err(Error::Usage(
+                "SQL error: this statement would change the store or another file, or attach a database (the store is opened readonly): \
+                 runner sql runs read-only queries only; use SELECT (or the sqlite3 shell on a copy)"
+                    .into(),
+            ));
+        }
+        let columns: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
+        on(QueryEvent::Columns(&columns))?;
+        let deadline = q.time_limit;
+        let mut rows = stmt.query([]).map_err(sql_err)?;
+        let mut values = Vec::with_capacity(columns.len());
+        loop {
+            let row = match rows.next() {
+                Ok(Some(r)) => r,
+                Ok(None) => return Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::OperationInterrupted =>
+                {
+                    return Err(Error::Usage(format!(
+                        "the query ran longer than its time limit of {} s and was stopped; raise \
+                         --timeout or narrow the query",
+                        deadline.map_or(0.0, |d| d.as_secs_f64())
+                    )));
+                }
+                Err(e) => return Err(sql_err(e)),
+            };
+            values.clear();
+            for i in 0..columns.len() {
+                values.push(row.get::<_, Value>(i)?);
+            }
+            on(QueryEvent::Row(&values))?;
+        }
+    }
+}
+
+/// Does `sql` start (after blanks and comments) with one of `words`, case-insensitively?
+fn starts_with_word(sql: &str, words: &[&str]) -> bool {
+    let mut s = sql.trim_start();
+    loop {
+        if let Some(rest) = s.strip_prefix("--") {
+            s = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(rest) = s.strip_prefix("/*") {
+            s = rest.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            break;
+        }
+    }
+    let first: String = s
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    words.contains(&first.as_str())
+}
+
+impl Store {
+    /// SQLite's own check of the file's structure (`PRAGMA quick_check`): the problems it finds, none
+    /// when the file is sound.
+    pub fn quick_check(&self) -> Result<Vec<String>> {
+        let rows: rusqlite::Result<Vec<String>> = self
+            .connection()
+            .prepare("PRAGMA quick_check")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect());
+        let rows = self.at(rows.map_err(Error::from))?;
+        Ok(rows.into_iter().filter(|r| r != "ok").collect())
+    }
+}

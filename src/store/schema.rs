@@ -1,0 +1,275 @@
+//! The schema: the tables and views of a results store (the product's public interface, documented in the
+//! README), how a file is recognised as a store before anything is changed in it, and the migrations that
+//! bring an older store to [`SCHEMA_VERSION`].
+
+use rusqlite::{Connection, params};
+
+use crate::error::{Error, Result};
+
+/// Bump when the schema changes; older files are migrated, newer ones refused.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// `PRAGMA application_id` of a store ("MLPR"): how a file says it is one, beside its tables.
+pub const APPLICATION_ID: i64 = 0x4d4c_5052;
+
+/// Version 1: the tables and views as first released. A new store is created as version 1, then migrated
+/// (see [`MIGRATIONS`]), so that new and migrated stores have the same columns in the same order.
+pub(crate) const SCHEMA: &str = r#"
+CREATE TABLE experiments (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    spec_path   TEXT NOT NULL,
+    spec_toml   TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE runs (
+    id              INTEGER PRIMARY KEY,
+    experiment_id   INTEGER NOT NULL REFERENCES experiments(id),
+    name            TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN
+                        ('pending', 'running', 'completed', 'diverged', 'failed', 'interrupted')),
+    -- resolved parameters
+    seed            INTEGER NOT NULL,
+    sizes           TEXT NOT NULL,      -- JSON array, e.g. [784,512,10]
+    activation      TEXT NOT NULL,
+    init            TEXT NOT NULL,
+    dtype           TEXT NOT NULL,
+    batch_size      INTEGER NOT NULL,
+    learning_rate   REAL NOT NULL,
+    epochs          INTEGER NOT NULL,
+    drop_last       INTEGER NOT NULL,
+    data_dir        TEXT NOT NULL,
+    data_format     TEXT NOT NULL,
+    limit_train     INTEGER,
+    limit_test      INTEGER,
+    overrides       TEXT NOT NULL,      -- JSON object: the values the sweep set for this run
+    config_toml     TEXT NOT NULL,      -- the resolved run config; `verify` re-trains from it
+    config_hash     TEXT NOT NULL,      -- SHA-256 of the resolved config
+    seed_group      TEXT NOT NULL,      -- SHA-256 of the config with the seed left out: runs that differ only by seed
+    -- results
+    epochs_done     INTEGER NOT NULL DEFAULT 0,
+    train_loss      REAL,
+    train_acc       REAL,
+    test_loss       REAL,
+    test_acc        REAL,
+    diverged_epoch  INTEGER,
+    error           TEXT,
+    dataset_sha256  TEXT,
+    init_weights_sha256 TEXT,
+    weights_sha256  TEXT,
+    created_at      TEXT NOT NULL,
+    started_at      TEXT,
+    finished_at     TEXT,
+    seconds         REAL,
+    -- determinism envelope, of the process that trains the run (NULL while it is pending)
+    crate_version   TEXT,
+    git_commit      TEXT,
+    git_dirty       INTEGER,
+    rustc_version   TEXT,
+    cargo_lock_sha256 TEXT,
+    cpu_model       TEXT,
+    cpu_features    TEXT,
+    gemm_kernel     TEXT,
+    threads         INTEGER,
+    os              TEXT,
+    host            TEXT,
+    pid             INTEGER,            -- the owner: the process training (or last training) the run
+    heartbeat_at    REAL,               -- unix seconds of the owner's last sign of life
+    -- resume state: the checkpoint of the last stored epoch (weights kind 'checkpoint')
+    checkpoint_epoch INTEGER,
+    checkpoint_rng  TEXT,               -- the shuffle stream after it: "seed:stream:word_pos"
+    resumes         INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX runs_by_config ON runs(config_hash);
+CREATE INDEX runs_by_experiment ON runs(experiment_id);
+
+CREATE TABLE epochs (
+    run_id        INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    epoch         INTEGER NOT NULL,     -- 1-based
+    train_loss    REAL,                 -- mean cross-entropy over the training set after the epoch (NULL: NaN)
+    train_acc     REAL NOT NULL,
+    test_loss     REAL,
+    test_acc      REAL NOT NULL,
+    seconds       REAL NOT NULL,        -- wall time of the epoch, evaluation included
+    train_seconds REAL NOT NULL,        -- wall time of the SGD steps alone
+    PRIMARY KEY (run_id, epoch)
+);
+
+CREATE TABLE weights (
+    run_id  INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    kind    TEXT NOT NULL CHECK (kind IN ('initial', 'final', 'checkpoint')),
+    epoch   INTEGER NOT NULL,           -- 0 for the initial weights; a checkpoint's epoch
+    layer   INTEGER NOT NULL,           -- 1-based layer l
+    param   TEXT NOT NULL CHECK (param IN ('weight', 'bias')),
+    shape   TEXT NOT NULL,              -- JSON array: [out, in] for a weight, [out] for a bias
+    dtype   TEXT NOT NULL,              -- f32 or f64
+    data    BLOB NOT NULL,              -- little-endian values, row-major
+    PRIMARY KEY (run_id, kind, layer, param)
+);
+
+CREATE VIEW run_summary AS
+SELECT r.id AS run_id, e.name AS experiment, r.name, r.status, r.seed, r.sizes, r.activation, r.init,
+       r.dtype, r.batch_size, r.learning_rate, r.epochs, r.epochs_done, r.train_loss, r.train_acc,
+       r.test_loss, r.test_acc, r.seconds, r.finished_at
+FROM runs r JOIN experiments e ON e.id = r.experiment_id;
+
+CREATE VIEW best_runs AS
+SELECT * FROM (
+    SELECT s.*, ROW_NUMBER() OVER (PARTITION BY experiment ORDER BY test_acc DESC, run_id) AS rank
+    FROM run_summary s WHERE status = 'completed'
+) WHERE rank = 1;
+
+CREATE VIEW seed_stats AS
+SELECT e.name AS experiment, r.sizes, r.activation, r.init, r.dtype, r.batch_size, r.learning_rate,
+       r.epochs, COUNT(*) AS seeds,
+       AVG(r.test_acc) AS mean_test_acc,
+       CASE WHEN COUNT(*) > 1 THEN
+           sqrt(max(0.0, (SUM(r.test_acc * r.test_acc) - COUNT(*) * AVG(r.test_acc) * AVG(r.test_acc))
+                         / (COUNT(*) - 1)))
+       END AS std_test_acc,
+       MIN(r.test_acc) AS min_test_acc, MAX(r.test_acc) AS max_test_acc,
+       AVG(r.test_loss) AS mean_test_loss, AVG(r.seconds) AS mean_seconds
+FROM runs r JOIN experiments e ON e.id = r.experiment_id
+WHERE r.status = 'completed'
+GROUP BY e.name, r.seed_group;
+"#;
+
+/// What each version adds, in order: `MIGRATIONS[v - 1]` takes version v to v + 1.
+const MIGRATIONS: &[&str] = &[
+    // 2: fencing of claims, the owner's identity beyond its pid, and hashes of every stored bit.
+    "ALTER TABLE runs ADD COLUMN claim INTEGER NOT NULL DEFAULT 0;     -- fencing token: +1 per claim
+     ALTER TABLE runs ADD COLUMN owner_start TEXT;                     -- the owner process's boot id, pid namespace and start time
+     ALTER TABLE runs ADD COLUMN owner_task TEXT;                      -- the scheduler task that owns the run (e.g. a Slurm array task)
+     ALTER TABLE runs ADD COLUMN heartbeat_every REAL;                 -- the owner's heartbeat interval, seconds
+     ALTER TABLE runs ADD COLUMN checkpoint_sha256 TEXT;               -- hash of the checkpoint's weights
+     ALTER TABLE runs ADD COLUMN metrics_sha256 TEXT;                  -- hash of the run's epoch rows",
+];
+
+/// The tables a version-1 store has, with a column each that only this schema has: how a store written
+/// before `application_id` was set is told from another program's file.
+const V1_MARKERS: &[(&str, &str)] = &[
+    ("experiments", "spec_toml"),
+    ("runs", "config_hash"),
+    ("epochs", "train_seconds"),
+    ("weights", "kind"),
+];
+
+/// What a file is, read without changing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recognised {
+    /// No tables at all: a new file.
+    Empty,
+    /// A store of this schema version.
+    Store(i64),
+}
+
+/// Tell what the database behind `conn` is, reading only: a store (and its version), an empty file, or
+/// (an error) another program's database or a newer store.
+pub(crate) fn recognise(conn: &Connection, path: &std::path::Path) -> Result<Recognised> {
+    let err = |msg: String| Error::Store {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let not_db = |e: rusqlite::Error| {
+        let msg = e.to_string();
+        if msg.contains("not a database") || msg.contains("file is encrypted") {
+            err("is not a SQLite database (another kind of file?); pass another --db path".into())
+        } else {
+            err(format!("cannot read it: {msg}"))
+        }
+    };
+    let app: i64 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(not_db)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(not_db)?;
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(not_db)?;
+    let foreign = || {
+        err(format!(
+            "is a SQLite database of another program (application_id {app}, user_version {version}, {tables}              tables, not the mlp-runner schema); pass another --db"
+        ))
+    };
+    if app == 0 && version == 0 && tables == 0 {
+        return Ok(Recognised::Empty);
+    }
+    let ours = app == APPLICATION_ID || (app == 0 && version == 1 && has_v1_tables(conn)?);
+    if !ours {
+        return Err(foreign());
+    }
+    if version > SCHEMA_VERSION {
+        return Err(err(format!(
+            "was written by a newer mlp-runner (schema version {version}; this build knows {SCHEMA_VERSION}); \
+             upgrade runner or use another --db"
+        )));
+    }
+    if version < 1 {
+        return Err(foreign());
+    }
+    Ok(Recognised::Store(version))
+}
+
+fn has_v1_tables(conn: &Connection) -> Result<bool> {
+    for (table, column) in V1_MARKERS {
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+            params![table, column],
+            |r| r.get(0),
+        )?;
+        if n != 1 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Bring a store from `version` to [`SCHEMA_VERSION`] (0: create it), inside the caller's write
+/// transaction. Hashes that a new column holds are computed for the rows already there.
+pub(crate) fn migrate(tx: &rusqlite::Transaction<'_>, version: i64) -> Result<()> {
+    if version == 0 {
+        tx.execute_batch(SCHEMA)?;
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let to = i as i64 + 2;
+        if version < to {
+            tx.execute_batch(sql)?;
+            if to == 2 {
+                backfill_hashes(tx)?;
+            }
+        }
+    }
+    tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
+}
+
+/// Version 2 hashes each run's epoch rows and its checkpoint: compute them for runs stored before.
+fn backfill_hashes(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    let ids: Vec<(i64, bool)> = tx
+        .prepare("SELECT id, checkpoint_epoch IS NOT NULL FROM runs")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, has_checkpoint) in ids {
+        let metrics = super::integrity::metrics_sha256(tx, id)?;
+        tx.execute(
+            "UPDATE runs SET metrics_sha256 = ?2 WHERE id = ?1",
+            params![id, metrics],
+        )?;
+        if has_checkpoint {
+            let bytes = super::integrity::weights_sha256(tx, id, super::WeightsKind::Checkpoint)?;
+            tx.execute(
+                "UPDATE runs SET checkpoint_sha256 = ?2 WHERE id = ?1",
+                params![id, bytes],
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! Expanding `[sweep]` into runs: a grid (the cartesian product of value lists) or a random search
+//! (`trials` draws from a ChaCha stream of the spec's own, so the expansion itself is reproducible), each
+//! point named by the values it sets.
+
+use std::collections::BTreeMap;
+
+use crate::core::config::SWEEPABLE;
+use crate::core::rng::{Stream, StreamRng};
+use crate::text::nearest;
+
+/// More runs than this from one spec is almost certainly a typo in a sweep list.
+pub const MAX_RUNS: usize = 10_000;
+
+pub(crate) type SweepError = (Option<String>, String);
+
+/// (dotted key, value) pairs set by one sweep point.
+pub(crate) type Overrides = Vec<(String, toml::Value)>;
+
+/// Expand `[sweep]` into (label, overrides) pairs. A spec without a sweep has one point with no overrides.
+pub(crate) fn expand_sweep(
+    sweep: &toml::Table,
+    base_seed: u64,
+) -> Result<Vec<(String, Overrides)>, SweepError> {
+    let method = match sweep.get("method") {
+        None => "grid",
+        Some(toml::Value::String(s)) if s == "grid" || s == "random" => s.as_str(),
+        Some(other) => {
+            return Err((
+                Some("method".into()),
+                format!("must be \"grid\" (default) or \"random\"; got {other}"),
+            ));
+        }
+    };
+    let mut axes: BTreeMap<&str, &toml::Value> = BTreeMap::new();
+    for (key, value) in sweep {
+        if matches!(key.as_str(), "method" | "trials" | "seed") {
+            continue;
+        }
+        if !SWEEPABLE.contains(&key.as_str()) {
+            let hint = nearest(key, SWEEPABLE)
+                .map(|s| format!("did you mean \"{s}\"? "))
+                .unwrap_or_default();
+            return Err((
+                Some(key.clone()),
+                format!(
+                    "unknown sweep key; {hint}sweep keys are dotted paths, one of: {}",
+                    SWEEPABLE.join(", ")
+                ),
+            ));
+        }
+        axes.insert(key, value);
+    }
+    if method == "grid" {
+        for k in ["trials", "seed"] {
+            if sweep.contains_key(k) {
+                return Err((Some(k.into()), "only applies to method = \"random\"".into()));
+            }
+        }
+        let mut points: Vec<(String, Overrides)> = vec![(String::new(), Vec::new())];
+        for (key, value) in &axes {
+            let list = match value {
+                toml::Value::Array(a) if !a.is_empty() => a,
+                toml::Value::Array(_) => {
+                    return Err((
+                        Some(key.to_string()),
+                        "empty list: a sweep list needs at least one value".into(),
+                    ));
+                }
+                _ => {
+                    return Err((
+                        Some(key.to_string()),
+                        format!("a grid sweep takes a list of values, e.g. \"{key}\" = [{value}]"),
+                    ));
+                }
+            };
+            let mut next = Vec::with_capacity(points.len() * list.len());
+            for (label, overrides) in &points {
+                for v in list {
+                    let mut o = overrides.clone();
+                    o.push((key.to_string(), v.clone()));
+                    next.push((join_label(label, key, v), o));
+                }
+            }
+            points = next;
+            if points.len() > MAX_RUNS {
+                return Err((
+                    None,
+                    format!("the sweep expands to more than {MAX_RUNS} runs; shorten its lists"),
+                ));
+            }
+        }
+        return Ok(points);
+    }
+
+    // Random search: `trials` points, each key drawn from its distribution, in key order.
+    let trials = match sweep.get("trials") {
+        Some(toml::Value::Integer(n)) if *n >= 1 && (*n as usize) <= MAX_RUNS => *n as usize,
+        Some(v) => {
+            return Err((
+                Some("trials".into()),
+                format!("must be an integer from 1 to {MAX_RUNS}; got {v}"),
+            ));
+        }
+        None => {
+            return Err((
+                Some("method".into()),
+                "a random sweep needs `trials = N` (N >= 1)".into(),
+            ));
+        }
+    };
+    let seed = match sweep.get("seed") {
+        None => base_seed,
+        Some(toml::Value::Integer(n)) if *n >= 0 => *n as u64,
+        Some(v) => {
+            return Err((
+                Some("seed".into()),
+                format!("must be an integer >= 0; got {v}"),
+            ));
+        }
+    };
+    let dists: Vec<(&str, Distribution)> = axes
+        .iter()
+        .map(|(k, v)| Ok((*k, Distribution::parse(k, v)?)))
+        .collect::<Result<_, SweepError>>()?;
+    if dists.is_empty() {
+        return Err((None, "a random sweep needs at least one key to vary".into()));
+    }
+    let mut rng = StreamRng::new(seed, Stream::Sweep);
+    let width = trials.to_string().len();
+    Ok((0..trials)
+        .map(|t| {
+            let mut label = format!("trial={t:0width$}");
+            let mut overrides = Vec::new();
+            for (key, dist) in &dists {
+                let v = dist.sample(&mut rng);
+                label = join_label(&label, key, &v);
+                overrides.push((key.to_string(), v));
+            }
+            (label, overrides)
+        })
+        .collect())
+}
+
+/// A random-sweep distribution: `{ uniform = [lo, hi] }`, `{ log_uniform = [lo, hi] }`,
+/// `{ int_uniform = [lo, hi] }` (inclusive), `{ choice = [...] }`, or a plain list (a choice).
+#[derive(Debug, Clone)]
+enum Distribution {
+    Uniform(f64, f64),
+    LogUniform(f64, f64),
+    IntUniform(i64, i64),
+    Choice(Vec<toml::Value>),
+}
+
+impl Distribution {
+    fn parse(key: &str, v: &toml::Value) -> Result<Self, SweepError> {
+        let bad = |msg: String| (Some(key.to_string()), msg);
+        let usage = "a random sweep takes { uniform = [lo, hi] }, { log_uniform = [lo, hi] }, \
+                     { int_uniform = [lo, hi] }, { choice = [...] } or a list of choices";
+        let pair = |a: &toml::Value| -> Result<(f64, f64), SweepError> {
+            let nums: Vec<f64> = a
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_float().or_else(|| x.as_integer().map(|i| i as f64)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match nums.as_slice() {
+                [lo, hi] if lo.is_finite() && hi.is_finite() && lo <= hi => Ok((*lo, *hi)),
+                _ => Err(bad(format!(
+                    "range must be [lo, hi] with finite lo <= hi; got {a}"
+                ))),
+            }
+        };
+        match v {
+            toml::Value::Array(a) if !a.is_empty() => Ok(Distribution::Choice(a.clone())),
+            toml::Value::Array(_) => Err(bad(
+                "empty list: a sweep list needs at least one value".into()
+            )),
+            toml::Value::Table(t) if t.len() == 1 => {
+                let (kind, arg) = t
+                    .iter()
+                    .next()
+                    .map(|(k, v)| (k.as_str(), v))
+                    .ok_or_else(|| bad(usage.into()))?;
+                match kind {
+                    "uniform" => pair(arg).map(|(a, b)| Distribution::Uniform(a, b)),
+                    "log_uniform" => {
+                        let (a, b) = pair(arg)?;
+                        if a <= 0.0 {
+                            return Err(bad(format!("log_uniform needs lo > 0; got {arg}")));
+                        }
+                        Ok(Distribution::LogUniform(a, b))
+                    }
+                    "int_uniform" => match arg.as_array().map(|a| a.as_slice()) {
+                        Some([toml::Value::Integer(lo), toml::Value::Integer(hi)]) if lo <= hi => {
+                            Ok(Distribution::IntUniform(*lo, *hi))
+                        }
+                        _ => Err(bad(format!(
+                            "int_uniform takes [lo, hi], integers with lo <= hi; got {arg}"
+                        ))),
+                    },
+                    "choice" => match arg {
+                        toml::Value::Array(a) if !a.is_empty() => {
+                            Ok(Distribution::Choice(a.clone()))
+                        }
+                        _ => Err(bad(format!("choice takes a non-empty list; got {arg}"))),
+                    },
+                    other => Err(bad(format!("unknown distribution `{other}`; {usage}"))),
+                }
+            }
+            _ => Err(bad(usage.into())),
+        }
+    }
+
+    fn sample(&self, rng: &mut StreamRng) -> toml::Value {
+        match self {
+            Distribution::Uniform(a, b) => toml::Value::Float(a + (b - a) * rng.uniform()),
+            Distribution::LogUniform(a, b) => {
+                toml::Value::Float((a.ln() + (b.ln() - a.ln()) * rng.uniform()).exp())
+            }
+            Distribution::IntUniform(a, b) => {
+                toml::Value::Integer(a + rng.below((b - a) as u64 + 1) as i64)
+            }
+            Distribution::Choice(c) => c[rng.below(c.len() as u64) as usize].clone(),
+        }
+    }
+}
+
+/// Extend a run label with `key=value` using the key's last segment and a compact rendering of the value.
+fn join_label(label: &str, key: &str, v: &toml::Value) -> String {
+    let short = key.rsplit('.').next().unwrap_or(key);
+    let value = render_value(v);
+    if label.is_empty() {
+        format!("{short}={value}")
+    } else {
+        format!("{label},{short}={value}")
+    }
+}
+
+fn render_value(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Float(f) => {
+            // Shortest form that round-trips; random draws (17 digits) get four significant ones.
+            let (plain, exp) = (format!("{f}"), format!("{f:e}"));
+            let s = if plain.len() <= exp.len() { plain } else { exp };
+            if s.len() <= 10 {
+                s
+            } else if (1e-4..1e4).contains(&f.abs()) {
+                // Four significant digits, written plainly: 0.1243, 0.001243, 12.43.
+                let decimals = (3 - f.abs().log10().floor() as i32).clamp(0, 10) as usize;
+                format!("{f:.decimals$}")
+            } else {
+                format!("{f:.3e}")
+            }
+        }
+        toml::Value::Array(a) => a.iter().map(render_value).collect::<Vec<_>>().join("-"),
+        other => other.to_string(),
+    }
+}
+
+/// Set `section.key` in a table value, creating the section if needed.
+pub(crate) fn set_path(root: &mut toml::Value, dotted: &str, v: toml::Value) {
+    let (section, key) = dotted.split_once('.').unwrap_or(("", dotted));
+    if let toml::Value::Table(t) = root {
+        let entry = t
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(s) = entry {
+            s.insert(key.to_string(), v);
+        }
+    }
+}

@@ -1,0 +1,602 @@
+//! Running an experiment against the results store: check every run against its data before anything is
+//! written, queue the runs that are not done, then claim and train them one at a time per worker (several
+//! workers with `--jobs`, several processes on one database), each epoch stored with its checkpoint.
+//!
+//! Any number of processes may run the same spec on the same database: every run is claimed in one
+//! transaction, so each is trained once; an interrupted run (Ctrl-C, kill, a dead owner) is resumed from its
+//! last stored epoch by whoever claims it next, and finishes bit-identical to an uninterrupted run. A
+//! heartbeat thread tells other processes that this one is alive; a process that finds its run taken over
+//! (it was stopped for longer than `stale_after`) stops training it and leaves the new owner's rows alone.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::progress::{Progress, RunProgress, RunStart};
+use super::shard::Shard;
+use super::spec::{Experiment, PlannedRun};
+use crate::core::data::DataCache;
+use crate::core::envelope::Envelope;
+use crate::core::kernel::Kernel;
+use crate::core::model::Snapshot;
+use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, Outcome, train};
+use crate::error::{Error, ErrorKind, Result, SpecError};
+use crate::store::queue::{Claimant, MISSED_HEARTBEATS};
+use crate::store::{Claim, NewExperiment, NewRun, Owner, Queued, RunStatus, Store};
+
+/// Test hook: sleep this many milliseconds after each stored epoch (lets tests kill or stop a process at
+/// an epoch boundary). Not for normal use.
+pub const PAUSE_ENV: &str = "MLP_RUNNER_PAUSE_AFTER_EPOCH_MS";
+
+/// Check each run's config against the data it names (input width, limits, batch size), loading the data.
+/// Errors name the spec file, the line and key, and the run.
+pub fn check_data(exp: &Experiment, cache: &mut DataCache) -> Result<()> {
+    for run in &exp.runs {
+        let c = &run.config;
+        let ds = cache.get(&c.data.dir, c.data.format)?;
+        c.validate_against_data(ds.train.pixels(), ds.train.len(), ds.test.len())
+            .map_err(|e| {
+                Error::Spec(SpecError {
+                    file: exp.path.clone(),
+                    line: super::spec::locate_key(&exp.text, e.key),
+                    key: Some(e.key.to_string()),
+                    msg: format!("{} (run {})", e.msg, crate::text::clean(&run.name)),
+                })
+            })?;
+    }
+    Ok(())
+}
+
+/// Where each run of `exp` stands in `store` (without a store, every run is new), judged as this
+/// process's claims would judge it. Read-only.
+pub fn plan(exp: &Experiment, store: Option<&Store>, opts: &Options) -> Result<Vec<Queued>> {
+    let me = Owner::this_process(opts.task.clone());
+    let claimant = opts.claimant(&me);
+    exp.runs
+        .iter()
+        .map(|run| match store {
+            None => Ok(Queued::New { id: 0 }),
+            Some(store) => Ok(store
+                .standing(&run.config.hash(), &claimant)?
+                .unwrap_or(Queued::New { id: 0 })),
+        })
+        .collect()
+}
+
+/// Options of a sweep.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Train runs again even when completed (a new row; the old one is kept).
+    pub force: bool,
+    /// Runs trained at once in this process (one thread each).
+    pub jobs: usize,
+    /// A `running` run whose owner has not been heard of for this long is taken over (at least
+    /// [`MISSED_HEARTBEATS`] of this process's heartbeat intervals).
+    pub stale_after: Duration,
+    /// How often this process tells the store it is alive.
+    pub heartbeat_every: Duration,
+    /// Train only this shard's runs (and say where the shard came from).
+    pub shard: Option<(Shard, String)>,
+    /// The scheduler task this process runs as (see [`crate::store::owner`]).
+    pub task: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            force: false,
+            jobs: 1,
+            stale_after: Duration::from_secs(600),
+            heartbeat_every: Duration::from_secs(20),
+            shard: None,
+            task: None,
+        }
+    }
+}
+
+impl Options {
+    /// Refuse a staleness limit that would take over owners that are only between two heartbeats.
+    pub fn check(&self) -> Result<()> {
+        let beat = self.heartbeat_every.as_secs_f64();
+        if beat <= 0.0 {
+            return Err(Error::Usage(
+                "the heartbeat interval must be > 0 seconds".into(),
+            ));
+        }
+        if self.stale_after.as_secs_f64() < MISSED_HEARTBEATS * beat {
+            return Err(Error::Usage(format!(
+                "--stale-after {} s is less than {MISSED_HEARTBEATS} heartbeats ({} s each): a live owner \
+                 would be taken over between two signs of life; use --stale-after {} or more (or a shorter \
+                 --heartbeat)",
+                self.stale_after.as_secs_f64(),
+                beat,
+                (MISSED_HEARTBEATS * beat).ceil()
+            )));
+        }
+        Ok(())
+    }
+
+    fn claimant<'a>(&self, me: &'a Owner) -> Claimant<'a> {
+        Claimant {
+            me,
+            stale_after: self.stale_after,
+            heartbeat_every: self.heartbeat_every,
+        }
+    }
+}
+
+/// One line of the end-of-sweep report: the latest row of each run of the spec.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: i64,
+    pub name: String,
+    pub status: RunStatus,
+    pub test_acc: Option<f64>,
+    pub test_loss: Option<f64>,
+    pub seconds: Option<f64>,
+    /// Trained (or resumed) by this invocation.
+    pub trained_here: bool,
+    /// The values the sweep set for this run.
+    pub overrides: Vec<(String, toml::Value)>,
+}
+
+/// Train every run of `exp` that is not done into the store at `db`. Bad input is reported before the
+/// store is opened, so nothing is written for a spec or data that cannot run. `stop` (set by Ctrl-C) makes
+/// every worker stop at once, leaving its run `interrupted` with its completed epochs.
+pub fn run(
+    exp: &Experiment,
+    db: &Path,
+    opts: &Options,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+) -> Result<Vec<RunReport>> {
+    opts.check()?;
+    let mut cache = DataCache::default();
+    check_data(exp, &mut cache)?;
+    let mut dataset_sha = HashMap::new();
+    for run in &exp.runs {
+        let d = &run.config.data;
+        let sha = cache.sha256(&d.dir, d.format, d.limit_train, d.limit_test)?;
+        dataset_sha.insert(run.config.hash(), sha);
+    }
+
+    let sharded;
+    let exp = match &opts.shard {
+        None => exp,
+        Some((shard, from)) => {
+            let mut mine = exp.clone();
+            mine.runs.retain(|r| shard.contains(&r.config.hash()));
+            progress.log(&format!(
+                "shard {}/{} ({from}): {} of the {} runs",
+                shard.index,
+                shard.count,
+                mine.runs.len(),
+                exp.runs.len()
+            ));
+            sharded = mine;
+            &sharded
+        }
+    };
+    let store = Store::open(db)?;
+    let me = Owner::this_process(opts.task.clone());
+    let claimant = opts.claimant(&me);
+    let new_runs: Vec<NewRun<'_>> = exp
+        .runs
+        .iter()
+        .map(|r| NewRun {
+            name: &r.name,
+            overrides: &r.overrides,
+            config: &r.config,
+        })
+        .collect();
+    let queued = store.enqueue(
+        &NewExperiment {
+            name: &exp.name,
+            description: &exp.description,
+            spec_path: &exp.path,
+            spec_text: &exp.text,
+        },
+        &new_runs,
+        opts.force,
+        &claimant,
+    )?;
+    let count = |f: &dyn Fn(&Queued) -> bool| queued.iter().filter(|q| f(q)).count();
+    progress.log(&format!(
+        "experiment {}: {} runs: {} new, {} to resume or retry, {} running elsewhere, {} already done -> {}",
+        crate::text::clean(&exp.name),
+        exp.runs.len(),
+        count(&|q| matches!(q, Queued::New { .. })),
+        count(&|q| matches!(q, Queued::Unfinished { .. })),
+        count(&|q| matches!(q, Queued::Held { .. })),
+        count(&|q| matches!(q, Queued::Done { .. })),
+        db.display()
+    ));
+    for q in &queued {
+        if let Queued::Held { id, owner } = q {
+            progress.log(&format!(
+                "run {id}: being trained by {owner}; left to it (taken over if it gives no sign of life for {} s)",
+                opts.stale_after.as_secs()
+            ));
+        }
+    }
+    progress.sweep_started(
+        count(&|q| matches!(q, Queued::New { .. } | Queued::Unfinished { .. })) as u64,
+    );
+
+    let runs: HashMap<String, &PlannedRun> =
+        exp.runs.iter().map(|r| (r.config.hash(), r)).collect();
+    let hashes: Vec<String> = exp.runs.iter().map(|r| r.config.hash()).collect();
+    let beat = Heartbeat::new(opts.heartbeat_every);
+    let ctx = Worker {
+        runs: &runs,
+        hashes: &hashes,
+        cache: &cache,
+        dataset_sha: &dataset_sha,
+        claimant: &claimant,
+        progress,
+        stop,
+        beat: &beat,
+    };
+    // More workers than runs to train would only idle.
+    let jobs = opts.jobs.min(hashes.len()).max(1);
+    let results: Vec<Result<Vec<i64>>> = std::thread::scope(|s| {
+        s.spawn(|| beat.run(db, progress));
+        // Worker 0 trains on this thread with the store opened above; the others open their own.
+        let handles: Vec<_> = (1..jobs)
+            .map(|_| s.spawn(|| ctx.work(&Store::open(db)?)))
+            .collect();
+        let mut results = vec![ctx.work(&store)];
+        results.extend(handles.into_iter().map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::internal("a training worker thread panicked")))
+        }));
+        beat.stop();
+        results
+    });
+    let mut trained = Vec::new();
+    for r in results {
+        trained.extend(r?);
+    }
+
+    let mut reports = Vec::new();
+    for hash in &hashes {
+        if let Some(s) = store.latest_summary(hash)? {
+            reports.push(RunReport {
+                trained_here: trained.contains(&s.id),
+                run_id: s.id,
+                name: s.name,
+                status: s.status,
+                test_acc: s.test_acc,
+                test_loss: s.test_loss,
+                seconds: s.seconds,
+                overrides: runs
+                    .get(hash)
+                    .map(|r| r.overrides.clone())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    Ok(reports)
+}
+
+/// The runs this process owns, and a thread that beats for them: every `every` it refreshes their
+/// heartbeat, and flags a run whose claim another process has taken over.
+struct Heartbeat {
+    every: Duration,
+    owned: Mutex<HashMap<i64, (i64, Arc<AtomicBool>)>>,
+    done: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Heartbeat {
+    fn new(every: Duration) -> Self {
+        Heartbeat {
+            every,
+            owned: Mutex::new(HashMap::new()),
+            done: Mutex::new(false),
+            wake: Condvar::new(),
+        }
+    }
+
+    /// Start beating for `run` held with `token`; the flag is set if the run is lost.
+    fn own(&self, run: i64, token: i64) -> Arc<AtomicBool> {
+        let lost = Arc::new(AtomicBool::new(false));
+        if let Ok(mut owned) = self.owned.lock() {
+            owned.insert(run, (token, Arc::clone(&lost)));
+        }
+        lost
+    }
+
+    fn release(&self, run: i64) {
+        if let Ok(mut owned) = self.owned.lock() {
+            owned.remove(&run);
+        }
+    }
+
+    fn stop(&self) {
+        if let Ok(mut done) = self.done.lock() {
+            *done = true;
+        }
+        self.wake.notify_all();
+    }
+
+    /// The beating thread's loop, until [`Heartbeat::stop`].
+    fn run(&self, db: &Path, progress: &dyn Progress) {
+        let mut store = None;
+        let mut reported = false;
+        loop {
+            let Ok(done) = self.done.lock() else { return };
+            let Ok((done, _)) = self.wake.wait_timeout_while(done, self.every, |d| !*d) else {
+                return;
+            };
+            if *done {
+                return;
+            }
+            drop(done);
+            let owned: Vec<(i64, i64, Arc<AtomicBool>)> = match self.owned.lock() {
+                Ok(o) => o
+                    .iter()
+                    .map(|(r, (t, l))| (*r, *t, Arc::clone(l)))
+                    .collect(),
+                Err(_) => return,
+            };
+            if owned.is_empty() {
+                continue;
+            }
+            if store.is_none() {
+                store = Store::open(db).ok();
+            }
+            let Some(s) = &store else { continue };
+            for (run, token, lost) in owned {
+                match s.heartbeat(run, token) {
+                    Ok(()) => {}
+                    Err(Error::Lost { .. }) => lost.store(true, Ordering::SeqCst),
+                    // A missed heartbeat only risks a takeover after `stale_after`; training goes on.
+                    Err(e) if !reported => {
+                        reported = true;
+                        progress.log(&format!("warning: heartbeat of run {run} failed: {e}"));
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// What every worker of one sweep shares.
+struct Worker<'a> {
+    runs: &'a HashMap<String, &'a PlannedRun>,
+    hashes: &'a [String],
+    cache: &'a DataCache,
+    dataset_sha: &'a HashMap<String, String>,
+    claimant: &'a Claimant<'a>,
+    progress: &'a dyn Progress,
+    stop: &'a AtomicBool,
+    beat: &'a Heartbeat,
+}
+
+impl Worker<'_> {
+    /// Claim and train runs until none is left (or `stop`); returns the ids trained.
+    fn work(&self, store: &Store) -> Result<Vec<i64>> {
+        // The envelope depends on the run (its kernel); a hash not of this spec is reported below.
+        let env = |hash: &str| match self.runs.get(hash) {
+            Some(run) => Envelope::for_run(&run.config),
+            None => Envelope::with_kernel(Kernel::Gemm),
+        };
+        let mut done = Vec::new();
+        while !self.stop.load(Ordering::SeqCst) {
+            let Some(claim) = store.claim(self.hashes, &env, self.claimant)? else {
+                break;
+            };
+            let run = self.runs.get(&claim.config_hash).ok_or_else(|| {
+                Error::internal(format!("claimed run {} is not of this spec", claim.id))
+            })?;
+            done.push(claim.id);
+            let lost = self.beat.own(claim.id, claim.token);
+            let result = self.train_one(store, run, &claim, &lost);
+            self.beat.release(claim.id);
+            self.progress.run_done();
+            result?;
+        }
+        Ok(done)
+    }
+
+    fn train_one(
+        &self,
+        store: &Store,
+        run: &PlannedRun,
+        claim: &Claim,
+        lost: &AtomicBool,
+    ) -> Result<()> {
+        let c = &run.config;
+        let run_id = claim.id;
+        let name = crate::text::clean(&run.name);
+        let data = self
+            .cache
+            .loaded(&c.data.dir, c.data.format)
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "data {} was not loaded before training",
+                    c.data.dir
+                ))
+            })?;
+        // A checkpoint that does not match its hash is not resumed from: the run fails, and the next
+        // invocation trains it again from the start.
+        let checkpoint = match store.checkpoint(claim) {
+            Ok(cp) => cp,
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                self.progress
+                    .log(&format!("run {run_id} {name}: failed: {e}"));
+                return self.end(store, claim, RunStatus::Failed, Some(&e.to_string()));
+            }
+            Err(e) => return Err(e),
+        };
+        match &checkpoint {
+            Some(cp) => self.progress.log(&format!(
+                "run {run_id} {name}: resuming after epoch {}/{}",
+                cp.epoch, c.train.epochs
+            )),
+            None => self.progress.log(&format!("run {run_id} {name}: training")),
+        }
+        let train_n = c.data.limit_train.unwrap_or(data.train.len());
+        let batches = if c.train.drop_last {
+            train_n / c.train.batch_size
+        } else {
+            train_n.div_ceil(c.train.batch_size)
+        };
+        let dataset_sha256 = self
+            .dataset_sha
+            .get(&claim.config_hash)
+            .cloned()
+            .ok_or_else(|| Error::internal(format!("run {run_id}: its dataset was not hashed")))?;
+        let mut obs = StoreObserver {
+            store,
+            run_id,
+            token: claim.token,
+            epochs: c.train.epochs,
+            dataset_sha256,
+            progress: self.progress,
+            bar: self.progress.run_started(&RunStart {
+                run_id,
+                name: &name,
+                epochs: c.train.epochs,
+                done: checkpoint.as_ref().map_or(0, |cp| cp.epoch),
+                batches,
+                batch_size: c.train.batch_size,
+            }),
+            stop: self.stop,
+            lost,
+            pause: std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse().ok()),
+        };
+        let outcome = train(c, data, &mut obs, checkpoint.as_ref());
+        obs.bar.finish();
+        match outcome {
+            Ok(Outcome::Completed(_)) => Ok(()),
+            Ok(Outcome::Diverged { epoch, .. }) => {
+                self.progress.log(&format!(
+                    "run {run_id}: diverged at epoch {epoch} (the loss is not finite); the sweep goes on"
+                ));
+                Ok(())
+            }
+            Ok(Outcome::Stopped { epoch }) => {
+                let status = RunStatus::Interrupted;
+                let r = self.end(store, claim, status, None);
+                if !lost.load(Ordering::SeqCst) {
+                    self.progress.log(&format!(
+                        "run {run_id}: interrupted with {epoch} epochs stored; `runner resume {run_id}` (or the spec again) resumes it"
+                    ));
+                }
+                r
+            }
+            Err(Error::Lost { run, msg }) => {
+                self.progress.log(&format!("run {run}: {msg}"));
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                self.progress.log(&format!("run {run_id}: failed: {msg}"));
+                self.end(store, claim, RunStatus::Failed, Some(&msg))?;
+                // A bug or a corrupt store is not one run's problem: stop the sweep and say so.
+                match e.kind() {
+                    ErrorKind::Input => Ok(()),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// End a run this worker owns; a run lost to another process meanwhile is only reported.
+    fn end(
+        &self,
+        store: &Store,
+        claim: &Claim,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<()> {
+        match store.end_run(claim.id, claim.token, status, error) {
+            Err(Error::Lost { run, msg }) => {
+                self.progress.log(&format!("run {run}: {msg}"));
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
+/// Stores a run's progress: initial weights at the start, each epoch with its checkpoint in one
+/// transaction, and with the last epoch the final weights and status; every write fenced by the claim.
+struct StoreObserver<'a> {
+    store: &'a Store,
+    run_id: i64,
+    token: i64,
+    epochs: usize,
+    dataset_sha256: String,
+    progress: &'a dyn Progress,
+    bar: Box<dyn RunProgress>,
+    stop: &'a AtomicBool,
+    /// Set by the heartbeat thread when another process has taken the run over.
+    lost: &'a AtomicBool,
+    pause: Option<u64>,
+}
+
+impl Observer for StoreObserver<'_> {
+    fn on_start(&mut self, initial: &Snapshot) -> Result<()> {
+        self.store
+            .start_run(self.run_id, self.token, &self.dataset_sha256, initial)
+    }
+
+    fn on_batch(&mut self, epoch: usize, done: usize, _total: usize, loss_sum: f64) -> Control {
+        self.bar.batch(epoch, done, loss_sum);
+        if self.stop.load(Ordering::Relaxed) || self.lost.load(Ordering::Relaxed) {
+            return Control::Stop;
+        }
+        Control::Continue
+    }
+
+    fn on_epoch(&mut self, m: &EpochMetrics, checkpoint: &Checkpoint) -> Result<Control> {
+        let finish = if m.diverged() {
+            Some(RunStatus::Diverged)
+        } else if m.epoch == self.epochs {
+            Some(RunStatus::Completed)
+        } else {
+            None
+        };
+        self.store
+            .record_epoch(self.run_id, self.token, m, checkpoint, finish)?;
+        self.progress.log(&format!(
+            "run {} {}",
+            self.run_id,
+            epoch_line(m, self.epochs)
+        ));
+        if let Some(ms) = self.pause {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        Ok(
+            if self.stop.load(Ordering::SeqCst) || self.lost.load(Ordering::SeqCst) {
+                Control::Stop
+            } else {
+                Control::Continue
+            },
+        )
+    }
+}
+
+/// `epoch 2/3  train loss 0.1234 acc 96.52%  test loss 0.1301 acc 96.10%  1.52 s`
+pub fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
+    format!(
+        "epoch {}/{epochs}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  {:.2} s{}",
+        m.epoch,
+        m.train_loss,
+        100.0 * m.train_acc,
+        m.test_loss,
+        100.0 * m.test_acc,
+        m.seconds,
+        if m.diverged() {
+            "  DIVERGED (loss is not finite)"
+        } else {
+            ""
+        }
+    )
+}

@@ -1,0 +1,177 @@
+//! Exact re-runs: check a stored run's bits against their hashes, re-train it from its stored config, and
+//! compare, bit for bit, the dataset hash, the initial weights, every epoch's metrics and the final
+//! weights; report the first difference and the envelope fields (compiler, commit, GEMM kernel ...) that
+//! differ from the stored run.
+
+use crate::core::data::DataCache;
+use crate::core::envelope::{BIT_FIELDS, Envelope};
+use crate::core::model::Snapshot;
+use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, Outcome, train};
+use crate::error::{Error, Result};
+use crate::store::{RunStatus, Store, integrity};
+
+/// The outcome of verifying one run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub run_id: i64,
+    pub name: String,
+    /// `None`: identical. `Some(text)`: the first difference.
+    pub difference: Option<String>,
+    /// Envelope fields whose stored value differs from this process: (field, stored, now).
+    pub envelope_diffs: Vec<(&'static str, String, String)>,
+    pub weights_sha256: String,
+    /// What the check of the stored bits against their hashes found (empty: they match).
+    pub corrupt: Vec<String>,
+}
+
+fn same(a: f64, b: f64) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// Compares the re-run with the stored epochs as it goes and stops at the first difference.
+struct Comparer<'a> {
+    stored: &'a [EpochMetrics],
+    stored_init: Option<&'a str>,
+    difference: Option<String>,
+}
+
+impl Observer for Comparer<'_> {
+    fn on_start(&mut self, initial: &Snapshot) -> Result<()> {
+        let now = initial.sha256();
+        if let Some(stored) = self.stored_init
+            && stored != now
+        {
+            self.difference = Some(format!(
+                "initial weights: stored sha256 {stored}, re-run {now}"
+            ));
+        }
+        Ok(())
+    }
+
+    fn on_epoch(&mut self, m: &EpochMetrics, _checkpoint: &Checkpoint) -> Result<Control> {
+        if self.difference.is_some() {
+            return Ok(Control::Stop);
+        }
+        let Some(s) = self.stored.get(m.epoch - 1) else {
+            self.difference = Some(format!(
+                "epoch {}: the re-run has it, the store does not",
+                m.epoch
+            ));
+            return Ok(Control::Stop);
+        };
+        for (metric, a, b) in [
+            ("train_loss", s.train_loss, m.train_loss),
+            ("train_acc", s.train_acc, m.train_acc),
+            ("test_loss", s.test_loss, m.test_loss),
+            ("test_acc", s.test_acc, m.test_acc),
+        ] {
+            if !same(a, b) {
+                self.difference = Some(format!(
+                    "epoch {}, {metric}: stored {a:?} ({:#018x}), re-run {b:?} ({:#018x})",
+                    m.epoch,
+                    a.to_bits(),
+                    b.to_bits()
+                ));
+                return Ok(Control::Stop);
+            }
+        }
+        Ok(Control::Continue)
+    }
+}
+
+/// Check run `run_id`'s stored bits against their hashes, then re-train it and compare it with what the
+/// store holds. Both results are in the report: a corrupt store says where its bits went wrong, and the
+/// re-run says what the right values are.
+pub fn verify_run(store: &Store, cache: &mut DataCache, run_id: i64) -> Result<Report> {
+    let row = store.run(run_id)?;
+    if !row.status.is_finished() {
+        return Err(Error::Usage(format!(
+            "run {run_id} ({}) is {}: only completed or diverged runs can be verified",
+            crate::text::clean(&row.name),
+            row.status
+        )));
+    }
+    let stored_bits = integrity::check_run(store, run_id)?;
+    let cfg = row.config(store)?;
+    let current = Envelope::for_run(&cfg);
+    let envelope_diffs = BIT_FIELDS
+        .iter()
+        .filter_map(|&field| {
+            let stored = row.envelope.get(field).cloned().flatten();
+            let now = current.text(field);
+            (!Envelope::same_bits(field, stored.as_deref(), now.as_deref())).then(|| {
+                (
+                    field,
+                    stored.unwrap_or_else(|| "(none)".into()),
+                    now.unwrap_or_else(|| "(none)".into()),
+                )
+            })
+        })
+        .collect();
+    let mut report = Report {
+        run_id,
+        name: row.name.clone(),
+        difference: None,
+        envelope_diffs,
+        weights_sha256: String::new(),
+        corrupt: stored_bits.findings.into_iter().map(|f| f.0).collect(),
+    };
+
+    let dataset_sha = cache.sha256(
+        &cfg.data.dir,
+        cfg.data.format,
+        cfg.data.limit_train,
+        cfg.data.limit_test,
+    )?;
+    if row.dataset_sha256.as_deref() != Some(dataset_sha.as_str()) {
+        report.difference = Some(format!(
+            "dataset: stored sha256 {}, the data in {} now hashes to {dataset_sha}",
+            row.dataset_sha256.as_deref().unwrap_or("(none)"),
+            crate::text::clean(&cfg.data.dir)
+        ));
+        return Ok(report);
+    }
+    let stored = store.epochs(run_id)?;
+    let mut cmp = Comparer {
+        stored: &stored,
+        stored_init: row.init_weights_sha256.as_deref(),
+        difference: None,
+    };
+    let outcome = train(
+        &cfg,
+        cache.get(&cfg.data.dir, cfg.data.format)?,
+        &mut cmp,
+        None,
+    )?;
+    report.difference = cmp.difference;
+    if report.difference.is_some() {
+        return Ok(report);
+    }
+    let final_params = match outcome {
+        Outcome::Completed(p) | Outcome::Diverged { last: p, .. } => p,
+        Outcome::Stopped { epoch } => {
+            report.difference = Some(format!("the re-run stopped at epoch {epoch}"));
+            return Ok(report);
+        }
+    };
+    let ran = match row.status {
+        RunStatus::Diverged => stored.len(),
+        _ => cfg.train.epochs,
+    };
+    if stored.len() != ran {
+        report.difference = Some(format!(
+            "the store has {} epochs, the re-run {ran}",
+            stored.len()
+        ));
+        return Ok(report);
+    }
+    report.weights_sha256 = final_params.sha256();
+    if row.weights_sha256.as_deref() != Some(report.weights_sha256.as_str()) {
+        report.difference = Some(format!(
+            "final weights: stored sha256 {}, re-run {}",
+            row.weights_sha256.as_deref().unwrap_or("(none)"),
+            report.weights_sha256
+        ));
+    }
+    Ok(report)
+}
