@@ -31,10 +31,10 @@ fn main() -> ExitCode {
     unsafe { std::env::set_var("MATMUL_NUM_THREADS", cli.threads.to_string()) };
     let result = if cli::trains(&cli) {
         // Not buffered, not locked: training workers write their log lines to standard output too.
-        let mut out = std::io::stdout();
+        let mut out = cli::Labelled(std::io::stdout());
         cli::execute(cli, &mut out).and_then(|exit| Ok(out.flush().map(|()| exit)?))
     } else {
-        let mut out = std::io::BufWriter::new(std::io::stdout());
+        let mut out = std::io::BufWriter::new(cli::Labelled(std::io::stdout()));
         cli::execute(cli, &mut out).and_then(|exit| Ok(out.flush().map(|()| exit)?))
     };
     match result {

@@ -239,6 +239,24 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// Standard output (or any writer) whose errors say that they happened writing it; their kind is kept,
+/// so a closed pipe is still told apart.
+pub struct Labelled<W>(pub W);
+
+impl<W: Write> Write for Labelled<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(label)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(label)
+    }
+}
+
+fn label(e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("writing to standard output: {e}"))
+}
+
 /// Print a table in the chosen format.
 fn print_table(t: &Table, format: Format, out: &mut dyn Write) -> Result<()> {
     table::write(t, format, out)?;

@@ -73,6 +73,12 @@ pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> 
             writeln!(out, "run {id} {name}: CORRUPT: {}", clean(finding))?;
         }
         match &r.difference {
+            None if !r.corrupt.is_empty() => writeln!(
+                out,
+                "run {id} {name}: the re-run matches the stored hashes (weights sha256 {}) but not the stored \
+                 bits above: restore the store from a copy, or train the run again with --force",
+                r.weights_sha256
+            )?,
             None => writeln!(
                 out,
                 "run {id} {name}: identical (weights sha256 {})",

@@ -11,13 +11,14 @@
 //! stored against `epochs_done`, final weights of a finished run, the summary columns against its last
 //! epoch). It reads only.
 
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use super::{RunStatus, Store, WeightsKind};
 use crate::core::config::{Dtype, RunConfig};
 use crate::core::model::{Snapshot, Tensor};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::text::hex;
 
 /// SHA-256 over a run's epoch rows in order: for each row its epoch (i64) and its six metrics (f64 bits;
@@ -32,14 +33,19 @@ pub(crate) fn metrics_sha256(conn: &Connection, run_id: i64) -> Result<Option<St
     let mut any = false;
     while let Some(r) = rows.next()? {
         any = true;
-        h.update(r.get::<_, i64>(0)?.to_le_bytes());
-        for i in 1..7 {
-            match r.get::<_, Option<f64>>(i)? {
-                Some(v) => {
+        for i in 0..7 {
+            // The schema's types; anything else an edit left there is hashed as what it is.
+            match (i, r.get_ref(i)?) {
+                (0, ValueRef::Integer(e)) => h.update(e.to_le_bytes()),
+                (_, ValueRef::Real(v)) => {
                     h.update([1u8]);
                     h.update(v.to_bits().to_le_bytes());
                 }
-                None => h.update([0u8]),
+                (_, ValueRef::Null) => h.update([0u8]),
+                (_, other) => {
+                    h.update([2u8]);
+                    h.update(format!("{other:?}").as_bytes());
+                }
             }
         }
     }
@@ -60,14 +66,17 @@ pub(crate) fn weights_sha256(
     let mut any = false;
     while let Some(r) = rows.next()? {
         any = true;
-        h.update(
-            r.get_ref(0)?
-                .as_bytes_or_null()
-                .map_err(rusqlite::Error::from)?
-                .unwrap_or_default(),
-        );
+        h.update(stored_bytes(r.get_ref(0)?));
     }
     Ok(any.then(|| hex(&h.finalize())))
+}
+
+/// The bytes of a stored value as hashed: a BLOB's bytes (a value edited into text: its text's bytes).
+fn stored_bytes(v: ValueRef<'_>) -> &[u8] {
+    match v {
+        ValueRef::Blob(b) | ValueRef::Text(b) => b,
+        _ => &[],
+    }
 }
 
 /// A run's stored weights of one kind as a [`Snapshot`], checked: the tensors form an MLP (a weight
@@ -84,9 +93,19 @@ pub(crate) fn read_snapshot(
         "SELECT layer, param, shape, dtype, data FROM weights WHERE run_id = ?1 AND kind = ?2
          ORDER BY layer, param = 'bias'",
     )?;
-    let rows: Vec<(i64, String, String, String, Vec<u8>)> = stmt
+    // Read as stored, not as the types the schema intends: an edited row may hold anything.
+    let rows: Vec<[Value; 5]> = stmt
         .query_map(params![run_id, kind.as_str()], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            let cell = |i: usize| -> rusqlite::Result<Value> {
+                Ok(match r.get_ref(i)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(v) => Value::Integer(v),
+                    ValueRef::Real(v) => Value::Real(v),
+                    ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+                })
+            };
+            Ok([cell(0)?, cell(1)?, cell(2)?, cell(3)?, cell(4)?])
         })?
         .collect::<rusqlite::Result<_>>()?;
     if rows.is_empty() {
@@ -96,21 +115,46 @@ pub(crate) fn read_snapshot(
 }
 
 fn snapshot_from_rows(
-    rows: Vec<(i64, String, String, String, Vec<u8>)>,
+    rows: Vec<[Value; 5]>,
     kind: WeightsKind,
     expected: Option<&str>,
 ) -> std::result::Result<Snapshot, String> {
     let what = format!("{} weights", kind.as_str());
-    let dtype = Dtype::parse(&rows[0].3).ok_or_else(|| {
+    let text = |v: &Value| match v {
+        Value::Text(s) => s.clone(),
+        other => format!("{other:?}"),
+    };
+    let first_dtype = text(&rows[0][3]);
+    let dtype = Dtype::parse(&first_dtype).ok_or_else(|| {
         format!(
             "{what}: unknown dtype {:?}",
-            crate::text::truncate(&rows[0].3, 20)
+            crate::text::truncate(&first_dtype, 20)
         )
     })?;
     let mut tensors = Vec::with_capacity(rows.len());
     let mut h = Sha256::new();
     let mut prev_out: Option<usize> = None;
-    for (i, (layer, param, shape, dt, data)) in rows.into_iter().enumerate() {
+    for (i, [layer, param, shape, dt, data]) in rows.into_iter().enumerate() {
+        let layer = match layer {
+            Value::Integer(l) => l,
+            other => return Err(format!("{what}: a layer number {other:?}")),
+        };
+        let (param, shape, dt) = (text(&param), text(&shape), text(&dt));
+        let data = match data {
+            Value::Blob(b) => b,
+            Value::Text(t) => {
+                return Err(format!(
+                    "{what}: layer {layer} {param} is stored as text, not as a BLOB of values (an edit \
+                     that joins bytes with `||` makes text; {} bytes)",
+                    t.len()
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "{what}: layer {layer} {param} holds {other:?}, not a BLOB"
+                ));
+            }
+        };
         h.update(&data);
         let want_layer = (i / 2 + 1) as i64;
         let want_param = if i % 2 == 0 { "weight" } else { "bias" };
@@ -190,15 +234,6 @@ pub struct RunCheck {
     /// Weight tensors hashed, and their bytes.
     pub tensors: usize,
     pub bytes: usize,
-}
-
-impl RunCheck {
-    /// The first finding as a corrupt-store error naming the run.
-    pub fn error(&self, store: &Store) -> Option<Error> {
-        self.findings
-            .first()
-            .map(|f| store.corrupt(format!("run {}, {}", self.run_id, f.0)))
-    }
 }
 
 struct Row {

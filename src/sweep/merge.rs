@@ -57,10 +57,14 @@ pub fn merge(sources: &[&Path], out: &Path) -> Result<MergeReport> {
         let finished = store.run_ids(None, &RunStatus::FINISHED)?;
         for id in finished {
             let check = check_run(&store, id)?;
-            if let Some(e) = check.error(&store) {
+            if let Some(f) = check.findings.first() {
                 return Err(Error::Corrupt {
                     path: src.to_path_buf(),
-                    msg: format!("{e}; nothing was merged"),
+                    msg: format!(
+                        "run {id}, {}; nothing was merged (`runner check --db {}` lists every problem)",
+                        f.0,
+                        src.display()
+                    ),
                 });
             }
         }
