@@ -95,7 +95,7 @@ impl Error {
     }
 
     /// Name the database file an SQLite error happened on, if it does not say yet.
-    pub fn on_file(self, file: &std::path::Path) -> Self {
+    pub(crate) fn on_file(self, file: &std::path::Path) -> Self {
         match self {
             Error::Sqlite { path: None, error } => Error::Sqlite {
                 path: Some(file.to_path_buf()),

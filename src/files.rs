@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Does the file at `path` start like an SQLite database? (`false` for a missing or short file.)
-pub fn is_sqlite_file(path: &Path) -> bool {
+fn is_sqlite_file(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 16];
     std::fs::File::open(path)

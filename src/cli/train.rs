@@ -88,7 +88,7 @@ fn load_spec(path: &Path) -> Result<Experiment> {
 fn options(args: &RunArgs) -> Result<sweep::Options> {
     let shard = match args.shard {
         Some(s) => Some((s, "--shard".to_string())),
-        None => Shard::from_env(|k| std::env::var(k).ok()).map_err(Error::Usage)?,
+        None => Shard::from_env(|k| std::env::var(k).ok())?,
     };
     Ok(sweep::Options {
         force: args.force,

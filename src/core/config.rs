@@ -7,12 +7,12 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::core::data::{DataFormat, NUM_CLASSES};
+use crate::core::data::{DataFormat, MAX_IMAGE_PIXELS, NUM_CLASSES};
 use crate::error::ConfigError;
 use crate::text::hex;
 
 /// The widest layer accepted: far beyond what trains on MNIST, small enough to allocate.
-pub const MAX_WIDTH: usize = 100_000;
+pub const MAX_WIDTH: usize = MAX_IMAGE_PIXELS;
 /// The most parameters accepted (about 1 GB of f64 weights).
 pub const MAX_PARAMS: usize = 128_000_000;
 /// The largest single tensor, in bytes: SQLite stores a value of at most 1 000 000 000 bytes.
@@ -454,6 +454,24 @@ mod tests {
             "model.sizes"
         );
         assert!(c.validate_against_data(784, 60000, 10000).is_ok());
+    }
+
+    #[test]
+    fn names_as_stored_are_the_names_of_the_spec() {
+        let serde_name = |v: serde_json::Value| v.as_str().unwrap().to_string();
+        for a in [Activation::Relu, Activation::Sigmoid, Activation::Tanh] {
+            assert_eq!(serde_name(serde_json::to_value(a).unwrap()), a.as_str());
+        }
+        for i in [Init::He, Init::Xavier, Init::Normal] {
+            assert_eq!(serde_name(serde_json::to_value(i).unwrap()), i.as_str());
+        }
+        for d in [Dtype::F32, Dtype::F64] {
+            assert_eq!(serde_name(serde_json::to_value(d).unwrap()), d.as_str());
+            assert_eq!(Dtype::parse(d.as_str()), Some(d));
+        }
+        for f in [DataFormat::Auto, DataFormat::Idx, DataFormat::Png] {
+            assert_eq!(serde_name(serde_json::to_value(f).unwrap()), f.as_str());
+        }
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub fn implementation() -> Implementation {
 }
 
 /// Check [`IMPL_ENV`] when it is set: an error naming the implementations this CPU runs otherwise.
-pub fn check_impl_env() -> Result<(), String> {
+pub fn check_impl_env() -> crate::Result<()> {
     let Ok(wanted) = std::env::var(IMPL_ENV) else {
         return Ok(());
     };
@@ -142,11 +142,11 @@ pub fn check_impl_env() -> Result<(), String> {
         return Ok(());
     }
     let names: Vec<&str> = supported.iter().map(|i| i.as_str()).collect();
-    Err(format!(
+    Err(crate::Error::Usage(format!(
         "{IMPL_ENV}={wanted:?} is not a lanes16 implementation this CPU runs; use one of: {} (or unset it \
          for the fastest)",
         names.join(", ")
-    ))
+    )))
 }
 
 /// The implementations this CPU can run, slowest first.
@@ -592,6 +592,9 @@ mod avx512 {
     /// The contract's tree: l + (l+8), + 4, + 2, + 1, in lane 0. Only 512-bit operations: 128- and 256-bit
     /// ones (VEX-encoded without AVX-512VL) can only use registers 0-15, which made LLVM spill a tile's
     /// accumulators to the stack to keep them there for the final sums.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F (callers are `avx512f` target-feature functions).
     #[inline(always)]
     unsafe fn tree_sum(v: __m512) -> f32 {
         // SAFETY: called from AVX-512F code only.
@@ -613,6 +616,10 @@ mod avx512 {
     }
 
     /// R rows of W (from `w`) against S rows of A (from `a`), results to z (row stride `ldz`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `a` must hold S rows of `k` floats at stride `lda`, `w` R rows of
+    /// `k` floats at stride `ldw`, and `z` S rows of R writable floats at stride `ldz`.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile<const R: usize, const S: usize>(
@@ -685,6 +692,9 @@ mod avx512 {
     }
 
     /// A tile of R rows of W against `s` (1 to 4) rows of A.
+    ///
+    /// # Safety
+    /// As for [`tile`], with S = `s`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile_edge<const R: usize>(
@@ -733,6 +743,10 @@ mod avx512 {
     }
 
     /// R output rows from r0, V vectors of columns from c0 (the last `width` < 16 V-wide if masked).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; rows r0..r0+R and columns c0..c0+16V (as masked by `m`) must lie
+    /// inside `out` (row stride `ldo`) and inside `coef` and `src` as `combine` checked them.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn comb_tile<const R: usize, const V: usize>(

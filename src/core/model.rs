@@ -6,8 +6,8 @@ use sha2::{Digest, Sha256};
 
 use crate::core::config::{Activation, Dtype, Init};
 use crate::core::real::Real;
+use crate::core::real::aligned_zeros;
 use crate::core::rng::StreamRng;
-use crate::core::workspace::aligned_zeros;
 use crate::text::hex;
 
 /// One layer's parameters.
@@ -45,6 +45,23 @@ pub struct Tensor {
 }
 
 impl Snapshot {
+    /// Layer widths n_0 .. n_L as the tensors' shapes give them (weights are [out, in]).
+    pub fn sizes(&self) -> Vec<usize> {
+        let mut sizes: Vec<usize> = self
+            .tensors
+            .first()
+            .and_then(|t| t.shape.get(1).copied())
+            .into_iter()
+            .collect();
+        sizes.extend(
+            self.tensors
+                .iter()
+                .filter(|t| t.param == "weight")
+                .filter_map(|t| t.shape.first().copied()),
+        );
+        sizes
+    }
+
     /// SHA-256 over the tensors' bytes in order (W^1, b^1, W^2, b^2, ...): the run's weights hash.
     pub fn sha256(&self) -> String {
         let mut h = Sha256::new();

@@ -36,7 +36,7 @@ pub fn threads() -> usize {
 }
 
 /// Parts for a product of `work` multiply-adds that splits into at most `max_parts` pieces.
-pub fn parts(work: usize, max_parts: usize) -> usize {
+pub(crate) fn parts(work: usize, max_parts: usize) -> usize {
     threads()
         .min(max_parts)
         .min(work / MIN_WORK_PER_PART)
@@ -45,7 +45,7 @@ pub fn parts(work: usize, max_parts: usize) -> usize {
 
 /// The range of `total` items part `p` of `parts` takes, in whole multiples of `granule` (except the
 /// last part's end).
-pub fn split(total: usize, parts: usize, p: usize, granule: usize) -> (usize, usize) {
+pub(crate) fn split(total: usize, parts: usize, p: usize, granule: usize) -> (usize, usize) {
     let granules = total.div_ceil(granule.max(1));
     let at = |q: usize| (granules * q / parts * granule).min(total);
     (at(p), if p + 1 == parts { total } else { at(p + 1) })
@@ -53,7 +53,7 @@ pub fn split(total: usize, parts: usize, p: usize, granule: usize) -> (usize, us
 
 /// Run `f(0)`, ..., `f(parts - 1)`, `f(0)` on this thread and the rest on its helpers; returns when all
 /// are done. A panic in a part is raised again here.
-pub fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
+pub(crate) fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
     if parts <= 1 {
         f(0);
         return;

@@ -1,7 +1,7 @@
 //! The float types a model is trained in (f32, f64): conversions, little-endian bytes as stored, and the
 //! hooks through which f32 products reach the lanes16 kernels of [`crate::core::kernel`].
 
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, s};
 
 use crate::core::config::Dtype;
 use crate::core::kernel;
@@ -144,4 +144,18 @@ impl Real for f64 {
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
             .collect()
     }
+}
+
+/// A zero [rows, cols] matrix whose first element is 64-byte aligned (a cache line: the kernels' loads of a
+/// row then never straddle two lines when the row length is a multiple of 16 floats). Alignment changes
+/// speed only, never results.
+pub fn aligned_zeros<F: Real>(rows: usize, cols: usize) -> Array2<F> {
+    let len = rows * cols;
+    let spare = 64 / std::mem::size_of::<F>();
+    let v = vec![F::zero(); len + spare];
+    let off = v.as_ptr().align_offset(64).min(spare);
+    let flat = Array1::from_vec(v).slice_move(s![off..off + len]);
+    // A contiguous vector of rows * cols elements always has that shape.
+    flat.into_shape_with_order((rows, cols))
+        .unwrap_or_else(|_| Array2::zeros((rows, cols)))
 }

@@ -120,7 +120,8 @@ fn train_typed<F: Real>(
             let model = Mlp::<F>::from_snapshot(&c.params, model_cfg.activation)
                 .filter(|m| m.sizes() == model_cfg.sizes)
                 .ok_or_else(|| {
-                    Error::Usage(format!(
+                    // The caller checks a checkpoint against its run's config before resuming from it.
+                    Error::internal(format!(
                         "the checkpoint of epoch {} does not fit the model {:?} {}",
                         c.epoch,
                         model_cfg.sizes,

@@ -21,7 +21,7 @@ use crate::core::config::Activation;
 use crate::core::data::SplitRef;
 use crate::core::kernel::Kernel;
 use crate::core::model::Mlp;
-use crate::core::real::Real;
+use crate::core::real::{Real, aligned_zeros};
 
 pub enum Update<'a, F> {
     /// SGD step: w -= (lr / n) * sum over the batch of per-sample gradients, fused into the gradient product.
@@ -54,20 +54,6 @@ pub struct Workspace<F> {
     scale: [F; 256],
     /// Which matrix products to use ([`Kernel::Gemm`] unless [`Workspace::with_kernel`] says otherwise).
     kernel: Kernel,
-}
-
-/// A zero [rows, cols] matrix whose first element is 64-byte aligned (a cache line: the kernels' loads of a
-/// row then never straddle two lines when the row length is a multiple of 16 floats). Alignment changes
-/// speed only, never results.
-pub fn aligned_zeros<F: Real>(rows: usize, cols: usize) -> Array2<F> {
-    let len = rows * cols;
-    let spare = 64 / std::mem::size_of::<F>();
-    let v = vec![F::zero(); len + spare];
-    let off = v.as_ptr().align_offset(64).min(spare);
-    let flat = Array1::from_vec(v).slice_move(s![off..off + len]);
-    // A contiguous vector of rows * cols elements always has that shape.
-    flat.into_shape_with_order((rows, cols))
-        .unwrap_or_else(|_| Array2::zeros((rows, cols)))
 }
 
 impl<F: Real> Workspace<F> {
@@ -115,7 +101,7 @@ impl<F: Real> Workspace<F> {
         debug_assert!(n <= self.rows);
         self.labels.clear();
         let input = &mut self.acts[0];
-        let dst = input.as_slice_mut().unwrap_or_default();
+        let dst = input.as_slice_mut().expect(CONTIGUOUS);
         for (row, i) in indices.enumerate() {
             let out = &mut dst[row * split.pixels..(row + 1) * split.pixels];
             for (o, &p) in out.iter_mut().zip(split.image(i)) {
@@ -149,14 +135,14 @@ impl<F: Real> Workspace<F> {
             }
             if l + 1 < last {
                 bias_activate(
-                    z.as_slice_mut().unwrap_or_default(),
-                    layer.b.as_slice().unwrap_or_default(),
+                    z.as_slice_mut().expect(CONTIGUOUS),
+                    layer.b.as_slice().expect(CONTIGUOUS),
                     model.activation,
                 );
             } else {
                 return softmax_rows(
-                    z.as_slice_mut().unwrap_or_default(),
-                    layer.b.as_slice().unwrap_or_default(),
+                    z.as_slice_mut().expect(CONTIGUOUS),
+                    layer.b.as_slice().expect(CONTIGUOUS),
                     &self.labels,
                 );
             }
@@ -206,8 +192,8 @@ impl<F: Real> Workspace<F> {
                 }
                 let a = self.acts[l].slice(s![..n, ..]);
                 activation_grad(
-                    d_prev.as_slice_mut().unwrap_or_default(),
-                    a.as_slice().unwrap_or_default(),
+                    d_prev.as_slice_mut().expect(CONTIGUOUS),
+                    a.as_slice().expect(CONTIGUOUS),
                     model.activation,
                 );
             }
@@ -309,6 +295,10 @@ fn softmax_rows<F: Real>(z: &mut [F], b: &[F], labels: &[u8]) -> BatchStats {
     }
     stats
 }
+
+/// Why the slices above exist: every workspace buffer and parameter array is allocated here (or in
+/// `Mlp`) in standard row-major layout, and row ranges of them stay contiguous. A failure is a bug.
+const CONTIGUOUS: &str = "workspace and parameter arrays are contiguous and row-major";
 
 /// Rows per block when evaluating a whole split.
 pub const EVAL_BLOCK: usize = 1000;

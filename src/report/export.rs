@@ -2,7 +2,6 @@
 //! and the safetensors file they are written to, loadable by the Python `safetensors` package and PyTorch.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use crate::core::config::{Dtype, RunConfig};
 use crate::core::model::Snapshot;
@@ -38,12 +37,7 @@ pub fn load(store: &Store, run_id: i64, kind: WeightsKind) -> Result<StoredModel
             }
         ))
     })?;
-    let mut sizes: Vec<usize> = params
-        .tensors
-        .first()
-        .map(|t| vec![t.shape[1]])
-        .unwrap_or_default();
-    sizes.extend(params.tensors.iter().step_by(2).map(|t| t.shape[0]));
+    let sizes = params.sizes();
     if sizes != config.model.sizes || params.dtype != config.model.dtype {
         return Err(store.corrupt(format!(
             "run {run_id}, its {} weights are {} {sizes:?} but its config says {} {:?}",
@@ -65,13 +59,8 @@ pub fn load(store: &Store, run_id: i64, kind: WeightsKind) -> Result<StoredModel
 }
 
 /// Tensor names: `layer{l}.weight` ([out, in], as `torch.nn.Linear(in, out).weight`) and `layer{l}.bias`.
-pub fn tensor_name(layer: usize, param: &str) -> String {
+fn tensor_name(layer: usize, param: &str) -> String {
     format!("layer{layer}.{param}")
-}
-
-/// Write `m` as a safetensors file, with the architecture in its metadata.
-pub fn write_safetensors(m: &StoredModel, out: &Path) -> Result<()> {
-    std::fs::write(out, safetensors_bytes(m)?).map_err(|e| Error::io(out, e))
 }
 
 /// `m` as the bytes of a safetensors file.

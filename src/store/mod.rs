@@ -25,7 +25,8 @@ pub mod status;
 
 pub use integrity::{Finding, RunCheck};
 pub use owner::Owner;
-pub use queue::{Claim, NewExperiment, NewRun, Queued};
+pub use queue::Queued;
+pub(crate) use queue::{Claim, NewExperiment, NewRun};
 pub use read::{EpochRow, RunRow, RunSummary, Table};
 pub use schema::SCHEMA_VERSION;
 pub use status::RunStatus;

@@ -39,7 +39,7 @@ impl Owner {
     /// Can the owner stored as (`pid`, `host`, `start`, `task`) still be alive, as far as `me` can tell
     /// without its heartbeat? `Some(false)`: certainly gone; `Some(true)`: certainly alive; `None`: cannot
     /// tell from here (another host or pid namespace), the heartbeat decides.
-    pub fn judge(
+    pub(crate) fn judge(
         me: &Owner,
         pid: Option<i64>,
         host: Option<&str>,

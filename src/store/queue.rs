@@ -26,11 +26,11 @@ use crate::core::train::{Checkpoint, EpochMetrics};
 use crate::error::{Error, Result};
 
 /// How many heartbeat intervals without a sign of life make an owner stale at the least.
-pub const MISSED_HEARTBEATS: f64 = 3.0;
+pub(crate) const MISSED_HEARTBEATS: f64 = 3.0;
 
 /// An invocation of a spec, as stored in `experiments`.
 #[derive(Debug, Clone, Copy)]
-pub struct NewExperiment<'a> {
+pub(crate) struct NewExperiment<'a> {
     pub name: &'a str,
     pub description: &'a str,
     pub spec_path: &'a str,
@@ -39,7 +39,7 @@ pub struct NewExperiment<'a> {
 
 /// A run to queue: its name, the values the sweep set (in key order), its resolved config.
 #[derive(Debug, Clone, Copy)]
-pub struct NewRun<'a> {
+pub(crate) struct NewRun<'a> {
     pub name: &'a str,
     pub overrides: &'a [(String, toml::Value)],
     pub config: &'a RunConfig,
@@ -61,7 +61,7 @@ pub enum Queued {
 
 /// A run this process now owns: its id, config hash and fencing token.
 #[derive(Debug, Clone)]
-pub struct Claim {
+pub(crate) struct Claim {
     pub id: i64,
     pub config_hash: String,
     /// The run's `claim` counter after this claim: every write of the run checks it.
@@ -72,7 +72,7 @@ pub struct Claim {
 
 /// How claims judge owners.
 #[derive(Debug, Clone)]
-pub struct Claimant<'a> {
+pub(crate) struct Claimant<'a> {
     /// This process.
     pub me: &'a Owner,
     /// A run whose owner has not been heard of for this long (and three of its heartbeats) is taken over.
@@ -146,7 +146,7 @@ impl Store {
 
     /// Where the latest run with this config hash stands, judged as a claim by `c` would (read only);
     /// `None` if there is none.
-    pub fn standing(&self, config_hash: &str, c: &Claimant<'_>) -> Result<Option<Queued>> {
+    pub(crate) fn standing(&self, config_hash: &str, c: &Claimant<'_>) -> Result<Option<Queued>> {
         let sql = format!(
             "SELECT id, status, {} FROM runs WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1",
             self.owner_columns()
@@ -169,7 +169,7 @@ impl Store {
     /// yet (or, with `force`, whose latest row is finished) gets a new `pending` row, under a new
     /// experiment row; a `failed` run is reset to `pending`; other rows stay as they are (claimed,
     /// resumed or left to their owner later).
-    pub fn enqueue(
+    pub(crate) fn enqueue(
         &self,
         exp: &NewExperiment<'_>,
         runs: &[NewRun<'_>],
@@ -245,7 +245,7 @@ impl Store {
     /// with an owner that is gone (which becomes `interrupted` first). One transaction: two processes never
     /// claim the same run. The claimer becomes the owner, gets the run's next fencing token, and records
     /// its envelope, `env` of the run's config hash.
-    pub fn claim(
+    pub(crate) fn claim(
         &self,
         config_hashes: &[String],
         env: &dyn Fn(&str) -> Envelope,
@@ -334,7 +334,7 @@ impl Store {
 
     /// The checkpoint a claimed run resumes from: its weights (checked against their hash) and the
     /// shuffle stream's position. A missing or corrupt checkpoint is a corrupt-store error.
-    pub fn checkpoint(&self, claim: &Claim) -> Result<Option<Checkpoint>> {
+    pub(crate) fn checkpoint(&self, claim: &Claim) -> Result<Option<Checkpoint>> {
         let Some(epoch) = claim.checkpoint_epoch else {
             return Ok(None);
         };
@@ -364,7 +364,7 @@ impl Store {
 
     /// Tell other processes that this process, holding `token`, still owns run `run_id`; `Err(Lost)` if
     /// it does not any more.
-    pub fn heartbeat(&self, run_id: i64, token: i64) -> Result<()> {
+    pub(crate) fn heartbeat(&self, run_id: i64, token: i64) -> Result<()> {
         self.at(self.fenced(run_id, token, |tx| {
             tx.execute(
                 "UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1",
@@ -375,7 +375,7 @@ impl Store {
     }
 
     /// Store the initial weights of a run this process owns, in one fenced transaction.
-    pub fn start_run(
+    pub(crate) fn start_run(
         &self,
         run_id: i64,
         token: i64,
@@ -395,7 +395,7 @@ impl Store {
     /// fenced transaction. With `finish` (completed or diverged) the run ends in the same transaction: its
     /// status and final weights are written with the epoch's row, the checkpoint, now redundant, is
     /// dropped, and an error left by an earlier attempt is cleared.
-    pub fn record_epoch(
+    pub(crate) fn record_epoch(
         &self,
         run_id: i64,
         token: i64,
@@ -464,7 +464,7 @@ impl Store {
 
     /// End a run this process owns that did not finish training: `failed` (with the error) or
     /// `interrupted`. Fenced: a run taken over meanwhile is left as its new owner has it.
-    pub fn end_run(
+    pub(crate) fn end_run(
         &self,
         run_id: i64,
         token: i64,
@@ -572,9 +572,10 @@ fn insert_pending(tx: &Transaction<'_>, experiment_id: i64, run: &NewRun<'_>) ->
             Ok((k.clone(), v))
         })
         .collect::<Result<_>>()?;
+    // Validated configs always serialise (`RunConfig::validate` bounds the seed).
     let config_toml = c
         .to_toml()
-        .map_err(|e| Error::Usage(format!("run {}: {e}", run.name)))?;
+        .map_err(|e| Error::internal(format!("run {}: {e}", run.name)))?;
     tx.execute(
         "INSERT INTO runs (experiment_id, name, status, seed, sizes, activation, init, dtype, batch_size,
             learning_rate, epochs, drop_last, data_dir, data_format, limit_train, limit_test, overrides,

@@ -239,7 +239,7 @@ impl Store {
     }
 
     /// The latest row with this config hash, summarised for a report.
-    pub fn latest_summary(&self, config_hash: &str) -> Result<Option<RunSummary>> {
+    pub(crate) fn latest_summary(&self, config_hash: &str) -> Result<Option<RunSummary>> {
         let row = self.connection().query_row(
             "SELECT id, name, status, test_acc, test_loss, seconds FROM runs WHERE config_hash = ?1
              ORDER BY id DESC LIMIT 1",
@@ -259,7 +259,7 @@ impl Store {
     }
 
     /// Names of the experiments with finished runs, the one with the newest finished run first.
-    pub fn experiments_with_finished_runs(&self) -> Result<Vec<String>> {
+    pub(crate) fn experiments_with_finished_runs(&self) -> Result<Vec<String>> {
         let sql = format!(
             "SELECT e.name FROM runs r JOIN experiments e ON e.id = r.experiment_id
              WHERE r.status IN {} GROUP BY e.name ORDER BY max(r.id) DESC",

@@ -73,7 +73,7 @@ impl RunStatus {
     }
 
     /// `('completed', 'diverged')` for an SQL `IN`: built from these constants only, never from input.
-    pub fn sql_list(set: &[RunStatus]) -> String {
+    pub(crate) fn sql_list(set: &[RunStatus]) -> String {
         let items: Vec<String> = set.iter().map(|s| format!("'{}'", s.as_str())).collect();
         format!("({})", items.join(", "))
     }

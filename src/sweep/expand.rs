@@ -11,7 +11,9 @@ use crate::text::nearest;
 /// More runs than this from one spec is almost certainly a typo in a sweep list.
 pub const MAX_RUNS: usize = 10_000;
 
-pub(crate) type SweepError = (Option<String>, String);
+/// A sweep that cannot be expanded: the `[sweep]` key at fault (if one is) and what is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SweepError(pub Option<String>, pub String);
 
 /// (dotted key, value) pairs set by one sweep point.
 pub(crate) type Overrides = Vec<(String, toml::Value)>;
@@ -25,7 +27,7 @@ pub(crate) fn expand_sweep(
         None => "grid",
         Some(toml::Value::String(s)) if s == "grid" || s == "random" => s.as_str(),
         Some(other) => {
-            return Err((
+            return Err(SweepError(
                 Some("method".into()),
                 format!("must be \"grid\" (default) or \"random\"; got {other}"),
             ));
@@ -40,7 +42,7 @@ pub(crate) fn expand_sweep(
             let hint = nearest(key, SWEEPABLE)
                 .map(|s| format!("did you mean \"{s}\"? "))
                 .unwrap_or_default();
-            return Err((
+            return Err(SweepError(
                 Some(key.clone()),
                 format!(
                     "unknown sweep key; {hint}sweep keys are dotted paths, one of: {}",
@@ -53,7 +55,10 @@ pub(crate) fn expand_sweep(
     if method == "grid" {
         for k in ["trials", "seed"] {
             if sweep.contains_key(k) {
-                return Err((Some(k.into()), "only applies to method = \"random\"".into()));
+                return Err(SweepError(
+                    Some(k.into()),
+                    "only applies to method = \"random\"".into(),
+                ));
             }
         }
         let mut points: Vec<(String, Overrides)> = vec![(String::new(), Vec::new())];
@@ -61,13 +66,13 @@ pub(crate) fn expand_sweep(
             let list = match value {
                 toml::Value::Array(a) if !a.is_empty() => a,
                 toml::Value::Array(_) => {
-                    return Err((
+                    return Err(SweepError(
                         Some(key.to_string()),
                         "empty list: a sweep list needs at least one value".into(),
                     ));
                 }
                 _ => {
-                    return Err((
+                    return Err(SweepError(
                         Some(key.to_string()),
                         format!("a grid sweep takes a list of values, e.g. \"{key}\" = [{value}]"),
                     ));
@@ -83,7 +88,7 @@ pub(crate) fn expand_sweep(
             }
             points = next;
             if points.len() > MAX_RUNS {
-                return Err((
+                return Err(SweepError(
                     None,
                     format!("the sweep expands to more than {MAX_RUNS} runs; shorten its lists"),
                 ));
@@ -96,13 +101,13 @@ pub(crate) fn expand_sweep(
     let trials = match sweep.get("trials") {
         Some(toml::Value::Integer(n)) if *n >= 1 && (*n as usize) <= MAX_RUNS => *n as usize,
         Some(v) => {
-            return Err((
+            return Err(SweepError(
                 Some("trials".into()),
                 format!("must be an integer from 1 to {MAX_RUNS}; got {v}"),
             ));
         }
         None => {
-            return Err((
+            return Err(SweepError(
                 Some("method".into()),
                 "a random sweep needs `trials = N` (N >= 1)".into(),
             ));
@@ -112,7 +117,7 @@ pub(crate) fn expand_sweep(
         None => base_seed,
         Some(toml::Value::Integer(n)) if *n >= 0 => *n as u64,
         Some(v) => {
-            return Err((
+            return Err(SweepError(
                 Some("seed".into()),
                 format!("must be an integer >= 0; got {v}"),
             ));
@@ -123,7 +128,10 @@ pub(crate) fn expand_sweep(
         .map(|(k, v)| Ok((*k, Distribution::parse(k, v)?)))
         .collect::<Result<_, SweepError>>()?;
     if dists.is_empty() {
-        return Err((None, "a random sweep needs at least one key to vary".into()));
+        return Err(SweepError(
+            None,
+            "a random sweep needs at least one key to vary".into(),
+        ));
     }
     let mut rng = StreamRng::new(seed, Stream::Sweep);
     let width = trials.to_string().len();
@@ -153,7 +161,7 @@ enum Distribution {
 
 impl Distribution {
     fn parse(key: &str, v: &toml::Value) -> Result<Self, SweepError> {
-        let bad = |msg: String| (Some(key.to_string()), msg);
+        let bad = |msg: String| SweepError(Some(key.to_string()), msg);
         let usage = "a random sweep takes { uniform = [lo, hi] }, { log_uniform = [lo, hi] }, \
                      { int_uniform = [lo, hi] }, { choice = [...] } or a list of choices";
         let pair = |a: &toml::Value| -> Result<(f64, f64), SweepError> {

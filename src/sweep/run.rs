@@ -17,6 +17,7 @@ use std::time::Duration;
 use super::progress::{Progress, RunProgress, RunStart};
 use super::shard::Shard;
 use super::spec::{Experiment, PlannedRun};
+use crate::core::config::RunConfig;
 use crate::core::data::DataCache;
 use crate::core::envelope::Envelope;
 use crate::core::kernel::Kernel;
@@ -28,7 +29,7 @@ use crate::store::{Claim, NewExperiment, NewRun, Owner, Queued, RunStatus, Store
 
 /// Test hook: sleep this many milliseconds after each stored epoch (lets tests kill or stop a process at
 /// an epoch boundary). Not for normal use.
-pub const PAUSE_ENV: &str = "MLP_RUNNER_PAUSE_AFTER_EPOCH_MS";
+pub(crate) const PAUSE_ENV: &str = "MLP_RUNNER_PAUSE_AFTER_EPOCH_MS";
 
 /// Check each run's config against the data it names (input width, limits, batch size), loading the data.
 /// Errors name the spec file, the line and key, and the run.
@@ -424,7 +425,10 @@ impl Worker<'_> {
             })?;
         // A checkpoint that does not match its hash is not resumed from: the run fails, and the next
         // invocation trains it again from the start.
-        let checkpoint = match store.checkpoint(claim) {
+        let checkpoint = match store
+            .checkpoint(claim)
+            .and_then(|cp| fits(store, claim, c, cp))
+        {
             Ok(cp) => cp,
             Err(e) if e.kind() == ErrorKind::Corrupt => {
                 self.progress
@@ -525,6 +529,32 @@ impl Worker<'_> {
     }
 }
 
+/// A checkpoint whose tensors are not the run's layers is corrupt (its hash matched: the rows were
+/// written wrong, or edited consistently).
+fn fits(
+    store: &Store,
+    claim: &Claim,
+    c: &RunConfig,
+    cp: Option<Checkpoint>,
+) -> Result<Option<Checkpoint>> {
+    let Some(cp) = cp else { return Ok(None) };
+    let sizes = cp.params.sizes();
+    if sizes != c.model.sizes || cp.params.dtype != c.model.dtype {
+        return Err(Error::Corrupt {
+            path: store.path().to_path_buf(),
+            msg: format!(
+                "run {}, its checkpoint of epoch {} is {} {sizes:?} but its config says {} {:?}",
+                claim.id,
+                cp.epoch,
+                cp.params.dtype.as_str(),
+                c.model.dtype.as_str(),
+                c.model.sizes
+            ),
+        });
+    }
+    Ok(Some(cp))
+}
+
 /// Stores a run's progress: initial weights at the start, each epoch with its checkpoint in one
 /// transaction, and with the last epoch the final weights and status; every write fenced by the claim.
 struct StoreObserver<'a> {
@@ -584,7 +614,7 @@ impl Observer for StoreObserver<'_> {
 }
 
 /// `epoch 2/3  train loss 0.1234 acc 96.52%  test loss 0.1301 acc 96.10%  1.52 s`
-pub fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
+fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
     format!(
         "epoch {}/{epochs}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  {:.2} s{}",
         m.epoch,

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::expand::{expand_sweep, set_path};
+use super::expand::{SweepError, expand_sweep, set_path};
 use crate::core::config::{DataSpec, ModelSpec, RunConfig, TrainSpec};
 use crate::error::SpecError;
 use crate::text::nearest;
@@ -158,7 +158,7 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
     })?;
 
     let sweep = spec.sweep.unwrap_or_default();
-    let points = expand_sweep(&sweep, base.train.seed).map_err(|(key, msg)| {
+    let points = expand_sweep(&sweep, base.train.seed).map_err(|SweepError(key, msg)| {
         let line = key
             .as_deref()
             .and_then(|k| locate(text, Some("sweep"), k))
@@ -223,7 +223,7 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
 
 /// The line that sets a dotted key (`train.batch_size`): its `[sweep]` entry if it has one, else its
 /// assignment in its section.
-pub fn locate_key(text: &str, dotted: &str) -> Option<usize> {
+pub(crate) fn locate_key(text: &str, dotted: &str) -> Option<usize> {
     let (section, key) = dotted.split_once('.').unwrap_or(("", dotted));
     locate(text, Some("sweep"), dotted).or_else(|| locate(text, Some(section), key))
 }

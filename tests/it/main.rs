@@ -5,6 +5,7 @@ mod bad_input;
 mod cluster;
 mod data;
 mod integrity;
+mod layout;
 mod pipeline;
 mod reliability;
 mod robust;

@@ -21,6 +21,8 @@ pub use png::{decode_gray, export_png, read_png_split};
 
 /// MNIST images are 28 x 28.
 pub const MNIST_SIDE: usize = 28;
+/// The most pixels an image may have: the widest input layer a model may have (`config::MAX_WIDTH`).
+pub const MAX_IMAGE_PIXELS: usize = 100_000;
 /// Digits 0..=9.
 pub const NUM_CLASSES: usize = 10;
 

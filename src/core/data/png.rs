@@ -9,8 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::idx::MAX_IDX_BYTES;
-use super::{Dataset, NUM_CLASSES, Split};
-use crate::core::config::MAX_WIDTH;
+use super::{Dataset, MAX_IMAGE_PIXELS, NUM_CLASSES, Split};
 use crate::error::{Error, Result};
 
 /// The label folders of a split and their files, in reading order.
@@ -76,7 +75,7 @@ fn dimensions(path: &Path) -> Result<(usize, usize)> {
 }
 
 /// Read `<dir>/<digit>/*.png`: label folders 0..=9 in order, files sorted by name within each, decoded to
-/// 8-bit grayscale. All images must have one size, of at most [`MAX_WIDTH`] pixels (the widest input
+/// 8-bit grayscale. All images must have one size, of at most [`MAX_IMAGE_PIXELS`] pixels (the widest input
 /// layer); names starting with '.' are skipped.
 pub fn read_png_split(dir: &Path) -> Result<Split> {
     let files = list_files(dir)?;
@@ -107,11 +106,11 @@ pub fn read_png_split(dir: &Path) -> Result<Split> {
         ));
     }
     let pixels = rows * cols;
-    if pixels > MAX_WIDTH {
+    if pixels > MAX_IMAGE_PIXELS {
         return Err(Error::data(
             dir,
             format!(
-                "images of {cols}x{rows} = {pixels} pixels; the widest input layer is {MAX_WIDTH}, so this \
+                "images of {cols}x{rows} = {pixels} pixels; the widest input layer is {MAX_IMAGE_PIXELS}, so this \
                  tool reads images of at most that many pixels"
             ),
         ));
