@@ -102,8 +102,9 @@ pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> 
         return Err(Error::Corrupt {
             path: db.to_path_buf(),
             msg: format!(
-                "{corrupt} runs hold stored bits that do not match their hashes (see above); `runner check` \
-                 lists every problem"
+                "{corrupt} {} stored bits that do not match their hashes (see above); `runner check` lists \
+                 every problem",
+                if corrupt == 1 { "run holds" } else { "runs hold" }
             ),
         }
         .into());
@@ -155,7 +156,7 @@ pub fn check(db: &Path, args: CheckArgs, out: &mut dyn Write) -> Result<Exit> {
         if bad == 0 && sqlite.is_empty() {
             "every stored hash matches".to_string()
         } else {
-            format!("{bad} runs corrupt")
+            format!("{bad} {} corrupt", if bad == 1 { "run" } else { "runs" })
         }
     )?;
     if bad > 0 || !sqlite.is_empty() {

@@ -8,7 +8,7 @@
 //! (SIGSTOP, a hung file system) and taken over cannot overwrite, fail or demote what the new owner wrote.
 //!
 //! **Takeover.** A `running` run is taken over when its owner is certainly gone (a dead process on this
-//! host, see [`Owner::judge`]) or has given no sign of life for longer than both the claimer's
+//! host, as [`Owner`] tells) or has given no sign of life for longer than both the claimer's
 //! `stale_after` and three of the owner's own heartbeat intervals.
 
 use std::time::Duration;

@@ -278,31 +278,33 @@ fn insert(
 
 /// Copy a run's epochs and its initial and final weights (not a checkpoint) under its new id.
 fn copy_children(src: &Connection, src_id: i64, tx: &Transaction<'_>, new_id: i64) -> Result<()> {
-    let mut read = src.prepare(
-        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds
-         FROM epochs WHERE run_id = ?1 ORDER BY epoch",
-    )?;
-    let mut write = tx.prepare_cached(
-        "INSERT INTO epochs (run_id, epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    let mut rows = read.query([src_id])?;
-    while let Some(r) = rows.next()? {
-        let v: Vec<Value> = (0..7).map(|i| r.get(i)).collect::<rusqlite::Result<_>>()?;
-        write.execute(params![new_id, v[0], v[1], v[2], v[3], v[4], v[5], v[6]])?;
-    }
-    let mut read = src.prepare(
-        "SELECT kind, epoch, layer, param, shape, dtype, data FROM weights
-         WHERE run_id = ?1 AND kind != 'checkpoint'",
-    )?;
-    let mut write = tx.prepare_cached(
-        "INSERT INTO weights (run_id, kind, epoch, layer, param, shape, dtype, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    let mut rows = read.query([src_id])?;
-    while let Some(r) = rows.next()? {
-        let v: Vec<Value> = (0..7).map(|i| r.get(i)).collect::<rusqlite::Result<_>>()?;
-        write.execute(params![new_id, v[0], v[1], v[2], v[3], v[4], v[5], v[6]])?;
+    for (columns, table, filter) in [
+        (
+            "epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds",
+            "epochs",
+            "",
+        ),
+        (
+            "kind, epoch, layer, param, shape, dtype, data",
+            "weights",
+            "AND kind != 'checkpoint'",
+        ),
+    ] {
+        // Table and column names are the fixed lists above; values are bound.
+        let mut read = src.prepare(&format!(
+            "SELECT {columns} FROM {table} WHERE run_id = ?1 {filter}"
+        ))?;
+        let mut write = tx.prepare(&format!(
+            "INSERT INTO {table} (run_id, {columns}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ))?;
+        let mut rows = read.query([src_id])?;
+        while let Some(r) = rows.next()? {
+            let mut values = vec![Value::Integer(new_id)];
+            for i in 0..7 {
+                values.push(r.get(i)?);
+            }
+            write.execute(rusqlite::params_from_iter(values))?;
+        }
     }
     Ok(())
 }

@@ -74,7 +74,7 @@ pub struct Options {
     /// Runs trained at once in this process (one thread each).
     pub jobs: usize,
     /// A `running` run whose owner has not been heard of for this long is taken over (at least
-    /// [`MISSED_HEARTBEATS`] of this process's heartbeat intervals).
+    /// three of this process's heartbeat intervals).
     pub stale_after: Duration,
     /// How often this process tells the store it is alive.
     pub heartbeat_every: Duration,
