@@ -144,3 +144,35 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_errors_name_the_file_and_kinds_pick_the_exit_code() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        let e = Error::from(full).on_file(std::path::Path::new("results/results.db"));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("results database results/results.db: SQLite: ")
+                && text.ends_with("database or disk is full"),
+            "{text}"
+        );
+        assert_eq!(e.kind(), ErrorKind::Input);
+        let corrupt = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            None,
+        );
+        assert_eq!(Error::from(corrupt).kind(), ErrorKind::Corrupt);
+        assert_eq!(Error::internal("x").kind(), ErrorKind::Internal);
+        assert!(
+            Error::internal("x")
+                .to_string()
+                .contains("please report it")
+        );
+    }
+}

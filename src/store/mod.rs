@@ -2,7 +2,7 @@
 //!
 //! Owns the schema ([`schema`]: recognising a store before changing anything, migrations), a run's
 //! lifecycle ([`status`]), the queue of runs to train ([`queue`]: claims with fencing tokens, heartbeats,
-//! takeovers of dead owners, each epoch written in one transaction), the owner identity that tells a live
+//! takeovers of dead owners; [`writes`]: each epoch written in one fenced transaction), the owner identity that tells a live
 //! owner from a dead one ([`owner`]), reads with bound parameters that check every stored bit against its
 //! hash ([`read`], [`integrity`]).
 //!
@@ -22,6 +22,7 @@ pub mod queue;
 pub mod read;
 pub mod schema;
 pub mod status;
+pub mod writes;
 
 pub use integrity::{Finding, RunCheck};
 pub use owner::Owner;

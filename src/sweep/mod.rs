@@ -1,5 +1,6 @@
 //! Running specs against the store: the spec file ([`spec`], [`expand`]), training a spec's runs with any
-//! number of workers and processes ([`mod@run`], reporting through [`progress::Progress`]), splitting a sweep
+//! number of workers and processes ([`mod@run`], with a heartbeat thread, reporting through
+//! [`progress::Progress`]), splitting a sweep
 //! into shards for a cluster and merging their stores ([`shard`], [`merge`]), and re-running a stored run
 //! to compare it bit for bit ([`verify`]).
 //!
@@ -7,6 +8,7 @@
 //! the caller hands in a [`progress::Progress`] and a stop flag).
 
 pub mod expand;
+mod heartbeat;
 pub mod merge;
 pub mod progress;
 pub mod run;

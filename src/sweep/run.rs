@@ -11,9 +11,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use super::heartbeat::Heartbeat;
 use super::progress::{Progress, RunProgress, RunStart};
 use super::shard::Shard;
 use super::spec::{Experiment, PlannedRun};
@@ -280,90 +280,6 @@ pub fn run(
         }
     }
     Ok(reports)
-}
-
-/// The runs this process owns, and a thread that beats for them: every `every` it refreshes their
-/// heartbeat, and flags a run whose claim another process has taken over.
-struct Heartbeat {
-    every: Duration,
-    owned: Mutex<HashMap<i64, (i64, Arc<AtomicBool>)>>,
-    done: Mutex<bool>,
-    wake: Condvar,
-}
-
-impl Heartbeat {
-    fn new(every: Duration) -> Self {
-        Heartbeat {
-            every,
-            owned: Mutex::new(HashMap::new()),
-            done: Mutex::new(false),
-            wake: Condvar::new(),
-        }
-    }
-
-    /// Start beating for `run` held with `token`; the flag is set if the run is lost.
-    fn own(&self, run: i64, token: i64) -> Arc<AtomicBool> {
-        let lost = Arc::new(AtomicBool::new(false));
-        if let Ok(mut owned) = self.owned.lock() {
-            owned.insert(run, (token, Arc::clone(&lost)));
-        }
-        lost
-    }
-
-    fn release(&self, run: i64) {
-        if let Ok(mut owned) = self.owned.lock() {
-            owned.remove(&run);
-        }
-    }
-
-    fn stop(&self) {
-        if let Ok(mut done) = self.done.lock() {
-            *done = true;
-        }
-        self.wake.notify_all();
-    }
-
-    /// The beating thread's loop, until [`Heartbeat::stop`].
-    fn run(&self, db: &Path, progress: &dyn Progress) {
-        let mut store = None;
-        let mut reported = false;
-        loop {
-            let Ok(done) = self.done.lock() else { return };
-            let Ok((done, _)) = self.wake.wait_timeout_while(done, self.every, |d| !*d) else {
-                return;
-            };
-            if *done {
-                return;
-            }
-            drop(done);
-            let owned: Vec<(i64, i64, Arc<AtomicBool>)> = match self.owned.lock() {
-                Ok(o) => o
-                    .iter()
-                    .map(|(r, (t, l))| (*r, *t, Arc::clone(l)))
-                    .collect(),
-                Err(_) => return,
-            };
-            if owned.is_empty() {
-                continue;
-            }
-            if store.is_none() {
-                store = Store::open(db).ok();
-            }
-            let Some(s) = &store else { continue };
-            for (run, token, lost) in owned {
-                match s.heartbeat(run, token) {
-                    Ok(()) => {}
-                    Err(Error::Lost { .. }) => lost.store(true, Ordering::SeqCst),
-                    // A missed heartbeat only risks a takeover after `stale_after`; training goes on.
-                    Err(e) if !reported => {
-                        reported = true;
-                        progress.log(&format!("warning: heartbeat of run {run} failed: {e}"));
-                    }
-                    Err(_) => {}
-                }
-            }
-        }
-    }
 }
 
 /// What every worker of one sweep shares.

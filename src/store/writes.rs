@@ -1,0 +1,211 @@
+//! The owner's writes of a run it claimed: its start (initial weights), each epoch with its checkpoint,
+//! its end, and its heartbeat. Each is one write transaction that first checks, under the write lock,
+//! that the run is still `running` under the writer's fencing token (see [`super::queue`]); a writer that
+//! lost the run changes nothing and gets [`Error::Lost`] naming the new owner.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::integrity::metrics_sha256;
+use super::queue::{OwnerRow, set_status};
+use super::{RunStatus, Store, WeightsKind, now, unix_now};
+use crate::core::model::Snapshot;
+use crate::core::train::{Checkpoint, EpochMetrics};
+use crate::error::{Error, Result};
+
+impl Store {
+    /// Tell other processes that this process, holding `token`, still owns run `run_id`; `Err(Lost)` if
+    /// it does not any more.
+    pub(crate) fn heartbeat(&self, run_id: i64, token: i64) -> Result<()> {
+        self.at(self.fenced(run_id, token, |tx| {
+            tx.execute(
+                "UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1",
+                params![run_id, unix_now()],
+            )?;
+            Ok(())
+        }))
+    }
+
+    /// Store the initial weights of a run this process owns, in one fenced transaction.
+    pub(crate) fn start_run(
+        &self,
+        run_id: i64,
+        token: i64,
+        dataset_sha256: &str,
+        initial: &Snapshot,
+    ) -> Result<()> {
+        self.at(self.fenced(run_id, token, |tx| {
+            tx.execute(
+                "UPDATE runs SET started_at = ?2, dataset_sha256 = ?3, init_weights_sha256 = ?4 WHERE id = ?1",
+                params![run_id, now(), dataset_sha256, initial.sha256()],
+            )?;
+            insert_weights(tx, run_id, WeightsKind::Initial, 0, initial)
+        }))
+    }
+
+    /// Store one epoch with its checkpoint (parameters and shuffle-stream state, to resume from), in one
+    /// fenced transaction. With `finish` (completed or diverged) the run ends in the same transaction: its
+    /// status and final weights are written with the epoch's row, the checkpoint, now redundant, is
+    /// dropped, and an error left by an earlier attempt is cleared.
+    pub(crate) fn record_epoch(
+        &self,
+        run_id: i64,
+        token: i64,
+        m: &EpochMetrics,
+        checkpoint: &Checkpoint,
+        finish: Option<RunStatus>,
+    ) -> Result<()> {
+        self.at(self.fenced(run_id, token, |tx| {
+            tx.execute(
+                "INSERT INTO epochs (run_id, epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![run_id, m.epoch as i64, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.seconds, m.train_seconds],
+            )?;
+            tx.execute(
+                "UPDATE runs SET epochs_done = ?2, train_loss = ?3, train_acc = ?4, test_loss = ?5, test_acc = ?6,
+                    seconds = (SELECT SUM(seconds) FROM epochs WHERE run_id = ?1), metrics_sha256 = ?7,
+                    heartbeat_at = ?8 WHERE id = ?1",
+                params![
+                    run_id,
+                    m.epoch as i64,
+                    m.train_loss,
+                    m.train_acc,
+                    m.test_loss,
+                    m.test_acc,
+                    metrics_sha256(tx, run_id)?,
+                    unix_now()
+                ],
+            )?;
+            let params = &checkpoint.params;
+            match finish {
+                Some(status) => {
+                    if !status.is_finished() {
+                        return Err(Error::internal(format!("an epoch cannot end a run as {status}")));
+                    }
+                    insert_weights(tx, run_id, WeightsKind::Final, m.epoch, params)?;
+                    tx.execute(
+                        "DELETE FROM weights WHERE run_id = ?1 AND kind = 'checkpoint'",
+                        [run_id],
+                    )?;
+                    set_status(tx, run_id, RunStatus::Running, status)?;
+                    let diverged_epoch = (status == RunStatus::Diverged).then_some(m.epoch as i64);
+                    tx.execute(
+                        "UPDATE runs SET weights_sha256 = ?2, diverged_epoch = ?3, finished_at = ?4, error = NULL,
+                            checkpoint_epoch = NULL, checkpoint_rng = NULL, checkpoint_sha256 = NULL WHERE id = ?1",
+                        params![run_id, params.sha256(), diverged_epoch, now()],
+                    )?;
+                }
+                None => {
+                    insert_weights(tx, run_id, WeightsKind::Checkpoint, m.epoch, params)?;
+                    let s = checkpoint.shuffle;
+                    tx.execute(
+                        "UPDATE runs SET checkpoint_epoch = ?2, checkpoint_rng = ?3, checkpoint_sha256 = ?4
+                         WHERE id = ?1",
+                        params![
+                            run_id,
+                            m.epoch as i64,
+                            format!("{}:{}:{}", s.seed, s.stream, s.word_pos),
+                            params.sha256()
+                        ],
+                    )?;
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    /// End a run this process owns that did not finish training: `failed` (with the error) or
+    /// `interrupted`. Fenced: a run taken over meanwhile is left as its new owner has it.
+    pub(crate) fn end_run(
+        &self,
+        run_id: i64,
+        token: i64,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.at(self.fenced(run_id, token, |tx| {
+            set_status(tx, run_id, RunStatus::Running, status)?;
+            tx.execute(
+                "UPDATE runs SET error = ?2, finished_at = ?3 WHERE id = ?1",
+                params![run_id, error, now()],
+            )?;
+            Ok(())
+        }))
+    }
+
+    /// Run `write` in one write transaction if this process still owns run `run_id` under `token`;
+    /// otherwise change nothing and return [`Error::Lost`] saying who has it now.
+    fn fenced(
+        &self,
+        run_id: i64,
+        token: i64,
+        write: impl FnOnce(&Transaction<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let tx = self.write_tx()?;
+        let (status, claim, owner): (RunStatus, i64, OwnerRow) = tx
+            .query_row(
+                &format!(
+                    "SELECT status, claim, {} FROM runs WHERE id = ?1",
+                    OwnerRow::COLUMNS
+                ),
+                [run_id],
+                |r| Ok((r.get(0)?, r.get(1)?, OwnerRow::read(r, 2)?)),
+            )
+            .optional()?
+            .ok_or_else(|| Error::Lost {
+                run: run_id,
+                msg: "its row is gone from the store".into(),
+            })?;
+        if claim != token || status != RunStatus::Running {
+            let what = if claim == token {
+                format!("is {status} now")
+            } else {
+                format!(
+                    "was taken over by {} (claim {claim}; this process held claim {token}) and is {status} \
+                     now",
+                    owner.describe()
+                )
+            };
+            return Err(Error::Lost {
+                run: run_id,
+                msg: format!(
+                    "{what}: this process lost it (it gave no sign of life for too long, e.g. it was \
+                     stopped) and has stopped training it, leaving the store as the new owner has it"
+                ),
+            });
+        }
+        write(&tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Write a snapshot's tensors as `kind` weights (replacing any of that kind).
+fn insert_weights(
+    tx: &Transaction<'_>,
+    run_id: i64,
+    kind: WeightsKind,
+    epoch: usize,
+    s: &Snapshot,
+) -> Result<()> {
+    tx.execute(
+        "DELETE FROM weights WHERE run_id = ?1 AND kind = ?2",
+        params![run_id, kind.as_str()],
+    )?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO weights (run_id, kind, epoch, layer, param, shape, dtype, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for t in &s.tensors {
+        stmt.execute(params![
+            run_id,
+            kind.as_str(),
+            epoch as i64,
+            t.layer as i64,
+            t.param,
+            serde_json::Value::from(t.shape.clone()).to_string(),
+            s.dtype.as_str(),
+            t.data
+        ])?;
+    }
+    Ok(())
+}
