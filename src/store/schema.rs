@@ -180,28 +180,33 @@ pub(crate) fn recognise(conn: &Connection, path: &std::path::Path) -> Result<Rec
             err(format!("cannot read it: {msg}"))
         }
     };
-    let app: i64 = conn
-        .query_row("PRAGMA application_id", [], |r| r.get(0))
-        .map_err(not_db)?;
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(not_db)?;
-    let tables: i64 = conn
-        .query_row(
+    // One read transaction: another process creating the store at this moment commits its schema, its
+    // application_id and its version at once, and these reads must see all of it or none.
+    conn.execute_batch("BEGIN").map_err(not_db)?;
+    let read = || -> rusqlite::Result<(i64, i64, i64, bool)> {
+        let app = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        let version = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let tables = conn.query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
             [],
             |r| r.get(0),
-        )
-        .map_err(not_db)?;
+        )?;
+        Ok((app, version, tables, has_v1_tables(conn)?))
+    };
+    let result = read();
+    let end = conn.execute_batch("COMMIT");
+    let (app, version, tables, v1_tables) = result.map_err(not_db)?;
+    end.map_err(not_db)?;
     let foreign = || {
         err(format!(
-            "is a SQLite database of another program (application_id {app}, user_version {version}, {tables}              tables, not the mlp-runner schema); pass another --db"
+            "is a SQLite database of another program (application_id {app}, user_version {version}, \
+             {tables} tables, not the mlp-runner schema); pass another --db"
         ))
     };
     if app == 0 && version == 0 && tables == 0 {
         return Ok(Recognised::Empty);
     }
-    let ours = app == APPLICATION_ID || (app == 0 && version == 1 && has_v1_tables(conn)?);
+    let ours = app == APPLICATION_ID || (app == 0 && version == 1 && v1_tables);
     if !ours {
         return Err(foreign());
     }
@@ -217,7 +222,7 @@ pub(crate) fn recognise(conn: &Connection, path: &std::path::Path) -> Result<Rec
     Ok(Recognised::Store(version))
 }
 
-fn has_v1_tables(conn: &Connection) -> Result<bool> {
+fn has_v1_tables(conn: &Connection) -> rusqlite::Result<bool> {
     for (table, column) in V1_MARKERS {
         let n: i64 = conn.query_row(
             "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",

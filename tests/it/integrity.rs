@@ -150,14 +150,14 @@ fn a_stopped_owner_that_was_taken_over_is_fenced_and_never_demotes_the_run() {
 }
 
 #[test]
-fn staleness_has_a_floor_and_short_heartbeats_take_over_nothing_alive() {
+fn staleness_has_a_floor_and_the_heartbeat_keeps_a_paused_owner_its_runs() {
     let dir = tmp();
     let d = dir.path();
     let s = spec(
         d,
         "many.toml",
         "[data]\ndir = \"{MNIST}\"\nlimit_train = 3000\nlimit_test = 500\n[model]\nsizes = [784, 32, 10]\n\
-         [train]\nbatch_size = 10\nepochs = 2\n[sweep]\n\"train.seed\" = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]\n",
+         [train]\nbatch_size = 10\nepochs = 2\n[sweep]\n\"train.seed\" = [1, 2, 3, 4]\n",
     );
     let s = s.to_str().unwrap();
     let db = d.join("shared.db");
@@ -172,27 +172,42 @@ fn staleness_has_a_floor_and_short_heartbeats_take_over_nothing_alive() {
         );
         assert!(!db.exists(), "nothing written for a refused option");
     }
-    // Three processes beating every second, taking over after 3 s of silence: every run trained once.
+    // A pauses 6 s after each stored epoch of its run; B, started once A has stored its first epoch,
+    // trains the three other runs with a 1 s pause after each epoch, claiming its next run at about 2 s
+    // and 4 s, when A's last stored epoch is older than `--stale-after 3`. Only A's heartbeat thread
+    // (every second) shows that A is alive: no run may be taken over.
     let live = ["--heartbeat", "1", "--stale-after", "3", "--jobs", "1"];
-    let children: Vec<Child> = (0..3)
-        .map(|_| spawn(d, &[&[s, "--db", dbs][..], &live].concat(), &[]))
-        .collect();
-    let (mut trained, mut resumed) = (0, 0);
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{stdout}");
-        trained += stdout.matches(": training").count();
-        resumed +=
-            stdout.matches("resuming after").count() + stdout.matches("was taken over by").count();
+    let args = [&[s, "--db", dbs][..], &live].concat();
+    let mut a = spawn(d, &args, &[("MLP_RUNNER_PAUSE_AFTER_EPOCH_MS", "6000")]);
+    let mut a_lines = BufReader::new(a.stdout.take().unwrap()).lines();
+    let mut a_out = Vec::new();
+    loop {
+        let line = a_lines.next().expect("A prints its first epoch").unwrap();
+        let first = line.contains("epoch 1/2");
+        a_out.push(line);
+        if first {
+            break;
+        }
     }
-    assert_eq!((trained, resumed), (12, 0));
+    let b = runner_env(d, &args, &[("MLP_RUNNER_PAUSE_AFTER_EPOCH_MS", "1000")]);
+    a_out.extend(a_lines.map(Result::unwrap));
+    let a_status = a.wait().unwrap();
+    let a_out = a_out.join("\n");
+    assert_eq!(a_status.code(), Some(0), "{a_out}");
+    assert_eq!(b.code, 0, "{}\n{}", b.stdout, b.stderr);
+    assert_eq!(b.stdout.matches(": training").count(), 3, "{}", b.stdout);
+    for out in [&a_out, &b.stdout] {
+        assert!(
+            !out.contains("resuming after") && !out.contains("was taken over by"),
+            "{out}"
+        );
+    }
     assert_eq!(
         scalar(
             &db,
-            "SELECT count(*) FROM runs WHERE status = 'completed' AND claim = 1"
+            "SELECT count(*) FROM runs WHERE status = 'completed' AND claim = 1 AND resumes = 0"
         ),
-        "12"
+        "4"
     );
 }
 
