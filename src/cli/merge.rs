@@ -1,11 +1,11 @@
-//! `merge`: combining result stores (one per shard) into one.
+//! `merge`: combining result stores (one per shard) into one, and saying which runs are still missing.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
-use mlp_runner::sweep::merge;
+use mlp_runner::sweep::{merge, spec};
 use mlp_runner::text::clean;
 
 use super::Exit;
@@ -18,12 +18,39 @@ pub struct MergeArgs {
     /// The store to merge into (created if needed).
     #[arg(short, long, value_name = "PATH")]
     pub output: PathBuf,
+    /// The sweep's spec: every run of it must end up finished in the output.
+    #[arg(long, value_name = "SPEC")]
+    pub spec: Option<PathBuf>,
+    /// The number of shards the sweep was split into, to name the shard that owes a missing run.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub shards: Option<u64>,
+    /// Exit 0 even when runs are missing (they are still listed).
+    #[arg(long)]
+    pub allow_incomplete: bool,
 }
 
 pub fn merge(args: MergeArgs, out: &mut dyn Write) -> Result<Exit> {
-    let MergeArgs { sources, output } = args;
+    let MergeArgs {
+        sources,
+        output,
+        spec: spec_path,
+        shards,
+        allow_incomplete,
+    } = args;
+    let mut expected = merge::Expected {
+        runs: Vec::new(),
+        shards,
+    };
+    if let Some(path) = &spec_path {
+        let exp = spec::load(path).map_err(mlp_runner::Error::from)?;
+        expected.runs = exp
+            .runs
+            .iter()
+            .map(|r| (r.name.clone(), r.config.hash()))
+            .collect();
+    }
     let srcs: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
-    let r = merge::merge(&srcs, &output)?;
+    let r = merge::merge(&srcs, &output, &expected)?;
     writeln!(
         out,
         "merged {} stores into {}: {} runs added, {} already there and identical, {} unfinished runs \
@@ -35,22 +62,46 @@ pub fn merge(args: MergeArgs, out: &mut dyn Write) -> Result<Exit> {
         r.unfinished.len(),
         r.experiments_added
     )?;
-    for u in &r.unfinished {
-        writeln!(
-            out,
-            "  unfinished: run {} {} ({}) in {}",
-            u.run_id,
-            clean(&u.name),
-            u.status,
-            u.source.display()
-        )?;
-    }
     for c in &r.conflicts {
         writeln!(out, "REPRODUCIBILITY FAILURE: {c}")?;
     }
-    Ok(if r.conflicts.is_empty() {
-        Exit::Ok
-    } else {
-        Exit::Failure
-    })
+    for m in &r.missing {
+        let owner = m
+            .shard
+            .map(|s| format!(", owed by shard {} of {}", s.index, s.count))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "MISSING: run {} (config {}{owner}): {}",
+            clean(&m.name),
+            &m.config_hash[..m.config_hash.len().min(12)],
+            clean(&m.state)
+        )?;
+    }
+    if !r.missing.is_empty() {
+        let what = match &spec_path {
+            Some(p) => format!("of the {} runs of {}", expected.runs.len(), p.display()),
+            None => "of the inputs".to_string(),
+        };
+        writeln!(
+            out,
+            "{} {} {what} {} not finished in {}{}",
+            r.missing.len(),
+            if r.missing.len() == 1 { "run" } else { "runs" },
+            if r.missing.len() == 1 { "is" } else { "are" },
+            output.display(),
+            if allow_incomplete {
+                " (--allow-incomplete: exit 0)"
+            } else {
+                "; train them (re-submit their shards) and merge again, or pass --allow-incomplete"
+            }
+        )?;
+    }
+    Ok(
+        if !r.conflicts.is_empty() || (!r.missing.is_empty() && !allow_incomplete) {
+            Exit::Failure
+        } else {
+            Exit::Ok
+        },
+    )
 }

@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// MLP_RUNNER_SHARD_COUNT) are used when set.
     #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
     pub shard: Option<Shard>,
+    /// This store is used by this process alone (e.g. one shard's node-local copy on a cluster): a run it
+    /// holds as `running` was left by a process that is gone, and is taken over at once.
+    #[arg(long)]
+    pub private_store: bool,
 }
 
 /// How this process shows it is alive, and when it takes over a run whose owner does not.
@@ -86,9 +90,12 @@ fn load_spec(path: &Path) -> Result<Experiment> {
 }
 
 fn options(args: &RunArgs) -> Result<sweep::Options> {
-    let shard = match args.shard {
-        Some(s) => Some((s, "--shard".to_string())),
-        None => Shard::from_env(|k| std::env::var(k).ok())?,
+    let (shard, task) = match args.shard {
+        Some(s) => (Some((s, "--shard".to_string())), None),
+        None => match Shard::from_env(|k| std::env::var(k).ok())? {
+            Some(a) => (Some((a.shard, a.from)), a.task),
+            None => (None, None),
+        },
     };
     Ok(sweep::Options {
         force: args.force,
@@ -99,7 +106,8 @@ fn options(args: &RunArgs) -> Result<sweep::Options> {
         stale_after: Duration::from_secs(args.liveness.stale_after),
         heartbeat_every: Duration::from_secs(args.liveness.heartbeat),
         shard,
-        task: None,
+        task,
+        private_store: args.private_store,
     })
 }
 
@@ -230,6 +238,7 @@ pub fn resume(db: &Path, args: ResumeArgs, out: &mut dyn Write) -> Result<Exit> 
         liveness,
         // The one shard of one: a scheduler's shard variables must not filter this run out.
         shard: Some(Shard { index: 0, count: 1 }),
+        private_store: false,
     };
     train(&exp, db, &args, out)
 }

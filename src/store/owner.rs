@@ -36,6 +36,11 @@ impl Owner {
         }
     }
 
+    /// Is the owner stored as (`pid`, `host`, `start`) this process?
+    pub(crate) fn is(&self, pid: u32, host: Option<&str>, start: Option<&str>) -> bool {
+        pid == self.pid && host == Some(self.host.as_str()) && start == self.start.as_deref()
+    }
+
     /// Can the owner stored as (`pid`, `host`, `start`, `task`) still be alive, as far as `me` can tell
     /// without its heartbeat? `Some(false)`: certainly gone; `Some(true)`: certainly alive; `None`: cannot
     /// tell from here (another host or pid namespace), the heartbeat decides.

@@ -78,6 +78,8 @@ pub(crate) struct Claimant<'a> {
     pub stale_after: Duration,
     /// How often this process beats for the runs it owns (stored, so that others judge it by it).
     pub heartbeat_every: Duration,
+    /// The store is this process's alone (a node-local copy for one shard): any other owner is gone.
+    pub private: bool,
 }
 
 /// What the queue reads of a run's owner.
@@ -115,6 +117,10 @@ impl OwnerRow {
 
     /// Is the owner gone, as `c` judges it now?
     fn gone(&self, c: &Claimant<'_>) -> bool {
+        if c.private {
+            let pid = self.pid.and_then(|p| u32::try_from(p).ok());
+            return !pid.is_some_and(|p| c.me.is(p, self.host.as_deref(), self.start.as_deref()));
+        }
         let judged = Owner::judge(
             c.me,
             self.pid,
@@ -288,6 +294,11 @@ impl Store {
             return Ok(None);
         };
         set_status(&tx, id, status, RunStatus::Running)?;
+        if checkpoint_epoch.is_none() {
+            // Trained from the start: nothing of an earlier attempt may stay (a run interrupted before
+            // its first epoch has its initial weights stored; an edited store may hold more).
+            clear_progress(&tx, id)?;
+        }
         let env = env(&config_hash);
         let me = c.me;
         tx.execute(
@@ -449,9 +460,14 @@ fn insert_pending(tx: &Transaction<'_>, experiment_id: i64, run: &NewRun<'_>) ->
 
 /// Put a failed run back to `pending` with nothing stored: it will be trained from the start.
 fn reset_run(tx: &Transaction<'_>, id: i64) -> Result<()> {
+    set_status(tx, id, RunStatus::Failed, RunStatus::Pending)?;
+    clear_progress(tx, id)
+}
+
+/// Remove everything a run has stored of its training: epochs, weights, results, hashes.
+fn clear_progress(tx: &Transaction<'_>, id: i64) -> Result<()> {
     tx.execute("DELETE FROM epochs WHERE run_id = ?1", [id])?;
     tx.execute("DELETE FROM weights WHERE run_id = ?1", [id])?;
-    set_status(tx, id, RunStatus::Failed, RunStatus::Pending)?;
     tx.execute(
         "UPDATE runs SET epochs_done = 0, train_loss = NULL, train_acc = NULL, test_loss = NULL,
             test_acc = NULL, diverged_epoch = NULL, error = NULL, started_at = NULL, finished_at = NULL,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use super::shard::Shard;
 use crate::error::{Error, Result};
 use crate::files::same_file;
 use crate::store::integrity::{check_run, metrics_sha256, weights_sha256};
@@ -28,6 +29,25 @@ pub struct Unfinished {
     pub config_hash: String,
 }
 
+/// A run the merged store should hold finished and does not: its name, config hash, the shard that owes
+/// it (when the shard count is known), and where it stands.
+#[derive(Debug, Clone)]
+pub struct Missing {
+    pub name: String,
+    pub config_hash: String,
+    pub shard: Option<Shard>,
+    /// e.g. "interrupted in results/shards/shard-1-of-3.db", or "in no input".
+    pub state: String,
+}
+
+/// The runs a merge must end with, finished: those of a spec, and the shard count to name who owes one.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// (run name, config hash) of every run of the sweep.
+    pub runs: Vec<(String, String)>,
+    pub shards: Option<u64>,
+}
+
 /// What a merge did.
 #[derive(Debug, Clone, Default)]
 pub struct MergeReport {
@@ -40,10 +60,14 @@ pub struct MergeReport {
     pub unfinished: Vec<Unfinished>,
     /// Reproducibility failures: the same config stored with different bits.
     pub conflicts: Vec<String>,
+    /// Runs the merged store does not hold finished: the sweep's (when it was given) and every run an
+    /// input holds unfinished.
+    pub missing: Vec<Missing>,
 }
 
-/// Merge the finished runs of `sources` into the store at `out` (created if needed).
-pub fn merge(sources: &[&Path], out: &Path) -> Result<MergeReport> {
+/// Merge the finished runs of `sources` into the store at `out` (created if needed), and say which runs
+/// (of `expected`, and every run an input holds unfinished) the merged store still lacks.
+pub fn merge(sources: &[&Path], out: &Path, expected: &Expected) -> Result<MergeReport> {
     // 1. Every input, checked before anything is written.
     let mut inputs = Vec::with_capacity(sources.len());
     for src in sources {
@@ -74,7 +98,7 @@ pub fn merge(sources: &[&Path], out: &Path) -> Result<MergeReport> {
     // temporary file beside it and renamed into place.
     if out.exists() {
         let dest = Store::open(out)?;
-        merge_into(&dest, &inputs)
+        merge_into(&dest, &inputs, expected)
     } else {
         let name = out
             .file_name()
@@ -83,7 +107,7 @@ pub fn merge(sources: &[&Path], out: &Path) -> Result<MergeReport> {
         let tmp = out.with_file_name(format!(".{name}.merging-{}", std::process::id()));
         let result = (|| {
             let dest = Store::open(&tmp)?;
-            let report = merge_into(&dest, &inputs)?;
+            let report = merge_into(&dest, &inputs, expected)?;
             dest.close()?;
             std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
             Ok(report)
@@ -97,29 +121,56 @@ pub fn merge(sources: &[&Path], out: &Path) -> Result<MergeReport> {
     }
 }
 
-fn merge_into(dest: &Store, inputs: &[Store]) -> Result<MergeReport> {
+fn merge_into(dest: &Store, inputs: &[Store], expected: &Expected) -> Result<MergeReport> {
     let mut report = MergeReport::default();
     let tx = dest.write_tx()?;
     for src in inputs {
         let r = merge_one(&tx, src, &mut report);
         r.map_err(|e| e.on_file(src.path()))?;
     }
-    // Unfinished in one input but finished in another or in the output: not missing.
-    let mut still = Vec::new();
-    for u in report.unfinished.drain(..) {
-        let finished: bool = tx.query_row(
+    // What the merged store lacks: runs unfinished in an input and finished nowhere, and runs of the
+    // sweep in no input at all.
+    let finished = |hash: &str| -> Result<bool> {
+        Ok(tx.query_row(
             &format!(
                 "SELECT EXISTS (SELECT 1 FROM runs WHERE config_hash = ?1 AND status IN {})",
                 RunStatus::sql_list(&RunStatus::FINISHED)
             ),
-            [&u.config_hash],
+            [hash],
             |r| r.get(0),
-        )?;
-        if !finished {
-            still.push(u);
+        )?)
+    };
+    let shard_of = |hash: &str| {
+        expected.shards.map(|count| {
+            let index = (0..count)
+                .find(|&i| Shard { index: i, count }.contains(hash))
+                .unwrap_or(0);
+            Shard { index, count }
+        })
+    };
+    let mut missing = Vec::new();
+    let mut seen = BTreeSet::new();
+    for u in &report.unfinished {
+        if !finished(&u.config_hash)? && seen.insert(u.config_hash.clone()) {
+            missing.push(Missing {
+                name: u.name.clone(),
+                config_hash: u.config_hash.clone(),
+                shard: shard_of(&u.config_hash),
+                state: format!("{} in {}", u.status, u.source.display()),
+            });
         }
     }
-    report.unfinished = still;
+    for (name, hash) in &expected.runs {
+        if !finished(hash)? && seen.insert(hash.clone()) {
+            missing.push(Missing {
+                name: name.clone(),
+                config_hash: hash.clone(),
+                shard: shard_of(hash),
+                state: "in no input".into(),
+            });
+        }
+    }
+    report.missing = missing;
     tx.commit()
         .map_err(|e| Error::from(e).on_file(dest.path()))?;
     Ok(report)

@@ -18,5 +18,5 @@ pub mod verify;
 
 pub use progress::{Lines, Progress, RunProgress, RunStart};
 pub use run::{Options, RunReport, check_data, plan, run};
-pub use shard::Shard;
+pub use shard::{Assignment, Shard};
 pub use spec::{Experiment, PlannedRun};

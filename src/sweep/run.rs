@@ -82,6 +82,9 @@ pub struct Options {
     pub shard: Option<(Shard, String)>,
     /// The scheduler task this process runs as (see [`crate::store::owner`]).
     pub task: Option<String>,
+    /// The store is this process's alone (a node-local copy for one shard): a `running` run there was
+    /// left by a process that is gone, and is taken over at once.
+    pub private_store: bool,
 }
 
 impl Default for Options {
@@ -93,6 +96,7 @@ impl Default for Options {
             heartbeat_every: Duration::from_secs(20),
             shard: None,
             task: None,
+            private_store: false,
         }
     }
 }
@@ -124,6 +128,7 @@ impl Options {
             me,
             stale_after: self.stale_after,
             heartbeat_every: self.heartbeat_every,
+            private: self.private_store,
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::util::{file_sha, query, rehash_metrics, runner, spec, tmp};
+use crate::util::{file_sha, query, rehash_metrics, runner, runner_env, spec, tmp};
 
 const SWEEP: &str = "[data]\ndir = \"{MNIST}\"\nlimit_train = 1000\nlimit_test = 300\n[model]\nsizes = [784, 16, 10]\n\
                      [train]\nbatch_size = 20\nepochs = 2\n[sweep]\n\"train.seed\" = [1, 2, 3]\n\
@@ -146,7 +146,7 @@ fn three_shards_merged_equal_the_unsharded_sweep() {
 }
 
 #[test]
-fn the_shard_comes_from_slurm_or_kubernetes_when_not_given() {
+fn the_shard_comes_from_slurm_or_kubernetes_with_the_count_stated_once() {
     let dir = tmp();
     let d = dir.path();
     let s = spec(d, "sweep.toml", SWEEP);
@@ -163,12 +163,38 @@ fn the_shard_comes_from_slurm_or_kubernetes_when_not_given() {
     );
 
     for (name, vars) in [
+        // The whole array --array=0-2, and task 1 re-submitted alone (--array=1): the same shard.
         (
             "slurm",
             vec![
-                ("SLURM_ARRAY_TASK_ID", "2"),
-                ("SLURM_ARRAY_TASK_MIN", "1"),
+                ("SLURM_ARRAY_JOB_ID", "40"),
+                ("SLURM_ARRAY_TASK_ID", "1"),
+                ("SLURM_ARRAY_TASK_MIN", "0"),
                 ("SLURM_ARRAY_TASK_COUNT", "3"),
+                ("MLP_RUNNER_SHARD_COUNT", "3"),
+            ],
+        ),
+        (
+            "slurm-resubmitted",
+            vec![
+                ("SLURM_ARRAY_JOB_ID", "52"),
+                ("SLURM_ARRAY_TASK_ID", "1"),
+                ("SLURM_ARRAY_TASK_MIN", "1"),
+                ("SLURM_ARRAY_TASK_COUNT", "1"),
+                ("MLP_RUNNER_SHARD_COUNT", "3"),
+            ],
+        ),
+        // A stepped array --array=10-14:2: task 12 is shard 1.
+        (
+            "slurm-stepped",
+            vec![
+                ("SLURM_ARRAY_TASK_ID", "12"),
+                ("SLURM_ARRAY_TASK_MIN", "10"),
+                ("SLURM_ARRAY_TASK_STEP", "2"),
+                ("SLURM_ARRAY_TASK_COUNT", "3"),
+                ("MLP_RUNNER_SHARD_COUNT", "3"),
+                ("MLP_RUNNER_SHARD_FIRST", "10"),
+                ("MLP_RUNNER_SHARD_STEP", "2"),
             ],
         ),
         (
@@ -191,4 +217,203 @@ fn the_shard_comes_from_slurm_or_kubernetes_when_not_given() {
         assert!(stdout.contains("shard 1/3 ("), "{name}: {stdout}");
         assert_eq!(run_set(&db), run_set(&given), "{name}");
     }
+    // A Slurm array without the count stated: refused, nothing trained.
+    let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args([s, "--db", "unstated.db"])
+        .envs([
+            ("SLURM_ARRAY_TASK_ID", "1"),
+            ("SLURM_ARRAY_TASK_COUNT", "1"),
+        ])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MLP_RUNNER_SHARD_COUNT is not set"));
+    assert!(!d.join("unstated.db").exists());
+}
+
+#[test]
+fn merge_names_the_runs_a_partial_array_still_owes_and_fails_without_allow_incomplete() {
+    let dir = tmp();
+    let d = dir.path();
+    let s = spec(d, "sweep.toml", SWEEP);
+    let s = s.to_str().unwrap();
+    // Shards 0 and 2 of 3 finished; shard 1 never ran.
+    for i in [0, 2] {
+        runner(
+            d,
+            &[
+                s,
+                "--db",
+                &format!("shard-{i}.db"),
+                "--shard",
+                &format!("{i}/3"),
+            ],
+        )
+        .ok();
+    }
+    let owed = query(&d.join("shard-0.db"), "SELECT count(*) FROM runs")[0][0]
+        .parse::<usize>()
+        .unwrap()
+        + query(&d.join("shard-2.db"), "SELECT count(*) FROM runs")[0][0]
+            .parse::<usize>()
+            .unwrap();
+    let owed = 9 - owed;
+    let args = [
+        "merge",
+        "shard-0.db",
+        "shard-2.db",
+        "-o",
+        "all.db",
+        "--spec",
+        s,
+        "--shards",
+        "3",
+    ];
+    let out = runner(d, &args);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stdout.matches("MISSING: run ").count(),
+        owed,
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        out.stdout
+            .matches("owed by shard 1 of 3): in no input")
+            .count(),
+        owed,
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "{owed} runs of the 9 runs of {s} are not finished"
+        )),
+        "{}",
+        out.stdout
+    );
+    // Without the spec, an input's unfinished run is named with the file that holds it.
+    runner_env(
+        d,
+        &[s, "--db", "shard-1.db", "--shard", "1/3"],
+        &[("MLP_RUNNER_PAUSE_AFTER_EPOCH_MS", "0")],
+    )
+    .ok();
+    let conn = rusqlite::Connection::open(d.join("shard-1.db")).unwrap();
+    conn.execute("UPDATE runs SET status = 'interrupted' WHERE id = 1", [])
+        .unwrap();
+    drop(conn);
+    let out = runner(d, &["merge", "shard-1.db", "-o", "all.db"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("interrupted in shard-1.db"),
+        "{}",
+        out.stdout
+    );
+    let out = runner(
+        d,
+        &["merge", "shard-1.db", "-o", "all.db", "--allow-incomplete"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("(--allow-incomplete: exit 0)"),
+        "{}",
+        out.stdout
+    );
+    // Once the shard is trained to its end, the merge is complete.
+    runner(d, &[s, "--db", "shard-1.db", "--shard", "1/3"]).ok();
+    let all = [
+        "merge",
+        "shard-0.db",
+        "shard-1.db",
+        "shard-2.db",
+        "-o",
+        "all.db",
+        "--spec",
+        s,
+        "--shards",
+        "3",
+    ];
+    let out = runner(d, &all);
+    assert!(out.ok().stdout.contains("already there"), "{}", out.stdout);
+    assert!(!out.stdout.contains("MISSING"), "{}", out.stdout);
+}
+
+#[test]
+fn a_retried_task_takes_over_its_own_runs_at_once_but_never_a_live_one() {
+    let dir = tmp();
+    let d = dir.path();
+    let s = spec(
+        d,
+        "sweep.toml",
+        &SWEEP
+            .replace("[1, 2, 3]", "[1]")
+            .replace("[0.3, 0.1, 0.03]", "[0.3]"),
+    );
+    let s = s.to_str().unwrap();
+    let reference = d.join("reference.db");
+    runner(d, &[s, "--db", reference.to_str().unwrap()]).ok();
+    // A task killed (as by the out-of-memory killer) after its first epoch: its run stays `running`,
+    // owned by a pid on "another node" whose heartbeat is fresh.
+    let killed = |db: &Path| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+            .args([s, "--db", db.to_str().unwrap()])
+            .env("MLP_RUNNER_PAUSE_AFTER_EPOCH_MS", "5000")
+            .current_dir(d)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        while !lines.next().unwrap().unwrap().contains("epoch 1/2") {}
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute(
+            "UPDATE runs SET host = 'node-that-died', owner_task = 'slurm:77:0/1',
+                heartbeat_at = CAST(strftime('%s', 'now') AS REAL)",
+            [],
+        )
+        .unwrap();
+    };
+    // Another process sees a live owner elsewhere: it leaves the run alone.
+    let db = d.join("shared.db");
+    killed(&db);
+    let out = runner(d, &[s, "--db", db.to_str().unwrap()]);
+    assert!(
+        out.ok().stdout.contains("1 running elsewhere"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(query(&db, "SELECT status FROM runs")[0][0], "running");
+    // The same task retried on a new node (same job, same shard): its own run, taken over at once.
+    let out = runner_env(
+        d,
+        &[s, "--db", db.to_str().unwrap()],
+        &[
+            ("SLURM_ARRAY_JOB_ID", "77"),
+            ("SLURM_ARRAY_TASK_ID", "0"),
+            ("MLP_RUNNER_SHARD_COUNT", "1"),
+        ],
+    );
+    assert!(
+        out.ok().stdout.contains("resuming after epoch 1/2"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(fingerprint(&db), fingerprint(&reference));
+    // A shard's private copy of its store (a re-submitted job, another job id): taken over at once too.
+    let private = d.join("private.db");
+    killed(&private);
+    let out = runner(
+        d,
+        &[s, "--db", private.to_str().unwrap(), "--private-store"],
+    );
+    assert!(
+        out.ok().stdout.contains("resuming after epoch 1/2"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(fingerprint(&private), fingerprint(&reference));
 }
