@@ -1,6 +1,7 @@
 #!/bin/bash
 # Submit a sweep to Slurm: a job array of shards (sweep.sbatch) and the merge that follows it whatever
-# becomes of the tasks (merge.sbatch, --dependency=afterany). Run from the repository root:
+# becomes of the tasks (merge.sbatch, --dependency=afterany). The jobs run in the current folder (their
+# logs, slurm-*.out, are written there; relative paths in SPEC, RESULTS and OUT are from there):
 #
 #   examples/slurm/submit.sh            # every shard, then the merge
 #   examples/slurm/submit.sh 2          # shard 2 again (after it failed), then the merge again
@@ -23,7 +24,7 @@ OUT=${OUT:-results/results.db}
 RUNNER=${RUNNER:-runner}
 array=${1:-0-$((SHARDS - 1))}
 mkdir -p "$RESULTS"
-export SPEC RESULTS OUT RUNNER MLP_RUNNER_SHARD_COUNT=$SHARDS
+export SPEC RESULTS OUT RUNNER MLP_RUNNER_SHARD_COUNT=$SHARDS MLP_RUNNER_EXAMPLES=$here/..
 # shellcheck disable=SC2086
 sweep=$(sbatch --parsable --array="$array" --cpus-per-task="$CPUS" --export=ALL ${SBATCH_ARGS:-} \
     "$here/sweep.sbatch")

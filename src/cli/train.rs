@@ -43,6 +43,10 @@ pub struct RunArgs {
     pub private_store: bool,
 }
 
+/// Names the scheduler task this process runs as (e.g. `slurm:4242:1/4`): a retried attempt of the same
+/// task takes over the runs its earlier attempt left `running` at once.
+const TASK_ENV: &str = "MLP_RUNNER_TASK";
+
 /// How this process shows it is alive, and when it takes over a run whose owner does not.
 #[derive(Debug, Args, Clone, Copy)]
 pub struct Liveness {
@@ -97,6 +101,11 @@ fn options(args: &RunArgs) -> Result<sweep::Options> {
             None => (None, None),
         },
     };
+    // A scheduler script may name its task itself (examples/run-shard.sh's callers do).
+    let task = std::env::var(TASK_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .or(task);
     Ok(sweep::Options {
         force: args.force,
         jobs: match args.jobs {
