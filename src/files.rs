@@ -92,13 +92,19 @@ impl Guard<'_> {
 }
 
 /// Write `out` through `write`, which is given a temporary path in the same folder: the file appears
-/// whole, by a rename, or not at all. `guard` is checked first.
+/// whole, by a rename, or not at all. `guard` is checked first. A special file (`/dev/stdout`, a pipe) is
+/// written in place.
 pub fn write_atomically(
     out: &Path,
     guard: &Guard<'_>,
     write: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
     guard.check(out)?;
+    // A device, a pipe or a socket (`-o /dev/stdout`) is written in place: renaming over it would replace
+    // the special file itself.
+    if std::fs::metadata(out).is_ok_and(|m| !m.is_file()) {
+        return write(out);
+    }
     let name = out
         .file_name()
         .ok_or_else(|| Error::Usage(format!("{}: not a file name", out.display())))?;
@@ -164,5 +170,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"whole");
+        // A special file is written in place, never replaced.
+        let null = Path::new("/dev/null");
+        write_atomically(null, &Guard::default(), |p| {
+            assert_eq!(p, null);
+            std::fs::write(p, b"x").map_err(|e| Error::io(p, e))
+        })
+        .unwrap();
+        assert!(!std::fs::metadata(null).unwrap().is_file());
     }
 }

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use mlp_runner::Error;
 use mlp_runner::core::bench;
-use mlp_runner::core::config::Dtype;
+use mlp_runner::core::config::{Dtype, RunConfig};
 use mlp_runner::report::table::Format;
 use mlp_runner::store::Table;
 use rusqlite::types::Value;
@@ -59,11 +59,17 @@ pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
         no_jobs,
         format,
     } = args;
-    if sizes.len() < 2 || sizes.contains(&0) || batch.contains(&0) {
-        return Err(Error::Usage(
-            "--sizes needs two or more widths >= 1, --batch sizes >= 1".into(),
-        )
-        .into());
+    if batch.contains(&0) {
+        return Err(Error::Usage("--batch sizes must be >= 1".into()).into());
+    }
+    // The same limits as a spec's: widths, parameters, tensor sizes.
+    for &dtype in &dtype {
+        let mut config = RunConfig::default();
+        config.model.sizes = sizes.clone();
+        config.model.dtype = dtype;
+        config
+            .validate()
+            .map_err(|e| Error::Usage(format!("--sizes {sizes:?}: {}", e.msg)))?;
     }
     let opts = bench::Options {
         data_dir: data,

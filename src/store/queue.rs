@@ -227,10 +227,23 @@ impl Store {
                     let eid = match experiment_id {
                         Some(e) => e,
                         None => {
+                            // The invocation tells apart shards started at the same moment.
+                            let nanos = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_nanos());
+                            let invocation = format!("{}:{}:{nanos}", c.me.host, c.me.pid);
                             tx.execute(
-                                "INSERT INTO experiments (name, description, spec_path, spec_toml, created_at)
-                                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                                params![exp.name, exp.description, exp.spec_path, exp.spec_text, now()],
+                                "INSERT INTO experiments (name, description, spec_path, spec_toml, created_at,
+                                    invocation)
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                params![
+                                    exp.name,
+                                    exp.description,
+                                    exp.spec_path,
+                                    exp.spec_text,
+                                    now(),
+                                    invocation
+                                ],
                             )?;
                             *experiment_id.insert(tx.last_insert_rowid())
                         }

@@ -144,7 +144,8 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE runs ADD COLUMN owner_task TEXT;                      -- the scheduler task that owns the run (e.g. a Slurm array task)
      ALTER TABLE runs ADD COLUMN heartbeat_every REAL;                 -- the owner's heartbeat interval, seconds
      ALTER TABLE runs ADD COLUMN checkpoint_sha256 TEXT;               -- hash of the checkpoint's weights
-     ALTER TABLE runs ADD COLUMN metrics_sha256 TEXT;                  -- hash of the run's epoch rows",
+     ALTER TABLE runs ADD COLUMN metrics_sha256 TEXT;                  -- hash of the run's epoch rows
+     ALTER TABLE experiments ADD COLUMN invocation TEXT;               -- host:pid:nanoseconds of the invocation",
 ];
 
 /// The tables a version-1 store has, with a column each that only this schema has: how a store written

@@ -261,16 +261,22 @@ fn merge_one(tx: &Transaction<'_>, src: &Store, report: &mut MergeReport) -> Res
             }
             continue;
         }
-        // The experiment row: the same invocation (name, spec text, time) maps to one row.
-        let (ename, etext, ecreated): (String, String, String) = sconn.query_row(
-            "SELECT name, spec_toml, created_at FROM experiments WHERE id = ?1",
-            [src_exp],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+        // The experiment row: the same invocation maps to one row (told apart by its `invocation`, or for
+        // a store of schema version 1 by its name, spec text and time).
+        let invocation_col = src.col("invocation", 2);
+        let (ename, etext, ecreated, einvocation): (String, String, String, Option<String>) = sconn
+            .query_row(
+                &format!(
+                    "SELECT name, spec_toml, created_at, {invocation_col} FROM experiments WHERE id = ?1"
+                ),
+                [src_exp],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
         let dest_exp: Option<i64> = tx
             .query_row(
-                "SELECT id FROM experiments WHERE name = ?1 AND spec_toml = ?2 AND created_at = ?3",
-                params![ename, etext, ecreated],
+                "SELECT id FROM experiments WHERE name = ?1 AND spec_toml = ?2 AND created_at = ?3
+                 AND invocation IS ?4",
+                params![ename, etext, ecreated, einvocation],
                 |r| r.get(0),
             )
             .optional()?;
