@@ -97,10 +97,13 @@ log "cluster up: $(sinfo -h -o '%P %D %T %c')"
 #    MLP_RUNNER_PAUSE_AFTER_EPOCH_MS) so that a task can be cancelled while it trains.
 (cd "$repo" && cargo build --release --quiet)
 export RUNNER=$repo/target/release/runner
+# The data folder by a relative path (the jobs run in $work): the runs' config hashes, and so their shards,
+# do not depend on where the repository is.
+ln -s "$repo/data" "$work/data"
 cat > "$work/sweep.toml" <<SPEC
 name = "slurm_sweep"
 [data]
-dir = "$repo/data/mnist"
+dir = "data/mnist"
 limit_train = 3000
 limit_test = 500
 [model]
@@ -153,7 +156,7 @@ if grep -q MISSING "slurm-mlp-merge-$merge2.out"; then fail "the merge still mis
 
 # 4. The merged store equals the sweep trained in one process, and verifies.
 unset MLP_RUNNER_PAUSE_AFTER_EPOCH_MS
-"$RUNNER" "$SPEC" --db "$work/reference.db" >/dev/null
+(cd "$work" && "$RUNNER" "$SPEC" --db "$work/reference.db" >/dev/null)
 fingerprint() {
     "$RUNNER" sql --csv --db "$1" "SELECT r.config_hash, r.status, r.weights_sha256, r.init_weights_sha256,
         r.dataset_sha256, e.epoch, e.train_loss, e.train_acc, e.test_loss, e.test_acc
@@ -163,7 +166,7 @@ fingerprint "$OUT" >"$work/merged.csv"
 fingerprint "$work/reference.db" >"$work/reference.csv"
 [ "$(wc -l <"$work/merged.csv")" -eq 19 ] || fail "expected 6 runs x 3 epochs in the merged store"
 diff "$work/merged.csv" "$work/reference.csv" || fail "the merged store differs from the one-process sweep"
-"$RUNNER" verify --all --db "$OUT" | tee "$work/verify.txt"
+(cd "$work" && "$RUNNER" verify --all --db "$OUT") | tee "$work/verify.txt"
 [ "$(grep -c ': identical' "$work/verify.txt")" -eq 6 ] || fail "verify --all did not say identical for all 6 runs"
 "$RUNNER" check --db "$OUT"
 log "PASSED: 6 runs over 3 shards, one cancelled and re-submitted, merged bit for bit equal to one process"
