@@ -14,6 +14,10 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// Does the file at `path` start like an SQLite database? (`false` for a missing or short file.)
 fn is_sqlite_file(path: &Path) -> bool {
     use std::io::Read;
+    // Only a regular file is read: opening a pipe (`/dev/stdout`) for reading would block.
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let mut head = [0u8; 16];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))

@@ -263,15 +263,23 @@ impl Store {
     }
 }
 
-/// Refuse a path that cannot be a database file before SQLite sees it.
+/// Refuse a path that cannot be a database file before SQLite sees it: a folder, or an existing file that
+/// is not a regular file (a device such as /dev/null, a pipe, a socket), where SQLite would create its
+/// journal and WAL files beside it.
 fn check_path(path: &Path) -> Result<()> {
-    if path.is_dir() {
-        return Err(Error::Store {
-            path: path.to_path_buf(),
-            msg: "is a directory; pass the path of a database file, e.g. results/results.db".into(),
-        });
+    let err = |msg: &str| Error::Store {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(err(
+            "is a directory; pass the path of a database file, e.g. results/results.db",
+        )),
+        Ok(m) if !m.is_file() => Err(err(
+            "is not a regular file (a device, a pipe or a socket); pass the path of a database file",
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The current time as RFC 3339 UTC with microseconds, computed without a date library.

@@ -486,6 +486,29 @@ fn outputs_never_overwrite_the_store_or_an_input() {
             .unwrap()
             .starts_with(b"SQLite format 3")
     );
+    // Devices are never taken for stores (SQLite would create /dev/null-journal), and an export to standard
+    // output is written in place (the header of /dev/stdout is never read: that would block on the pipe).
+    for args in [
+        vec!["merge", dbs, "-o", "/dev/null"],
+        vec!["ls", "--db", "/dev/zero"],
+        vec!["small.toml", "--db", "/dev/null"],
+    ] {
+        let out = runner(d, &args);
+        assert_eq!(out.code, 2, "{args:?}");
+        assert!(
+            out.stderr.contains("is not a regular file"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert!(!Path::new("/dev/null-journal").exists() && !Path::new("/dev/null-wal").exists());
+    let piped = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["export", "1", "-o", "/dev/stdout", "--db", dbs])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert_eq!(piped.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&piped.stdout).contains("\"__metadata__\""));
     // No temporary file is left behind, whatever happened.
     let leftovers: Vec<_> = std::fs::read_dir(d)
         .unwrap()
