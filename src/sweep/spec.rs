@@ -212,6 +212,27 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
             config,
         });
     }
+    // Two points of a sweep with the same config are one run. In a grid that is a repeated value: an
+    // error. A random search may draw a point twice: the repeat is the same run, kept once.
+    if matches!(sweep.get("method"), Some(toml::Value::String(m)) if m == "random") {
+        let mut drawn = std::collections::HashSet::new();
+        runs.retain(|r| drawn.insert(r.config.hash()));
+    }
+    let mut seen = std::collections::HashMap::new();
+    for (i, run) in runs.iter().enumerate() {
+        if let Some(first) = seen.insert(run.config.hash(), i) {
+            return Err(err(
+                locate_table(text, "sweep"),
+                Some("sweep"),
+                format!(
+                    "sweep points {} and {} give the same run ({}): remove the repeated value",
+                    first + 1,
+                    i + 1,
+                    crate::text::clean(&run.name)
+                ),
+            ));
+        }
+    }
     Ok(Experiment {
         name,
         description,
@@ -375,6 +396,25 @@ mod tests {
         assert!(e.msg.contains("not a valid config"), "{}", e.msg);
         let e = parse_err("[sweep]\n\"train.seed\" = 3\n");
         assert!(e.msg.contains("takes a list"), "{}", e.msg);
+    }
+
+    #[test]
+    fn a_repeated_random_draw_is_one_run() {
+        let e = parse_ok(
+            "[sweep]\nmethod = \"random\"\ntrials = 20\n\"train.batch_size\" = { choice = [10, 32] }\n",
+        );
+        assert_eq!(e.runs.len(), 2);
+    }
+
+    #[test]
+    fn a_repeated_sweep_value_is_refused() {
+        let e = parse_err("[sweep]\n\"train.seed\" = [1, 2, 1]\n");
+        assert_eq!(e.line, Some(1));
+        assert!(
+            e.msg.contains("sweep points 1 and 3 give the same run"),
+            "{}",
+            e.msg
+        );
     }
 
     #[test]
