@@ -108,9 +108,14 @@ pub enum Command {
                             runner sql --timeout 10 'SELECT count(*) FROM weights'"
     )]
     Sql(inspect::SqlArgs),
-    /// Compare an experiment's configurations: the parameters that vary, test accuracy over seeds (mean,
-    /// spread, min, max), diverged runs, time; the best mean marked. Default: the newest experiment.
-    #[command(after_help = "Examples:\n  runner compare\n  runner compare lr_sweep --csv")]
+    /// Compare an experiment's configurations: the parameters that vary, test accuracy over seeds (mean
+    /// with its 95% interval, spread, min, max), diverged runs, time; the best mean marked. With
+    /// --baseline, each configuration against one: the difference, its 95% interval, p-value and verdict.
+    /// Default: the newest experiment.
+    #[command(
+        after_help = "Examples:\n  runner compare\n  runner compare lr_sweep --csv\n  \
+                      runner compare lr_sweep --baseline learning_rate=0.1\n  runner compare --baseline 5"
+    )]
     Compare(report::CompareArgs),
     /// Write a run's weights as a safetensors file (architecture and provenance in its metadata), loadable
     /// by the Python `safetensors` package and PyTorch without this tool.

@@ -18,6 +18,10 @@ use super::{Exit, FormatArgs, print_table};
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     pub experiment: Option<String>,
+    /// Compare every configuration with this one: a run id, or `key=value,...` over the parameters that
+    /// vary (e.g. learning_rate=0.1); paired over shared seeds (paired t-test), Welch's test otherwise.
+    #[arg(long, value_name = "RUN|KEY=VALUE,...")]
+    pub baseline: Option<String>,
     #[command(flatten)]
     pub format: FormatArgs,
 }
@@ -70,10 +74,22 @@ pub fn compare(db: &Path, args: CompareArgs, out: &mut dyn Write) -> Result<Exit
     let store = Store::open_read_only(db)?;
     let name = cmp::experiment_name(&store, args.experiment.as_deref())?;
     let format = args.format.format();
+    let table = match &args.baseline {
+        Some(b) => cmp::compare_baseline(&store, &name, b)?,
+        None => cmp::compare(&store, &name)?,
+    };
     if format == Format::Text {
-        writeln!(out, "experiment {}:", clean(&name))?;
+        match &args.baseline {
+            Some(b) => writeln!(
+                out,
+                "experiment {}, against the baseline {} (test accuracy, in points):",
+                clean(&name),
+                clean(b)
+            )?,
+            None => writeln!(out, "experiment {}:", clean(&name))?,
+        }
     }
-    print_table(&cmp::compare(&store, &name)?, format, out)?;
+    print_table(&table, format, out)?;
     Ok(Exit::Ok)
 }
 

@@ -1,8 +1,12 @@
 //! `compare`: the configurations of an experiment across seeds (runs that differ only by seed grouped),
-//! with the parameters that vary, the mean and spread of test accuracy, and the best mean marked.
+//! with the parameters that vary, the mean of test accuracy with its 95% interval, its spread, and the best
+//! mean marked; and each configuration against a baseline, paired over seeds.
+
+use std::collections::BTreeMap;
 
 use rusqlite::types::Value;
 
+use super::stats;
 use crate::error::{Error, Result};
 use crate::store::{RunStatus, Store, Table};
 
@@ -50,13 +54,8 @@ pub fn experiment_name(store: &Store, given: Option<&str>) -> Result<String> {
     }
 }
 
-/// One row per configuration of the experiment, with the parameters that vary, the mean and spread of
-/// test accuracy over seeds, and the best mean marked.
-pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
-    let filter = format!(
-        "FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE e.name = ?1 AND r.status IN {}",
-        RunStatus::sql_list(&RunStatus::FINISHED)
-    );
+/// The parameters that vary across an experiment's finished runs (a few defaults when none does).
+fn varying(store: &Store, experiment: &str, filter: &str) -> Result<Vec<&'static str>> {
     let mut varying = Vec::new();
     for p in PARAMS {
         let t = store.select(
@@ -70,6 +69,38 @@ pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
     if varying.is_empty() {
         varying.extend(["sizes", "batch_size", "learning_rate"]);
     }
+    Ok(varying)
+}
+
+fn finished_filter() -> String {
+    format!(
+        "FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE e.name = ?1 AND r.status IN {}",
+        RunStatus::sql_list(&RunStatus::FINISHED)
+    )
+}
+
+/// Each configuration's completed test accuracies by seed (the latest run of each seed).
+fn accuracies(store: &Store, experiment: &str) -> Result<BTreeMap<String, BTreeMap<i64, f64>>> {
+    let t = store.select(
+        "SELECT r.seed_group, r.seed, r.test_acc FROM runs r JOIN experiments e ON e.id = r.experiment_id
+         WHERE e.name = ?1 AND r.status = 'completed' AND r.test_acc IS NOT NULL ORDER BY r.id",
+        &[&experiment],
+    )?;
+    let mut groups: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
+    for row in t.rows {
+        if let [Value::Text(g), Value::Integer(seed), Value::Real(acc)] = row.as_slice() {
+            groups.entry(g.clone()).or_default().insert(*seed, *acc);
+        }
+    }
+    Ok(groups)
+}
+
+/// One row per configuration of the experiment (runs that differ only by seed grouped), with the
+/// parameters that vary, the mean of test accuracy over seeds with its 95% confidence interval (Student t),
+/// spread, min and max, and the best mean marked.
+pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
+    let filter = finished_filter();
+    let varying = varying(store, experiment, &filter)?;
     let cols: Vec<String> = varying
         .iter()
         .map(|p| format!("min(r.{p}) AS {p}"))
@@ -83,19 +114,216 @@ pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
                      / (count({acc}) - 1))) END AS std_test_acc,
                 min({acc}) AS min_test_acc, max({acc}) AS max_test_acc,
                 avg(CASE WHEN r.status = 'completed' THEN r.test_loss END) AS mean_test_loss,
-                avg(r.seconds) AS mean_seconds
+                avg(r.seconds) AS mean_seconds, r.seed_group AS seed_group
              {filter} GROUP BY r.seed_group ORDER BY mean_test_acc DESC NULLS LAST, {}",
             cols.join(", "),
             varying.join(", ")
         ),
         &[&experiment],
     )?;
+    // The 95% interval of each mean, after the mean; the grouping key is not shown.
+    let groups = accuracies(store, experiment)?;
+    let at = t
+        .columns
+        .iter()
+        .position(|c| c == "mean_test_acc")
+        .unwrap_or(0)
+        + 1;
+    t.columns.insert(at, "ci95_low".into());
+    t.columns.insert(at + 1, "ci95_high".into());
+    t.columns.pop();
+    for row in t.rows.iter_mut() {
+        let group = match row.pop() {
+            Some(Value::Text(g)) => g,
+            _ => String::new(),
+        };
+        let values: Vec<f64> = groups
+            .get(&group)
+            .map(|m| m.values().copied().collect())
+            .unwrap_or_default();
+        let (lo, hi) = match stats::ci95(&values) {
+            Some((lo, hi)) => (Value::Real(lo), Value::Real(hi)),
+            None => (Value::Null, Value::Null),
+        };
+        row.insert(at, lo);
+        row.insert(at + 1, hi);
+    }
     t.columns.insert(0, "best".into());
     for (i, row) in t.rows.iter_mut().enumerate() {
         row.insert(
             0,
             Value::Text(if i == 0 { "*".into() } else { String::new() }),
         );
+    }
+    Ok(t)
+}
+
+/// Each configuration of the experiment against a baseline configuration: the difference of mean test
+/// accuracy in points, its 95% interval and p-value, paired over the seeds both have (a paired t-test;
+/// Welch's test when they share fewer than two), and the verdict in words. The baseline is a run id (its
+/// configuration) or `key=value,...` over the parameters that vary (e.g. `learning_rate=0.1`).
+pub fn compare_baseline(store: &Store, experiment: &str, baseline: &str) -> Result<Table> {
+    let filter = finished_filter();
+    let varying = varying(store, experiment, &filter)?;
+    let cols: Vec<String> = varying
+        .iter()
+        .map(|p| format!("min(r.{p}) AS {p}"))
+        .collect();
+    let configs = store.select(
+        &format!(
+            "SELECT r.seed_group, {} {filter} GROUP BY r.seed_group ORDER BY {}",
+            cols.join(", "),
+            varying.join(", ")
+        ),
+        &[&experiment],
+    )?;
+    let describe = |row: &[Value]| -> String {
+        varying
+            .iter()
+            .zip(&row[1..])
+            .map(|(k, v)| format!("{k}={}", super::table::cell(v)))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let group_of = |row: &[Value]| match &row[0] {
+        Value::Text(g) => g.clone(),
+        _ => String::new(),
+    };
+    let base_group = match baseline.trim().parse::<i64>() {
+        Ok(id) => {
+            let row = store.run(id)?;
+            let g: Vec<Value> = store
+                .select("SELECT seed_group FROM runs WHERE id = ?1", &[&id])?
+                .rows
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            match g.first() {
+                Some(Value::Text(g)) if configs.rows.iter().any(|r| &group_of(r) == g) => g.clone(),
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "run {id} ({}) is not a finished run of experiment `{}`",
+                        crate::text::clean(&row.name),
+                        crate::text::clean(experiment)
+                    )));
+                }
+            }
+        }
+        Err(_) => {
+            let wanted: Vec<(&str, &str)> = baseline
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .collect();
+            let matches: Vec<&Vec<Value>> = configs
+                .rows
+                .iter()
+                .filter(|r| {
+                    !wanted.is_empty()
+                        && wanted.iter().all(|(k, v)| {
+                            varying.iter().position(|p| p == k).is_some_and(|i| {
+                                let cell = super::table::cell(&r[i + 1]);
+                                let num = |x: &str| x.parse::<f64>().ok();
+                                cell == *v || (num(v).is_some() && num(&cell) == num(v))
+                            })
+                        })
+                })
+                .collect();
+            let all: Vec<String> = configs.rows.iter().map(|r| describe(r)).collect();
+            match matches.as_slice() {
+                [one] => group_of(one),
+                [] => {
+                    return Err(Error::Usage(format!(
+                        "--baseline {}: no configuration of `{}` matches; give a run id or one of: {}",
+                        crate::text::clean(baseline),
+                        crate::text::clean(experiment),
+                        crate::text::clean(&all.join("; "))
+                    )));
+                }
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "--baseline {}: {} configurations match; name more parameters: {}",
+                        crate::text::clean(baseline),
+                        matches.len(),
+                        crate::text::clean(
+                            &matches
+                                .iter()
+                                .map(|r| describe(r))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        )
+                    )));
+                }
+            }
+        }
+    };
+    let groups = accuracies(store, experiment)?;
+    let empty = BTreeMap::new();
+    let base = groups.get(&base_group).unwrap_or(&empty);
+    let mut columns: Vec<&str> = varying.clone();
+    columns.extend([
+        "seeds",
+        "diff_points",
+        "ci95_low",
+        "ci95_high",
+        "p_value",
+        "test",
+        "verdict",
+    ]);
+    let mut t = Table::new(&columns);
+    for row in &configs.rows {
+        let g = group_of(row);
+        let mine = groups.get(&g).unwrap_or(&empty);
+        let mut out: Vec<Value> = row[1..].to_vec();
+        if g == base_group {
+            out.push(Value::Integer(mine.len() as i64));
+            out.extend([Value::Null, Value::Null, Value::Null, Value::Null]);
+            out.push(Value::Text(String::new()));
+            out.push(Value::Text("baseline".into()));
+            t.rows.push(out);
+            continue;
+        }
+        let shared: Vec<i64> = mine
+            .keys()
+            .filter(|s| base.contains_key(s))
+            .copied()
+            .collect();
+        let result = if shared.len() >= 2 {
+            let a: Vec<f64> = shared.iter().map(|s| mine[s]).collect();
+            let b: Vec<f64> = shared.iter().map(|s| base[s]).collect();
+            stats::paired(&a, &b)
+        } else {
+            let a: Vec<f64> = mine.values().copied().collect();
+            let b: Vec<f64> = base.values().copied().collect();
+            stats::welch(&a, &b)
+        };
+        match result {
+            Some(c) => {
+                out.push(Value::Integer(c.n.0 as i64));
+                out.extend([
+                    Value::Real(100.0 * c.diff),
+                    Value::Real(100.0 * c.ci.0),
+                    Value::Real(100.0 * c.ci.1),
+                    Value::Real(c.p),
+                    Value::Text(c.test.into()),
+                    Value::Text(c.verdict()),
+                ]);
+            }
+            None => {
+                out.push(Value::Integer(mine.len() as i64));
+                out.extend([
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                ]);
+                out.push(Value::Text(
+                    "too few seeds to test (two per configuration, or two shared)".into(),
+                ));
+            }
+        }
+        t.rows.push(out);
     }
     Ok(t)
 }

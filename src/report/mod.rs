@@ -1,5 +1,5 @@
 //! Reports over the store for people and other tools: the comparison of a sweep's configurations
-//! ([`compare`]), plots ([`plot`]), safetensors export ([`export`]) and predictions ([`predict`]), and
+//! ([`compare`], with the statistics of [`stats`]), plots ([`plot`]), safetensors export ([`export`]) and predictions ([`predict`]), and
 //! the rendering of tables as aligned text, CSV or JSON, streamed ([`table`]).
 //!
 //! Reads the store through `store`'s checked reads; must not import `sweep` or the binary's code, and
@@ -9,4 +9,5 @@ pub mod compare;
 pub mod export;
 pub mod plot;
 pub mod predict;
+pub mod stats;
 pub mod table;

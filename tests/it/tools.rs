@@ -44,11 +44,76 @@ fn compare_groups_seeds_and_marks_the_best() {
     assert_eq!(accs.len(), 2);
     assert!((rows[0]["mean_test_acc"].as_f64().unwrap() - mean).abs() < 1e-12);
     assert!(rows[0]["std_test_acc"].as_f64().unwrap() >= 0.0);
+    // The 95% interval of the mean with two seeds: mean +- t(0.975, 1) * std / sqrt(2), t = 12.7062...
+    let (m, sd) = (
+        rows[0]["mean_test_acc"].as_f64().unwrap(),
+        rows[0]["std_test_acc"].as_f64().unwrap(),
+    );
+    let half = 12.706204736174694 * sd / 2f64.sqrt();
+    assert!((rows[0]["ci95_low"].as_f64().unwrap() - (m - half)).abs() < 1e-9);
+    assert!((rows[0]["ci95_high"].as_f64().unwrap() - (m + half)).abs() < 1e-9);
     let text = runner(
         dir.path(),
         &["compare", "tools", "--db", db.to_str().unwrap()],
     );
     assert!(text.ok().stdout.starts_with("experiment tools:"));
+    // Against a baseline, paired over the two seeds: the difference is the mean of the paired differences.
+    let out = runner(
+        dir.path(),
+        &[
+            "compare",
+            "--baseline",
+            "learning_rate=0.01",
+            "--json",
+            "--db",
+            db.to_str().unwrap(),
+        ],
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out.ok().stdout).unwrap();
+    let lr03 = rows.iter().find(|r| r["learning_rate"] == 0.3).unwrap();
+    let base = rows.iter().find(|r| r["learning_rate"] == 0.01).unwrap();
+    assert_eq!(base["verdict"], "baseline");
+    assert_eq!(
+        (lr03["test"].as_str(), lr03["seeds"].as_i64()),
+        (Some("paired"), Some(2))
+    );
+    let pairs = query(
+        &db,
+        "SELECT a.test_acc, b.test_acc FROM runs a JOIN runs b ON a.seed = b.seed
+         WHERE a.learning_rate = 0.3 AND b.learning_rate = 0.01",
+    );
+    assert_eq!(pairs.len(), 2);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let diff: f64 = conn
+        .query_row(
+            "SELECT avg(a.test_acc - b.test_acc) FROM runs a JOIN runs b ON a.seed = b.seed
+             WHERE a.learning_rate = 0.3 AND b.learning_rate = 0.01",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!((lr03["diff_points"].as_f64().unwrap() - 100.0 * diff).abs() < 1e-9);
+    let verdict = lr03["verdict"].as_str().unwrap();
+    assert!(
+        verdict.contains("2 paired seeds") && verdict.contains("95% CI ["),
+        "{verdict}"
+    );
+    let bad = runner(
+        dir.path(),
+        &[
+            "compare",
+            "--baseline",
+            "learning_rate=7",
+            "--db",
+            db.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("learning_rate=0.01; learning_rate=0.3"),
+        "{}",
+        bad.stderr
+    );
     let typo = runner(
         dir.path(),
         &["compare", "tool", "--db", db.to_str().unwrap()],
