@@ -42,6 +42,27 @@ pub struct SqlArgs {
 
 pub fn ls(db: &Path, args: LsArgs, out: &mut dyn Write) -> Result<Exit> {
     let store = Store::open_read_only(db)?;
+    if let Some(name) = &args.experiment {
+        let known = store.select("SELECT DISTINCT name FROM experiments ORDER BY name", &[])?;
+        let names: Vec<String> = known.rows.iter().map(|r| table::cell(&r[0])).collect();
+        if !names.contains(name) {
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let hint = mlp_runner::text::nearest(name, &refs)
+                .map(|n| format!("did you mean `{}`? ", clean(n)))
+                .unwrap_or_default();
+            return Err(mlp_runner::Error::Usage(format!(
+                "no experiment `{}` in {}; {hint}experiments: {}",
+                clean(&mlp_runner::text::truncate(name, 100)),
+                db.display(),
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    clean(&names.join(", ")).into_owned()
+                }
+            ))
+            .into());
+        }
+    }
     let t = store.select(
         "SELECT run_id, experiment, name, status, epochs_done || '/' || epochs AS epochs, test_acc, test_loss,
                 round(seconds, 2) AS seconds

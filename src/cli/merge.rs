@@ -49,6 +49,7 @@ pub fn merge(args: MergeArgs, out: &mut dyn Write) -> Result<Exit> {
             .map(|r| (r.name.clone(), r.config.hash()))
             .collect();
     }
+    super::check_store_folder(&output)?;
     let srcs: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
     let r = merge::merge(&srcs, &output, &expected)?;
     writeln!(

@@ -47,7 +47,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
-        default_value = "results/results.db",
+        default_value = DEFAULT_DB,
         value_name = "PATH"
     )]
     pub db: PathBuf,
@@ -179,9 +179,41 @@ const SUBCOMMANDS: &[&str] = &[
     "export", "predict", "plot", "data", "help",
 ];
 
+/// The default store, whose folder is created when missing.
+const DEFAULT_DB: &str = "results/results.db";
+
+/// A store about to be written at `path`: the folder of an explicitly given path must exist (a mistyped
+/// `--db /nonexistent/dir/x.db` is refused, not created); the default `results/` is created.
+pub fn check_store_folder(path: &Path) -> Result<()> {
+    if path == Path::new(DEFAULT_DB) {
+        return Ok(());
+    }
+    match path.parent() {
+        Some(parent) if parent.exists() && !parent.is_dir() => {
+            bail!(mlp_runner::Error::Usage(format!(
+                "{}: cannot create the folder {}: it is a file; give another path",
+                path.display(),
+                parent.display()
+            )))
+        }
+        Some(parent) if !parent.as_os_str().is_empty() && !parent.is_dir() => {
+            bail!(mlp_runner::Error::Usage(format!(
+                "{}: the folder {} does not exist; create it (mkdir -p {}) or give another path",
+                path.display(),
+                parent.display(),
+                parent.display()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Run the parsed command line, writing reports to `out`.
 pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
     let db = cli.db.as_path();
+    if trains(&cli) {
+        check_store_folder(db)?;
+    }
     match cli.command {
         None => match &cli.run.spec {
             Some(spec) => train::run(spec, db, &cli.run, out),

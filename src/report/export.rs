@@ -30,10 +30,11 @@ pub fn load(store: &Store, run_id: i64, kind: WeightsKind) -> Result<StoredModel
             crate::text::clean(&row.name),
             row.status,
             kind.as_str(),
-            if kind == WeightsKind::Final {
-                "; it has not finished: try --weights checkpoint"
-            } else {
-                ""
+            match kind {
+                WeightsKind::Final => "; it has not finished: try --weights checkpoint",
+                WeightsKind::Checkpoint if row.status.is_finished() =>
+                    "; a finished run keeps no checkpoint: its last epoch's weights are --weights final",
+                _ => "",
             }
         ))
     })?;

@@ -7,17 +7,21 @@ use ndarray::Array2;
 
 use super::export::StoredModel;
 use crate::core::config::Dtype;
-use crate::core::data::{MNIST_SIDE, decode_gray};
+use crate::core::data::{MNIST_SIDE, decode_picture};
 use crate::core::model::Mlp;
 use crate::core::real::Real;
 use crate::core::workspace::Workspace;
 use crate::error::{Error, Result};
 use crate::store::RunStatus;
 
+/// The least difference between ink and background, in gray levels, that counts as a digit.
+pub const MIN_CONTRAST: u8 = 32;
+
 /// Bring any grayscale digit image to MNIST's form: light digit on a dark background (inverted if the
 /// border is light), cropped to the digit, scaled to fit 20 x 20 keeping its aspect, and placed in a
-/// 28 x 28 image with its centre of mass at the centre, as the MNIST images were made.
-pub fn mnist_like(img: &image::GrayImage) -> Vec<u8> {
+/// 28 x 28 image with its centre of mass at the centre, as the MNIST images were made. `None` when the
+/// image holds no digit: blank, or nearly uniform (less than [`MIN_CONTRAST`] between ink and background).
+pub fn mnist_like(img: &image::GrayImage) -> Option<Vec<u8>> {
     let (w, h) = img.dimensions();
     let border: Vec<u8> = (0..w)
         .flat_map(|x| [img.get_pixel(x, 0)[0], img.get_pixel(x, h - 1)[0]])
@@ -30,6 +34,11 @@ pub fn mnist_like(img: &image::GrayImage) -> Vec<u8> {
         g.pixels_mut().for_each(|p| p[0] = 255 - p[0]);
     }
     let max = g.pixels().map(|p| p[0]).max().unwrap_or(0);
+    let min = g.pixels().map(|p| p[0]).min().unwrap_or(0);
+    // No ink: a blank (or nearly uniform) image holds no digit to classify.
+    if max.saturating_sub(min) < MIN_CONTRAST {
+        return None;
+    }
     let threshold = (max as u32 / 4) as u8;
     let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
     for (x, y, p) in g.enumerate_pixels() {
@@ -38,8 +47,8 @@ pub fn mnist_like(img: &image::GrayImage) -> Vec<u8> {
         }
     }
     let mut out = vec![0u8; MNIST_SIDE * MNIST_SIDE];
-    if x1 < x0 || max == 0 {
-        return out; // blank image
+    if x1 < x0 {
+        return None;
     }
     let crop = image::imageops::crop_imm(&g, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
     let scale = 20.0 / crop.width().max(crop.height()) as f64;
@@ -65,7 +74,7 @@ pub fn mnist_like(img: &image::GrayImage) -> Vec<u8> {
             out[ty as usize * MNIST_SIDE + tx as usize] = p[0];
         }
     }
-    out
+    Some(out)
 }
 
 /// Class probabilities of one image (28 x 28 u8 pixels) under a stored model.
@@ -116,8 +125,15 @@ pub fn predict_file(m: &StoredModel, path: &Path) -> Result<Vec<f64>> {
             m.diverged_epoch.map_or("?".into(), |e| e.to_string())
         )));
     }
-    let img = decode_gray(path)?;
-    let p = probabilities(m, &mnist_like(&img))?;
+    let img = decode_picture(path)?;
+    let pixels = mnist_like(&img).ok_or_else(|| {
+        Error::Usage(format!(
+            "no digit found in {}: the image is blank (or its ink differs from its background by less \
+             than {MIN_CONTRAST} of 255 levels)",
+            path.display()
+        ))
+    })?;
+    let p = probabilities(m, &pixels)?;
     if p.iter().any(|v| !v.is_finite()) {
         return Err(Error::Usage(format!(
             "run {}: its {} weights give non-finite probabilities for {} (weights holding NaN or infinity)",

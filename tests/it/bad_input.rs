@@ -295,6 +295,41 @@ fn bad_databases_and_queries_are_refused() {
     );
     let s = s.to_str().unwrap();
 
+    // A mistyped folder for a new store: refused, not created.
+    let out = runner(d, &[s, "--db", "no-such-folder/sub/x.db"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("the folder no-such-folder/sub does not exist; create it (mkdir -p"),
+        "{}",
+        out.stderr
+    );
+    assert!(!d.join("no-such-folder").exists());
+    // An experiment that does not exist is named, with those that do; a checkpoint of a finished run
+    // points to its final weights.
+    let dbs = db.to_str().unwrap();
+    expect_error(
+        d,
+        &["ls", "--experiment", "goood", "--db", dbs],
+        &db,
+        &["no experiment `goood`", "did you mean `good`?"],
+    );
+    expect_error(
+        d,
+        &[
+            "export",
+            "1",
+            "--weights",
+            "checkpoint",
+            "-o",
+            "c.safetensors",
+            "--db",
+            dbs,
+        ],
+        &db,
+        &["keeps no checkpoint", "--weights final"],
+    );
+
     // A directory, a text file, a newer schema, a folder path that is a file.
     let folder = d.join("a-folder");
     std::fs::create_dir(&folder).unwrap();

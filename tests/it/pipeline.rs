@@ -24,6 +24,8 @@ epochs = 2
 fn a_sweep_is_trained_stored_and_queryable() {
     let dir = tmp();
     let spec = spec(dir.path(), "mini.toml", SWEEP);
+    // An explicit --db must name a folder that exists (only the default results/ is created).
+    std::fs::create_dir(dir.path().join("out")).unwrap();
     let db = dir.path().join("out/results.db");
     let out = runner(
         dir.path(),

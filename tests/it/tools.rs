@@ -257,6 +257,44 @@ fn predict_classifies_real_digits_at_any_size_and_polarity() {
     );
     assert_eq!(bad.code, 2);
     assert!(bad.stderr.contains("not a readable PNG"), "{}", bad.stderr);
+
+    // Dark ink on a transparent background, as drawing programs export it: the transparent pixels are
+    // black with alpha 0, so ignoring alpha would make the whole image black. Ten digits, as RGBA.
+    let mut rgba_args = vec!["predict", "1", "--json", "--db", db.to_str().unwrap()];
+    let mut paths = Vec::new();
+    for i in 0..10 {
+        let px = &images[16 + i * 784..16 + (i + 1) * 784];
+        let rgba = image::RgbaImage::from_fn(28, 28, |x, y| {
+            image::Rgba([0, 0, 0, px[(y * 28 + x) as usize]])
+        });
+        let path = d.join(format!("{i}-transparent.png"));
+        rgba.save(&path).unwrap();
+        paths.push(path.display().to_string());
+    }
+    rgba_args.extend(paths.iter().map(String::as_str));
+    let out = runner(d, &rgba_args);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out.ok().stdout).unwrap();
+    let right = (0..10)
+        .filter(|&i| rows[i]["class"].as_i64() == Some(labels[8 + i] as i64))
+        .count();
+    assert!(right >= 9, "{right}/10 transparent-background digits right");
+    // A blank image holds no digit: said so, not answered with a made-up class.
+    let blank = d.join("blank.png");
+    image::GrayImage::from_pixel(40, 40, image::Luma([255]))
+        .save(&blank)
+        .unwrap();
+    let out = runner(
+        d,
+        &[
+            "predict",
+            "1",
+            "--db",
+            db.to_str().unwrap(),
+            blank.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("no digit found in"), "{}", out.stderr);
 }
 
 #[test]

@@ -17,7 +17,7 @@ pub mod idx;
 pub mod png;
 
 pub use idx::{IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, parse_idx_images, parse_idx_labels};
-pub use png::{decode_gray, export_png, read_png_split};
+pub use png::{decode_gray, decode_picture, export_png, read_png_split};
 
 /// MNIST images are 28 x 28.
 pub const MNIST_SIDE: usize = 28;

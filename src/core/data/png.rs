@@ -63,7 +63,13 @@ fn open_image(path: &Path) -> Result<image::ImageReader<std::io::BufReader<fs::F
 }
 
 fn unreadable(path: &Path, e: image::ImageError) -> Error {
-    Error::data(path, format!("not a readable PNG image: {e}"))
+    Error::data(
+        path,
+        format!(
+            "not a readable PNG image: {e} (runner reads PNG files; convert others first, e.g. \
+             `convert digit.jpg digit.png` with ImageMagick)"
+        ),
+    )
 }
 
 /// Width and height from the image's header, without decoding its pixels.
@@ -158,6 +164,37 @@ pub fn decode_gray(path: &Path) -> Result<image::GrayImage> {
         .decode()
         .map_err(|e| unreadable(path, e))?;
     Ok(img.into_luma8())
+}
+
+/// Decode a picture of a digit to 8-bit grayscale, transparency included: an image with an alpha channel
+/// (what drawing programs export: ink on a transparent background) is laid over a background of the
+/// opposite shade to its ink, so the ink stays visible whatever colour its transparent pixels hold.
+pub fn decode_picture(path: &Path) -> Result<image::GrayImage> {
+    let img = open_image(path)?
+        .decode()
+        .map_err(|e| unreadable(path, e))?;
+    if !img.color().has_alpha() {
+        return Ok(img.into_luma8());
+    }
+    let rgba = img.into_luma_alpha8();
+    // The ink: the shade of the most opaque pixels (alpha-weighted mean luminance).
+    let (mut ink, mut weight) = (0.0f64, 0.0f64);
+    for p in rgba.pixels() {
+        let a = p[1] as f64 / 255.0;
+        ink += a * p[0] as f64;
+        weight += a;
+    }
+    let ink = if weight > 0.0 { ink / weight } else { 0.0 };
+    let background = if ink < 128.0 { 255.0 } else { 0.0 };
+    Ok(image::GrayImage::from_fn(
+        rgba.width(),
+        rgba.height(),
+        |x, y| {
+            let p = rgba.get_pixel(x, y);
+            let a = p[1] as f64 / 255.0;
+            image::Luma([(a * p[0] as f64 + (1.0 - a) * background).round() as u8])
+        },
+    ))
 }
 
 /// Write `ds` in the PNG-folder layout: `<out>/training/<label>/<index>.png` and `<out>/testing/...`, the
