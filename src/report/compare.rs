@@ -72,6 +72,14 @@ fn varying(store: &Store, experiment: &str, filter: &str) -> Result<Vec<&'static
     Ok(varying)
 }
 
+/// `min(r.p) AS p` for each parameter: its value in a group of runs that share it.
+fn min_columns(params: &[&str]) -> Vec<String> {
+    params
+        .iter()
+        .map(|p| format!("min(r.{p}) AS {p}"))
+        .collect()
+}
+
 fn finished_filter() -> String {
     format!(
         "FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE e.name = ?1 AND r.status IN {}",
@@ -101,10 +109,7 @@ fn accuracies(store: &Store, experiment: &str) -> Result<BTreeMap<String, BTreeM
 pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
     let filter = finished_filter();
     let varying = varying(store, experiment, &filter)?;
-    let cols: Vec<String> = varying
-        .iter()
-        .map(|p| format!("min(r.{p}) AS {p}"))
-        .collect();
+    let cols = min_columns(&varying);
     let acc = "CASE WHEN r.status = 'completed' THEN r.test_acc END";
     let mut t = store.select(
         &format!(
@@ -165,10 +170,7 @@ pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
 pub fn compare_baseline(store: &Store, experiment: &str, baseline: &str) -> Result<Table> {
     let filter = finished_filter();
     let varying = varying(store, experiment, &filter)?;
-    let cols: Vec<String> = varying
-        .iter()
-        .map(|p| format!("min(r.{p}) AS {p}"))
-        .collect();
+    let cols = min_columns(&varying);
     let configs = store.select(
         &format!(
             "SELECT r.seed_group, {} {filter} GROUP BY r.seed_group ORDER BY {}",
