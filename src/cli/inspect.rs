@@ -63,10 +63,16 @@ pub fn ls(db: &Path, args: LsArgs, out: &mut dyn Write) -> Result<Exit> {
             .into());
         }
     }
+    // Text shows epochs as "done/total"; CSV and JSON give the two numbers.
+    let epochs = match args.format.format() {
+        Format::Text => "epochs_done || '/' || epochs AS epochs",
+        _ => "epochs_done, epochs",
+    };
     let t = store.select(
-        "SELECT run_id, experiment, name, status, epochs_done || '/' || epochs AS epochs, test_acc, test_loss,
-                round(seconds, 2) AS seconds
-         FROM run_summary WHERE (?1 IS NULL OR experiment = ?1) ORDER BY run_id",
+        &format!(
+            "SELECT run_id, experiment, name, status, {epochs}, test_acc, test_loss, round(seconds, 2) AS seconds
+             FROM run_summary WHERE (?1 IS NULL OR experiment = ?1) ORDER BY run_id"
+        ),
         &[&args.experiment],
     )?;
     print_table(&t, args.format.format(), out)?;

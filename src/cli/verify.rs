@@ -7,12 +7,14 @@ use std::path::Path;
 use anyhow::Result;
 use clap::Args;
 use mlp_runner::core::data::DataCache;
-use mlp_runner::store::{RunStatus, Store, integrity};
+use mlp_runner::report::table::Format;
+use mlp_runner::store::{RunStatus, Store, Table, integrity};
 use mlp_runner::sweep::verify::verify_run;
 use mlp_runner::text::clean;
 use mlp_runner::{Error, ErrorKind};
+use rusqlite::types::Value;
 
-use super::Exit;
+use super::{Exit, FormatArgs, print_table};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -25,6 +27,8 @@ pub struct VerifyArgs {
     /// Verify the completed or diverged runs of this experiment.
     #[arg(long, conflicts_with = "runs", value_name = "NAME")]
     pub experiment: Option<String>,
+    #[command(flatten)]
+    pub format: FormatArgs,
 }
 
 #[derive(Debug, Args)]
@@ -54,13 +58,36 @@ pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> 
     };
     let mut cache = DataCache::default();
     let (mut mismatches, mut corrupt) = (0, 0);
+    // CSV and JSON: one row per run, printed at the end; text: lines as each run is verified.
+    let format = args.format.format();
+    let text = format == Format::Text;
+    let mut table = Table::new(&[
+        "run_id",
+        "name",
+        "result",
+        "difference",
+        "corrupt",
+        "weights_sha256",
+        "envelope_differs",
+    ]);
     for id in ids {
         let r = match verify_run(&store, &mut cache, id) {
             Ok(r) => r,
             // A run whose config cannot be read is reported and the others are still verified.
             Err(e) if e.kind() == ErrorKind::Corrupt => {
                 corrupt += 1;
-                writeln!(out, "run {id}: CORRUPT: {e}")?;
+                if text {
+                    writeln!(out, "run {id}: CORRUPT: {e}")?;
+                }
+                table.rows.push(vec![
+                    Value::Integer(id),
+                    Value::Null,
+                    Value::Text("corrupt".into()),
+                    Value::Null,
+                    Value::Text(e.to_string()),
+                    Value::Null,
+                    Value::Null,
+                ]);
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -68,6 +95,35 @@ pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> 
         let name = clean(&r.name);
         if !r.corrupt.is_empty() {
             corrupt += 1;
+        }
+        if r.difference.is_some() {
+            mismatches += 1;
+        }
+        let envelope: Vec<String> = r
+            .envelope_diffs
+            .iter()
+            .map(|(field, stored, now)| format!("{field}: stored {stored}, now {now}"))
+            .collect();
+        let result = match (&r.difference, r.corrupt.is_empty()) {
+            (Some(_), _) => "mismatch",
+            (None, false) => "corrupt",
+            (None, true) => "identical",
+        };
+        table.rows.push(vec![
+            Value::Integer(id),
+            Value::Text(r.name.clone()),
+            Value::Text(result.into()),
+            r.difference.clone().map_or(Value::Null, Value::Text),
+            if r.corrupt.is_empty() {
+                Value::Null
+            } else {
+                Value::Text(r.corrupt.join("; "))
+            },
+            Value::Text(r.weights_sha256.clone()),
+            Value::Text(envelope.join("; ")),
+        ]);
+        if !text {
+            continue;
         }
         for finding in &r.corrupt {
             writeln!(out, "run {id} {name}: CORRUPT: {}", clean(finding))?;
@@ -84,10 +140,7 @@ pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> 
                 "run {id} {name}: identical (weights sha256 {})",
                 r.weights_sha256
             )?,
-            Some(d) => {
-                mismatches += 1;
-                writeln!(out, "run {id} {name}: MISMATCH: {d}")?;
-            }
+            Some(d) => writeln!(out, "run {id} {name}: MISMATCH: {d}")?,
         }
         for (field, stored, now) in &r.envelope_diffs {
             writeln!(
@@ -97,6 +150,9 @@ pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> 
                 clean(now)
             )?;
         }
+    }
+    if !text {
+        print_table(&table, format, out)?;
     }
     if corrupt > 0 {
         return Err(Error::Corrupt {

@@ -3,7 +3,8 @@
 //!
 //! Text from the store is untrusted: in text and CSV output control characters are escaped (see
 //! [`crate::text::clean`]), and a text cell longer than [`MAX_CELL_CHARS`] is cut with a marker. CSV and
-//! JSON keep every value whole.
+//! JSON keep every value whole. JSON gives typed values: lists such as `sizes` as JSON arrays, flags such
+//! as `best` and `drop_last` as booleans.
 
 use std::io::{self, Write};
 
@@ -70,13 +71,41 @@ fn json_value(v: &Value) -> serde_json::Value {
     }
 }
 
+/// Columns whose text holds JSON (a layer-size list, a sweep's overrides, a tensor shape): given as that
+/// JSON value, not as a string.
+const JSON_TEXT_COLUMNS: &[&str] = &["sizes", "overrides", "shape"];
+/// Columns that are flags: given as `true`/`false` (`best` marks the best configuration with `*`).
+const FLAG_COLUMNS: &[&str] = &["best", "drop_last", "git_dirty"];
+
+/// A cell as JSON under its column's documented type: JSON text as JSON, flags as booleans.
+fn typed_json_value(column: &str, v: &Value) -> serde_json::Value {
+    match v {
+        Value::Text(t) if JSON_TEXT_COLUMNS.contains(&column) => {
+            serde_json::from_str(t).unwrap_or_else(|_| serde_json::Value::String(t.clone()))
+        }
+        Value::Text(t) if column == "best" => serde_json::Value::Bool(t == "*"),
+        Value::Integer(i) if FLAG_COLUMNS.contains(&column) && (*i == 0 || *i == 1) => {
+            serde_json::Value::Bool(*i == 1)
+        }
+        other => json_value(other),
+    }
+}
+
+/// A column's key in JSON: its name, but `#` (a row number in text tables) is `index`.
+fn json_key(column: &str) -> String {
+    match column {
+        "#" => "index".into(),
+        c => c.to_string(),
+    }
+}
+
 /// One row as a JSON object.
 fn json_object(columns: &[String], row: &[Value]) -> serde_json::Value {
     serde_json::Value::Object(
         columns
             .iter()
-            .cloned()
-            .zip(row.iter().map(json_value))
+            .zip(row)
+            .map(|(c, v)| (json_key(c), typed_json_value(c, v)))
             .collect(),
     )
 }
@@ -302,6 +331,24 @@ mod tests {
             ],
         };
         let expected = serde_json::to_string_pretty(&json_rows(&t)).unwrap() + "\n";
+        let typed = Table {
+            columns: vec![
+                "best".into(),
+                "sizes".into(),
+                "#".into(),
+                "drop_last".into(),
+            ],
+            rows: vec![vec![
+                Value::Text("*".into()),
+                Value::Text("[784,10]".into()),
+                Value::Integer(1),
+                Value::Integer(0),
+            ]],
+        };
+        assert_eq!(
+            json_rows(&typed),
+            serde_json::json!([{"best": true, "sizes": [784, 10], "index": 1, "drop_last": false}])
+        );
         assert_eq!(render(&t, Format::Json), expected);
         let empty = Table::new(&["a"]);
         assert_eq!(render(&empty, Format::Json), "[]\n");

@@ -139,6 +139,23 @@ fn a_sweep_is_trained_stored_and_queryable() {
     assert_eq!(shown["run"]["status"], "completed");
     assert_eq!(shown["epochs"].as_array().unwrap().len(), 2);
     assert_eq!(shown["weights"].as_array().unwrap().len(), 8);
+    // JSON carries typed values: lists as arrays, flags as booleans, counts as numbers.
+    assert!(
+        shown["run"]["sizes"].is_array(),
+        "{}",
+        shown["run"]["sizes"]
+    );
+    assert_eq!(shown["run"]["drop_last"], true);
+    assert!(shown["weights"][0]["shape"].is_array());
+    let ls = runner(dir.path(), &["ls", "--json", "--db", db.to_str().unwrap()]);
+    let listed: serde_json::Value = serde_json::from_str(&ls.ok().stdout).unwrap();
+    assert_eq!(
+        (
+            listed[0]["epochs_done"].as_i64(),
+            listed[0]["epochs"].as_i64()
+        ),
+        (Some(2), Some(2))
+    );
 
     // Running the spec again trains nothing; --force trains every run again as new rows.
     let again = runner(
@@ -219,6 +236,12 @@ fn verify_says_identical_and_catches_a_tampered_epoch() {
     );
     let all = runner(dir.path(), &["verify", "--experiment", "mini", "--db", dbs]);
     assert!(all.ok().stdout.contains("identical"));
+    let json = runner(dir.path(), &["verify", "1", "--json", "--db", dbs]);
+    let rows: serde_json::Value = serde_json::from_str(&json.ok().stdout).unwrap();
+    assert_eq!(
+        (rows[0]["run_id"].as_i64(), rows[0]["result"].as_str()),
+        (Some(1), Some("identical"))
+    );
 
     // Change the stored test accuracy of epoch 2 by one ulp: the epoch rows no longer match their hash
     // (a corrupt store, exit 3), and the re-run says which value differs and what it should be.

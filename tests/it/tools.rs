@@ -27,8 +27,8 @@ fn compare_groups_seeds_and_marks_the_best() {
     );
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out.ok().stdout).unwrap();
     assert_eq!(rows.len(), 2, "{rows:?}");
-    assert_eq!(rows[0]["best"], "*");
-    assert_eq!(rows[1]["best"], "");
+    assert_eq!(rows[0]["best"], true);
+    assert_eq!(rows[1]["best"], false);
     assert_eq!(rows[0]["learning_rate"], 0.3);
     assert_eq!(rows[0]["runs"], 2);
     // The mean is the mean of the two seeds' stored accuracies.
