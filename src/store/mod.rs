@@ -28,7 +28,7 @@ pub use integrity::{Finding, RunCheck};
 pub use owner::Owner;
 pub use queue::Queued;
 pub(crate) use queue::{Claim, NewExperiment, NewRun};
-pub use read::{EpochRow, RunRow, RunSummary, Table};
+pub use read::{RunRow, RunSummary, Table};
 pub use schema::SCHEMA_VERSION;
 pub use status::RunStatus;
 

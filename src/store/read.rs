@@ -57,9 +57,6 @@ pub struct RunSummary {
     pub seconds: Option<f64>,
 }
 
-/// One stored epoch row, with every column.
-pub type EpochRow = EpochMetrics;
-
 /// The result of a read-only query: column names and rows.
 #[derive(Debug, Clone, Default)]
 pub struct Table {
