@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     }
     // The GEMM's thread pool reads its size once, at its first use: set it before anything runs.
     // SAFETY: no other thread exists yet.
-    unsafe { std::env::set_var("MATMUL_NUM_THREADS", cli.threads.to_string()) };
+    unsafe { std::env::set_var("MATMUL_NUM_THREADS", cli.threads().to_string()) };
     let result = if cli::trains(&cli) {
         // Not buffered, not locked: training workers write their log lines to standard output too.
         let mut out = cli::Labelled(std::io::stdout());

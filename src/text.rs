@@ -62,23 +62,69 @@ pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
         .map(|(_, c)| c)
 }
 
+/// Edit distance with adjacent transpositions counted as one edit (optimal string alignment): `plto` is
+/// one edit from `plot`, two from `plan`.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // d[i][j]: distance between a[..i] and b[..j]; three rows kept.
+    let mut before: Vec<usize> = Vec::new();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(before[j - 2] + 1);
+            }
+            cur[j] = d;
         }
-        prev = cur;
+        before = std::mem::replace(&mut prev, cur);
     }
     prev[b.len()]
+}
+
+/// Unix seconds as RFC 3339 UTC with microseconds (`2026-12-02T01:02:03.456789Z`), computed without a
+/// date library.
+pub fn iso_time(secs: f64) -> String {
+    let days = (secs / 86400.0).floor() as i64;
+    let rem = secs - days as f64 * 86400.0;
+    let (h, m, s) = (
+        (rem / 3600.0) as i64,
+        ((rem % 3600.0) / 60.0) as i64,
+        rem % 60.0,
+    );
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:09.6}Z")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_seconds_read_as_dates() {
+        assert_eq!(iso_time(0.0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(iso_time(1_796_000_000.5), "2026-11-30T00:53:20.500000Z");
+    }
+
+    #[test]
+    fn a_swapped_pair_of_letters_is_one_edit() {
+        assert_eq!(edit_distance("plto", "plot"), 1);
+        assert_eq!(edit_distance("plto", "plan"), 2);
+        assert_eq!(edit_distance("verfy", "verify"), 1);
+        assert_eq!(edit_distance("", "ls"), 2);
+        assert_eq!(nearest("plto", &["plan", "plot"]), Some("plot"));
+    }
 
     #[test]
     fn control_characters_are_escaped() {

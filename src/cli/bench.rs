@@ -41,6 +41,8 @@ pub struct BenchArgs {
     pub no_jobs: bool,
     #[command(flatten)]
     pub format: FormatArgs,
+    #[command(flatten)]
+    pub threads: super::ThreadsArg,
 }
 
 fn parse_dtype(s: &str) -> std::result::Result<Dtype, String> {
@@ -58,6 +60,7 @@ pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
         png,
         no_jobs,
         format,
+        ..
     } = args;
     if batch.contains(&0) {
         return Err(Error::Usage("--batch sizes must be >= 1".into()).into());

@@ -13,10 +13,16 @@ use super::Exit;
 pub enum DataCommand {
     /// Write the PNG-folder layout (`training/<digit>/*.png`, `testing/<digit>/*.png`) from a data folder.
     #[command(after_help = "Example:\n  runner data export-png data/mnist /tmp/mnist-png")]
-    ExportPng { dir: PathBuf, out: PathBuf },
+    ExportPng {
+        /// A data folder with the MNIST IDX files, e.g. data/mnist.
+        dir: PathBuf,
+        /// The folder to write (created; training/<digit>/*.png and testing/<digit>/*.png).
+        out: PathBuf,
+    },
     /// Print what a data folder holds: format, counts, image size, SHA-256 of the decoded samples.
     #[command(after_help = "Example:\n  runner data info data/mnist")]
     Info {
+        /// A data folder: the MNIST IDX files or the PNG layout.
         dir: PathBuf,
         /// auto, idx or png.
         #[arg(long, default_value = "auto", value_parser = parse_format)]

@@ -7,37 +7,92 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use mlp_runner::report::table::{self, Format, TableWriter};
-use mlp_runner::store::Store;
+use mlp_runner::store::manage::Deleted;
 use mlp_runner::store::read::{QueryEvent, UserQuery};
+use mlp_runner::store::{RunStatus, Store};
+use rusqlite::types::Value;
 use mlp_runner::text::clean;
 
-use super::{Exit, FormatArgs, print_table};
+use super::{DbArg, Exit, FormatArgs, print_table};
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
     /// Only the runs of this experiment.
     #[arg(long, value_name = "NAME")]
     pub experiment: Option<String>,
+    /// Only runs with this tag (`runner tag`).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// Only runs in this status (pending, running, completed, diverged, failed, interrupted).
+    #[arg(long, value_name = "STATUS", value_parser = parse_status)]
+    pub status: Option<RunStatus>,
+    /// An SQL condition on the columns of the `run_summary` view, e.g. "test_acc > 0.97 AND learning_rate < 0.5"
+    /// (run read-only).
+    #[arg(long = "where", value_name = "SQL")]
+    pub condition: Option<String>,
+    /// Sort by these run_summary columns, comma-separated; `-` in front sorts descending (-test_acc).
+    /// Default: run_id.
+    #[arg(long, value_name = "[-]COLUMN,...", allow_hyphen_values = true)]
+    pub sort: Option<String>,
+    /// Print at most this many runs.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Only the deleted runs (`runner rm`).
+    #[arg(long, conflicts_with = "all")]
+    pub deleted: bool,
+    /// Deleted runs too.
+    #[arg(long)]
+    pub all: bool,
     #[command(flatten)]
     pub format: FormatArgs,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+pub fn parse_status(s: &str) -> std::result::Result<RunStatus, String> {
+    RunStatus::parse(s).ok_or_else(|| {
+        format!(
+            "expected one of {}",
+            RunStatus::ALL.map(RunStatus::as_str).join(", ")
+        )
+    })
 }
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    pub run: i64,
-    /// Print one JSON object: the run's row, its epochs, and its stored weights' shapes.
-    #[arg(long)]
+    /// The run: its id, its name, or a prefix of exactly one run's name.
+    pub run: String,
+    /// Print one JSON object: the run's row, its tags, its epochs, and its stored weights' shapes.
+    #[arg(long, conflicts_with = "csv")]
     pub json: bool,
+    /// Print the run's row as CSV (a header line and one row; its epochs: `runner sql --csv`).
+    #[arg(long)]
+    pub csv: bool,
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 #[derive(Debug, Args)]
 pub struct SqlArgs {
+    /// The query (read-only), e.g. 'SELECT * FROM run_summary'.
     pub query: String,
     /// Stop the query after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
     #[command(flatten)]
     pub format: FormatArgs,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+/// The rows `ls` lists from: every run with the columns of `run_summary` (deleted ones too, told by
+/// `deleted_at`); for a store older than version 3, `run_summary` with those columns empty.
+fn ls_source(store: &Store) -> &'static str {
+    if store.manages_runs() {
+        "run_summary_all"
+    } else {
+        "(SELECT *, NULL AS tags, NULL AS note, NULL AS deleted_at FROM run_summary)"
+    }
 }
 
 pub fn ls(db: &Path, args: LsArgs, out: &mut dyn Write) -> Result<Exit> {
@@ -63,27 +118,132 @@ pub fn ls(db: &Path, args: LsArgs, out: &mut dyn Write) -> Result<Exit> {
             .into());
         }
     }
+    let source = ls_source(&store);
+    let columns = store.columns_of(&format!("SELECT * FROM {source}"))?;
+    let listed = || columns.join(", ");
+    // --sort: known columns only (they are interpolated), each ascending or (-) descending.
+    let mut order = Vec::new();
+    for key in args.sort.as_deref().unwrap_or("run_id").split(',') {
+        let key = key.trim();
+        let (col, dir) = match key.strip_prefix('-') {
+            Some(c) => (c.trim(), "DESC"),
+            None => (key.strip_prefix('+').unwrap_or(key), "ASC"),
+        };
+        if !columns.iter().any(|c| c == col) {
+            let refs: Vec<&str> = columns.iter().map(String::as_str).collect();
+            let hint = mlp_runner::text::nearest(col, &refs)
+                .map(|n| format!("did you mean `{n}`? "))
+                .unwrap_or_default();
+            return Err(mlp_runner::Error::Usage(format!(
+                "--sort: no column `{}`; {hint}the columns are: {}",
+                clean(&mlp_runner::text::truncate(col, 60)),
+                listed()
+            ))
+            .into());
+        }
+        order.push(format!("{col} {dir} NULLS LAST"));
+    }
+    if !order.iter().any(|o| o.starts_with("run_id ")) {
+        order.push("run_id ASC".into());
+    }
     // Text shows epochs as "done/total"; CSV and JSON give the two numbers.
     let epochs = match args.format.format() {
         Format::Text => "epochs_done || '/' || epochs AS epochs",
         _ => "epochs_done, epochs",
     };
-    let t = store.select(
-        &format!(
-            "SELECT run_id, experiment, name, status, {epochs}, test_acc, test_loss, round(seconds, 2) AS seconds
-             FROM run_summary WHERE (?1 IS NULL OR experiment = ?1) ORDER BY run_id"
-        ),
-        &[&args.experiment],
-    )?;
+    let deleted = if args.deleted {
+        "deleted_at IS NOT NULL"
+    } else if args.all {
+        "1"
+    } else {
+        "deleted_at IS NULL"
+    };
+    let condition = args.condition.as_deref().unwrap_or("1");
+    let limit = args.limit.map_or(-1, |n| n.min(i64::MAX as u64) as i64);
+    let shown_deleted = if args.deleted || args.all {
+        ", deleted_at"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT run_id, experiment, name, status, {epochs}, test_acc, test_loss, round(seconds, 2) AS seconds,
+                tags, note{shown_deleted}
+         FROM {source} s
+         WHERE {deleted} AND (?1 IS NULL OR experiment = ?1) AND (?2 IS NULL OR status = ?2)
+           AND (?3 IS NULL OR EXISTS (SELECT 1 FROM tags t WHERE t.run_id = s.run_id AND t.tag = ?3))
+           AND ({condition})
+         ORDER BY {} LIMIT ?4",
+        order.join(", ")
+    );
+    let status = args.status.map(|s| s.as_str());
+    let tag_filter: Option<&str> = match (&args.tag, store.manages_runs()) {
+        (Some(t), true) => Some(t),
+        // A store without tags: no run has one.
+        (Some(_), false) => Some("\u{0}no tags in this store"),
+        (None, _) => None,
+    };
+    let sql = if store.manages_runs() {
+        sql
+    } else {
+        sql.replace(
+            "EXISTS (SELECT 1 FROM tags t WHERE t.run_id = s.run_id AND t.tag = ?3)",
+            "0",
+        )
+    };
+    let mut t = store
+        .select_user(&sql, &[&args.experiment, &status, &tag_filter, &limit])
+        .map_err(|e| match (&args.condition, e) {
+            (Some(c), mlp_runner::Error::Usage(msg)) => {
+                // "no such column: tset_acc": name the column meant.
+                let refs: Vec<&str> = columns.iter().map(String::as_str).collect();
+                let hint = msg
+                    .rsplit_once("no such column: ")
+                    .and_then(|(_, col)| mlp_runner::text::nearest(col.trim(), &refs))
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
+                mlp_runner::Error::Usage(format!(
+                    "--where {}: {msg}{hint}; the clause is an SQL condition on these columns of run_summary: {}",
+                    clean(&mlp_runner::text::truncate(c, 200)),
+                    listed()
+                ))
+            }
+            (_, e) => e,
+        })?;
+    if args.format.format() == Format::Text {
+        // Long notes are cut in the listing; `show` prints them whole.
+        if let Some(i) = t.columns.iter().position(|c| c == "note") {
+            for row in &mut t.rows {
+                if let Value::Text(n) = &row[i] {
+                    row[i] = Value::Text(mlp_runner::text::truncate(n, 40).into_owned());
+                }
+            }
+        }
+    }
     print_table(&t, args.format.format(), out)?;
     Ok(Exit::Ok)
 }
 
+/// A `runs` cell as `show` prints it: times as ISO dates, flags as true/false.
+fn shown(column: &str, v: &Value) -> Value {
+    match (column, v) {
+        ("heartbeat_at", Value::Real(secs)) => Value::Text(mlp_runner::text::iso_time(*secs)),
+        ("drop_last" | "git_dirty" | "initial_stored", Value::Integer(b)) => {
+            Value::Text(if *b != 0 { "true" } else { "false" }.into())
+        }
+        _ => v.clone(),
+    }
+}
+
 pub fn show(db: &Path, args: ShowArgs, out: &mut dyn Write) -> Result<Exit> {
-    let run = args.run;
     let store = Store::open_read_only(db)?;
+    let run = store.resolve(&args.run, Deleted::Avoid)?;
     let row = store.run(run)?;
-    let t = store.select("SELECT * FROM runs WHERE id = ?1", &[&run])?;
+    let mut t = store.select("SELECT * FROM runs WHERE id = ?1", &[&run])?;
+    let tags = store.tags(run)?;
+    t.columns.push("tags".into());
+    if let Some(r) = t.rows.first_mut() {
+        r.push(Value::Text(tags.join(",")));
+    }
     let epochs = store.select(
         "SELECT epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds
          FROM epochs WHERE run_id = ?1 ORDER BY epoch",
@@ -95,16 +255,21 @@ pub fn show(db: &Path, args: ShowArgs, out: &mut dyn Write) -> Result<Exit> {
         &[&run],
     )?;
     if args.json {
-        let run_json = table::json_rows(&t)
+        let mut run_json = table::json_rows(&t)
             .get(0)
             .cloned()
             .ok_or_else(|| mlp_runner::Error::internal(format!("run {run} has no row")))?;
+        run_json["tags"] = serde_json::json!(tags);
         let value = serde_json::json!({
             "run": run_json,
             "epochs": table::json_rows(&epochs),
             "weights": table::json_rows(&weights),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+        return Ok(Exit::Ok);
+    }
+    if args.csv {
+        print_table(&t, Format::Csv, out)?;
         return Ok(Exit::Ok);
     }
     writeln!(
@@ -120,11 +285,12 @@ pub fn show(db: &Path, args: ShowArgs, out: &mut dyn Write) -> Result<Exit> {
             if c == "config_toml" || c == "name" || c == "id" {
                 continue;
             }
-            let text = table::cell(v);
+            let text = table::cell(&shown(c, v));
+            let limit = if c == "note" { 10_000 } else { 500 };
             writeln!(
                 out,
                 "  {c:<width$}  {}",
-                clean(&mlp_runner::text::truncate(&text, 500))
+                clean(&mlp_runner::text::truncate(&text, limit))
             )?;
         }
     }
@@ -136,6 +302,17 @@ pub fn show(db: &Path, args: ShowArgs, out: &mut dyn Write) -> Result<Exit> {
     print_table(&epochs, Format::Text, out)?;
     writeln!(out, "\nweights:")?;
     print_table(&weights, Format::Text, out)?;
+    let initial_kept = weights
+        .rows
+        .iter()
+        .any(|r| matches!(&r[0], Value::Text(k) if k == "initial"));
+    if !initial_kept && row.init_weights_sha256.is_some() {
+        writeln!(
+            out,
+            "(initial weights: kept as their hash only, drawn again from the config when needed: \
+             runner export {run} --weights initial -o init.safetensors)"
+        )?;
+    }
     Ok(Exit::Ok)
 }
 

@@ -14,6 +14,7 @@ use mlp_runner::store::Table;
 mod bench;
 mod data;
 mod inspect;
+mod manage;
 mod merge;
 mod progress;
 mod report;
@@ -24,12 +25,14 @@ const EXAMPLES: &str = "\
 Examples:
   runner experiments/lr_sweep.toml          train every run of the sweep (skips runs already done)
   runner plan experiments/lr_sweep.toml     list the runs a spec expands to, and which are done
-  runner ls                                 list stored runs
-  runner show 7                             one run: config, provenance, epochs, weights
+  runner ls --where 'test_acc > 0.97' --sort -test_acc
+  runner show 7                             one run (by id, name or a unique name prefix)
   runner sql 'SELECT * FROM run_summary ORDER BY test_acc DESC'
+  runner compare lr_sweep                   configurations over seeds, with 95% intervals
   runner verify 7                           re-train run 7 and compare bit for bit
   runner check                              check every stored bit against its hash (no training)
-  runner data export-png data/mnist /tmp/mnist-png";
+  runner tag 7 8 baseline                   tag runs; runner note 7 'text'; runner rm 9; runner gc
+  runner diff 7 8                           what differs between two runs, down to the weights";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,22 +46,27 @@ Examples:
     subcommand_negates_reqs = true
 )]
 pub struct Cli {
-    /// The results database.
-    #[arg(
-        long,
-        global = true,
-        default_value = DEFAULT_DB,
-        value_name = "PATH"
-    )]
-    pub db: PathBuf,
-    /// Threads for the matrix products inside each run (1 to 4); the bits do not depend on it. Use 1
-    /// with --jobs > 1.
-    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=4))]
-    pub threads: u8,
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
     pub run: train::RunArgs,
+}
+
+/// `--db PATH`, on every command that reads or writes the results store.
+#[derive(Debug, Args, Clone, Default)]
+pub struct DbArg {
+    /// The results database [default: results/results.db].
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+/// `--threads N`, on the commands that train (run, resume, verify, bench).
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct ThreadsArg {
+    /// Threads for the matrix products inside each run (1 to 4) [default: 1]; the bits do not depend
+    /// on it. Keep 1 when --jobs trains several runs at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=4))]
+    pub threads: Option<u8>,
 }
 
 #[derive(Debug, Args, Clone, Copy)]
@@ -94,7 +102,8 @@ pub enum Command {
     /// Re-train stored runs from their stored configs and compare every epoch and the weights bit for
     /// bit (after checking their stored bits against their hashes).
     #[command(
-        after_help = "Examples:\n  runner verify 7\n  runner verify --experiment lr_sweep\n  runner verify --all"
+        after_help = "Examples:\n  runner verify 7\n  runner verify lr_sweep/learning_rate=0.1,seed=1\n  \
+                      runner verify --experiment lr_sweep\n  runner verify --all"
     )]
     Verify(verify::VerifyArgs),
     /// Check every stored bit against its hash, without training: weights, epoch rows and configs of
@@ -138,11 +147,16 @@ pub enum Command {
                             runner plot 5 6 -o curves.svg\n  runner plot --lr --experiment lr_sweep -o lr.png"
     )]
     Plot(report::PlotArgs),
-    /// List stored runs.
-    #[command(after_help = "Example:\n  runner ls --experiment lr_sweep")]
+    /// List stored runs (deleted ones only with --deleted or --all), filtered and sorted.
+    #[command(
+        after_help = "Examples:\n  runner ls --experiment lr_sweep\n  runner ls --tag baseline\n  \
+                      runner ls --where 'test_acc > 0.97 AND learning_rate < 0.5' --sort -test_acc --limit 10\n  \
+                      runner ls --deleted"
+    )]
     Ls(inspect::LsArgs),
-    /// Show one run: parameters, provenance, hashes, epochs and stored weights.
-    #[command(after_help = "Examples:\n  runner show 7\n  runner show 7 --json")]
+    /// Show one run: parameters, provenance, hashes, tags and note, epochs and stored weights.
+    #[command(after_help = "Examples:\n  runner show 7\n  runner show lr_sweep/learning_rate=0.1,seed=1\n  \
+                            runner show 7 --json\n  runner show 7 --csv")]
     Show(inspect::ShowArgs),
     /// Resume an interrupted run from its last stored epoch (or train a pending or failed one), from its
     /// stored config; `runner <spec>` does the same for every unfinished run of a spec.
@@ -159,9 +173,156 @@ pub enum Command {
                             runner bench --samples 10000 --reps 1   (a quick look)"
     )]
     Bench(bench::BenchArgs),
-    /// Data tools.
-    #[command(subcommand)]
+    /// Add tags to runs (or take them away with --remove); `ls --tag` finds them.
+    #[command(after_help = "Examples:\n  runner tag 7 8 baseline paper\n  runner tag 7 --remove paper")]
+    Tag(manage::TagArgs),
+    /// Set a run's note (an empty text clears it); shown by `show` and `ls`.
+    #[command(after_help = "Example:\n  runner note 7 'lr 0.1 is the tutorial default'")]
+    Note(manage::NoteArgs),
+    /// Delete runs softly: hidden from ls, compare, plots and the views, not trained again by their spec
+    /// (unless --force), until `restore`; `gc` removes them for good. A running run cannot be removed.
+    #[command(
+        visible_alias = "delete",
+        after_help = "Examples:\n  runner rm 9 10\n  runner rm --experiment smoke --status diverged\n  runner restore 9"
+    )]
+    Rm(manage::RmArgs),
+    /// Undo `rm`.
+    #[command(after_help = "Examples:\n  runner restore 9\n  runner restore --experiment smoke")]
+    Restore(manage::RestoreArgs),
+    /// Remove deleted runs and their weights for good, then VACUUM the store; prints the bytes freed.
+    #[command(after_help = "Example:\n  runner gc --db results/results.db")]
+    Gc(manage::GcArgs),
+    /// Two runs side by side: the config and envelope fields that differ, their epochs, and per layer
+    /// whether the weights are bit-identical or their largest absolute difference.
+    #[command(after_help = "Examples:\n  runner diff 5 6\n  runner diff 5 6 --json")]
+    Diff(manage::DiffArgs),
+    /// Data tools: export the PNG layout, describe a data folder.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  runner data info data/mnist\n  runner data export-png data/mnist /tmp/mnist-png"
+    )]
     Data(data::DataCommand),
+}
+
+impl Command {
+    /// The command's `--db`, if it takes one.
+    fn db(&self) -> Option<&DbArg> {
+        Some(match self {
+            Command::Run(a) => &a.db,
+            Command::Plan(a) => &a.db,
+            Command::Verify(a) => &a.db,
+            Command::Check(a) => &a.db,
+            Command::Sql(a) => &a.db,
+            Command::Compare(a) => &a.db,
+            Command::Export(a) => &a.db,
+            Command::Predict(a) => &a.db,
+            Command::Plot(a) => &a.db,
+            Command::Ls(a) => &a.db,
+            Command::Show(a) => &a.db,
+            Command::Resume(a) => &a.db,
+            Command::Tag(a) => &a.db,
+            Command::Note(a) => &a.db,
+            Command::Rm(a) => &a.db,
+            Command::Restore(a) => &a.db,
+            Command::Gc(a) => &a.db,
+            Command::Diff(a) => &a.db,
+            Command::Merge(_) | Command::Bench(_) | Command::Data(_) => return None,
+        })
+    }
+
+    /// The command's `--threads`, if it trains.
+    fn threads(&self) -> Option<ThreadsArg> {
+        Some(match self {
+            Command::Run(a) => a.threads,
+            Command::Verify(a) => a.threads,
+            Command::Resume(a) => a.threads,
+            Command::Bench(a) => a.threads,
+            _ => return None,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Plan(_) => "plan",
+            Command::Verify(_) => "verify",
+            Command::Check(_) => "check",
+            Command::Sql(_) => "sql",
+            Command::Compare(_) => "compare",
+            Command::Export(_) => "export",
+            Command::Predict(_) => "predict",
+            Command::Plot(_) => "plot",
+            Command::Ls(_) => "ls",
+            Command::Show(_) => "show",
+            Command::Resume(_) => "resume",
+            Command::Merge(_) => "merge",
+            Command::Bench(_) => "bench",
+            Command::Tag(_) => "tag",
+            Command::Note(_) => "note",
+            Command::Rm(_) => "rm",
+            Command::Restore(_) => "restore",
+            Command::Gc(_) => "gc",
+            Command::Diff(_) => "diff",
+            Command::Data(_) => "data",
+        }
+    }
+}
+
+impl Cli {
+    /// Threads for the matrix products: the command's `--threads`, else the top level's, else 1.
+    pub fn threads(&self) -> u8 {
+        self.command
+            .as_ref()
+            .and_then(Command::threads)
+            .and_then(|t| t.threads)
+            .or(self.run.threads.threads)
+            .unwrap_or(1)
+    }
+
+    /// The store: the command's `--db`, else the top level's (`runner --db x ls`), else the default.
+    pub fn db(&self) -> PathBuf {
+        self.command
+            .as_ref()
+            .and_then(Command::db)
+            .and_then(|d| d.db.clone())
+            .or_else(|| self.run.db.db.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DB))
+    }
+
+    /// Refuse options given at the top level that the command would ignore: `runner SPEC ls`,
+    /// `runner --db x merge ...`, `runner --force ls`.
+    fn check_top_level(&self) -> Result<()> {
+        let Some(cmd) = &self.command else {
+            return Ok(());
+        };
+        let usage = |msg: String| Err(mlp_runner::Error::Usage(msg).into());
+        let name = cmd.name();
+        if let Some(spec) = &self.run.spec {
+            return usage(format!(
+                "`runner {} {name}`: give a spec to train or a command, not both: `runner {}` trains it, \
+                 `runner {name} ...` runs the command",
+                mlp_runner::text::clean(&spec.display().to_string()),
+                mlp_runner::text::clean(&spec.display().to_string())
+            ));
+        }
+        if self.run.db.db.is_some() && cmd.db().is_none() {
+            return usage(format!(
+                "`runner {name}` does not use a results database: leave out --db (merge names its inputs and \
+                 -o; data and bench read data folders)"
+            ));
+        }
+        if self.run.threads.threads.is_some() && cmd.threads().is_none() {
+            return usage(format!(
+                "`runner {name}` does not train: --threads applies to run, resume, verify and bench"
+            ));
+        }
+        if let Some(flag) = self.run.training_flag() {
+            return usage(format!(
+                "{flag} is an option of training (`runner SPEC` or `runner run SPEC`), not of `runner {name}`"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What `main` should exit with after a command that did not fail outright.
@@ -176,7 +337,19 @@ pub enum Exit {
 
 const SUBCOMMANDS: &[&str] = &[
     "run", "plan", "verify", "check", "sql", "ls", "show", "resume", "merge", "bench", "compare",
-    "export", "predict", "plot", "data", "help",
+    "export", "predict", "plot", "data", "help", "tag", "note", "rm", "restore", "gc", "diff",
+];
+
+/// Words users type for a command under another name.
+const ALIASES: &[(&str, &str)] = &[
+    ("delete", "rm"),
+    ("del", "rm"),
+    ("remove", "rm"),
+    ("list", "ls"),
+    ("info", "show"),
+    ("undelete", "restore"),
+    ("train", "run"),
+    ("query", "sql"),
 ];
 
 /// The default store, whose folder is created when missing.
@@ -210,8 +383,10 @@ pub fn check_store_folder(path: &Path) -> Result<()> {
 
 /// Run the parsed command line, writing reports to `out`.
 pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
-    let db = cli.db.as_path();
-    if trains(&cli) {
+    cli.check_top_level()?;
+    let db_path = cli.db();
+    let db = db_path.as_path();
+    if trains(&cli) || writes(&cli) {
         check_store_folder(db)?;
     }
     match cli.command {
@@ -240,8 +415,22 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
         Some(Command::Plot(args)) => report::plot(db, args, out),
         Some(Command::Merge(args)) => merge::merge(args, out),
         Some(Command::Bench(args)) => bench::bench(args, out),
+        Some(Command::Tag(args)) => manage::tag(db, args, out),
+        Some(Command::Note(args)) => manage::note(db, args, out),
+        Some(Command::Rm(args)) => manage::rm(db, args, out),
+        Some(Command::Restore(args)) => manage::restore(db, args, out),
+        Some(Command::Gc(args)) => manage::gc(db, args, out),
+        Some(Command::Diff(args)) => manage::diff(db, args, out),
         Some(Command::Data(cmd)) => data::data(cmd, out),
     }
+}
+
+/// Does this command change the store without training (tags, notes, deletes)?
+fn writes(cli: &Cli) -> bool {
+    matches!(
+        cli.command,
+        Some(Command::Tag(_) | Command::Note(_) | Command::Rm(_) | Command::Restore(_) | Command::Gc(_))
+    )
 }
 
 /// Does this command train (and so write log lines from worker threads to standard output)?
@@ -309,7 +498,10 @@ pub fn suggest_command(args: impl Iterator<Item = String>) -> Option<String> {
             skip_value = false;
             continue;
         }
-        if arg == "--db" {
+        if matches!(
+            arg.as_str(),
+            "--db" | "--threads" | "--jobs" | "-j" | "--shard" | "--stale-after" | "--heartbeat"
+        ) {
             skip_value = true;
             continue;
         }
@@ -319,7 +511,7 @@ pub fn suggest_command(args: impl Iterator<Item = String>) -> Option<String> {
         if SUBCOMMANDS.contains(&arg.as_str()) || Path::new(&arg).exists() {
             return None;
         }
-        return mlp_runner::text::nearest(&arg, SUBCOMMANDS).map(|cmd| {
+        return suggest(&arg).map(|cmd| {
             format!(
                 "`{}` is neither a spec file nor a command; did you mean `runner {cmd}`?",
                 mlp_runner::text::clean(&arg)
@@ -327,4 +519,13 @@ pub fn suggest_command(args: impl Iterator<Item = String>) -> Option<String> {
         });
     }
     None
+}
+
+/// The command a mistyped or other-named word probably means: `delete` is `rm`, `plto` is `plot`.
+pub fn suggest(word: &str) -> Option<&'static str> {
+    ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == word)
+        .map(|(_, cmd)| *cmd)
+        .or_else(|| mlp_runner::text::nearest(word, SUBCOMMANDS))
 }

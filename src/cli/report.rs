@@ -9,14 +9,16 @@ use mlp_runner::Error;
 use mlp_runner::files::{Guard, write_atomically};
 use mlp_runner::report::table::Format;
 use mlp_runner::report::{compare as cmp, export as exp, plot as plt, predict as pred};
+use mlp_runner::store::manage::Deleted;
 use mlp_runner::store::{RunStatus, Store, Table, WeightsKind};
 use mlp_runner::text::clean;
 use rusqlite::types::Value;
 
-use super::{Exit, FormatArgs, print_table};
+use super::{DbArg, Exit, FormatArgs, print_table};
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
+    /// The experiment to compare (default: the newest with finished runs).
     pub experiment: Option<String>,
     /// Compare every configuration with this one: a run id, or `key=value,...` over the parameters that
     /// vary (e.g. learning_rate=0.1); paired over shared seeds (paired t-test), Welch's test otherwise.
@@ -24,11 +26,14 @@ pub struct CompareArgs {
     pub baseline: Option<String>,
     #[command(flatten)]
     pub format: FormatArgs,
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    pub run: i64,
+    /// The run: its id, its name, or a prefix of exactly one run's name.
+    pub run: String,
     /// Output file.
     #[arg(short, long, value_name = "PATH")]
     pub output: PathBuf,
@@ -38,11 +43,15 @@ pub struct ExportArgs {
     /// Replace the output even if it is an SQLite database (never the store this reads).
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    pub run: i64,
+    /// The run whose final weights classify: its id, its name, or a unique name prefix.
+    pub run: String,
+    /// PNG images of digits (any size, dark on light or light on dark, with or without transparency).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// How many classes to show per image, most probable first.
@@ -50,12 +59,15 @@ pub struct PredictArgs {
     pub top: u8,
     #[command(flatten)]
     pub format: FormatArgs,
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 #[derive(Debug, Args)]
 pub struct PlotArgs {
-    /// Runs to plot (default: the finished runs of --experiment, or of the newest experiment).
-    pub runs: Vec<i64>,
+    /// Runs to plot: ids, names or unique name prefixes (default: the finished runs of --experiment,
+    /// or of the newest experiment).
+    pub runs: Vec<String>,
     /// The experiment whose finished runs to plot (default: the newest).
     #[arg(long, value_name = "NAME", conflicts_with = "runs")]
     pub experiment: Option<String>,
@@ -68,6 +80,8 @@ pub struct PlotArgs {
     /// Replace the output even if it is an SQLite database (never the store this reads).
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 pub fn compare(db: &Path, args: CompareArgs, out: &mut dyn Write) -> Result<Exit> {
@@ -99,6 +113,7 @@ pub fn export(db: &Path, args: ExportArgs, out: &mut dyn Write) -> Result<Exit> 
         output,
         weights,
         force,
+        ..
     } = args;
     let kind = WeightsKind::parse(&weights).ok_or_else(|| {
         Error::Usage(format!(
@@ -106,6 +121,7 @@ pub fn export(db: &Path, args: ExportArgs, out: &mut dyn Write) -> Result<Exit> 
         ))
     })?;
     let store = Store::open_read_only(db)?;
+    let run = store.resolve(&run, Deleted::Avoid)?;
     let m = exp::load(&store, run, kind)?;
     let bytes = exp::safetensors_bytes(&m)?;
     let guard = Guard {
@@ -129,7 +145,8 @@ pub fn export(db: &Path, args: ExportArgs, out: &mut dyn Write) -> Result<Exit> 
 
 pub fn predict(db: &Path, args: PredictArgs, out: &mut dyn Write) -> Result<Exit> {
     let store = Store::open_read_only(db)?;
-    let m = exp::load(&store, args.run, WeightsKind::Final)?;
+    let run = store.resolve(&args.run, Deleted::Avoid)?;
+    let m = exp::load(&store, run, WeightsKind::Final)?;
     let mut t = Table::new(&["image", "rank", "class", "probability"]);
     for path in &args.images {
         let p = pred::predict_file(&m, path)?;
@@ -153,11 +170,16 @@ pub fn plot(db: &Path, args: PlotArgs, out: &mut dyn Write) -> Result<Exit> {
         lr,
         output,
         force,
+        ..
     } = args;
     let store = Store::open_read_only(db)?;
+    let runs: Vec<i64> = runs
+        .iter()
+        .map(|r| store.resolve(r, Deleted::Avoid))
+        .collect::<mlp_runner::Result<_>>()?;
     let (ids, title) = if runs.is_empty() {
         let name = cmp::experiment_name(&store, experiment.as_deref())?;
-        (store.run_ids(Some(&name), &RunStatus::FINISHED)?, name)
+        (store.live_run_ids(Some(&name), &RunStatus::FINISHED)?, name)
     } else {
         let title = format!(
             "runs {}",

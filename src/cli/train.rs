@@ -11,12 +11,13 @@ use anyhow::Result;
 use clap::Args;
 use mlp_runner::Error;
 use mlp_runner::report::table::Format;
+use mlp_runner::store::manage::Deleted;
 use mlp_runner::store::{Queued, RunStatus, Store, Table};
 use mlp_runner::sweep::{self, Experiment, PlannedRun, Shard, spec};
 use rusqlite::types::Value;
 
 use super::progress::Bars;
-use super::{Exit, FormatArgs, SUBCOMMANDS, print_table};
+use super::{DbArg, Exit, FormatArgs, ThreadsArg, print_table};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -41,6 +42,28 @@ pub struct RunArgs {
     /// holds as `running` was left by a process that is gone, and is taken over at once.
     #[arg(long)]
     pub private_store: bool,
+    #[command(flatten)]
+    pub db: DbArg,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+}
+
+impl RunArgs {
+    /// The first option of training given (for a command line that names another command too).
+    pub fn training_flag(&self) -> Option<&'static str> {
+        let d = Liveness::default();
+        [
+            (self.force, "--force"),
+            (self.jobs != 0, "--jobs"),
+            (self.shard.is_some(), "--shard"),
+            (self.private_store, "--private-store"),
+            (self.liveness.stale_after != d.stale_after, "--stale-after"),
+            (self.liveness.heartbeat != d.heartbeat, "--heartbeat"),
+        ]
+        .into_iter()
+        .find(|(given, _)| *given)
+        .map(|(_, flag)| flag)
+    }
 }
 
 /// Names the scheduler task this process runs as (e.g. `slurm:4242:1/4`): a retried attempt of the same
@@ -59,18 +82,35 @@ pub struct Liveness {
     pub heartbeat: u64,
 }
 
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            stale_after: 600,
+            heartbeat: 20,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PlanArgs {
+    /// The experiment spec (TOML), e.g. experiments/lr_sweep.toml.
     pub spec: PathBuf,
     #[command(flatten)]
     pub format: FormatArgs,
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
-    pub run: i64,
+    /// The run to resume: its id, its name, or a prefix of exactly one run's name.
+    pub run: String,
     #[command(flatten)]
     pub liveness: Liveness,
+    #[command(flatten)]
+    pub db: DbArg,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
 }
 
 /// `runner <spec>`.
@@ -78,17 +118,29 @@ pub fn run(spec_path: &Path, db: &Path, args: &RunArgs, out: &mut dyn Write) -> 
     train(&load_spec(spec_path)?, db, args, out)
 }
 
-/// A spec path, or a word that is probably a misspelt command.
+/// A spec path, or a word that is probably a misspelt command. A file that is not TOML by its name
+/// (`runner README.md`) is refused before it is parsed.
 fn load_spec(path: &Path) -> Result<Experiment> {
+    let word = path.to_string_lossy();
     if !path.exists() && path.extension().is_none() {
-        let word = path.to_string_lossy();
-        if let Some(cmd) = mlp_runner::text::nearest(&word, SUBCOMMANDS) {
+        if let Some(cmd) = super::suggest(&word) {
             return Err(Error::Usage(format!(
                 "`{}` is neither a spec file nor a command; did you mean `runner {cmd}`?",
                 mlp_runner::text::clean(&word)
             ))
             .into());
         }
+    }
+    if let Some(ext) = path.extension().filter(|e| *e != "toml")
+        && path.is_file()
+    {
+        return Err(Error::Usage(format!(
+            "{} is not a spec: a spec is a TOML file named *.toml (this one ends in .{}); see \
+             experiments/*.toml, or `runner --help` for the commands",
+            mlp_runner::text::clean(&word),
+            mlp_runner::text::clean(&ext.to_string_lossy())
+        ))
+        .into());
     }
     Ok(spec::load(path).map_err(Error::from)?)
 }
@@ -147,7 +199,9 @@ fn train(exp: &Experiment, db: &Path, args: &RunArgs, out: &mut dyn Write) -> Re
     };
     let real = |v: Option<f64>| v.map(Value::Real).unwrap_or(Value::Null);
     for r in &reports {
-        let status = if r.trained_here || r.status != RunStatus::Completed {
+        let status = if r.deleted {
+            format!("{} (deleted)", r.status)
+        } else if r.trained_here || r.status != RunStatus::Completed {
             r.status.to_string()
         } else {
             format!("{} (earlier)", r.status)
@@ -215,9 +269,10 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 
 /// `runner resume <run>`: the run's stored config as a one-run experiment.
 pub fn resume(db: &Path, args: ResumeArgs, out: &mut dyn Write) -> Result<Exit> {
-    let ResumeArgs { run, liveness } = args;
+    let ResumeArgs { run, liveness, .. } = args;
     let exp = {
         let store = Store::open_read_only(db)?;
+        let run = store.resolve(&run, Deleted::Avoid)?;
         let row = store.run(run)?;
         if row.status.is_finished() {
             return Err(Error::Usage(format!(
@@ -238,6 +293,7 @@ pub fn resume(db: &Path, args: ResumeArgs, out: &mut dyn Write) -> Result<Exit> 
                 overrides: Vec::new(),
                 config,
             }],
+            keep_initial: false,
         }
     };
     let args = RunArgs {
@@ -248,6 +304,8 @@ pub fn resume(db: &Path, args: ResumeArgs, out: &mut dyn Write) -> Result<Exit> 
         // The one shard of one: a scheduler's shard variables must not filter this run out.
         shard: Some(Shard { index: 0, count: 1 }),
         private_store: false,
+        db: DbArg::default(),
+        threads: ThreadsArg::default(),
     };
     train(&exp, db, &args, out)
 }
@@ -276,6 +334,9 @@ pub fn plan(args: &PlanArgs, db: &Path, out: &mut dyn Write) -> Result<Exit> {
             }
             Queued::Held { id, owner } => format!("running: run {id}, by {owner}"),
             Queued::Done { id, status } => format!("done: run {id} ({status})"),
+            Queued::Deleted { id } => {
+                format!("deleted: run {id} (runner restore {id}, or --force to train it again)")
+            }
         };
         t.rows.push(vec![
             Value::Integer(i as i64 + 1),

@@ -14,13 +14,13 @@ use mlp_runner::text::clean;
 use mlp_runner::{Error, ErrorKind};
 use rusqlite::types::Value;
 
-use super::{Exit, FormatArgs, print_table};
+use super::{DbArg, Exit, FormatArgs, ThreadsArg, print_table};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Run ids to verify.
+    /// Runs to verify: ids, names or unique name prefixes.
     #[arg(required_unless_present_any = ["all", "experiment"])]
-    pub runs: Vec<i64>,
+    pub runs: Vec<String>,
     /// Verify every completed or diverged run.
     #[arg(long, conflicts_with = "runs")]
     pub all: bool,
@@ -29,18 +29,24 @@ pub struct VerifyArgs {
     pub experiment: Option<String>,
     #[command(flatten)]
     pub format: FormatArgs,
+    #[command(flatten)]
+    pub db: DbArg,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
 }
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Run ids to check (default: every run).
-    pub runs: Vec<i64>,
+    /// Runs to check: ids, names or unique name prefixes (default: every run, deleted ones too).
+    pub runs: Vec<String>,
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> {
     let store = Store::open_read_only(db)?;
     let ids = if args.all || args.experiment.is_some() {
-        let ids = store.run_ids(args.experiment.as_deref(), &RunStatus::FINISHED)?;
+        let ids = store.live_run_ids(args.experiment.as_deref(), &RunStatus::FINISHED)?;
         if ids.is_empty() {
             return Err(Error::Usage(match args.experiment {
                 Some(e) => format!(
@@ -54,7 +60,7 @@ pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> 
         }
         ids
     } else {
-        args.runs
+        resolve_all(&store, &args.runs)?
     };
     let mut cache = DataCache::default();
     let (mut mismatches, mut corrupt) = (0, 0);
@@ -182,7 +188,7 @@ pub fn check(db: &Path, args: CheckArgs, out: &mut dyn Write) -> Result<Exit> {
     let ids = if args.runs.is_empty() {
         store.run_ids(None, &[])?
     } else {
-        args.runs
+        resolve_all(&store, &args.runs)?
     };
     let (mut tensors, mut bytes, mut bad) = (0, 0, 0);
     for &id in &ids {
@@ -231,4 +237,12 @@ pub fn check(db: &Path, args: CheckArgs, out: &mut dyn Write) -> Result<Exit> {
         .into());
     }
     Ok(Exit::Ok)
+}
+
+/// Run ids from the words a user gave (ids, names, unique name prefixes).
+fn resolve_all(store: &Store, words: &[String]) -> Result<Vec<i64>> {
+    words
+        .iter()
+        .map(|w| Ok(store.resolve(w, mlp_runner::store::manage::Deleted::Avoid)?))
+        .collect()
 }

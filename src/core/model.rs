@@ -72,6 +72,18 @@ impl Snapshot {
     }
 }
 
+/// The initial parameters of a run with this config: what training starts from, drawn from the init
+/// stream of its seed. A pure function of the seed, the sizes, the init and the dtype, so the store may
+/// keep their hash only and regenerate them on demand.
+pub fn initial_snapshot(cfg: &crate::core::config::RunConfig) -> Snapshot {
+    let m = &cfg.model;
+    let mut rng = StreamRng::new(cfg.train.seed, crate::core::rng::Stream::Init);
+    match m.dtype {
+        Dtype::F32 => Mlp::<f32>::init(&m.sizes, m.activation, m.init, &mut rng).snapshot(),
+        Dtype::F64 => Mlp::<f64>::init(&m.sizes, m.activation, m.init, &mut rng).snapshot(),
+    }
+}
+
 impl<F: Real> Mlp<F> {
     /// Draw initial parameters from the init stream, layer by layer, W^l row-major then b^l.
     pub fn init(sizes: &[usize], activation: Activation, init: Init, rng: &mut StreamRng) -> Self {

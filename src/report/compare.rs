@@ -80,18 +80,22 @@ fn min_columns(params: &[&str]) -> Vec<String> {
         .collect()
 }
 
-fn finished_filter() -> String {
+/// The finished runs of experiment `?1` that are not deleted.
+fn finished_filter(store: &Store) -> String {
     format!(
-        "FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE e.name = ?1 AND r.status IN {}",
-        RunStatus::sql_list(&RunStatus::FINISHED)
+        "FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE e.name = ?1 AND r.status IN {}
+         AND {} IS NULL",
+        RunStatus::sql_list(&RunStatus::FINISHED),
+        store.col_of("r", "deleted_at", 3)
     )
 }
 
 /// Each configuration's completed test accuracies by seed (the latest run of each seed).
 fn accuracies(store: &Store, experiment: &str) -> Result<BTreeMap<String, BTreeMap<i64, f64>>> {
     let t = store.select(
-        "SELECT r.seed_group, r.seed, r.test_acc FROM runs r JOIN experiments e ON e.id = r.experiment_id
-         WHERE e.name = ?1 AND r.status = 'completed' AND r.test_acc IS NOT NULL ORDER BY r.id",
+        &format!("SELECT r.seed_group, r.seed, r.test_acc FROM runs r JOIN experiments e ON e.id = r.experiment_id
+         WHERE e.name = ?1 AND r.status = 'completed' AND r.test_acc IS NOT NULL AND {} IS NULL
+         ORDER BY r.id", store.col_of("r", "deleted_at", 3)),
         &[&experiment],
     )?;
     let mut groups: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
@@ -107,7 +111,7 @@ fn accuracies(store: &Store, experiment: &str) -> Result<BTreeMap<String, BTreeM
 /// parameters that vary, the mean of test accuracy over seeds with its 95% confidence interval (Student t),
 /// spread, min and max, and the best mean marked.
 pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
-    let filter = finished_filter();
+    let filter = finished_filter(store);
     let varying = varying(store, experiment, &filter)?;
     let cols = min_columns(&varying);
     let acc = "CASE WHEN r.status = 'completed' THEN r.test_acc END";
@@ -168,7 +172,7 @@ pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
 /// Welch's test when they share fewer than two), and the verdict in words. The baseline is a run id (its
 /// configuration) or `key=value,...` over the parameters that vary (e.g. `learning_rate=0.1`).
 pub fn compare_baseline(store: &Store, experiment: &str, baseline: &str) -> Result<Table> {
-    let filter = finished_filter();
+    let filter = finished_filter(store);
     let varying = varying(store, experiment, &filter)?;
     let cols = min_columns(&varying);
     let configs = store.select(
@@ -191,8 +195,13 @@ pub fn compare_baseline(store: &Store, experiment: &str, baseline: &str) -> Resu
         Value::Text(g) => g.clone(),
         _ => String::new(),
     };
-    let base_group = match baseline.trim().parse::<i64>() {
-        Ok(id) => {
+    let as_run = if baseline.contains('=') {
+        None
+    } else {
+        Some(store.resolve(baseline, crate::store::manage::Deleted::Avoid)?)
+    };
+    let base_group = match as_run {
+        Some(id) => {
             let row = store.run(id)?;
             let g: Vec<Value> = store
                 .select("SELECT seed_group FROM runs WHERE id = ?1", &[&id])?
@@ -211,7 +220,7 @@ pub fn compare_baseline(store: &Store, experiment: &str, baseline: &str) -> Resu
                 }
             }
         }
-        Err(_) => {
+        None => {
             let wanted: Vec<(&str, &str)> = baseline
                 .split(',')
                 .filter_map(|kv| kv.split_once('='))

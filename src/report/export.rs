@@ -24,7 +24,12 @@ pub struct StoredModel {
 pub fn load(store: &Store, run_id: i64, kind: WeightsKind) -> Result<StoredModel> {
     let row = store.run(run_id)?;
     let config = row.config(store)?;
-    let params = store.weights(run_id, kind)?.ok_or_else(|| {
+    // Initial weights kept as their hash only are drawn again from the config and checked against it.
+    let params = match kind {
+        WeightsKind::Initial => store.initial_weights(run_id)?,
+        k => store.weights(run_id, k)?,
+    };
+    let params = params.ok_or_else(|| {
         Error::Usage(format!(
             "run {run_id} ({}, {}) has no {} weights{}",
             crate::text::clean(&row.name),

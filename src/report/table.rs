@@ -75,7 +75,7 @@ fn json_value(v: &Value) -> serde_json::Value {
 /// JSON value, not as a string.
 const JSON_TEXT_COLUMNS: &[&str] = &["sizes", "overrides", "shape"];
 /// Columns that are flags: given as `true`/`false` (`best` marks the best configuration with `*`).
-const FLAG_COLUMNS: &[&str] = &["best", "drop_last", "git_dirty"];
+const FLAG_COLUMNS: &[&str] = &["best", "drop_last", "git_dirty", "initial_stored"];
 
 /// A cell as JSON under its column's documented type: JSON text as JSON, flags as booleans.
 fn typed_json_value(column: &str, v: &Value) -> serde_json::Value {
@@ -84,6 +84,16 @@ fn typed_json_value(column: &str, v: &Value) -> serde_json::Value {
             serde_json::from_str(t).unwrap_or_else(|_| serde_json::Value::String(t.clone()))
         }
         Value::Text(t) if column == "best" => serde_json::Value::Bool(t == "*"),
+        Value::Text(t) if column == "identical" && (t == "yes" || t == "no") => {
+            serde_json::Value::Bool(t == "yes")
+        }
+        // A run's tags, comma-joined in the views: a JSON list.
+        Value::Text(t) if column == "tags" => t
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| serde_json::Value::String(s.into()))
+            .collect(),
+        Value::Null if column == "tags" => serde_json::Value::Array(Vec::new()),
         Value::Integer(i) if FLAG_COLUMNS.contains(&column) && (*i == 0 || *i == 1) => {
             serde_json::Value::Bool(*i == 1)
         }

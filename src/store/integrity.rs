@@ -250,6 +250,7 @@ struct Row {
     checkpoint_epoch: Option<i64>,
     metrics_sha: Option<String>,
     summary: [Option<f64>; 4],
+    initial_stored: bool,
 }
 
 /// Check every stored bit of run `run_id` against its hashes and its rows against each other. Errors
@@ -268,10 +269,11 @@ fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
     let sql = format!(
         "SELECT name, status, config_toml, config_hash, epochs, epochs_done, diverged_epoch,
                 init_weights_sha256, weights_sha256, {}, checkpoint_epoch, {},
-                train_loss, train_acc, test_loss, test_acc
+                train_loss, train_acc, test_loss, test_acc, coalesce({}, 1)
          FROM runs WHERE id = ?1",
         store.col("checkpoint_sha256", 2),
         store.col("metrics_sha256", 2),
+        store.col("initial_stored", 3),
     );
     let row = conn
         .query_row(&sql, [run_id], |r| {
@@ -289,6 +291,7 @@ fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
                 checkpoint_epoch: r.get(10)?,
                 metrics_sha: r.get(11)?,
                 summary: [r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?],
+                initial_stored: r.get(16)?,
             })
         })
         .optional()?
@@ -352,10 +355,11 @@ fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
     // Weights of each kind against their hash columns.
     let finished = status.is_some_and(RunStatus::is_finished);
     for (kind, hash, needed) in [
+        // Initial weights are stored only when the spec asked; otherwise their hash alone is kept.
         (
             WeightsKind::Initial,
             &row.init_sha,
-            row.init_sha.is_some() || finished,
+            row.initial_stored && (row.init_sha.is_some() || finished),
         ),
         (WeightsKind::Final, &row.final_sha, finished),
         (
@@ -386,6 +390,10 @@ fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
                 out.bytes += s.tensors.iter().map(|t| t.data.len()).sum::<usize>();
             }
         }
+    }
+
+    if finished && !row.initial_stored && row.init_sha.is_none() {
+        find("its initial weights have no stored hash".into());
     }
 
     // A finished run's rows agree with each other.

@@ -17,6 +17,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use crate::error::{Error, Result};
 
 pub mod integrity;
+pub mod manage;
 pub mod owner;
 pub mod queue;
 pub mod read;
@@ -261,6 +262,15 @@ impl Store {
     pub(crate) fn col(&self, name: &'static str, since: i64) -> &'static str {
         if self.version >= since { name } else { "NULL" }
     }
+
+    /// [`Store::col`] qualified by a table alias: `r.deleted_at`, or `NULL`.
+    pub(crate) fn col_of(&self, alias: &str, name: &'static str, since: i64) -> String {
+        if self.version >= since {
+            format!("{alias}.{name}")
+        } else {
+            "NULL".into()
+        }
+    }
 }
 
 /// Refuse a path that cannot be a database file before SQLite sees it: a folder, or an existing file that
@@ -282,29 +292,10 @@ fn check_path(path: &Path) -> Result<()> {
     }
 }
 
-/// The current time as RFC 3339 UTC with microseconds, computed without a date library.
+/// The current time as RFC 3339 UTC with microseconds. Microseconds: `merge` tells invocations apart by
+/// their experiment's creation time, and shards of a job array start within the same millisecond.
 pub(crate) fn now() -> String {
-    let secs = unix_now();
-    let days = (secs / 86400.0).floor() as i64;
-    let rem = secs - days as f64 * 86400.0;
-    let (h, m, s) = (
-        (rem / 3600.0) as i64,
-        ((rem % 3600.0) / 60.0) as i64,
-        rem % 60.0,
-    );
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    // Microseconds: `merge` tells invocations apart by their experiment's creation time, and shards of a
-    // job array start within the same millisecond.
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:09.6}Z")
+    crate::text::iso_time(unix_now())
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

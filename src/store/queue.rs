@@ -42,6 +42,8 @@ pub(crate) struct NewRun<'a> {
     pub name: &'a str,
     pub overrides: &'a [(String, toml::Value)],
     pub config: &'a RunConfig,
+    /// Store the initial weights (otherwise only their hash; they are regenerated from the seed).
+    pub keep_initial: bool,
 }
 
 /// Where a run of a spec stands.
@@ -56,6 +58,8 @@ pub enum Queued {
     Unfinished { id: i64, status: RunStatus },
     /// Being trained by an owner that may be alive.
     Held { id: i64, owner: String },
+    /// Removed with `runner rm` (not trained again unless forced).
+    Deleted { id: i64 },
 }
 
 /// A run this process now owns: its id, config hash and fencing token.
@@ -95,6 +99,8 @@ pub(super) struct OwnerRow {
 impl OwnerRow {
     pub(super) const COLUMNS: &'static str =
         "pid, host, owner_start, owner_task, heartbeat_at, heartbeat_every";
+    /// How many columns [`OwnerRow::COLUMNS`] reads.
+    pub(super) const WIDTH: usize = 6;
 
     pub(super) fn read(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<OwnerRow> {
         Ok(OwnerRow {
@@ -153,8 +159,9 @@ impl Store {
     /// `None` if there is none.
     pub(crate) fn standing(&self, config_hash: &str, c: &Claimant<'_>) -> Result<Option<Queued>> {
         let sql = format!(
-            "SELECT id, status, {} FROM runs WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1",
-            self.owner_columns()
+            "SELECT id, status, {}, {} IS NOT NULL FROM runs WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1",
+            self.owner_columns(),
+            self.col("deleted_at", 3)
         );
         let row = self
             .connection()
@@ -163,11 +170,18 @@ impl Store {
                     r.get::<_, i64>(0)?,
                     r.get::<_, RunStatus>(1)?,
                     OwnerRow::read(r, 2)?,
+                    r.get::<_, bool>(2 + OwnerRow::WIDTH)?,
                 ))
             })
             .optional();
         let row = self.at(row.map_err(Error::from))?;
-        Ok(row.map(|(id, status, owner)| classify(id, status, &owner, c)))
+        Ok(row.map(|(id, status, owner, deleted)| {
+            if deleted {
+                Queued::Deleted { id }
+            } else {
+                classify(id, status, &owner, c)
+            }
+        }))
     }
 
     /// Queue the runs of an experiment in one transaction and say where each stands. A run with no row
@@ -195,7 +209,8 @@ impl Store {
         let mut experiment_id = None;
         let mut out = Vec::with_capacity(runs.len());
         let sql = format!(
-            "SELECT id, status, {} FROM runs WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1",
+            "SELECT id, status, {}, deleted_at IS NOT NULL FROM runs WHERE config_hash = ?1
+             ORDER BY id DESC LIMIT 1",
             self.owner_columns()
         );
         for run in runs {
@@ -206,19 +221,23 @@ impl Store {
                         r.get::<_, i64>(0)?,
                         r.get::<_, RunStatus>(1)?,
                         OwnerRow::read(r, 2)?,
+                        r.get::<_, bool>(2 + OwnerRow::WIDTH)?,
                     ))
                 })
                 .optional()?;
             let queued = match prev {
-                Some((_, status, _)) if status.is_finished() && force => None,
-                Some((id, RunStatus::Failed, _)) => {
+                // A deleted run is trained again (a new row) only when forced.
+                Some((_, _, _, true)) if force => None,
+                Some((id, _, _, true)) => Some(Queued::Deleted { id }),
+                Some((_, status, _, _)) if status.is_finished() && force => None,
+                Some((id, RunStatus::Failed, _, _)) => {
                     reset_run(&tx, id)?;
                     Some(Queued::Unfinished {
                         id,
                         status: RunStatus::Pending,
                     })
                 }
-                Some((id, status, owner)) => Some(classify(id, status, &owner, c)),
+                Some((id, status, owner, _)) => Some(classify(id, status, &owner, c)),
                 None => None,
             };
             let queued = match queued {
@@ -249,7 +268,7 @@ impl Store {
                         }
                     };
                     Queued::New {
-                        id: insert_pending(&tx, eid, run)?,
+                        id: insert_pending(&tx, eid, exp.name, run)?,
                     }
                 }
             };
@@ -283,7 +302,8 @@ impl Store {
         let running: Vec<(i64, OwnerRow)> = tx
             .prepare(&format!(
                 "SELECT id, {} FROM runs
-                 WHERE status = 'running' AND config_hash IN (SELECT value FROM json_each(?1))",
+                 WHERE status = 'running' AND deleted_at IS NULL
+                   AND config_hash IN (SELECT value FROM json_each(?1))",
                 OwnerRow::COLUMNS
             ))?
             .query_map([&hashes], |r| Ok((r.get(0)?, OwnerRow::read(r, 1)?)))?
@@ -296,7 +316,8 @@ impl Store {
         let next: Option<(i64, String, RunStatus, Option<i64>)> = tx
             .query_row(
                 "SELECT id, config_hash, status, checkpoint_epoch FROM runs
-                 WHERE status IN ('pending', 'interrupted') AND config_hash IN (SELECT value FROM json_each(?1))
+                 WHERE status IN ('pending', 'interrupted') AND deleted_at IS NULL
+                   AND config_hash IN (SELECT value FROM json_each(?1))
                  ORDER BY id LIMIT 1",
                 [&hashes],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -423,9 +444,28 @@ pub(super) fn set_status(
 }
 
 /// Insert a `pending` row for a planned run; the owner and envelope columns are filled when a process
-/// claims it.
-fn insert_pending(tx: &Transaction<'_>, experiment_id: i64, run: &NewRun<'_>) -> Result<i64> {
+/// claims it. A run's name is unique within its experiment's name: a run of another config that has the
+/// name already (the spec changed, not its sweep) makes this one `<name>~<first 8 hex digits of its
+/// config hash>`.
+fn insert_pending(
+    tx: &Transaction<'_>,
+    experiment_id: i64,
+    experiment: &str,
+    run: &NewRun<'_>,
+) -> Result<i64> {
     let c = run.config;
+    let hash = c.hash();
+    let taken: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM runs r JOIN experiments e ON e.id = r.experiment_id
+             WHERE e.name = ?1 AND r.name = ?2 AND r.config_hash != ?3)",
+        params![experiment, run.name, hash],
+        |r| r.get(0),
+    )?;
+    let name = if taken {
+        format!("{}~{}", run.name, &hash[..8])
+    } else {
+        run.name.to_string()
+    };
     let overrides: serde_json::Map<String, serde_json::Value> = run
         .overrides
         .iter()
@@ -442,12 +482,12 @@ fn insert_pending(tx: &Transaction<'_>, experiment_id: i64, run: &NewRun<'_>) ->
     tx.execute(
         "INSERT INTO runs (experiment_id, name, status, seed, sizes, activation, init, dtype, batch_size,
             learning_rate, epochs, drop_last, data_dir, data_format, limit_train, limit_test, overrides,
-            config_toml, config_hash, seed_group, created_at)
+            config_toml, config_hash, seed_group, created_at, initial_stored)
          VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20)",
+            ?18, ?19, ?20, ?21)",
         params![
             experiment_id,
-            run.name,
+            name,
             c.train.seed as i64,
             serde_json::Value::from(c.model.sizes.clone()).to_string(),
             c.model.activation.as_str(),
@@ -463,9 +503,10 @@ fn insert_pending(tx: &Transaction<'_>, experiment_id: i64, run: &NewRun<'_>) ->
             c.data.limit_test.map(|v| v as i64),
             serde_json::Value::Object(overrides).to_string(),
             config_toml,
-            c.hash(),
+            hash,
             c.seed_group(),
             now(),
+            run.keep_initial,
         ],
     )?;
     Ok(tx.last_insert_rowid())

@@ -55,6 +55,8 @@ pub struct RunSummary {
     pub test_acc: Option<f64>,
     pub test_loss: Option<f64>,
     pub seconds: Option<f64>,
+    /// Removed with `runner rm`.
+    pub deleted: bool,
 }
 
 /// The result of a read-only query: column names and rows.
@@ -143,16 +145,28 @@ impl Store {
     }
 
     /// Ids of the runs in any of `statuses` (all when empty), optionally of one experiment name only,
-    /// oldest first.
+    /// oldest first; deleted runs (`runner rm`) included.
     pub fn run_ids(&self, experiment: Option<&str>, statuses: &[RunStatus]) -> Result<Vec<i64>> {
-        self.at(self.run_ids_inner(experiment, statuses))
+        self.at(self.run_ids_inner(experiment, statuses, true))
     }
 
-    fn run_ids_inner(&self, experiment: Option<&str>, statuses: &[RunStatus]) -> Result<Vec<i64>> {
-        let mut stmt = self.connection().prepare(
+    /// [`Store::run_ids`] without the deleted runs: what `ls`, `compare`, plots and `verify --all` see.
+    pub fn live_run_ids(&self, experiment: Option<&str>, statuses: &[RunStatus]) -> Result<Vec<i64>> {
+        self.at(self.run_ids_inner(experiment, statuses, false))
+    }
+
+    fn run_ids_inner(
+        &self,
+        experiment: Option<&str>,
+        statuses: &[RunStatus],
+        deleted: bool,
+    ) -> Result<Vec<i64>> {
+        let mut stmt = self.connection().prepare(&format!(
             "SELECT r.id, r.status FROM runs r JOIN experiments e ON e.id = r.experiment_id
-             WHERE (?1 IS NULL OR e.name = ?1) ORDER BY r.id",
-        )?;
+             WHERE (?1 IS NULL OR e.name = ?1) AND ({} OR {} IS NULL) ORDER BY r.id",
+            deleted,
+            self.col_of("r", "deleted_at", 3)
+        ))?;
         let rows = stmt.query_map([experiment], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
         })?;
@@ -235,11 +249,43 @@ impl Store {
         }
     }
 
+    /// A run's initial weights: the stored ones (checked against their hash), or, for a run that keeps
+    /// only their hash (the default), drawn again from its config and checked against that hash. A
+    /// regeneration that does not match says so (this build draws other initial weights than the one that
+    /// trained the run). `None` if the run has not started.
+    pub fn initial_weights(&self, run_id: i64) -> Result<Option<Snapshot>> {
+        if let Some(s) = self.weights(run_id, WeightsKind::Initial)? {
+            return Ok(Some(s));
+        }
+        let row = self.run(run_id)?;
+        let Some(stored) = row.init_weights_sha256.clone() else {
+            return Ok(None);
+        };
+        let params = crate::core::model::initial_snapshot(&row.config(self)?);
+        let now = params.sha256();
+        if now != stored {
+            return Err(Error::Usage(format!(
+                "run {run_id}'s initial weights are kept as their hash only, and drawing them again from its \
+                 config gives other weights (sha256 {now}, stored {stored}): this build of runner initialises \
+                 differently from the one that trained the run ({}); use that build",
+                row.envelope
+                    .get("crate_version")
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| "unknown version".into())
+            )));
+        }
+        Ok(Some(params))
+    }
+
     /// The latest row with this config hash, summarised for a report.
     pub(crate) fn latest_summary(&self, config_hash: &str) -> Result<Option<RunSummary>> {
         let row = self.connection().query_row(
-            "SELECT id, name, status, test_acc, test_loss, seconds FROM runs WHERE config_hash = ?1
-             ORDER BY id DESC LIMIT 1",
+            &format!(
+                "SELECT id, name, status, test_acc, test_loss, seconds, {} IS NOT NULL FROM runs
+                 WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1",
+                self.col("deleted_at", 3)
+            ),
             [config_hash],
             |r| {
                 Ok(RunSummary {
@@ -249,6 +295,7 @@ impl Store {
                     test_acc: r.get(3)?,
                     test_loss: r.get(4)?,
                     seconds: r.get(5)?,
+                    deleted: r.get(6)?,
                 })
             },
         );
@@ -259,8 +306,9 @@ impl Store {
     pub(crate) fn experiments_with_finished_runs(&self) -> Result<Vec<String>> {
         let sql = format!(
             "SELECT e.name FROM runs r JOIN experiments e ON e.id = r.experiment_id
-             WHERE r.status IN {} GROUP BY e.name ORDER BY max(r.id) DESC",
-            RunStatus::sql_list(&RunStatus::FINISHED)
+             WHERE r.status IN {} AND {} IS NULL GROUP BY e.name ORDER BY max(r.id) DESC",
+            RunStatus::sql_list(&RunStatus::FINISHED),
+            self.col_of("r", "deleted_at", 3)
         );
         let names = self
             .connection()
@@ -281,6 +329,38 @@ impl Store {
             Ok(Table { columns, rows })
         };
         self.at(run().map_err(Error::from))
+    }
+}
+
+impl Store {
+    /// Run SQL that embeds text a user typed (a `--where` clause) with bound `params`, refusing it unless
+    /// SQLite judges it read-only; SQLite's own message on an error.
+    pub fn select_user(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Table> {
+        // SQLite's message alone (rusqlite's Display adds the whole statement).
+        let sql_err = |e: rusqlite::Error| {
+            Error::Usage(match e {
+                rusqlite::Error::SqlInputError { msg, .. } => format!("SQL error: {msg}"),
+                rusqlite::Error::SqliteFailure(_, Some(msg)) => format!("SQL error: {msg}"),
+                e => format!("SQL error: {e}"),
+            })
+        };
+        let stmt = self.connection().prepare(sql).map_err(sql_err)?;
+        if !stmt.readonly() {
+            return Err(Error::Usage(
+                "SQL error: the clause would change the store; only read-only expressions are allowed".into(),
+            ));
+        }
+        drop(stmt);
+        self.select(sql, params).map_err(|e| match e {
+            Error::Sqlite { error, .. } => sql_err(error),
+            e => e,
+        })
+    }
+
+    /// The column names a query gives, without running it.
+    pub fn columns_of(&self, sql: &str) -> Result<Vec<String>> {
+        let stmt = self.at(self.connection().prepare(sql).map_err(Error::from))?;
+        Ok(stmt.column_names().into_iter().map(String::from).collect())
     }
 }
 

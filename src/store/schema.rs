@@ -7,7 +7,7 @@ use rusqlite::{Connection, params};
 use crate::error::{Error, Result};
 
 /// Bump when the schema changes; older files are migrated, newer ones refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of a store ("MLPR"): how a file says it is one, beside its tables.
 pub const APPLICATION_ID: i64 = 0x4d4c_5052;
@@ -146,7 +146,53 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE runs ADD COLUMN checkpoint_sha256 TEXT;               -- hash of the checkpoint's weights
      ALTER TABLE runs ADD COLUMN metrics_sha256 TEXT;                  -- hash of the run's epoch rows
      ALTER TABLE experiments ADD COLUMN invocation TEXT;               -- host:pid:nanoseconds of the invocation",
+    // 3: run management (tags, notes, soft deletes) and initial weights kept as a hash only.
+    "ALTER TABLE runs ADD COLUMN note TEXT;                            -- the user's note (runner note)
+     ALTER TABLE runs ADD COLUMN deleted_at TEXT;                      -- soft delete (runner rm); NULL: not deleted
+     ALTER TABLE runs ADD COLUMN initial_stored INTEGER NOT NULL DEFAULT 1; -- 0: initial weights regenerated from the seed on demand
+     CREATE TABLE tags (
+         run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+         tag    TEXT NOT NULL,
+         PRIMARY KEY (run_id, tag)
+     );",
 ];
+
+/// The views, as of [`SCHEMA_VERSION`]: dropped and created again after every migration. Deleted runs
+/// (`runner rm`) are left out of `run_summary`, `best_runs` and `seed_stats`; `run_summary_all` has them,
+/// told by `deleted_at`. Only syntax that older SQLite shells read (no ORDER BY inside an aggregate): a
+/// user's `sqlite3` parses the whole schema when it opens the file.
+const VIEWS: &str = r#"
+CREATE VIEW run_summary_all AS
+SELECT r.id AS run_id, e.name AS experiment, r.name, r.status, r.seed, r.sizes, r.activation, r.init,
+       r.dtype, r.batch_size, r.learning_rate, r.epochs, r.epochs_done, r.train_loss, r.train_acc,
+       r.test_loss, r.test_acc, r.seconds, r.finished_at,
+       (SELECT group_concat(tag, ',') FROM (SELECT tag FROM tags t WHERE t.run_id = r.id ORDER BY tag)) AS tags,
+       r.note, r.deleted_at
+FROM runs r JOIN experiments e ON e.id = r.experiment_id;
+
+CREATE VIEW run_summary AS
+SELECT * FROM run_summary_all WHERE deleted_at IS NULL;
+
+CREATE VIEW best_runs AS
+SELECT * FROM (
+    SELECT s.*, ROW_NUMBER() OVER (PARTITION BY experiment ORDER BY test_acc DESC, run_id) AS rank
+    FROM run_summary s WHERE status = 'completed'
+) WHERE rank = 1;
+
+CREATE VIEW seed_stats AS
+SELECT e.name AS experiment, r.sizes, r.activation, r.init, r.dtype, r.batch_size, r.learning_rate,
+       r.epochs, COUNT(*) AS seeds,
+       AVG(r.test_acc) AS mean_test_acc,
+       CASE WHEN COUNT(*) > 1 THEN
+           sqrt(max(0.0, (SUM(r.test_acc * r.test_acc) - COUNT(*) * AVG(r.test_acc) * AVG(r.test_acc))
+                         / (COUNT(*) - 1)))
+       END AS std_test_acc,
+       MIN(r.test_acc) AS min_test_acc, MAX(r.test_acc) AS max_test_acc,
+       AVG(r.test_loss) AS mean_test_loss, AVG(r.seconds) AS mean_seconds
+FROM runs r JOIN experiments e ON e.id = r.experiment_id
+WHERE r.status = 'completed' AND r.deleted_at IS NULL
+GROUP BY e.name, r.seed_group;
+"#;
 
 /// The tables a version-1 store has, with a column each that only this schema has: how a store written
 /// before `application_id` was set is told from another program's file.
@@ -251,6 +297,13 @@ pub(crate) fn migrate(tx: &rusqlite::Transaction<'_>, version: i64) -> Result<()
                 backfill_hashes(tx)?;
             }
         }
+    }
+    if version < SCHEMA_VERSION {
+        tx.execute_batch(
+            "DROP VIEW IF EXISTS seed_stats; DROP VIEW IF EXISTS best_runs; DROP VIEW IF EXISTS run_summary;
+             DROP VIEW IF EXISTS run_summary_all;",
+        )?;
+        tx.execute_batch(VIEWS)?;
     }
     tx.pragma_update(None, "application_id", APPLICATION_ID)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

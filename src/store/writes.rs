@@ -38,7 +38,14 @@ impl Store {
                 "UPDATE runs SET started_at = ?2, dataset_sha256 = ?3, init_weights_sha256 = ?4 WHERE id = ?1",
                 params![run_id, now(), dataset_sha256, initial.sha256()],
             )?;
-            insert_weights(tx, run_id, WeightsKind::Initial, 0, initial)
+            // Initial weights are a pure function of the config: kept as their hash alone unless the spec
+            // asked for them (`[store] initial_weights = true`).
+            let keep: bool =
+                tx.query_row("SELECT initial_stored FROM runs WHERE id = ?1", [run_id], |r| r.get(0))?;
+            if keep {
+                insert_weights(tx, run_id, WeightsKind::Initial, 0, initial)?;
+            }
+            Ok(())
         }))
     }
 

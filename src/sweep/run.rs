@@ -144,6 +144,8 @@ pub struct RunReport {
     pub seconds: Option<f64>,
     /// Trained (or resumed) by this invocation.
     pub trained_here: bool,
+    /// Removed with `runner rm` (and so not trained again).
+    pub deleted: bool,
     /// The values the sweep set for this run.
     pub overrides: Vec<(String, toml::Value)>,
 }
@@ -195,6 +197,7 @@ pub fn run(
             name: &r.name,
             overrides: &r.overrides,
             config: &r.config,
+            keep_initial: exp.keep_initial,
         })
         .collect();
     let queued = store.enqueue(
@@ -210,13 +213,17 @@ pub fn run(
     )?;
     let count = |f: &dyn Fn(&Queued) -> bool| queued.iter().filter(|q| f(q)).count();
     progress.log(&format!(
-        "experiment {}: {} runs: {} new, {} to resume or retry, {} running elsewhere, {} already done -> {}",
+        "experiment {}: {} runs: {} new, {} to resume or retry, {} running elsewhere, {} already done{} -> {}",
         crate::text::clean(&exp.name),
         exp.runs.len(),
         count(&|q| matches!(q, Queued::New { .. })),
         count(&|q| matches!(q, Queued::Unfinished { .. })),
         count(&|q| matches!(q, Queued::Held { .. })),
         count(&|q| matches!(q, Queued::Done { .. })),
+        match count(&|q| matches!(q, Queued::Deleted { .. })) {
+            0 => String::new(),
+            n => format!(", {n} deleted (not trained again: runner restore, or --force)"),
+        },
         db.display()
     ));
     for q in &queued {
@@ -271,6 +278,7 @@ pub fn run(
         if let Some(s) = store.latest_summary(hash)? {
             reports.push(RunReport {
                 trained_here: trained.contains(&s.id),
+                deleted: s.deleted,
                 run_id: s.id,
                 name: s.name,
                 status: s.status,

@@ -35,6 +35,20 @@ struct SpecFile {
     #[serde(default)]
     train: TrainSpec,
     sweep: Option<toml::Table>,
+    #[serde(default)]
+    store: StoreSpec,
+}
+
+/// `[store]`: what the results store keeps of each run beyond what every run stores. Not part of a run's
+/// config: it changes no bit a run computes.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSpec {
+    /// Store each run's initial weights. Default false: they are a pure function of the seed, sizes, init
+    /// and dtype, so only their hash is stored and they are drawn again (and checked against it) when
+    /// `export --weights initial`, `diff` or `verify` need them.
+    #[serde(default)]
+    initial_weights: bool,
 }
 
 /// One point of a sweep: its readable name, the values it sets, and the resolved config.
@@ -56,6 +70,8 @@ pub struct Experiment {
     /// The spec file's text, stored with the experiment.
     pub text: String,
     pub runs: Vec<PlannedRun>,
+    /// Store the runs' initial weights (`[store] initial_weights`), not only their hash.
+    pub keep_initial: bool,
 }
 
 impl Experiment {
@@ -239,6 +255,7 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
         path: file.to_string(),
         text: text.to_string(),
         runs,
+        keep_initial: spec.store.initial_weights,
     })
 }
 

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use crate::util::{file_sha, mnist, query, runner, runner_env, scalar, small_idx_dir, spec, tmp};
 
-/// Two seeds, two epochs on 2 000 images: a store with two finished runs in well under a second.
+/// Two seeds, two epochs on 2 000 images: a store with two finished runs in well under a second, keeping
+/// their initial weights (so that those can be corrupted too).
 const SMALL: &str = "name = \"small\"\n[data]\ndir = \"{MNIST}\"\nlimit_train = 2000\nlimit_test = 500\n\
-                     [model]\nsizes = [784, 32, 10]\n[train]\nepochs = 2\n[sweep]\n\"train.seed\" = [1, 2]\n";
+                     [model]\nsizes = [784, 32, 10]\n[train]\nepochs = 2\n[sweep]\n\"train.seed\" = [1, 2]\n\
+                     [store]\ninitial_weights = true\n";
 
 fn trained(d: &Path) -> PathBuf {
     let db = d.join("results.db");

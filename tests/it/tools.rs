@@ -129,6 +129,27 @@ fn compare_groups_seeds_and_marks_the_best() {
 fn export_writes_safetensors_equal_to_the_stored_weights() {
     let dir = tmp();
     let db = trained(dir.path());
+    // Initial weights are kept as their hash only, and drawn again for an export: they must equal, bit for
+    // bit, those of the same sweep trained with `[store] initial_weights = true`.
+    let kept = spec(
+        dir.path(),
+        "kept.toml",
+        &format!("{SPEC}[store]\ninitial_weights = true\n"),
+    );
+    let kept_db = dir.path().join("kept.db");
+    runner(
+        dir.path(),
+        &[kept.to_str().unwrap(), "--db", kept_db.to_str().unwrap()],
+    )
+    .ok();
+    assert_eq!(
+        query(&db, "SELECT count(*) FROM weights WHERE kind = 'initial'"),
+        [["0"]]
+    );
+    assert_eq!(
+        query(&db, "SELECT init_weights_sha256 FROM runs ORDER BY id"),
+        query(&kept_db, "SELECT init_weights_sha256 FROM runs ORDER BY id")
+    );
     for kind in ["final", "initial"] {
         let file = dir.path().join(format!("{kind}.safetensors"));
         runner(
@@ -152,7 +173,7 @@ fn export_writes_safetensors_equal_to_the_stored_weights() {
         assert_eq!(meta["sizes"], "[784,64,10]");
         assert_eq!(meta["activation"], "relu");
         assert_eq!(meta["weights"], kind);
-        let conn = rusqlite::Connection::open(&db).unwrap();
+        let conn = rusqlite::Connection::open(&kept_db).unwrap();
         let mut stmt = conn
             .prepare("SELECT layer, param, data FROM weights WHERE run_id = 1 AND kind = ?1")
             .unwrap();
