@@ -11,7 +11,12 @@ use clap::Parser;
 mod cli;
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    // `runner help --help` (or `-h`) asks for help about help: clap refuses it; give the help.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "help") {
+        args.retain(|a| a != "--help" && a != "-h");
+    }
+    let cli = match cli::Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
             // `runner verfy 7`: clap sees a spec path and a stray argument; say what was probably meant.

@@ -10,8 +10,8 @@ use mlp_runner::report::table::{self, Format, TableWriter};
 use mlp_runner::store::manage::Deleted;
 use mlp_runner::store::read::{QueryEvent, UserQuery};
 use mlp_runner::store::{RunStatus, Store};
-use rusqlite::types::Value;
 use mlp_runner::text::clean;
+use rusqlite::types::Value;
 
 use super::{DbArg, Exit, FormatArgs, print_table};
 

@@ -17,8 +17,9 @@ use super::{DbArg, Exit, print_table};
 
 #[derive(Debug, Args)]
 pub struct TagArgs {
-    /// Runs (ids, names or unique name prefixes), then the tags: every word that names no run is a tag.
-    #[arg(required = true, num_args = 2.., value_name = "RUN... TAG")]
+    /// Runs, then tags: the leading words that name runs (an id, a word with `/`, or a run's exact name)
+    /// are the runs; the words after them are the tags.
+    #[arg(required = true, value_name = "RUN... TAG")]
     pub words: Vec<String>,
     /// Take the tags away instead.
     #[arg(long)]
@@ -220,11 +221,7 @@ pub fn restore(db: &Path, args: RestoreArgs, out: &mut dyn Write) -> Result<Exit
         Deleted::Only,
     )?;
     let n = store.restore(&ids)?;
-    writeln!(
-        out,
-        "restored {n} run{}",
-        if n == 1 { "" } else { "s" }
-    )?;
+    writeln!(out, "restored {n} run{}", if n == 1 { "" } else { "s" })?;
     Ok(Exit::Ok)
 }
 

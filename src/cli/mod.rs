@@ -155,8 +155,10 @@ pub enum Command {
     )]
     Ls(inspect::LsArgs),
     /// Show one run: parameters, provenance, hashes, tags and note, epochs and stored weights.
-    #[command(after_help = "Examples:\n  runner show 7\n  runner show lr_sweep/learning_rate=0.1,seed=1\n  \
-                            runner show 7 --json\n  runner show 7 --csv")]
+    #[command(
+        after_help = "Examples:\n  runner show 7\n  runner show lr_sweep/learning_rate=0.1,seed=1\n  \
+                            runner show 7 --json\n  runner show 7 --csv"
+    )]
     Show(inspect::ShowArgs),
     /// Resume an interrupted run from its last stored epoch (or train a pending or failed one), from its
     /// stored config; `runner <spec>` does the same for every unfinished run of a spec.
@@ -174,7 +176,11 @@ pub enum Command {
     )]
     Bench(bench::BenchArgs),
     /// Add tags to runs (or take them away with --remove); `ls --tag` finds them.
-    #[command(after_help = "Examples:\n  runner tag 7 8 baseline paper\n  runner tag 7 --remove paper")]
+    #[command(
+        override_usage = "runner tag [OPTIONS] <RUN>... <TAG>...",
+        after_help = "Examples:\n  runner tag 7 8 baseline paper\n  runner tag lr_sweep/learning_rate=0.1,seed=1 best\n  \
+                      runner tag 7 --remove paper"
+    )]
     Tag(manage::TagArgs),
     /// Set a run's note (an empty text clears it); shown by `show` and `ls`.
     #[command(after_help = "Example:\n  runner note 7 'lr 0.1 is the tutorial default'")]
@@ -429,7 +435,13 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
 fn writes(cli: &Cli) -> bool {
     matches!(
         cli.command,
-        Some(Command::Tag(_) | Command::Note(_) | Command::Rm(_) | Command::Restore(_) | Command::Gc(_))
+        Some(
+            Command::Tag(_)
+                | Command::Note(_)
+                | Command::Rm(_)
+                | Command::Restore(_)
+                | Command::Gc(_)
+        )
     )
 }
 

@@ -1,8 +1,10 @@
-//! What a sweep shows while it trains: on a terminal, a progress bar for the sweep (runs done of the total)
-//! and one per run in progress (batches, epoch, running loss, samples/s, ETA) with the epoch lines printed
-//! above them; otherwise plain log lines, one per epoch.
+//! What a sweep shows while it trains: on a terminal, a progress bar for the sweep (SGD steps done of the
+//! total, so that its ETA moves from the first batches; runs done beside it) and one per run in progress
+//! (ETA, epoch, batch, running loss, samples/s), each line cut to the terminal's width, with the epoch
+//! lines printed above them; otherwise plain log lines, one per epoch.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -12,6 +14,8 @@ use mlp_runner::sweep::{self, RunProgress, RunStart};
 pub struct Bars {
     multi: Option<MultiProgress>,
     sweep: OnceLock<ProgressBar>,
+    /// Runs to train, and runs done.
+    runs: OnceLock<(u64, AtomicU64)>,
 }
 
 impl Bars {
@@ -22,6 +26,7 @@ impl Bars {
         Bars {
             multi,
             sweep: OnceLock::new(),
+            runs: OnceLock::new(),
         }
     }
 
@@ -46,16 +51,14 @@ impl sweep::Progress for Bars {
         }
     }
 
-    fn sweep_started(&self, runs: u64) {
+    fn sweep_started(&self, runs: u64, steps: u64) {
         if let Some(m) = &self.multi {
-            let bar = m.add(ProgressBar::new(runs));
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "sweep  [{bar:30.green/white}] {pos}/{len} runs  {elapsed_precise} elapsed, ETA {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
+            // Counted in SGD steps, so that the ETA moves from the first batches on; runs in the message.
+            let bar = m.add(ProgressBar::new(steps));
+            bar.set_style(sweep_style(false));
             bar.enable_steady_tick(Duration::from_millis(500));
+            let _ = self.runs.set((runs, AtomicU64::new(0)));
+            bar.set_message(format!("0/{runs} runs done"));
             let _ = self.sweep.set(bar);
         }
     }
@@ -66,17 +69,23 @@ impl sweep::Progress for Bars {
                 self.sweep.get().unwrap_or(&ProgressBar::hidden()),
                 ProgressBar::new((run.epochs * run.batches) as u64),
             );
+            // Fixed parts of about 40 columns, then a message cut to the terminal's width; the run's
+            // name is in the line printed when it starts.
             bar.set_style(
-                ProgressStyle::with_template("run {prefix} [{bar:30.cyan/blue}] {msg}  ETA {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "run {prefix} [{bar:20.cyan/blue}] ETA {eta:>4}  {wide_msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
-            bar.set_prefix(format!("{} {}", run.run_id, run.name));
+            bar.set_prefix(run.run_id.to_string());
             bar.set_position((run.done * run.batches) as u64);
             bar
         });
         Box::new(RunBar {
             bar,
+            sweep: self.sweep.get().cloned(),
+            counted: 0,
             epochs: run.epochs,
             batches: run.batches,
             batch_size: run.batch_size,
@@ -86,15 +95,30 @@ impl sweep::Progress for Bars {
     }
 
     fn run_done(&self) {
-        if let Some(s) = self.sweep.get() {
-            s.inc(1);
+        if let (Some(s), Some((total, done))) = (self.sweep.get(), self.runs.get()) {
+            let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+            s.set_message(format!("{n}/{total} runs done"));
         }
     }
+}
+
+/// The sweep's bar: 20 columns of bar, percent, ETA (once steps were timed), runs done; about 45 columns.
+fn sweep_style(eta: bool) -> ProgressStyle {
+    let template = if eta {
+        "sweep [{bar:20.green/white}] {percent:>3}%  ETA {eta:>4}  {wide_msg}"
+    } else {
+        "sweep [{bar:20.green/white}] {percent:>3}%  ETA  ...  {wide_msg}"
+    };
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
 /// One run's bar; does nothing without a terminal.
 struct RunBar {
     bar: Option<ProgressBar>,
+    /// The sweep's bar, advanced by this run's steps.
+    sweep: Option<ProgressBar>,
+    /// Steps of this run already counted on the sweep's bar.
+    counted: u64,
     epochs: usize,
     batches: usize,
     batch_size: usize,
@@ -112,10 +136,23 @@ impl RunProgress for RunBar {
         self.loss_sum += loss_sum;
         self.samples += self.batch_size;
         if done.is_multiple_of(16) || done == self.batches {
-            bar.set_position(((epoch - 1) * self.batches + done) as u64);
+            let at = ((epoch - 1) * self.batches + done) as u64;
+            bar.set_position(at);
+            if let Some(s) = &self.sweep {
+                // A resumed run starts counting at its first new step.
+                if self.counted == 0 {
+                    self.counted = at.saturating_sub(done as u64);
+                }
+                // No estimate before the first steps: then the ETA appears.
+                if s.position() == 0 {
+                    s.set_style(sweep_style(true));
+                }
+                s.inc(at.saturating_sub(self.counted));
+                self.counted = at;
+            }
             let per_s = bar.per_sec() * self.batch_size as f64;
             bar.set_message(format!(
-                "epoch {epoch}/{}  batch {done}/{}  loss {:.4}  {:.0} samples/s",
+                "epoch {epoch}/{}  batch {done}/{}  loss {:.4}  {:.0}/s",
                 self.epochs,
                 self.batches,
                 self.loss_sum / self.samples.max(1) as f64,

@@ -122,14 +122,15 @@ pub fn run(spec_path: &Path, db: &Path, args: &RunArgs, out: &mut dyn Write) -> 
 /// (`runner README.md`) is refused before it is parsed.
 fn load_spec(path: &Path) -> Result<Experiment> {
     let word = path.to_string_lossy();
-    if !path.exists() && path.extension().is_none() {
-        if let Some(cmd) = super::suggest(&word) {
-            return Err(Error::Usage(format!(
-                "`{}` is neither a spec file nor a command; did you mean `runner {cmd}`?",
-                mlp_runner::text::clean(&word)
-            ))
-            .into());
-        }
+    if !path.exists()
+        && path.extension().is_none()
+        && let Some(cmd) = super::suggest(&word)
+    {
+        return Err(Error::Usage(format!(
+            "`{}` is neither a spec file nor a command; did you mean `runner {cmd}`?",
+            mlp_runner::text::clean(&word)
+        ))
+        .into());
     }
     if let Some(ext) = path.extension().filter(|e| *e != "toml")
         && path.is_file()

@@ -105,10 +105,7 @@ pub fn diff(store: &Store, a: i64, b: i64) -> Result<RunDiff> {
     };
     let (ea, eb) = (read(a)?, read(b)?);
     for (i, field) in ENVELOPE.iter().enumerate() {
-        let (x, y) = (
-            ea.get(i).cloned().flatten(),
-            eb.get(i).cloned().flatten(),
-        );
+        let (x, y) = (ea.get(i).cloned().flatten(), eb.get(i).cloned().flatten());
         if x != y {
             envelope
                 .rows

@@ -112,7 +112,10 @@ fn draw_curves<DB: DrawingBackend>(
     title: &str,
 ) -> Result<()> {
     let root = root.titled(title, ("sans-serif", 22)).map_err(plot_err)?;
-    let panels = root.split_evenly((1, 2));
+    // The legend has a column of its own, right of the two panels: it never covers a curve.
+    let (plots, legend) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+    draw_legend(&legend, curves)?;
+    let panels = plots.split_evenly((1, 2));
     let max_epoch = curves
         .iter()
         .flat_map(|c| c.epochs.iter().map(|e| e.epoch))
@@ -171,11 +174,7 @@ fn draw_curves<DB: DrawingBackend>(
             };
             chart
                 .draw_series(LineSeries::new(series(true), color.stroke_width(3)))
-                .map_err(plot_err)?
-                .label(format!("{} (test)", c.label))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-                });
+                .map_err(plot_err)?;
             chart
                 .draw_series(LineSeries::new(
                     series(false),
@@ -186,24 +185,89 @@ fn draw_curves<DB: DrawingBackend>(
                 .draw_series(series(true).map(|p| Circle::new(p, 3, color.filled())))
                 .map_err(plot_err)?;
         }
-        if name.starts_with("loss") && curves.len() <= 12 {
-            chart
-                .configure_series_labels()
-                .label_font(("sans-serif", 12))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(plot_err)?;
-        }
     }
     Ok(())
+}
+
+/// Width of the legend column of the learning-curve plot, in pixels.
+const LEGEND_WIDTH: u32 = 260;
+/// Legend lines that fit beside the panels; more runs are summed up in one line.
+const LEGEND_LINES: usize = 22;
+
+/// One line per run (its colour and label), then what thick and thin lines mean.
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, curves: &[Curve]) -> Result<()> {
+    let font = ("sans-serif", 13).into_font();
+    let (x, mut y) = (8, 48);
+    let shown = if curves.len() > LEGEND_LINES {
+        LEGEND_LINES - 1
+    } else {
+        curves.len()
+    };
+    for (i, c) in curves.iter().take(shown).enumerate() {
+        let color = color(i);
+        area.draw(&PathElement::new(
+            vec![(x, y), (x + 22, y)],
+            color.stroke_width(3),
+        ))
+        .map_err(plot_err)?;
+        let label: String = c.label.chars().take(34).collect();
+        area.draw(&Text::new(label, (x + 30, y - 7), font.clone()))
+            .map_err(plot_err)?;
+        y += 18;
+    }
+    if shown < curves.len() {
+        area.draw(&Text::new(
+            format!("... and {} more runs", curves.len() - shown),
+            (x + 30, y - 7),
+            font.clone(),
+        ))
+        .map_err(plot_err)?;
+        y += 18;
+    }
+    area.draw(&Text::new(
+        "thick: test, thin: train",
+        (x, y + 4),
+        font.color(&BLACK.mix(0.7)),
+    ))
+    .map_err(plot_err)?;
+    Ok(())
+}
+
+/// A tick value in at most three significant digits, without float noise: 0.3, not
+/// 0.30000000000000004; 1e-5 as 1e-5.
+pub fn tick(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    if !(1e-4..1e5).contains(&x.abs()) {
+        let s = format!("{x:.2e}");
+        // 1.00e-5 -> 1e-5, 2.50e-5 -> 2.5e-5
+        let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+        let m = m.trim_end_matches('0').trim_end_matches('.');
+        return format!("{m}e{e}");
+    }
+    let decimals = (2 - x.abs().log10().floor() as i32).max(0) as usize;
+    let s = format!("{x:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
 }
 
 /// Final test accuracy against learning rate (log axis): one point per run, the mean over seeds joined.
 pub fn lr_sweep(points: &[LrPoint], title: &str, out: &Path) -> Result<()> {
     if points.is_empty() {
         return Err(Error::Usage("no completed runs to plot".into()));
+    }
+    let first = points[0].learning_rate;
+    if points.iter().all(|p| p.learning_rate == first) {
+        return Err(Error::Usage(format!(
+            "the learning rate does not vary: all {} runs have {}; plot their learning curves instead \
+             (runner plot without --lr)",
+            points.len(),
+            tick(first)
+        )));
     }
     render(
         out,
@@ -217,12 +281,9 @@ fn draw_lr<DB: DrawingBackend>(
     points: &[LrPoint],
     title: &str,
 ) -> Result<()> {
-    let (mut lo, mut hi) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
+    let (lo, hi) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
         (a.min(p.learning_rate), b.max(p.learning_rate))
     });
-    if lo == hi {
-        (lo, hi) = (lo / 2.0, hi * 2.0);
-    }
     let min_acc = points.iter().map(|p| p.test_acc).fold(1.0f64, f64::min);
     let mut chart = ChartBuilder::on(root)
         .margin(20)
@@ -238,7 +299,7 @@ fn draw_lr<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("learning rate (log scale)")
         .y_desc("final test accuracy")
-        .x_label_formatter(&|x| format!("{x}"))
+        .x_label_formatter(&|x| tick(*x))
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(plot_err)?;
@@ -286,4 +347,21 @@ fn draw_lr<DB: DrawingBackend>(
         .draw()
         .map_err(plot_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick;
+
+    #[test]
+    fn ticks_have_no_float_noise() {
+        assert_eq!(tick(0.30000000000000004), "0.3");
+        assert_eq!(tick(0.1 + 0.2), "0.3");
+        assert_eq!(tick(0.01), "0.01");
+        assert_eq!(tick(0.0123456), "0.0123");
+        assert_eq!(tick(1.0), "1");
+        assert_eq!(tick(2.5e-5), "2.5e-5");
+        assert_eq!(tick(1e-5), "1e-5");
+        assert_eq!(tick(300.0), "300");
+    }
 }

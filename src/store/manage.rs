@@ -139,7 +139,11 @@ impl Store {
                     return Err(Error::Usage(format!(
                         "`{}` names {} runs; give one of their ids (or more of the name):\n{}{more}",
                         clean(&crate::text::truncate(word, 200)),
-                        if many.len() > 50 { "more than 50".to_string() } else { many.len().to_string() },
+                        if many.len() > 50 {
+                            "more than 50".to_string()
+                        } else {
+                            many.len().to_string()
+                        },
                         list.join("\n")
                     )));
                 }
@@ -282,7 +286,8 @@ impl Store {
         self.needs_v3("soft deletes")?;
         let size = |p: &std::path::Path| {
             let wal = std::path::PathBuf::from(format!("{}-wal", p.display()));
-            std::fs::metadata(p).map_or(0, |m| m.len()) + std::fs::metadata(wal).map_or(0, |m| m.len())
+            std::fs::metadata(p).map_or(0, |m| m.len())
+                + std::fs::metadata(wal).map_or(0, |m| m.len())
         };
         let mut report = Collected {
             bytes_before: size(self.path()),
@@ -308,11 +313,10 @@ impl Store {
             report.weight_bytes = bytes.unwrap_or(0);
             Ok(())
         })())?;
-        self.at(
-            self.connection()
-                .execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
-                .map_err(Error::from),
-        )?;
+        self.at(self
+            .connection()
+            .execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(Error::from))?;
         report.bytes_after = size(self.path());
         Ok(report)
     }

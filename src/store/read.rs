@@ -151,7 +151,11 @@ impl Store {
     }
 
     /// [`Store::run_ids`] without the deleted runs: what `ls`, `compare`, plots and `verify --all` see.
-    pub fn live_run_ids(&self, experiment: Option<&str>, statuses: &[RunStatus]) -> Result<Vec<i64>> {
+    pub fn live_run_ids(
+        &self,
+        experiment: Option<&str>,
+        statuses: &[RunStatus],
+    ) -> Result<Vec<i64>> {
         self.at(self.run_ids_inner(experiment, statuses, false))
     }
 
@@ -180,6 +184,19 @@ impl Store {
             }
         }
         Ok(ids)
+    }
+
+    /// How many epochs a run has stored.
+    pub fn epochs_done(&self, run_id: i64) -> Result<usize> {
+        let n: i64 = self.at(self
+            .connection()
+            .query_row(
+                "SELECT epochs_done FROM runs WHERE id = ?1",
+                [run_id],
+                |r| r.get(0),
+            )
+            .map_err(Error::from))?;
+        Ok(n.max(0) as usize)
     }
 
     /// A run's stored epochs, in order. A NULL loss (how SQLite stores a NaN) reads as NaN.
@@ -360,7 +377,7 @@ impl Store {
     /// The column names a query gives, without running it.
     pub fn columns_of(&self, sql: &str) -> Result<Vec<String>> {
         let stmt = self.at(self.connection().prepare(sql).map_err(Error::from))?;
-        Ok(stmt.column_names().into_iter().map(String::from).collect())
+        Ok(stmt.column_names().map(String::from).collect())
     }
 }
 

@@ -5,8 +5,9 @@
 pub trait Progress: Sync {
     /// A line for the log (an epoch, a run started or stopped, a warning).
     fn log(&self, line: &str);
-    /// The sweep starts: `runs` runs to train here.
-    fn sweep_started(&self, _runs: u64) {}
+    /// The sweep starts: `runs` runs to train here, `steps` SGD steps in all (the epochs already stored
+    /// of resumed runs left out).
+    fn sweep_started(&self, _runs: u64, _steps: u64) {}
     /// A run starts (or resumes): its per-batch progress goes to what this returns.
     fn run_started(&self, _run: &RunStart<'_>) -> Box<dyn RunProgress> {
         Box::new(NoProgress)

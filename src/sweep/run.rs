@@ -34,18 +34,57 @@ pub(crate) const PAUSE_ENV: &str = "MLP_RUNNER_PAUSE_AFTER_EPOCH_MS";
 /// Check each run's config against the data it names (input width, limits, batch size), loading the data.
 /// Errors name the spec file, the line and key, and the run.
 pub fn check_data(exp: &Experiment, cache: &mut DataCache) -> Result<()> {
+    let in_run = |name: &str| {
+        if exp.runs.len() > 1 {
+            format!(" (in run `{}`)", crate::text::clean(name))
+        } else {
+            String::new()
+        }
+    };
     for run in &exp.runs {
         let c = &run.config;
-        let ds = cache.get(&c.data.dir, c.data.format)?;
+        let spec_error = |key: &'static str, msg: String| {
+            Error::Spec(SpecError {
+                file: exp.path.clone(),
+                line: super::spec::locate_key(&exp.text, key),
+                key: Some(key.to_string()),
+                msg,
+            })
+        };
+        // A data folder that cannot be read is the spec's `data.dir` (or, for a folder that is there but
+        // not in the layout asked for, its `data.format`).
+        let ds = cache.get(&c.data.dir, c.data.format).map_err(|e| match e {
+            Error::Data { path, msg } => {
+                let key = if Path::new(&c.data.dir).is_dir()
+                    && c.data.format != crate::core::data::DataFormat::Auto
+                {
+                    "data.format"
+                } else {
+                    "data.dir"
+                };
+                let relative = if Path::new(&c.data.dir).is_relative() {
+                    std::env::current_dir()
+                        .map(|d| format!(" (relative to the working directory {})", d.display()))
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                // Which run only matters when the sweep sets the data folder or its format.
+                let swept = run
+                    .overrides
+                    .iter()
+                    .any(|(k, _)| k == "data.dir" || k == "data.format");
+                let which = if swept {
+                    in_run(&run.name)
+                } else {
+                    String::new()
+                };
+                spec_error(key, format!("{}{relative}: {msg}{which}", path.display()))
+            }
+            e => e,
+        })?;
         c.validate_against_data(ds.train.pixels(), ds.train.len(), ds.test.len())
-            .map_err(|e| {
-                Error::Spec(SpecError {
-                    file: exp.path.clone(),
-                    line: super::spec::locate_key(&exp.text, e.key),
-                    key: Some(e.key.to_string()),
-                    msg: format!("{} (run {})", e.msg, crate::text::clean(&run.name)),
-                })
-            })?;
+            .map_err(|e| spec_error(e.key, format!("{}{}", e.msg, in_run(&run.name))))?;
     }
     Ok(())
 }
@@ -213,17 +252,30 @@ pub fn run(
     )?;
     let count = |f: &dyn Fn(&Queued) -> bool| queued.iter().filter(|q| f(q)).count();
     progress.log(&format!(
-        "experiment {}: {} runs: {} new, {} to resume or retry, {} running elsewhere, {} already done{} -> {}",
+        "experiment {}: {} runs ({}) -> {}",
         crate::text::clean(&exp.name),
         exp.runs.len(),
-        count(&|q| matches!(q, Queued::New { .. })),
-        count(&|q| matches!(q, Queued::Unfinished { .. })),
-        count(&|q| matches!(q, Queued::Held { .. })),
-        count(&|q| matches!(q, Queued::Done { .. })),
-        match count(&|q| matches!(q, Queued::Deleted { .. })) {
-            0 => String::new(),
-            n => format!(", {n} deleted (not trained again: runner restore, or --force)"),
-        },
+        [
+            (count(&|q| matches!(q, Queued::New { .. })), "new"),
+            (
+                count(&|q| matches!(q, Queued::Unfinished { .. })),
+                "to resume or retry",
+            ),
+            (
+                count(&|q| matches!(q, Queued::Held { .. })),
+                "running elsewhere",
+            ),
+            (count(&|q| matches!(q, Queued::Done { .. })), "already done"),
+            (
+                count(&|q| matches!(q, Queued::Deleted { .. })),
+                "deleted, not trained again: runner restore, or --force",
+            ),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect::<Vec<_>>()
+        .join(", "),
         db.display()
     ));
     for q in &queued {
@@ -234,9 +286,27 @@ pub fn run(
             ));
         }
     }
-    progress.sweep_started(
-        count(&|q| matches!(q, Queued::New { .. } | Queued::Unfinished { .. })) as u64,
-    );
+    // Epochs to train: those of new runs and what unfinished ones have left.
+    let to_train: Vec<(&Queued, &PlannedRun)> = queued
+        .iter()
+        .zip(&exp.runs)
+        .filter(|(q, _)| matches!(q, Queued::New { .. } | Queued::Unfinished { .. }))
+        .collect();
+    let steps_left = to_train
+        .iter()
+        .map(|(q, r)| {
+            let done = match q {
+                Queued::Unfinished { id, .. } => store.epochs_done(*id).unwrap_or(0),
+                _ => 0,
+            };
+            let c = &r.config;
+            let n = cache
+                .loaded(&c.data.dir, c.data.format)
+                .map_or(0, |d| c.data.limit_train.unwrap_or(d.train.len()));
+            (c.train.epochs.saturating_sub(done) * steps_per_epoch(n, &c.train)) as u64
+        })
+        .sum();
+    progress.sweep_started(to_train.len() as u64, steps_left);
 
     let runs: HashMap<String, &PlannedRun> =
         exp.runs.iter().map(|r| (r.config.hash(), r)).collect();
@@ -373,12 +443,7 @@ impl Worker<'_> {
             )),
             None => self.progress.log(&format!("run {run_id} {name}: training")),
         }
-        let train_n = c.data.limit_train.unwrap_or(data.train.len());
-        let batches = if c.train.drop_last {
-            train_n / c.train.batch_size
-        } else {
-            train_n.div_ceil(c.train.batch_size)
-        };
+        let batches = steps_per_epoch(c.data.limit_train.unwrap_or(data.train.len()), &c.train);
         let dataset_sha256 = self
             .dataset_sha
             .get(&claim.config_hash)
@@ -455,6 +520,15 @@ impl Worker<'_> {
             }
             other => other,
         }
+    }
+}
+
+/// SGD steps in an epoch of `n` training samples.
+fn steps_per_epoch(n: usize, t: &crate::core::config::TrainSpec) -> usize {
+    if t.drop_last {
+        n / t.batch_size
+    } else {
+        n.div_ceil(t.batch_size)
     }
 }
 
@@ -542,10 +616,11 @@ impl Observer for StoreObserver<'_> {
     }
 }
 
-/// `epoch 2/3  train loss 0.1234 acc 96.52%  test loss 0.1301 acc 96.10%  1.52 s`
+/// `epoch 2/3  loss, acc: train 0.1234 96.52%  test 0.1301 96.10%  1.52 s`: under 80 columns with the
+/// run's id in front.
 fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
     format!(
-        "epoch {}/{epochs}  train loss {:.4} acc {:.2}%  test loss {:.4} acc {:.2}%  {:.2} s{}",
+        "epoch {}/{epochs}  loss, acc: train {:.4} {:.2}%  test {:.4} {:.2}%  {:.2} s{}",
         m.epoch,
         m.train_loss,
         100.0 * m.train_acc,

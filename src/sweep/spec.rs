@@ -313,8 +313,32 @@ fn locate(text: &str, section: Option<&str>, key: &str) -> Option<usize> {
     None
 }
 
-/// Add "did you mean" to serde's "unknown field `x`, expected one of `a`, `b`" and "unknown variant" messages.
+/// Serde's names for the types a spec's values have, in words a spec's author reads.
+const TYPE_WORDS: &[(&str, &str)] = &[
+    ("expected usize", "expected a whole number >= 0 (e.g. 10)"),
+    ("expected u64", "expected a whole number >= 0 (e.g. 10)"),
+    ("expected f64", "expected a number (e.g. 0.1)"),
+    ("expected a boolean", "expected true or false"),
+    (
+        "expected a string",
+        "expected text in quotes (e.g. \"relu\")",
+    ),
+    (
+        "expected a sequence",
+        "expected a list in brackets (e.g. [784, 512, 10])",
+    ),
+];
+
+/// Add "did you mean" to serde's "unknown field `x`, expected one of `a`, `b`" and "unknown variant"
+/// messages, and name types in words ("expected f64" is "expected a number (e.g. 0.1)").
 fn with_suggestion(msg: &str) -> String {
+    let mut msg = msg.to_string();
+    for (serde, words) in TYPE_WORDS {
+        if msg.ends_with(serde) {
+            msg = format!("{}{words}", &msg[..msg.len() - serde.len()]);
+        }
+    }
+    let msg = msg.as_str();
     let Some(rest) = msg
         .strip_prefix("unknown field `")
         .or_else(|| msg.strip_prefix("unknown variant `"))

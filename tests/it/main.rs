@@ -2,10 +2,12 @@
 //! One test binary; each test works in its own temporary folder.
 
 mod bad_input;
+mod cli;
 mod cluster;
 mod data;
 mod integrity;
 mod layout;
+mod manage;
 mod pipeline;
 mod reliability;
 mod robust;

@@ -337,7 +337,7 @@ fn a_terminal_gets_progress_bars_and_a_pipe_gets_lines() {
     // In a terminal (a pseudo-terminal made by util-linux `script`): bars with the running loss and speed.
     let db2 = d.join("p2.db");
     let cmd = format!(
-        "{} {} --db {}",
+        "stty cols 80 rows 24; {} {} --db {}",
         env!("CARGO_BIN_EXE_runner"),
         s.display(),
         db2.display()
@@ -351,12 +351,66 @@ fn a_terminal_gets_progress_bars_and_a_pipe_gets_lines() {
         .expect("util-linux `script` is installed (Debian's bsdutils)");
     assert!(status.success());
     let tty = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
-    for needle in ["samples/s", "loss ", "runs", "epoch 2/2", "ETA"] {
+    for needle in ["loss ", "runs done", "epoch 2/2", "ETA"] {
         assert!(
             tty.contains(needle),
             "no {needle:?} in the terminal output:\n{tty}"
         );
     }
+    // Every bar fits the terminal's 80 columns (the per-run message is cut to fit), and the sweep's
+    // ETA is an estimate, not 0 s, while it is under way.
+    let plain: String = {
+        let mut out = String::new();
+        let mut chars = tty.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                // An escape sequence: ESC [ parameters final-byte; colours vanish, others break a line.
+                let mut seq = String::new();
+                for n in chars.by_ref() {
+                    seq.push(n);
+                    if n.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+                if !seq.ends_with('m') {
+                    out.push('\n');
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let mut bars = 0;
+    let mut estimates = 0;
+    for piece in plain.split(['\r', '\n']) {
+        // Lines are padded to the terminal's width, so one line's end runs into the next's start.
+        let mut starts: Vec<(usize, &str)> = ["sweep [", "run 1 [", "run 2 ["]
+            .iter()
+            .flat_map(|s| piece.match_indices(*s))
+            .collect();
+        starts.sort();
+        for (i, &(at, start)) in starts.iter().enumerate() {
+            let end = starts.get(i + 1).map_or(piece.len(), |n| n.0);
+            {
+                let bar = piece[at..end].trim_end();
+                bars += 1;
+                assert!(
+                    bar.chars().count() <= 80,
+                    "{} columns: {bar}",
+                    bar.chars().count()
+                );
+                if start == "sweep [" && !bar.contains("ETA  ...") && !bar.contains(" 0%") {
+                    assert!(!bar.contains("ETA   0s") || bar.contains("100%"), "{bar}");
+                    estimates += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        bars > 0 && estimates > 0,
+        "{bars} bars, {estimates} estimates:\n{plain}"
+    );
     assert_eq!(
         query(&db2, "SELECT count(*) FROM runs WHERE status = 'completed'"),
         vec![vec!["2"]]

@@ -144,6 +144,38 @@ pub fn load(dir: &Path, format: DataFormat) -> Result<Dataset> {
         DataFormat::Auto => detect(dir)?,
         f => f,
     };
+    // The layout asked for must be there; say which one the folder holds instead.
+    let detected = detect(dir).ok();
+    if format == DataFormat::Png && !dir.join("training").is_dir() {
+        return Err(Error::data(
+            dir,
+            format!(
+                "format \"png\" reads training/<digit>/*.png and testing/<digit>/*.png, but there is no \
+                 training/ folder here{}",
+                match detected {
+                    Some(DataFormat::Idx) => {
+                        "; this folder holds the MNIST IDX files: set format = \"idx\" (or \"auto\")"
+                    }
+                    _ => "",
+                }
+            ),
+        ));
+    }
+    if format == DataFormat::Idx && detected != Some(DataFormat::Idx) {
+        return Err(Error::data(
+            dir,
+            format!(
+                "format \"idx\" reads train-images-idx3-ubyte[.gz] and the other MNIST IDX files, but they are \
+                 not here{}",
+                match detected {
+                    Some(DataFormat::Png) => {
+                        "; this folder holds the PNG layout: set format = \"png\" (or \"auto\")"
+                    }
+                    _ => "",
+                }
+            ),
+        ));
+    }
     let (train, test) = match format {
         DataFormat::Idx => {
             let sums = idx::read_sha256sums(dir)?;
