@@ -107,6 +107,27 @@ fn accuracies(store: &Store, experiment: &str) -> Result<BTreeMap<String, BTreeM
     Ok(groups)
 }
 
+/// The tags of each configuration's finished runs (by seed group), sorted; empty for a store without tags.
+fn group_tags(store: &Store, experiment: &str) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if !store.manages_runs() {
+        return Ok(out);
+    }
+    let t = store.select(
+        &format!(
+            "SELECT DISTINCT r.seed_group, t.tag {} AND t.run_id = r.id ORDER BY t.tag",
+            finished_filter(store).replacen("FROM runs r", "FROM tags t, runs r", 1)
+        ),
+        &[&experiment],
+    )?;
+    for row in t.rows {
+        if let [Value::Text(g), Value::Text(tag)] = row.as_slice() {
+            out.entry(g.clone()).or_default().push(tag.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// One row per configuration of the experiment (runs that differ only by seed grouped), with the
 /// parameters that vary, the mean of test accuracy over seeds with its 95% confidence interval (Student t),
 /// spread, min and max, and the best mean marked.
@@ -141,11 +162,20 @@ pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
     t.columns.insert(at, "ci95_low".into());
     t.columns.insert(at + 1, "ci95_high".into());
     t.columns.pop();
+    let tags = group_tags(store, experiment)?;
+    if !tags.is_empty() {
+        t.columns.push("tags".into());
+    }
     for row in t.rows.iter_mut() {
         let group = match row.pop() {
             Some(Value::Text(g)) => g,
             _ => String::new(),
         };
+        if !tags.is_empty() {
+            row.push(Value::Text(
+                tags.get(&group).map(|t| t.join(",")).unwrap_or_default(),
+            ));
+        }
         let values: Vec<f64> = groups
             .get(&group)
             .map(|m| m.values().copied().collect())

@@ -61,6 +61,14 @@ fn tags_notes_soft_deletes_and_gc() {
     assert_eq!(rows[0]["note"], "lr 0.3, seed 1: the reference");
     let show = run(d, &db, &["show", "1"]);
     assert!(show.ok().stdout.contains("the reference") && show.stdout.contains("good,v1"));
+    let cmp = json(&run(d, &db, &["compare", "--json"]));
+    let lr03 = cmp
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["learning_rate"] == 0.3)
+        .unwrap();
+    assert_eq!(lr03["tags"], serde_json::json!(["good", "v1"]));
     let bad = run(d, &db, &["tag", "1", "has space"]);
     assert_eq!(bad.code, 2);
     let bad = run(d, &db, &["tag", "1", "a,b"]);
