@@ -61,7 +61,7 @@ pub fn data(cmd: DataCommand, out: &mut dyn Write) -> Result<Exit> {
                 ds.test.len(),
                 ds.train.rows,
                 ds.train.cols,
-                ds.sha256(None, None)
+                ds.sha256(None, None, None)
             )?;
         }
     }

@@ -295,6 +295,7 @@ pub fn resume(db: &Path, args: ResumeArgs, out: &mut dyn Write) -> Result<Exit> 
                 config,
             }],
             keep_initial: false,
+            search: None,
         }
     };
     let args = RunArgs {
@@ -337,6 +338,9 @@ pub fn plan(args: &PlanArgs, db: &Path, out: &mut dyn Write) -> Result<Exit> {
             Queued::Done { id, status } => format!("done: run {id} ({status})"),
             Queued::Deleted { id } => {
                 format!("deleted: run {id} (runner restore {id}, or --force to train it again)")
+            }
+            Queued::Paused { id, epochs } => {
+                format!("paused: run {id} at epoch {epochs}, until its rung is decided")
             }
         };
         t.rows.push(vec![

@@ -39,6 +39,11 @@ pub struct DataSpec {
     /// Evaluate on the first N test samples only (file order). Default: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_test: Option<usize>,
+    /// Hold out the last N of the (limited) training samples, in file order, for validation: never
+    /// trained on, the same for every run of a spec whatever its seed. Each epoch is then evaluated on them
+    /// too (`val_loss`, `val_acc`). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<usize>,
 }
 
 fn default_data_dir() -> String {
@@ -52,6 +57,7 @@ impl Default for DataSpec {
             format: DataFormat::Auto,
             limit_train: None,
             limit_test: None,
+            validation: None,
         }
     }
 }
@@ -231,6 +237,7 @@ pub const SWEEPABLE: &[&str] = &[
     "data.format",
     "data.limit_train",
     "data.limit_test",
+    "data.validation",
     "model.sizes",
     "model.activation",
     "model.init",
@@ -260,6 +267,12 @@ impl RunConfig {
             return err(
                 "data.limit_train",
                 "must be >= 1 (or left out for the whole training set)".into(),
+            );
+        }
+        if self.data.validation == Some(0) {
+            return err(
+                "data.validation",
+                "must be >= 1 (or left out for no validation split)".into(),
             );
         }
         if self.data.limit_test == Some(0) {
@@ -380,12 +393,28 @@ impl RunConfig {
                 format!("{l} is more than the {n_test} test samples in the data"),
             );
         }
-        let n = self.data.limit_train.unwrap_or(n_train);
+        let total = self.data.limit_train.unwrap_or(n_train);
+        let n = match self.data.validation {
+            Some(v) if v >= total => {
+                return err(
+                    "data.validation",
+                    format!(
+                        "{v} held out of {total} training samples leaves none to train on; hold out fewer"
+                    ),
+                );
+            }
+            Some(v) => total - v,
+            None => total,
+        };
         if self.train.batch_size > n {
+            let held = match self.data.validation {
+                Some(v) => format!(", after {v} held out for validation"),
+                None => String::new(),
+            };
             return err(
                 "train.batch_size",
                 format!(
-                    "{} is larger than the training set ({n} samples); use at most {n}",
+                    "{} is larger than the training set ({n} samples{held}); use at most {n}",
                     self.train.batch_size
                 ),
             );
@@ -454,6 +483,30 @@ mod tests {
             "model.sizes"
         );
         assert!(c.validate_against_data(784, 60000, 10000).is_ok());
+        let mut v = RunConfig::default();
+        v.data.validation = Some(60000);
+        assert_eq!(
+            v.validate_against_data(784, 60000, 10000).unwrap_err().key,
+            "data.validation"
+        );
+        v.data.validation = Some(59995);
+        assert_eq!(
+            v.validate_against_data(784, 60000, 10000).unwrap_err().key,
+            "train.batch_size"
+        );
+        v.data.validation = Some(10000);
+        assert!(v.validate_against_data(784, 60000, 10000).is_ok());
+        // A config without a split hashes as before splits existed.
+        assert_eq!(RunConfig::default().hash(), {
+            let mut d = RunConfig::default();
+            d.data.validation = None;
+            d.hash()
+        });
+        assert!(
+            !serde_json::to_string(&RunConfig::default())
+                .unwrap()
+                .contains("validation")
+        );
     }
 
     #[test]

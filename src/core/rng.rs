@@ -19,6 +19,9 @@ pub enum Stream {
     Shuffle = 2,
     /// Sampling the points of a random sweep (seeded by the spec, not by a run).
     Sweep = 3,
+    /// Sampling the candidates of Hyperband's brackets: one stream per bracket (see
+    /// [`StreamRng::bracket`]), so that a bracket's draws do not depend on the others'.
+    Brackets = 4,
 }
 
 /// A seeded ChaCha20 generator bound to one [`Stream`].
@@ -42,6 +45,16 @@ impl StreamRng {
         Self::from_state(StreamState {
             seed,
             stream: stream as u64,
+            word_pos: 0,
+        })
+    }
+
+    /// The candidates' stream of Hyperband bracket `index`: stream id `Brackets << 32 | index`, apart
+    /// from every other purpose's.
+    pub fn bracket(seed: u64, index: u32) -> Self {
+        Self::from_state(StreamState {
+            seed,
+            stream: ((Stream::Brackets as u64) << 32) | u64::from(index),
             word_pos: 0,
         })
     }

@@ -1,8 +1,9 @@
 //! The training loop: one run from its config and data to per-epoch metrics and final weights.
 //!
 //! [`train`] reads top to bottom: init from the init stream; per epoch, a fresh permutation from the shuffle
-//! stream, then for each batch gather, forward, backward with the fused SGD update; then evaluate both splits
-//! and hand the epoch to an [`Observer`] (the store writes it; `verify` compares it).
+//! stream, then for each batch gather, forward, backward with the fused SGD update; then evaluate the
+//! training, validation (if held out) and test samples and hand the epoch to an [`Observer`] (the store
+//! writes it; `verify` compares it).
 
 use std::time::Instant;
 
@@ -25,6 +26,9 @@ pub struct EpochMetrics {
     pub train_acc: f64,
     pub test_loss: f64,
     pub test_acc: f64,
+    /// On the held-out validation samples (`data.validation`); `None` without a split.
+    pub val_loss: Option<f64>,
+    pub val_acc: Option<f64>,
     /// Wall seconds of the SGD steps.
     pub train_seconds: f64,
     /// Wall seconds of the epoch, evaluation included.
@@ -34,7 +38,9 @@ pub struct EpochMetrics {
 impl EpochMetrics {
     /// A loss that is NaN or infinite ends the run as diverged.
     pub fn diverged(&self) -> bool {
-        !(self.train_loss.is_finite() && self.test_loss.is_finite())
+        !(self.train_loss.is_finite()
+            && self.test_loss.is_finite()
+            && self.val_loss.is_none_or(f64::is_finite))
     }
 }
 
@@ -99,8 +105,9 @@ fn train_typed<F: Real>(
     resume: Option<&Checkpoint>,
 ) -> Result<Outcome> {
     let (model_cfg, t) = (&cfg.model, &cfg.train);
-    let train_set = data.train.prefix(cfg.data.limit_train);
-    let test_set = data.test.prefix(cfg.data.limit_test);
+    let d = &cfg.data;
+    let splits = data.splits(d.limit_train, d.validation, d.limit_test);
+    let (train_set, val_set, test_set) = (splits.train, splits.validation, splits.test);
 
     // Parameters from the init stream; data order from the shuffle stream (independent of the
     // architecture). A resumed run takes both from its checkpoint instead.
@@ -136,7 +143,12 @@ fn train_typed<F: Real>(
     // The run's kernel does its products in training and evaluation alike (see `kernel`).
     let kernel = Kernel::for_run(model_cfg.dtype);
     let mut ws = Workspace::<F>::new(&model_cfg.sizes, t.batch_size).with_kernel(kernel);
-    let eval_rows = EVAL_BLOCK.min(train_set.len().max(test_set.len()));
+    let eval_rows = EVAL_BLOCK.min(
+        train_set
+            .len()
+            .max(test_set.len())
+            .max(val_set.map_or(0, |v| v.len())),
+    );
     let mut eval_ws = Workspace::<F>::for_eval(&model_cfg.sizes, eval_rows).with_kernel(kernel);
     let batches = loader.num_batches();
 
@@ -156,8 +168,9 @@ fn train_typed<F: Real>(
         }
         let train_seconds = start.elapsed().as_secs_f64();
 
-        // Evaluate the model at the end of the epoch on both splits; hand over metrics and checkpoint.
+        // Evaluate the model at the end of the epoch on every split; hand over metrics and checkpoint.
         let (train_loss, train_acc) = evaluate(&model, train_set, &mut eval_ws);
+        let val = val_set.map(|v| evaluate(&model, v, &mut eval_ws));
         let (test_loss, test_acc) = evaluate(&model, test_set, &mut eval_ws);
         let metrics = EpochMetrics {
             epoch,
@@ -165,6 +178,8 @@ fn train_typed<F: Real>(
             train_acc,
             test_loss,
             test_acc,
+            val_loss: val.map(|v| v.0),
+            val_acc: val.map(|v| v.1),
             train_seconds,
             seconds: start.elapsed().as_secs_f64(),
         };

@@ -22,17 +22,27 @@ use crate::error::Result;
 use crate::text::hex;
 
 /// SHA-256 over a run's epoch rows in order: for each row its epoch (i64) and its six metrics (f64 bits;
-/// NULL, which is how SQLite stores a NaN, as a distinct marker), little-endian.
+/// NULL, which is how SQLite stores a NaN, as a distinct marker), little-endian; then, for a row with a
+/// validation metric (schema 4), a 3 byte and `val_loss`, `val_acc` the same way. A row without one
+/// hashes as in schema 2.
 pub(crate) fn metrics_sha256(conn: &Connection, run_id: i64) -> Result<Option<String>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds
-         FROM epochs WHERE run_id = ?1 ORDER BY epoch",
-    )?;
+    let val = has_column(conn, "epochs", "val_loss")?;
+    let mut stmt = conn.prepare_cached(if val {
+        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, val_loss, val_acc
+         FROM epochs WHERE run_id = ?1 ORDER BY epoch"
+    } else {
+        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, NULL, NULL
+         FROM epochs WHERE run_id = ?1 ORDER BY epoch"
+    })?;
     let mut rows = stmt.query([run_id])?;
     let mut h = Sha256::new();
     let mut any = false;
     while let Some(r) = rows.next()? {
         any = true;
+        let with_val = !matches!(
+            (r.get_ref(7)?, r.get_ref(8)?),
+            (ValueRef::Null, ValueRef::Null)
+        );
         for i in 0..7 {
             // The schema's types; anything else an edit left there is hashed as what it is.
             match (i, r.get_ref(i)?) {
@@ -48,8 +58,33 @@ pub(crate) fn metrics_sha256(conn: &Connection, run_id: i64) -> Result<Option<St
                 }
             }
         }
+        if with_val {
+            h.update([3u8]);
+            for i in 7..9 {
+                match r.get_ref(i)? {
+                    ValueRef::Real(v) => {
+                        h.update([1u8]);
+                        h.update(v.to_bits().to_le_bytes());
+                    }
+                    ValueRef::Null => h.update([0u8]),
+                    other => {
+                        h.update([2u8]);
+                        h.update(format!("{other:?}").as_bytes());
+                    }
+                }
+            }
+        }
     }
     Ok(any.then(|| hex(&h.finalize())))
+}
+
+/// Does `table` of this database have `column`?
+pub(crate) fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        rusqlite::params![table, column],
+        |r| r.get::<_, i64>(0),
+    )? == 1)
 }
 
 /// SHA-256 of a run's stored weights of one kind, as stored (no structure check), `None` if it has none.

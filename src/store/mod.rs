@@ -4,7 +4,8 @@
 //! lifecycle ([`status`]), the queue of runs to train ([`queue`]: claims with fencing tokens, heartbeats,
 //! takeovers of dead owners; [`writes`]: each epoch written in one fenced transaction), the owner identity that tells a live
 //! owner from a dead one ([`owner`]), reads with bound parameters that check every stored bit against its
-//! hash ([`read`], [`integrity`]).
+//! hash ([`read`], [`integrity`]), run management ([`manage`]: names, tags, notes, soft deletes, gc), and
+//! adaptive searches ([`search`]: rungs decided inside the transactions that complete them).
 //!
 //! WAL mode, foreign keys on, a busy timeout for concurrent readers and writers. Imports `core` only; must
 //! not import `sweep`, `report` or the binary's code.
@@ -22,6 +23,7 @@ pub mod owner;
 pub mod queue;
 pub mod read;
 pub mod schema;
+pub mod search;
 pub mod status;
 pub mod writes;
 

@@ -34,6 +34,8 @@ pub(crate) struct NewExperiment<'a> {
     pub description: &'a str,
     pub spec_path: &'a str,
     pub spec_text: &'a str,
+    /// The adaptive search over its runs, if it has one.
+    pub search: Option<&'a crate::core::search::Plan>,
 }
 
 /// A run to queue: its name, the values the sweep set (in key order), its resolved config.
@@ -60,6 +62,8 @@ pub enum Queued {
     Held { id: i64, owner: String },
     /// Removed with `runner rm` (not trained again unless forced).
     Deleted { id: i64 },
+    /// A run of a search at the epochs of its rung, waiting for the rung's decision.
+    Paused { id: i64, epochs: usize },
 }
 
 /// A run this process now owns: its id, config hash and fencing token.
@@ -71,6 +75,8 @@ pub(crate) struct Claim {
     pub token: i64,
     /// The epoch of its checkpoint, if it is resumed.
     pub checkpoint_epoch: Option<usize>,
+    /// A run of a search trains up to its rung's epochs, then pauses (`None`: its config's epochs).
+    pub target_epochs: Option<usize>,
 }
 
 /// How claims judge owners.
@@ -175,13 +181,17 @@ impl Store {
             })
             .optional();
         let row = self.at(row.map_err(Error::from))?;
-        Ok(row.map(|(id, status, owner, deleted)| {
-            if deleted {
-                Queued::Deleted { id }
-            } else {
-                classify(id, status, &owner, c)
-            }
-        }))
+        match row {
+            None => Ok(None),
+            Some((id, _, _, true)) => Ok(Some(Queued::Deleted { id })),
+            Some((id, status, owner, false)) => Ok(Some(self.at(classify_in(
+                self.connection(),
+                id,
+                status,
+                &owner,
+                c,
+            ))?)),
+        }
     }
 
     /// Queue the runs of an experiment in one transaction and say where each stands. A run with no row
@@ -206,6 +216,11 @@ impl Store {
         c: &Claimant<'_>,
     ) -> Result<Vec<Queued>> {
         let tx = self.write_tx()?;
+        // A search's schedule and first rungs, with every candidate (this shard's or not), before its runs:
+        // then whatever the store can decide already (a merged store, a search resumed).
+        if let Some(plan) = exp.search {
+            Store::record_search(&tx, exp.name, plan)?;
+        }
         let mut experiment_id = None;
         let mut out = Vec::with_capacity(runs.len());
         let sql = format!(
@@ -237,7 +252,7 @@ impl Store {
                         status: RunStatus::Pending,
                     })
                 }
-                Some((id, status, owner, _)) => Some(classify(id, status, &owner, c)),
+                Some((id, status, owner, _)) => Some(classify_in(&tx, id, status, &owner, c)?),
                 None => None,
             };
             let queued = match queued {
@@ -273,6 +288,27 @@ impl Store {
                 }
             };
             out.push(queued);
+        }
+        if exp.search.is_some() {
+            super::search::settle_in(&tx)?;
+            // Decisions may have pruned or paused what was just classified: classify again.
+            for (q, run) in out.iter_mut().zip(runs) {
+                if let Some(row) = tx
+                    .query_row(&sql, [run.config.hash()], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, RunStatus>(1)?,
+                            OwnerRow::read(r, 2)?,
+                            r.get::<_, bool>(2 + OwnerRow::WIDTH)?,
+                        ))
+                    })
+                    .optional()?
+                    && !row.3
+                    && !matches!(q, Queued::New { .. })
+                {
+                    *q = classify_in(&tx, row.0, row.1, &row.2, c)?;
+                }
+            }
         }
         tx.commit()?;
         Ok(out)
@@ -313,11 +349,15 @@ impl Store {
                 set_status(&tx, id, RunStatus::Running, RunStatus::Interrupted)?;
             }
         }
+        // A paused run of a search is claimed again once a decision promoted it (a rung with more epochs
+        // than it has waits for it).
         let next: Option<(i64, String, RunStatus, Option<i64>)> = tx
             .query_row(
-                "SELECT id, config_hash, status, checkpoint_epoch FROM runs
-                 WHERE status IN ('pending', 'interrupted') AND deleted_at IS NULL
-                   AND config_hash IN (SELECT value FROM json_each(?1))
+                "SELECT id, config_hash, status, checkpoint_epoch FROM runs r
+                 WHERE deleted_at IS NULL AND config_hash IN (SELECT value FROM json_each(?1))
+                   AND (status IN ('pending', 'interrupted') OR (status = 'paused' AND EXISTS (
+                       SELECT 1 FROM rung_members m WHERE m.config_hash = r.config_hash
+                       AND m.decided_at IS NULL AND m.epochs > r.epochs_done)))
                  ORDER BY id LIMIT 1",
                 [&hashes],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -367,12 +407,14 @@ impl Store {
         }
         let token: i64 =
             tx.query_row("SELECT claim FROM runs WHERE id = ?1", [id], |r| r.get(0))?;
+        let target_epochs = Store::target_epochs(&tx, &config_hash)?;
         tx.commit()?;
         Ok(Some(Claim {
             id,
             config_hash,
             token,
             checkpoint_epoch: checkpoint_epoch.map(|e| e.max(0) as usize),
+            target_epochs,
         }))
     }
 
@@ -405,6 +447,30 @@ impl Store {
             shuffle,
         }))
     }
+}
+
+/// Where a run stands for a claimant, in a transaction that can tell a paused run that waits for its rung
+/// from one promoted to train on.
+fn classify_in(
+    tx: &rusqlite::Connection,
+    id: i64,
+    status: RunStatus,
+    owner: &OwnerRow,
+    c: &Claimant<'_>,
+) -> Result<Queued> {
+    if status == RunStatus::Paused {
+        let (hash, done): (String, i64) = tx.query_row(
+            "SELECT config_hash, epochs_done FROM runs WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let done = done.max(0) as usize;
+        return Ok(match Store::target_epochs(tx, &hash)? {
+            Some(t) if t > done => Queued::Unfinished { id, status },
+            _ => Queued::Paused { id, epochs: done },
+        });
+    }
+    Ok(classify(id, status, owner, c))
 }
 
 /// Where a run stands for a claimant.
@@ -482,9 +548,9 @@ fn insert_pending(
     tx.execute(
         "INSERT INTO runs (experiment_id, name, status, seed, sizes, activation, init, dtype, batch_size,
             learning_rate, epochs, drop_last, data_dir, data_format, limit_train, limit_test, overrides,
-            config_toml, config_hash, seed_group, created_at, initial_stored)
+            config_toml, config_hash, seed_group, created_at, initial_stored, validation)
          VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20, ?21)",
+            ?18, ?19, ?20, ?21, ?22)",
         params![
             experiment_id,
             name,
@@ -507,6 +573,7 @@ fn insert_pending(
             c.seed_group(),
             now(),
             run.keep_initial,
+            c.data.validation.map(|v| v as i64),
         ],
     )?;
     Ok(tx.last_insert_rowid())
@@ -524,7 +591,8 @@ fn clear_progress(tx: &Transaction<'_>, id: i64) -> Result<()> {
     tx.execute("DELETE FROM weights WHERE run_id = ?1", [id])?;
     tx.execute(
         "UPDATE runs SET epochs_done = 0, train_loss = NULL, train_acc = NULL, test_loss = NULL,
-            test_acc = NULL, diverged_epoch = NULL, error = NULL, started_at = NULL, finished_at = NULL,
+            test_acc = NULL, val_loss = NULL, val_acc = NULL, diverged_epoch = NULL, error = NULL,
+            started_at = NULL, finished_at = NULL,
             seconds = NULL, checkpoint_epoch = NULL, checkpoint_rng = NULL, checkpoint_sha256 = NULL,
             metrics_sha256 = NULL, init_weights_sha256 = NULL, weights_sha256 = NULL, dataset_sha256 = NULL
          WHERE id = ?1",

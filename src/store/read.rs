@@ -205,11 +205,14 @@ impl Store {
     }
 
     fn epochs_inner(&self, run_id: i64) -> Result<Vec<EpochMetrics>> {
-        let mut stmt = self.connection().prepare(
-            "SELECT epoch, train_loss, train_acc, test_loss, test_acc, train_seconds, seconds
+        let mut stmt = self.connection().prepare(&format!(
+            "SELECT epoch, train_loss, train_acc, test_loss, test_acc, train_seconds, seconds, {}, {}
              FROM epochs WHERE run_id = ?1 ORDER BY epoch",
-        )?;
+            self.col("val_loss", 4),
+            self.col("val_acc", 4)
+        ))?;
         let rows = stmt.query_map([run_id], |r| {
+            let val_acc: Option<f64> = r.get(8)?;
             Ok(EpochMetrics {
                 epoch: r.get::<_, i64>(0)?.max(0) as usize,
                 train_loss: r.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN),
@@ -218,6 +221,14 @@ impl Store {
                 test_acc: r.get(4)?,
                 train_seconds: r.get(5)?,
                 seconds: r.get(6)?,
+                // With a split, accuracy is always stored; a NULL loss beside it is a NaN.
+                val_loss: val_acc.map(|_| {
+                    r.get::<_, Option<f64>>(7)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(f64::NAN)
+                }),
+                val_acc,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -7,7 +7,7 @@ use rusqlite::{Connection, params};
 use crate::error::{Error, Result};
 
 /// Bump when the schema changes; older files are migrated, newer ones refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `PRAGMA application_id` of a store ("MLPR"): how a file says it is one, beside its tables.
 pub const APPLICATION_ID: i64 = 0x4d4c_5052;
@@ -155,7 +155,44 @@ const MIGRATIONS: &[&str] = &[
          tag    TEXT NOT NULL,
          PRIMARY KEY (run_id, tag)
      );",
+    // 4: a validation split, and adaptive searches (successive halving, Hyperband): their schedules, the
+    // runs of each rung and what was decided; runs `paused` at a rung and `pruned` by a decision.
+    "ALTER TABLE epochs ADD COLUMN val_loss REAL;                      -- on the held-out validation samples (NULL: no split)
+     ALTER TABLE epochs ADD COLUMN val_acc REAL;
+     ALTER TABLE runs ADD COLUMN validation INTEGER;                   -- data.validation: training samples held out
+     ALTER TABLE runs ADD COLUMN val_loss REAL;
+     ALTER TABLE runs ADD COLUMN val_acc REAL;
+     CREATE TABLE searches (
+         search      TEXT PRIMARY KEY,      -- SHA-256 of the method, eta, metric and each rung's epochs and candidates
+         experiment  TEXT NOT NULL,
+         method      TEXT NOT NULL,         -- halving or hyperband
+         eta         INTEGER NOT NULL,
+         metric      TEXT NOT NULL,         -- val_acc, val_loss, test_acc or test_loss
+         min_epochs  INTEGER NOT NULL,
+         max_epochs  INTEGER NOT NULL,
+         schedule    TEXT NOT NULL,         -- JSON: for each bracket, the epochs of each rung
+         created_at  TEXT NOT NULL
+     );
+     CREATE TABLE rung_members (
+         search      TEXT NOT NULL REFERENCES searches(search),
+         bracket     INTEGER NOT NULL,      -- 0-based (halving has one)
+         rung        INTEGER NOT NULL,      -- 0-based
+         config_hash TEXT NOT NULL,         -- the run, by its config (ids differ between stores)
+         epochs      INTEGER NOT NULL,      -- the epochs the run has at this rung
+         value       REAL,                  -- the metric there, once decided (NULL: diverged, failed or gone)
+         place       INTEGER,               -- once decided: 1 for the best of the rung
+         promoted    INTEGER,               -- once decided: 1 promoted to the next rung, 0 not
+         decided_at  TEXT,
+         PRIMARY KEY (search, bracket, rung, config_hash)
+     );
+     CREATE INDEX rung_members_by_config ON rung_members(config_hash);",
 ];
+
+/// Version 4 adds the statuses `paused` and `pruned` to the CHECK constraint of `runs.status`: SQLite cannot
+/// alter a constraint, so the table's stored definition is edited in place (the documented procedure for
+/// schema changes that do not touch stored data; a wider CHECK holds for every existing row).
+pub(crate) const STATUS_CHECK_V1: &str = "'failed', 'interrupted')";
+pub(crate) const STATUS_CHECK_V4: &str = "'failed', 'interrupted', 'paused', 'pruned')";
 
 /// The views, as of [`SCHEMA_VERSION`]: dropped and created again after every migration. Deleted runs
 /// (`runner rm`) are left out of `run_summary`, `best_runs` and `seed_stats`; `run_summary_all` has them,
@@ -165,7 +202,7 @@ const VIEWS: &str = r#"
 CREATE VIEW run_summary_all AS
 SELECT r.id AS run_id, e.name AS experiment, r.name, r.status, r.seed, r.sizes, r.activation, r.init,
        r.dtype, r.batch_size, r.learning_rate, r.epochs, r.epochs_done, r.train_loss, r.train_acc,
-       r.test_loss, r.test_acc, r.seconds, r.finished_at,
+       r.test_loss, r.test_acc, r.seconds, r.finished_at, r.validation, r.val_loss, r.val_acc,
        (SELECT group_concat(tag, ',') FROM (SELECT tag FROM tags t WHERE t.run_id = r.id ORDER BY tag)) AS tags,
        r.note, r.deleted_at
 FROM runs r JOIN experiments e ON e.id = r.experiment_id;
@@ -188,10 +225,18 @@ SELECT e.name AS experiment, r.sizes, r.activation, r.init, r.dtype, r.batch_siz
                          / (COUNT(*) - 1)))
        END AS std_test_acc,
        MIN(r.test_acc) AS min_test_acc, MAX(r.test_acc) AS max_test_acc,
-       AVG(r.test_loss) AS mean_test_loss, AVG(r.seconds) AS mean_seconds
+       AVG(r.test_loss) AS mean_test_loss, AVG(r.seconds) AS mean_seconds,
+       AVG(r.val_acc) AS mean_val_acc, AVG(r.val_loss) AS mean_val_loss
 FROM runs r JOIN experiments e ON e.id = r.experiment_id
 WHERE r.status = 'completed' AND r.deleted_at IS NULL
 GROUP BY e.name, r.seed_group;
+
+CREATE VIEW rungs AS
+SELECT s.experiment, m.bracket, m.rung, r.id AS run_id, r.name, m.epochs, s.metric, m.value, m.place,
+       m.promoted, m.decided_at, m.config_hash, m.search
+FROM rung_members m JOIN searches s ON s.search = m.search
+LEFT JOIN runs r ON r.id = (SELECT max(x.id) FROM runs x WHERE x.config_hash = m.config_hash
+                            AND x.deleted_at IS NULL);
 "#;
 
 /// The tables a version-1 store has, with a column each that only this schema has: how a store written
@@ -296,17 +341,48 @@ pub(crate) fn migrate(tx: &rusqlite::Transaction<'_>, version: i64) -> Result<()
             if to == 2 {
                 backfill_hashes(tx)?;
             }
+            if to == 4 {
+                widen_status_check(tx)?;
+            }
         }
     }
     if version < SCHEMA_VERSION {
         tx.execute_batch(
             "DROP VIEW IF EXISTS seed_stats; DROP VIEW IF EXISTS best_runs; DROP VIEW IF EXISTS run_summary;
-             DROP VIEW IF EXISTS run_summary_all;",
+             DROP VIEW IF EXISTS run_summary_all; DROP VIEW IF EXISTS rungs;",
         )?;
         tx.execute_batch(VIEWS)?;
     }
     tx.pragma_update(None, "application_id", APPLICATION_ID)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
+}
+
+/// Accept `paused` and `pruned` in `runs.status`: edit the table's definition in `sqlite_schema` and bump
+/// the schema cookie so that every connection reads the new definition.
+fn widen_status_check(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    let sql: String = tx.query_row(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'runs'",
+        [],
+        |r| r.get(0),
+    )?;
+    if sql.contains(STATUS_CHECK_V4) {
+        return Ok(());
+    }
+    if sql.matches(STATUS_CHECK_V1).count() != 1 {
+        return Err(crate::error::Error::internal(
+            "the runs table's status constraint is not the one this migration knows",
+        ));
+    }
+    let cookie: i64 = tx.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+    tx.execute_batch("PRAGMA writable_schema = ON")?;
+    let edited = tx.execute(
+        "UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = 'runs'",
+        [sql.replace(STATUS_CHECK_V1, STATUS_CHECK_V4)],
+    );
+    tx.execute_batch(&format!("PRAGMA schema_version = {}", cookie + 1))?;
+    tx.execute_batch("PRAGMA writable_schema = OFF")?;
+    edited?;
     Ok(())
 }
 

@@ -2,13 +2,15 @@
 //!
 //! ```text
 //!   pending ──claim──> running ──last epoch──> completed | diverged
-//!      ^                │  │
-//!      │ retry          │  └──error──> failed ──retry (re-queue)──> pending
-//!      └── failed       └──Ctrl-C, or owner gone──> interrupted ──claim──> running
+//!      ^                │  │  │
+//!      │ retry          │  │  └──error──> failed ──retry (re-queue)──> pending
+//!      └── failed       │  └──Ctrl-C, or owner gone──> interrupted ──claim──> running
+//!                       └──a search's rung reached──> paused ──promoted, claim──> running
+//!                                                        └──not promoted──> pruned
 //! ```
 //!
-//! `completed` and `diverged` are final: nothing demotes them. Every status change in the store goes through
-//! [`RunStatus::can_become`].
+//! `completed`, `diverged` and `pruned` are final: nothing demotes them. Every status change in the store
+//! goes through [`RunStatus::can_become`].
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
@@ -26,20 +28,28 @@ pub enum RunStatus {
     Failed,
     /// Stopped by Ctrl-C, or its owner is gone; resumed from its last stored epoch.
     Interrupted,
+    /// Trained to the epochs of its rung in an adaptive search; waits for the rung's decision with its
+    /// checkpoint, and continues from it if promoted.
+    Paused,
+    /// Not promoted by a rung's decision: its weights at that rung's epochs are its final weights.
+    Pruned,
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 6] = [
+    pub const ALL: [RunStatus; 8] = [
         RunStatus::Pending,
         RunStatus::Running,
         RunStatus::Completed,
         RunStatus::Diverged,
         RunStatus::Failed,
         RunStatus::Interrupted,
+        RunStatus::Paused,
+        RunStatus::Pruned,
     ];
 
     /// The statuses of a finished run: its results are final.
-    pub const FINISHED: [RunStatus; 2] = [RunStatus::Completed, RunStatus::Diverged];
+    pub const FINISHED: [RunStatus; 3] =
+        [RunStatus::Completed, RunStatus::Diverged, RunStatus::Pruned];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,6 +59,8 @@ impl RunStatus {
             RunStatus::Diverged => "diverged",
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Paused => "paused",
+            RunStatus::Pruned => "pruned",
         }
     }
 
@@ -56,7 +68,7 @@ impl RunStatus {
         RunStatus::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
-    /// Completed or diverged: trained to its end, never trained again unless forced.
+    /// Completed, diverged or pruned: trained to its end, never trained again unless forced.
     pub fn is_finished(self) -> bool {
         RunStatus::FINISHED.contains(&self)
     }
@@ -66,8 +78,12 @@ impl RunStatus {
         use RunStatus::*;
         matches!(
             (self, next),
-            (Pending | Interrupted, Running)
-                | (Running, Completed | Diverged | Failed | Interrupted)
+            (Pending | Interrupted | Paused, Running)
+                | (
+                    Running,
+                    Completed | Diverged | Failed | Interrupted | Paused
+                )
+                | (Paused, Pruned)
                 | (Failed, Pending)
         )
     }
@@ -110,11 +126,12 @@ mod tests {
     fn statuses_round_trip_and_match_the_schema() {
         for s in RunStatus::ALL {
             assert_eq!(RunStatus::parse(s.as_str()), Some(s));
-            // The schema's CHECK constraint lists the same names.
-            assert!(
-                crate::store::schema::SCHEMA.contains(&format!("'{}'", s.as_str())),
-                "{s}"
+            // The schema's CHECK constraint (as version 4 widens it) lists the same names.
+            let check = crate::store::schema::SCHEMA.replace(
+                crate::store::schema::STATUS_CHECK_V1,
+                crate::store::schema::STATUS_CHECK_V4,
             );
+            assert!(check.contains(&format!("'{}'", s.as_str())), "{s}");
         }
         assert_eq!(RunStatus::parse("done"), None);
     }
@@ -129,5 +146,7 @@ mod tests {
         assert!(RunStatus::Running.can_become(RunStatus::Completed));
         assert!(RunStatus::Interrupted.can_become(RunStatus::Running));
         assert!(!RunStatus::Pending.can_become(RunStatus::Completed));
+        assert!(RunStatus::Paused.can_become(RunStatus::Pruned));
+        assert!(!RunStatus::Pruned.can_become(RunStatus::Running));
     }
 }

@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::integrity::metrics_sha256;
 use super::queue::{OwnerRow, set_status};
+use super::search::AfterEpoch;
 use super::{RunStatus, Store, WeightsKind, now, unix_now};
 use crate::core::model::Snapshot;
 use crate::core::train::{Checkpoint, EpochMetrics};
@@ -60,17 +61,20 @@ impl Store {
         m: &EpochMetrics,
         checkpoint: &Checkpoint,
         finish: Option<RunStatus>,
-    ) -> Result<()> {
+    ) -> Result<AfterEpoch> {
+        let mut after = AfterEpoch::Continue;
         self.at(self.fenced(run_id, token, |tx| {
             tx.execute(
-                "INSERT INTO epochs (run_id, epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![run_id, m.epoch as i64, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.seconds, m.train_seconds],
+                "INSERT INTO epochs (run_id, epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds,
+                    val_loss, val_acc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![run_id, m.epoch as i64, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.seconds,
+                    m.train_seconds, m.val_loss, m.val_acc],
             )?;
             tx.execute(
                 "UPDATE runs SET epochs_done = ?2, train_loss = ?3, train_acc = ?4, test_loss = ?5, test_acc = ?6,
                     seconds = (SELECT SUM(seconds) FROM epochs WHERE run_id = ?1), metrics_sha256 = ?7,
-                    heartbeat_at = ?8 WHERE id = ?1",
+                    heartbeat_at = ?8, val_loss = ?9, val_acc = ?10 WHERE id = ?1",
                 params![
                     run_id,
                     m.epoch as i64,
@@ -79,7 +83,9 @@ impl Store {
                     m.test_loss,
                     m.test_acc,
                     metrics_sha256(tx, run_id)?,
-                    unix_now()
+                    unix_now(),
+                    m.val_loss,
+                    m.val_acc
                 ],
             )?;
             let params = &checkpoint.params;
@@ -116,8 +122,24 @@ impl Store {
                     )?;
                 }
             }
+            // A run of a search: decide the rungs this epoch completes, and pause the run at its rung.
+            let (hash, epochs): (String, i64) = tx.query_row(
+                "SELECT config_hash, epochs FROM runs WHERE id = ?1",
+                [run_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            after = Store::after_epoch(
+                tx,
+                run_id,
+                &hash,
+                m.epoch,
+                epochs.max(0) as usize,
+                finish.is_none(),
+            )?;
+            pause_in_decision();
             Ok(())
-        }))
+        }))?;
+        Ok(after)
     }
 
     /// End a run this process owns that did not finish training: `failed` (with the error) or
@@ -215,4 +237,17 @@ fn insert_weights(
         ])?;
     }
     Ok(())
+}
+
+/// Test hook: hold the epoch's write transaction (with its rung decisions) open this many milliseconds
+/// before it commits, so that a test can kill the process in the middle of a decision. Not for normal use.
+pub(crate) const PAUSE_IN_DECISION_ENV: &str = "MLP_RUNNER_PAUSE_IN_DECISION_MS";
+
+fn pause_in_decision() {
+    if let Some(ms) = std::env::var(PAUSE_IN_DECISION_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }

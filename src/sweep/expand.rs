@@ -1,11 +1,13 @@
-//! Expanding `[sweep]` into runs: a grid (the cartesian product of value lists) or a random search
-//! (`trials` draws from a ChaCha stream of the spec's own, so the expansion itself is reproducible), each
-//! point named by the values it sets.
+//! Expanding `[sweep]` into runs: a grid (the cartesian product of value lists), a random search
+//! (`trials` draws from a ChaCha stream of the spec's own, so the expansion itself is reproducible), or
+//! the candidates of an adaptive search (successive halving over a grid or random draws; Hyperband's
+//! brackets, each drawn from a stream of its own), each point named by the values it sets.
 
 use std::collections::BTreeMap;
 
-use crate::core::config::SWEEPABLE;
+use crate::core::config::{MAX_EPOCHS, SWEEPABLE};
 use crate::core::rng::{Stream, StreamRng};
+use crate::core::search::{Method, Metric};
 use crate::text::nearest;
 
 /// More runs than this from one spec is almost certainly a typo in a sweep list.
@@ -18,28 +20,57 @@ pub(crate) struct SweepError(pub Option<String>, pub String);
 /// (dotted key, value) pairs set by one sweep point.
 pub(crate) type Overrides = Vec<(String, toml::Value)>;
 
-/// Expand `[sweep]` into (label, overrides) pairs. A spec without a sweep has one point with no overrides.
+/// The `[sweep]` keys of an adaptive search (successive halving, Hyperband), checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct SearchKeys {
+    pub method: Method,
+    pub eta: usize,
+    pub min_epochs: usize,
+    pub metric: Metric,
+}
+
+/// What `[sweep]` expands to: the points (label, overrides), and for an adaptive search its keys and the
+/// points each bracket starts with (indices into `points`; halving has one bracket of them all).
+#[derive(Debug, Clone)]
+pub(crate) struct Expansion {
+    pub points: Vec<(String, Overrides)>,
+    pub search: Option<(SearchKeys, Vec<Vec<usize>>)>,
+}
+
+/// The keys of `[sweep]` that are not dotted config paths.
+const CONTROL_KEYS: &[&str] = &["method", "trials", "seed", "eta", "min_epochs", "metric"];
+
+/// Expand `[sweep]`. A spec without a sweep has one point with no overrides. `max_epochs` is the spec's
+/// `train.epochs` (the most a run of a search gets).
 pub(crate) fn expand_sweep(
     sweep: &toml::Table,
     base_seed: u64,
-) -> Result<Vec<(String, Overrides)>, SweepError> {
+    max_epochs: usize,
+) -> Result<Expansion, SweepError> {
     let method = match sweep.get("method") {
         None => "grid",
-        Some(toml::Value::String(s)) if s == "grid" || s == "random" => s.as_str(),
+        Some(toml::Value::String(s))
+            if matches!(s.as_str(), "grid" | "random" | "halving" | "hyperband") =>
+        {
+            s.as_str()
+        }
         Some(other) => {
             return Err(SweepError(
                 Some("method".into()),
-                format!("must be \"grid\" (default) or \"random\"; got {other}"),
+                format!(
+                    "must be \"grid\" (default), \"random\", \"halving\" or \"hyperband\"; got {other}"
+                ),
             ));
         }
     };
     let mut axes: BTreeMap<&str, &toml::Value> = BTreeMap::new();
     for (key, value) in sweep {
-        if matches!(key.as_str(), "method" | "trials" | "seed") {
+        if CONTROL_KEYS.contains(&key.as_str()) {
             continue;
         }
         if !SWEEPABLE.contains(&key.as_str()) {
             let hint = nearest(key, SWEEPABLE)
+                .or_else(|| nearest(key, CONTROL_KEYS))
                 .map(|s| format!("did you mean \"{s}\"? "))
                 .unwrap_or_default();
             return Err(SweepError(
@@ -52,67 +83,44 @@ pub(crate) fn expand_sweep(
         }
         axes.insert(key, value);
     }
-    if method == "grid" {
+    let adaptive = matches!(method, "halving" | "hyperband");
+    if !adaptive {
+        for k in ["eta", "min_epochs", "metric"] {
+            if sweep.contains_key(k) {
+                return Err(SweepError(
+                    Some(k.into()),
+                    "only applies to method = \"halving\" or \"hyperband\"".into(),
+                ));
+            }
+        }
+    }
+    let search = if adaptive {
+        Some(search_keys(sweep, method, max_epochs, &axes)?)
+    } else {
+        None
+    };
+    // Candidates drawn at random: a random sweep, halving with `trials`, every Hyperband bracket.
+    let random = method == "random"
+        || method == "hyperband"
+        || (method == "halving" && sweep.contains_key("trials"));
+    if !random {
         for k in ["trials", "seed"] {
             if sweep.contains_key(k) {
                 return Err(SweepError(
                     Some(k.into()),
-                    "only applies to method = \"random\"".into(),
+                    "only applies to method = \"random\" (or \"halving\" with random candidates)"
+                        .into(),
                 ));
             }
         }
-        let mut points: Vec<(String, Overrides)> = vec![(String::new(), Vec::new())];
-        for (key, value) in &axes {
-            let list = match value {
-                toml::Value::Array(a) if !a.is_empty() => a,
-                toml::Value::Array(_) => {
-                    return Err(SweepError(
-                        Some(key.to_string()),
-                        "empty list: a sweep list needs at least one value".into(),
-                    ));
-                }
-                _ => {
-                    return Err(SweepError(
-                        Some(key.to_string()),
-                        format!("a grid sweep takes a list of values, e.g. \"{key}\" = [{value}]"),
-                    ));
-                }
-            };
-            let mut next = Vec::with_capacity(points.len() * list.len());
-            for (label, overrides) in &points {
-                for v in list {
-                    let mut o = overrides.clone();
-                    o.push((key.to_string(), v.clone()));
-                    next.push((join_label(label, key, v), o));
-                }
-            }
-            points = next;
-            if points.len() > MAX_RUNS {
-                return Err(SweepError(
-                    None,
-                    format!("the sweep expands to more than {MAX_RUNS} runs; shorten its lists"),
-                ));
-            }
-        }
-        return Ok(points);
+        let points = grid(&axes)?;
+        let all = (0..points.len()).collect();
+        return Ok(Expansion {
+            points,
+            search: search.map(|k| (k, vec![all])),
+        });
     }
 
-    // Random search: `trials` points, each key drawn from its distribution, in key order.
-    let trials = match sweep.get("trials") {
-        Some(toml::Value::Integer(n)) if *n >= 1 && (*n as usize) <= MAX_RUNS => *n as usize,
-        Some(v) => {
-            return Err(SweepError(
-                Some("trials".into()),
-                format!("must be an integer from 1 to {MAX_RUNS}; got {v}"),
-            ));
-        }
-        None => {
-            return Err(SweepError(
-                Some("method".into()),
-                "a random sweep needs `trials = N` (N >= 1)".into(),
-            ));
-        }
-    };
     let seed = match sweep.get("seed") {
         None => base_seed,
         Some(toml::Value::Integer(n)) if *n >= 0 => *n as u64,
@@ -130,12 +138,80 @@ pub(crate) fn expand_sweep(
     if dists.is_empty() {
         return Err(SweepError(
             None,
-            "a random sweep needs at least one key to vary".into(),
+            format!("a {method} sweep needs at least one key to vary"),
         ));
     }
+    if method == "hyperband" {
+        if sweep.contains_key("trials") {
+            return Err(SweepError(
+                Some("trials".into()),
+                "Hyperband decides how many candidates each bracket draws (from eta, min_epochs and \
+                 train.epochs); leave `trials` out, or use method = \"halving\" with trials"
+                    .into(),
+            ));
+        }
+        let keys = search.ok_or_else(|| SweepError(None, "a search has its keys".into()))?;
+        let brackets =
+            crate::core::search::hyperband_brackets(keys.min_epochs, max_epochs, keys.eta);
+        let mut points = Vec::new();
+        let mut members = Vec::new();
+        let width = brackets
+            .iter()
+            .map(|b| b[0].runs)
+            .max()
+            .unwrap_or(1)
+            .to_string()
+            .len();
+        for (b, rungs) in brackets.iter().enumerate() {
+            let mut rng = StreamRng::bracket(seed, b as u32);
+            let mut mine = Vec::new();
+            for t in 0..rungs[0].runs {
+                let mut label = format!("bracket={b},trial={t:0width$}");
+                let mut overrides = Vec::new();
+                for (key, dist) in &dists {
+                    let v = dist.sample(&mut rng);
+                    label = join_label(&label, key, &v);
+                    overrides.push((key.to_string(), v));
+                }
+                mine.push(points.len());
+                points.push((label, overrides));
+            }
+            members.push(mine);
+            if points.len() > MAX_RUNS {
+                return Err(SweepError(
+                    None,
+                    format!(
+                        "the search has more than {MAX_RUNS} candidates; use fewer epochs or a larger min_epochs"
+                    ),
+                ));
+            }
+        }
+        return Ok(Expansion {
+            points,
+            search: Some((keys, members)),
+        });
+    }
+
+    // Random search (or halving over random candidates): `trials` points, each key drawn from its
+    // distribution, in key order.
+    let trials = match sweep.get("trials") {
+        Some(toml::Value::Integer(n)) if *n >= 1 && (*n as usize) <= MAX_RUNS => *n as usize,
+        Some(v) => {
+            return Err(SweepError(
+                Some("trials".into()),
+                format!("must be an integer from 1 to {MAX_RUNS}; got {v}"),
+            ));
+        }
+        None => {
+            return Err(SweepError(
+                Some("method".into()),
+                "a random sweep needs `trials = N` (N >= 1)".into(),
+            ));
+        }
+    };
     let mut rng = StreamRng::new(seed, Stream::Sweep);
     let width = trials.to_string().len();
-    Ok((0..trials)
+    let points: Vec<(String, Overrides)> = (0..trials)
         .map(|t| {
             let mut label = format!("trial={t:0width$}");
             let mut overrides = Vec::new();
@@ -146,7 +222,123 @@ pub(crate) fn expand_sweep(
             }
             (label, overrides)
         })
-        .collect())
+        .collect();
+    let all = (0..points.len()).collect();
+    Ok(Expansion {
+        points,
+        search: search.map(|k| (k, vec![all])),
+    })
+}
+
+/// The cartesian product of the value lists, in key order.
+fn grid(axes: &BTreeMap<&str, &toml::Value>) -> Result<Vec<(String, Overrides)>, SweepError> {
+    let mut points: Vec<(String, Overrides)> = vec![(String::new(), Vec::new())];
+    for (key, value) in axes {
+        let list = match value {
+            toml::Value::Array(a) if !a.is_empty() => a,
+            toml::Value::Array(_) => {
+                return Err(SweepError(
+                    Some(key.to_string()),
+                    "empty list: a sweep list needs at least one value".into(),
+                ));
+            }
+            _ => {
+                return Err(SweepError(
+                    Some(key.to_string()),
+                    format!("a grid sweep takes a list of values, e.g. \"{key}\" = [{value}]"),
+                ));
+            }
+        };
+        let mut next = Vec::with_capacity(points.len() * list.len());
+        for (label, overrides) in &points {
+            for v in list {
+                let mut o = overrides.clone();
+                o.push((key.to_string(), v.clone()));
+                next.push((join_label(label, key, v), o));
+            }
+        }
+        points = next;
+        if points.len() > MAX_RUNS {
+            return Err(SweepError(
+                None,
+                format!("the sweep expands to more than {MAX_RUNS} runs; shorten its lists"),
+            ));
+        }
+    }
+    Ok(points)
+}
+
+/// `eta`, `min_epochs` and `metric` of a search, checked against `train.epochs` (its most epochs).
+fn search_keys(
+    sweep: &toml::Table,
+    method: &str,
+    max_epochs: usize,
+    axes: &BTreeMap<&str, &toml::Value>,
+) -> Result<SearchKeys, SweepError> {
+    let int = |key: &str, default: usize, min: usize| -> Result<usize, SweepError> {
+        match sweep.get(key) {
+            None => Ok(default),
+            Some(toml::Value::Integer(n)) if *n >= min as i64 && *n <= MAX_EPOCHS as i64 => {
+                Ok(*n as usize)
+            }
+            Some(v) => Err(SweepError(
+                Some(key.into()),
+                format!("must be a whole number from {min} to {MAX_EPOCHS}; got {v}"),
+            )),
+        }
+    };
+    let eta = int("eta", 3, 2)?;
+    let min_epochs = int("min_epochs", 1, 1)?;
+    if min_epochs > max_epochs {
+        return Err(SweepError(
+            Some("min_epochs".into()),
+            format!(
+                "{min_epochs} is more than train.epochs ({max_epochs}), the most epochs a run gets; lower it \
+                 or raise train.epochs"
+            ),
+        ));
+    }
+    let metric = match sweep.get("metric") {
+        None => Metric::default(),
+        Some(toml::Value::String(m)) => Metric::parse(m).ok_or_else(|| {
+            let names: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+            SweepError(
+                Some("metric".into()),
+                format!(
+                    "unknown metric \"{}\"; {}one of: {}",
+                    crate::text::clean(m),
+                    nearest(m, &names)
+                        .map(|n| format!("did you mean \"{n}\"? "))
+                        .unwrap_or_default(),
+                    names.join(", ")
+                ),
+            )
+        })?,
+        Some(v) => {
+            return Err(SweepError(
+                Some("metric".into()),
+                format!("must be a metric name in quotes, e.g. \"val_acc\"; got {v}"),
+            ));
+        }
+    };
+    if axes.contains_key("train.epochs") {
+        return Err(SweepError(
+            Some("train.epochs".into()),
+            "a search decides how many epochs each candidate gets: set train.epochs (the most a run gets) \
+             and min_epochs in the spec instead of sweeping it"
+                .into(),
+        ));
+    }
+    Ok(SearchKeys {
+        method: if method == "hyperband" {
+            Method::Hyperband
+        } else {
+            Method::Halving
+        },
+        eta,
+        min_epochs,
+        metric,
+    })
 }
 
 /// A random-sweep distribution: `{ uniform = [lo, hi] }`, `{ log_uniform = [lo, hi] }`,

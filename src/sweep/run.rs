@@ -25,6 +25,7 @@ use crate::core::model::Snapshot;
 use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, Outcome, train};
 use crate::error::{Error, ErrorKind, Result, SpecError};
 use crate::store::queue::{Claimant, MISSED_HEARTBEATS};
+use crate::store::search::AfterEpoch;
 use crate::store::{Claim, NewExperiment, NewRun, Owner, Queued, RunStatus, Store};
 
 /// Test hook: sleep this many milliseconds after each stored epoch (lets tests kill or stop a process at
@@ -205,7 +206,7 @@ pub fn run(
     let mut dataset_sha = HashMap::new();
     for run in &exp.runs {
         let d = &run.config.data;
-        let sha = cache.sha256(&d.dir, d.format, d.limit_train, d.limit_test)?;
+        let sha = cache.sha256(&d.dir, d.format, d.limit_train, d.validation, d.limit_test)?;
         dataset_sha.insert(run.config.hash(), sha);
     }
 
@@ -226,6 +227,14 @@ pub fn run(
             &sharded
         }
     };
+    if opts.force && exp.search.is_some() {
+        return Err(Error::Usage(
+            "--force with an adaptive search: its decisions are stored with its runs, and training them \
+             again would not make them again; train the spec into another --db (or `runner rm` its runs \
+             and `runner gc` first)"
+                .into(),
+        ));
+    }
     let store = Store::open(db)?;
     let me = Owner::this_process(opts.task.clone());
     let claimant = opts.claimant(&me);
@@ -245,6 +254,7 @@ pub fn run(
             description: &exp.description,
             spec_path: &exp.path,
             spec_text: &exp.text,
+            search: exp.search.as_ref(),
         },
         &new_runs,
         opts.force,
@@ -266,6 +276,10 @@ pub fn run(
                 "running elsewhere",
             ),
             (count(&|q| matches!(q, Queued::Done { .. })), "already done"),
+            (
+                count(&|q| matches!(q, Queued::Paused { .. })),
+                "paused at their rung",
+            ),
             (
                 count(&|q| matches!(q, Queued::Deleted { .. })),
                 "deleted, not trained again: runner restore, or --force",
@@ -302,8 +316,17 @@ pub fn run(
             let c = &r.config;
             let n = cache
                 .loaded(&c.data.dir, c.data.format)
-                .map_or(0, |d| c.data.limit_train.unwrap_or(d.train.len()));
-            (c.train.epochs.saturating_sub(done) * steps_per_epoch(n, &c.train)) as u64
+                .map_or(0, |d| train_samples(c, d.train.len()));
+            // A search's run: the share of its schedule's epochs (a rough count: who is promoted is
+            // not known yet).
+            let epochs = match &exp.search {
+                Some(plan) => {
+                    let (planned, _) = plan.epochs();
+                    planned.div_ceil(exp.runs.len().max(1))
+                }
+                None => c.train.epochs,
+            };
+            (epochs.saturating_sub(done) * steps_per_epoch(n, &c.train)) as u64
         })
         .sum();
     progress.sweep_started(to_train.len() as u64, steps_left);
@@ -312,7 +335,9 @@ pub fn run(
         exp.runs.iter().map(|r| (r.config.hash(), r)).collect();
     let hashes: Vec<String> = exp.runs.iter().map(|r| r.config.hash()).collect();
     let beat = Heartbeat::new(opts.heartbeat_every);
+    let search = exp.search.as_ref().map(|p| p.hash());
     let ctx = Worker {
+        search: search.as_deref(),
         runs: &runs,
         hashes: &hashes,
         cache: &cache,
@@ -367,6 +392,9 @@ pub fn run(
 
 /// What every worker of one sweep shares.
 struct Worker<'a> {
+    /// The search over the runs, if the spec has one: a worker with nothing to claim waits while runs of
+    /// it train (their rungs' decisions may promote runs for it to train).
+    search: Option<&'a str>,
     runs: &'a HashMap<String, &'a PlannedRun>,
     hashes: &'a [String],
     cache: &'a DataCache,
@@ -388,7 +416,14 @@ impl Worker<'_> {
         let mut done = Vec::new();
         while !self.stop.load(Ordering::SeqCst) {
             let Some(claim) = store.claim(self.hashes, &env, self.claimant)? else {
-                break;
+                // A search may promote runs once the runs training now reach their rung.
+                match self.search {
+                    Some(search) if store.search_progress(search)?.running > 0 => {
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    }
+                    _ => break,
+                }
             };
             let run = self.runs.get(&claim.config_hash).ok_or_else(|| {
                 Error::internal(format!("claimed run {} is not of this spec", claim.id))
@@ -436,14 +471,26 @@ impl Worker<'_> {
             }
             Err(e) => return Err(e),
         };
+        // A run of a search trains to its rung's epochs (the store pauses it there).
+        let target = claim
+            .target_epochs
+            .unwrap_or(c.train.epochs)
+            .min(c.train.epochs);
+        let to = if target < c.train.epochs {
+            format!(" to epoch {target} of {} (its rung)", c.train.epochs)
+        } else {
+            String::new()
+        };
         match &checkpoint {
             Some(cp) => self.progress.log(&format!(
-                "run {run_id} {name}: resuming after epoch {}/{}",
+                "run {run_id} {name}: resuming after epoch {}/{}{to}",
                 cp.epoch, c.train.epochs
             )),
-            None => self.progress.log(&format!("run {run_id} {name}: training")),
+            None => self
+                .progress
+                .log(&format!("run {run_id} {name}: training{to}")),
         }
-        let batches = steps_per_epoch(c.data.limit_train.unwrap_or(data.train.len()), &c.train);
+        let batches = steps_per_epoch(train_samples(c, data.train.len()), &c.train);
         let dataset_sha256 = self
             .dataset_sha
             .get(&claim.config_hash)
@@ -459,7 +506,7 @@ impl Worker<'_> {
             bar: self.progress.run_started(&RunStart {
                 run_id,
                 name: &name,
-                epochs: c.train.epochs,
+                epochs: target,
                 done: checkpoint.as_ref().map_or(0, |cp| cp.epoch),
                 batches,
                 batch_size: c.train.batch_size,
@@ -467,6 +514,7 @@ impl Worker<'_> {
             stop: self.stop,
             lost,
             pause: std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse().ok()),
+            after: AfterEpoch::Continue,
         };
         let outcome = train(c, data, &mut obs, checkpoint.as_ref());
         obs.bar.finish();
@@ -475,6 +523,17 @@ impl Worker<'_> {
             Ok(Outcome::Diverged { epoch, .. }) => {
                 self.progress.log(&format!(
                     "run {run_id}: diverged at epoch {epoch} (the loss is not finite); the sweep goes on"
+                ));
+                Ok(())
+            }
+            Ok(Outcome::Stopped { epoch }) if obs.after != AfterEpoch::Continue => {
+                self.progress.log(&format!(
+                    "run {run_id}: {} at epoch {epoch}",
+                    if obs.after == AfterEpoch::Pruned {
+                        "pruned (its rung promoted others)"
+                    } else {
+                        "paused: its rung is decided when all its runs have these epochs"
+                    }
                 ));
                 Ok(())
             }
@@ -521,6 +580,14 @@ impl Worker<'_> {
             other => other,
         }
     }
+}
+
+/// The samples a run trains on, of a training split of `len`: its limit, less what it holds out.
+fn train_samples(c: &RunConfig, len: usize) -> usize {
+    c.data
+        .limit_train
+        .unwrap_or(len)
+        .saturating_sub(c.data.validation.unwrap_or(0))
 }
 
 /// SGD steps in an epoch of `n` training samples.
@@ -572,6 +639,8 @@ struct StoreObserver<'a> {
     /// Set by the heartbeat thread when another process has taken the run over.
     lost: &'a AtomicBool,
     pause: Option<u64>,
+    /// What the last stored epoch did to the run in its search (paused at its rung, pruned).
+    after: AfterEpoch,
 }
 
 impl Observer for StoreObserver<'_> {
@@ -596,7 +665,8 @@ impl Observer for StoreObserver<'_> {
         } else {
             None
         };
-        self.store
+        self.after = self
+            .store
             .record_epoch(self.run_id, self.token, m, checkpoint, finish)?;
         self.progress.log(&format!(
             "run {} {}",
@@ -607,7 +677,10 @@ impl Observer for StoreObserver<'_> {
             std::thread::sleep(Duration::from_millis(ms));
         }
         Ok(
-            if self.stop.load(Ordering::SeqCst) || self.lost.load(Ordering::SeqCst) {
+            if self.stop.load(Ordering::SeqCst)
+                || self.lost.load(Ordering::SeqCst)
+                || self.after != AfterEpoch::Continue
+            {
                 Control::Stop
             } else {
                 Control::Continue

@@ -10,8 +10,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::expand::{SweepError, expand_sweep, set_path};
+use super::expand::{SearchKeys, SweepError, expand_sweep, set_path};
 use crate::core::config::{DataSpec, ModelSpec, RunConfig, TrainSpec};
+use crate::core::search::{Method, Plan, halving_rungs, hyperband_brackets};
 use crate::error::SpecError;
 use crate::text::nearest;
 
@@ -72,6 +73,8 @@ pub struct Experiment {
     pub runs: Vec<PlannedRun>,
     /// Store the runs' initial weights (`[store] initial_weights`), not only their hash.
     pub keep_initial: bool,
+    /// An adaptive search over the runs (`[sweep] method = "halving"` or `"hyperband"`).
+    pub search: Option<Plan>,
 }
 
 impl Experiment {
@@ -174,16 +177,20 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
     })?;
 
     let sweep = spec.sweep.unwrap_or_default();
-    let points = expand_sweep(&sweep, base.train.seed).map_err(|SweepError(key, msg)| {
-        let line = key
-            .as_deref()
-            .and_then(|k| locate(text, Some("sweep"), k))
-            .or_else(|| locate_table(text, "sweep"));
-        err(line, key.map(|k| format!("sweep.{k}")).as_deref(), msg)
-    })?;
+    let expansion = expand_sweep(&sweep, base.train.seed, base.train.epochs).map_err(
+        |SweepError(key, msg)| {
+            let line = key
+                .as_deref()
+                .and_then(|k| locate(text, Some("sweep"), k))
+                .or_else(|| locate_table(text, "sweep"));
+            err(line, key.map(|k| format!("sweep.{k}")).as_deref(), msg)
+        },
+    )?;
+    let points = expansion.points;
 
     let base_value = toml::Value::try_from(&base).map_err(|e| err(None, None, e.to_string()))?;
     let mut runs = Vec::with_capacity(points.len());
+    let mut point_hashes = Vec::with_capacity(points.len());
     for (label, overrides) in points {
         let mut value = base_value.clone();
         for (key, v) in &overrides {
@@ -222,6 +229,7 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
         } else {
             format!("{name}/{label}")
         };
+        point_hashes.push(config.hash());
         runs.push(PlannedRun {
             name: run_name,
             overrides,
@@ -229,11 +237,26 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
         });
     }
     // Two points of a sweep with the same config are one run. In a grid that is a repeated value: an
-    // error. A random search may draw a point twice: the repeat is the same run, kept once.
-    if matches!(sweep.get("method"), Some(toml::Value::String(m)) if m == "random") {
-        let mut drawn = std::collections::HashSet::new();
-        runs.retain(|r| drawn.insert(r.config.hash()));
+    // error. Random draws may repeat a point: the repeat is the same run, kept once (in a search, a
+    // candidate of two brackets is one run in both).
+    let drawn = sweep.contains_key("trials")
+        || matches!(sweep.get("method"), Some(toml::Value::String(m)) if m == "random" || m == "hyperband");
+    if drawn {
+        let mut first = std::collections::HashSet::new();
+        runs.retain(|r| first.insert(r.config.hash()));
     }
+    let search = match expansion.search {
+        None => None,
+        Some((keys, brackets)) => Some(search_plan(
+            keys,
+            base.train.epochs,
+            &brackets,
+            &point_hashes,
+            &runs,
+            text,
+            file,
+        )?),
+    };
     let mut seen = std::collections::HashMap::new();
     for (i, run) in runs.iter().enumerate() {
         if let Some(first) = seen.insert(run.config.hash(), i) {
@@ -256,7 +279,83 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
         text: text.to_string(),
         runs,
         keep_initial: spec.store.initial_weights,
+        search,
     })
+}
+
+/// The plan of an adaptive search: each bracket's candidates (by config hash, a repeat within a bracket
+/// kept once) and rungs. A validation metric needs every run to hold samples out.
+fn search_plan(
+    keys: SearchKeys,
+    max_epochs: usize,
+    brackets: &[Vec<usize>],
+    point_hashes: &[String],
+    runs: &[PlannedRun],
+    text: &str,
+    file: &str,
+) -> Result<Plan, SpecError> {
+    let err = |key: &str, msg: String| SpecError {
+        file: file.to_string(),
+        line: locate(text, Some("sweep"), key).or_else(|| locate_table(text, "sweep")),
+        key: Some(format!("sweep.{key}")),
+        msg,
+    };
+    if keys.metric.needs_validation()
+        && let Some(r) = runs.iter().find(|r| r.config.data.validation.is_none())
+    {
+        return Err(err(
+            "metric",
+            format!(
+                "{} is measured on a validation split, and run `{}` has none: set [data] validation = N \
+                 (e.g. 10000: the last N training samples are held out), or rank by metric = \"{}\"",
+                keys.metric.as_str(),
+                crate::text::clean(&r.name),
+                if keys.metric.higher_is_better() {
+                    "test_acc"
+                } else {
+                    "test_loss"
+                }
+            ),
+        ));
+    }
+    // Each bracket's candidates by config hash, a repeat drawn within a bracket kept once.
+    let members: Vec<Vec<String>> = brackets
+        .iter()
+        .map(|points| {
+            let mut seen = std::collections::HashSet::new();
+            points
+                .iter()
+                .map(|&i| point_hashes[i].clone())
+                .filter(|h| seen.insert(h.clone()))
+                .collect()
+        })
+        .collect();
+    let epochs_of: Vec<Vec<usize>> = match keys.method {
+        Method::Halving => vec![
+            halving_rungs(
+                members.first().map_or(0, Vec::len),
+                keys.min_epochs,
+                max_epochs,
+                keys.eta,
+            )
+            .iter()
+            .map(|r| r.epochs)
+            .collect(),
+        ],
+        Method::Hyperband => hyperband_brackets(keys.min_epochs, max_epochs, keys.eta)
+            .iter()
+            .map(|rungs| rungs.iter().map(|r| r.epochs).collect())
+            .collect(),
+    };
+    let plan_brackets = epochs_of.into_iter().zip(members).collect();
+    Ok(Plan::new(
+        keys.method,
+        keys.eta,
+        keys.min_epochs,
+        max_epochs,
+        keys.metric,
+        plan_brackets,
+    ))
 }
 
 /// The line that sets a dotted key (`train.batch_size`): its `[sweep]` entry if it has one, else its

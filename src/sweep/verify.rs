@@ -59,11 +59,31 @@ impl Observer for Comparer<'_> {
             ));
             return Ok(Control::Stop);
         };
+        let opt = |v: Option<f64>| v.unwrap_or(f64::NEG_INFINITY);
+        if s.val_acc.is_some() != m.val_acc.is_some() {
+            self.difference = Some(format!(
+                "epoch {}: the {} validation metrics, the re-run {}",
+                m.epoch,
+                if s.val_acc.is_some() {
+                    "store has"
+                } else {
+                    "store has no"
+                },
+                if m.val_acc.is_some() {
+                    "has them"
+                } else {
+                    "has none"
+                }
+            ));
+            return Ok(Control::Stop);
+        }
         for (metric, a, b) in [
             ("train_loss", s.train_loss, m.train_loss),
             ("train_acc", s.train_acc, m.train_acc),
             ("test_loss", s.test_loss, m.test_loss),
             ("test_acc", s.test_acc, m.test_acc),
+            ("val_loss", opt(s.val_loss), opt(m.val_loss)),
+            ("val_acc", opt(s.val_acc), opt(m.val_acc)),
         ] {
             if !same(a, b) {
                 self.difference = Some(format!(
@@ -86,13 +106,18 @@ pub fn verify_run(store: &Store, cache: &mut DataCache, run_id: i64) -> Result<R
     let row = store.run(run_id)?;
     if !row.status.is_finished() {
         return Err(Error::Usage(format!(
-            "run {run_id} ({}) is {}: only completed or diverged runs can be verified",
+            "run {run_id} ({}) is {}: only completed, diverged or pruned runs can be verified",
             crate::text::clean(&row.name),
             row.status
         )));
     }
     let stored_bits = integrity::check_run(store, run_id)?;
-    let cfg = row.config(store)?;
+    let mut cfg = row.config(store)?;
+    // A run a search pruned ended at its last rung's epochs: it is the same config trained straight for
+    // that many epochs (no schedule in a run depends on its total epochs), and is re-trained so.
+    if row.status == RunStatus::Pruned {
+        cfg.train.epochs = usize::try_from(row.epochs_done).unwrap_or(0).max(1);
+    }
     let current = Envelope::for_run(&cfg);
     let envelope_diffs = BIT_FIELDS
         .iter()
@@ -121,6 +146,7 @@ pub fn verify_run(store: &Store, cache: &mut DataCache, run_id: i64) -> Result<R
         &cfg.data.dir,
         cfg.data.format,
         cfg.data.limit_train,
+        cfg.data.validation,
         cfg.data.limit_test,
     )?;
     if row.dataset_sha256.as_deref() != Some(dataset_sha.as_str()) {

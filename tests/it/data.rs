@@ -35,8 +35,14 @@ fn raw_and_gzipped_idx_decode_to_the_same_samples() {
     assert_eq!(a.train.images[..], b.train.images[..500 * 784]);
     assert_eq!(a.test.labels[..], b.test.labels[..200]);
     // The dataset hash covers exactly the samples used.
-    assert_eq!(a.sha256(None, None), b.sha256(Some(500), Some(200)));
-    assert_ne!(a.sha256(None, None), b.sha256(Some(499), Some(200)));
+    assert_eq!(
+        a.sha256(None, None, None),
+        b.sha256(Some(500), None, Some(200))
+    );
+    assert_ne!(
+        a.sha256(None, None, None),
+        b.sha256(Some(499), None, Some(200))
+    );
 }
 
 #[test]

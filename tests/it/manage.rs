@@ -456,6 +456,10 @@ fn a_version_2_store_is_read_as_it_is_and_migrated_when_written() {
         .unwrap()
         .execute_batch(
             "DROP VIEW seed_stats; DROP VIEW best_runs; DROP VIEW run_summary; DROP VIEW run_summary_all;
+             DROP VIEW rungs; DROP TABLE rung_members; DROP TABLE searches;
+             ALTER TABLE epochs DROP COLUMN val_loss; ALTER TABLE epochs DROP COLUMN val_acc;
+             ALTER TABLE runs DROP COLUMN validation; ALTER TABLE runs DROP COLUMN val_loss;
+             ALTER TABLE runs DROP COLUMN val_acc;
              DROP TABLE tags;
              ALTER TABLE runs DROP COLUMN note; ALTER TABLE runs DROP COLUMN deleted_at;
              ALTER TABLE runs DROP COLUMN initial_stored;
@@ -479,7 +483,7 @@ fn a_version_2_store_is_read_as_it_is_and_migrated_when_written() {
     assert_eq!(file_sha(&db), sha);
     // A write migrates it; every run keeps its bits.
     run(d, &db, &["tag", "1", "old"]).ok();
-    assert_eq!(scalar(&db, "PRAGMA user_version"), "3");
+    assert_eq!(scalar(&db, "PRAGMA user_version"), "4");
     assert_eq!(
         scalar(&db, "SELECT count(*) FROM runs WHERE initial_stored = 1"),
         "4"

@@ -73,9 +73,16 @@ impl Split {
     /// The first `n` samples (all of them when `n` is `None`), without copying.
     pub fn prefix(&self, n: Option<usize>) -> SplitRef<'_> {
         let n = n.unwrap_or(self.len()).min(self.len());
+        self.range(0, n)
+    }
+
+    /// Samples `start..end` (clamped to the split), without copying.
+    pub fn range(&self, start: usize, end: usize) -> SplitRef<'_> {
+        let end = end.min(self.len());
+        let start = start.min(end);
         SplitRef {
-            images: &self.images[..n * self.pixels()],
-            labels: &self.labels[..n],
+            images: &self.images[start * self.pixels()..end * self.pixels()],
+            labels: &self.labels[start..end],
             pixels: self.pixels(),
         }
     }
@@ -114,18 +121,61 @@ pub struct Dataset {
     pub test: Split,
 }
 
+/// The samples one run uses: what it trains on, what it validates on (if it holds samples out), what it
+/// tests on.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSplits<'a> {
+    pub train: SplitRef<'a>,
+    pub validation: Option<SplitRef<'a>>,
+    pub test: SplitRef<'a>,
+}
+
 impl Dataset {
-    /// SHA-256 of the decoded samples a run uses (the first `limit_train` / `limit_test`): for the training then
-    /// the test split, the sample count and image side lengths as u32 little-endian, the pixels, the labels.
-    pub fn sha256(&self, limit_train: Option<usize>, limit_test: Option<usize>) -> String {
+    /// The splits of a run: the first `limit_train` training samples (all by default), of which the last
+    /// `validation` are held out for validation and never trained on; the first `limit_test` test samples.
+    /// The held-out samples are the same for every run of a spec whatever its seed (file order, as Keras'
+    /// `validation_split` takes them; on the full MNIST with 10 000, the split of Nielsen's mnist.pkl.gz).
+    pub fn splits(
+        &self,
+        limit_train: Option<usize>,
+        validation: Option<usize>,
+        limit_test: Option<usize>,
+    ) -> RunSplits<'_> {
+        let n = limit_train
+            .unwrap_or(self.train.len())
+            .min(self.train.len());
+        let held = validation.unwrap_or(0).min(n);
+        RunSplits {
+            train: self.train.range(0, n - held),
+            validation: validation.map(|_| self.train.range(n - held, n)),
+            test: self.test.prefix(limit_test),
+        }
+    }
+
+    /// SHA-256 of the decoded samples a run uses: for the training then the test split, the sample count
+    /// and image side lengths as u32 little-endian, the pixels, the labels; with a validation split, the
+    /// training part covers the samples trained on, and the validation samples follow the test split the
+    /// same way after a `b"validation"` marker (without one, the hash is as it was before splits existed).
+    pub fn sha256(
+        &self,
+        limit_train: Option<usize>,
+        validation: Option<usize>,
+        limit_test: Option<usize>,
+    ) -> String {
+        let views = self.splits(limit_train, validation, limit_test);
         let mut h = Sha256::new();
-        for (split, limit) in [(&self.train, limit_train), (&self.test, limit_test)] {
-            let view = split.prefix(limit);
+        let add = |h: &mut Sha256, view: SplitRef<'_>, split: &Split| {
             for v in [view.len(), split.rows, split.cols] {
                 h.update((v as u32).to_le_bytes());
             }
             h.update(view.images);
             h.update(view.labels);
+        };
+        add(&mut h, views.train, &self.train);
+        add(&mut h, views.test, &self.test);
+        if let Some(v) = views.validation {
+            h.update(b"validation");
+            add(&mut h, v, &self.train);
         }
         hex(&h.finalize())
     }
@@ -228,8 +278,17 @@ fn detect(dir: &Path) -> Result<DataFormat> {
 #[derive(Default)]
 pub struct DataCache {
     sets: HashMap<(String, DataFormat), Dataset>,
-    hashes: HashMap<(String, DataFormat, Option<usize>, Option<usize>), String>,
+    hashes: HashMap<ViewKey, String>,
 }
+
+/// A folder, its format, and the limits and split of a run's view of it.
+type ViewKey = (
+    String,
+    DataFormat,
+    Option<usize>,
+    Option<usize>,
+    Option<usize>,
+);
 
 impl DataCache {
     /// The dataset in `dir` (relative to the working directory), loading it on first use.
@@ -253,13 +312,16 @@ impl DataCache {
         dir: &str,
         format: DataFormat,
         limit_train: Option<usize>,
+        validation: Option<usize>,
         limit_test: Option<usize>,
     ) -> Result<String> {
-        let key = (dir.to_string(), format, limit_train, limit_test);
+        let key = (dir.to_string(), format, limit_train, validation, limit_test);
         if let Some(h) = self.hashes.get(&key) {
             return Ok(h.clone());
         }
-        let h = self.get(dir, format)?.sha256(limit_train, limit_test);
+        let h = self
+            .get(dir, format)?
+            .sha256(limit_train, validation, limit_test);
         self.hashes.insert(key, h.clone());
         Ok(h)
     }
@@ -281,5 +343,36 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert_eq!(v.image(1), &[4, 5, 6, 7]);
         assert_eq!(s.prefix(Some(99)).len(), 3);
+        assert_eq!(s.range(1, 3).image(0), &[4, 5, 6, 7]);
+        assert_eq!(s.range(2, 9).len(), 1);
+    }
+
+    #[test]
+    fn a_validation_split_is_the_last_samples_of_the_training_part_and_changes_the_hash() {
+        let split = |n: usize| Split {
+            images: (0..n as u8).collect(),
+            labels: (0..n as u8).map(|l| l % 10).collect(),
+            rows: 1,
+            cols: 1,
+        };
+        let ds = Dataset {
+            dir: PathBuf::from("x"),
+            format: DataFormat::Idx,
+            train: split(10),
+            test: split(4),
+        };
+        let s = ds.splits(Some(8), Some(3), None);
+        assert_eq!(s.train.labels, &[0, 1, 2, 3, 4]);
+        assert_eq!(s.validation.unwrap().labels, &[5, 6, 7]);
+        assert_eq!(s.test.len(), 4);
+        assert!(ds.splits(None, None, None).validation.is_none());
+        // No split: the hash as before splits existed; a split changes it.
+        let plain = ds.sha256(Some(8), None, None);
+        assert_ne!(plain, ds.sha256(Some(8), Some(3), None));
+        assert_ne!(
+            ds.sha256(Some(8), Some(3), None),
+            ds.sha256(Some(8), Some(2), None)
+        );
+        assert_eq!(plain, ds.sha256(Some(8), None, None));
     }
 }
