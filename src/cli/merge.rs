@@ -63,6 +63,14 @@ pub fn merge(args: MergeArgs, out: &mut dyn Write) -> Result<Exit> {
         r.unfinished.len(),
         r.experiments_added
     )?;
+    if r.runs_extended > 0 || r.rungs_decided > 0 {
+        writeln!(
+            out,
+            "search: {} runs taken further from their shards (every shared epoch bit-identical), {} rungs \
+             decided now that their runs are all here",
+            r.runs_extended, r.rungs_decided
+        )?;
+    }
     for c in &r.conflicts {
         writeln!(out, "REPRODUCIBILITY FAILURE: {c}")?;
     }

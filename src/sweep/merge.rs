@@ -16,8 +16,17 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::shard::Shard;
 use crate::error::{Error, Result};
 use crate::files::same_file;
-use crate::store::integrity::{check_run, metrics_sha256, weights_sha256};
+use crate::store::integrity::{check_run, has_column, metrics_sha256, weights_sha256};
 use crate::store::{RunStatus, Store, WeightsKind};
+
+/// The statuses of the runs a merge copies: finished ones, and runs of a search paused at a rung (with
+/// their checkpoint: the next rung continues from it).
+const COPIED: [RunStatus; 4] = [
+    RunStatus::Completed,
+    RunStatus::Diverged,
+    RunStatus::Pruned,
+    RunStatus::Paused,
+];
 
 /// A run that a source holds unfinished: not copied.
 #[derive(Debug, Clone)]
@@ -55,6 +64,11 @@ pub struct MergeReport {
     pub runs_added: usize,
     /// Runs already in the output (or in an earlier source) with the same bits.
     pub runs_identical: usize,
+    /// Runs of a search stored further along (more epochs, or finished) in a source than in the output,
+    /// every shared epoch and the initial weights agreeing bit for bit: the output takes the longer copy.
+    pub runs_extended: usize,
+    /// Rungs of a search decided in the output by this merge (their runs all arrived).
+    pub rungs_decided: usize,
     /// Runs not finished (pending, running, interrupted, failed) in their source and finished in no
     /// input nor the output.
     pub unfinished: Vec<Unfinished>,
@@ -78,7 +92,7 @@ pub fn merge(sources: &[&Path], out: &Path, expected: &Expected) -> Result<Merge
             )));
         }
         let store = Store::open_read_only(src)?;
-        let finished = store.run_ids(None, &RunStatus::FINISHED)?;
+        let finished = store.run_ids(None, &COPIED)?;
         for id in finished {
             let check = check_run(&store, id)?;
             if let Some(f) = check.findings.first() {
@@ -125,9 +139,12 @@ fn merge_into(dest: &Store, inputs: &[Store], expected: &Expected) -> Result<Mer
     let mut report = MergeReport::default();
     let tx = dest.write_tx()?;
     for src in inputs {
-        let r = merge_one(&tx, src, &mut report);
+        let r = merge_one(&tx, src, &mut report).and_then(|()| merge_rungs(&tx, src, &mut report));
         r.map_err(|e| e.on_file(src.path()))?;
     }
+    // A search's rungs whose runs all arrived are decided now, as the process that trained them last
+    // would have: the same decisions, from the same stored metrics.
+    report.rungs_decided = crate::store::search::settle_in(&tx)?;
     // What the merged store lacks: runs unfinished in an input and finished nowhere, and runs of the
     // sweep in no input at all.
     let finished = |hash: &str| -> Result<bool> {
@@ -218,7 +235,7 @@ fn merge_one(tx: &Transaction<'_>, src: &Store, report: &mut MergeReport) -> Res
         })?
         .collect::<rusqlite::Result<_>>()?;
     for (src_id, src_exp, hash, name, status) in runs {
-        if !status.is_finished() {
+        if !COPIED.contains(&status) {
             report.unfinished.push(Unfinished {
                 source: src.path().to_path_buf(),
                 run_id: src_id,
@@ -232,32 +249,35 @@ fn merge_one(tx: &Transaction<'_>, src: &Store, report: &mut MergeReport) -> Res
             .query_row(
                 &format!(
                     "SELECT id, coalesce(host, '') FROM runs WHERE config_hash = ?1 AND status IN {}
-                     ORDER BY id LIMIT 1",
-                    RunStatus::sql_list(&RunStatus::FINISHED)
+                     ORDER BY status = 'paused', id LIMIT 1",
+                    RunStatus::sql_list(&COPIED)
                 ),
                 [&hash],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
         if let Some((dest_id, dest_host)) = existing {
-            match first_difference(sconn, src_id, tx, dest_id)? {
-                None => report.runs_identical += 1,
-                Some(diff) => {
-                    let host: String = sconn.query_row(
-                        "SELECT coalesce(host, '') FROM runs WHERE id = ?1",
-                        [src_id],
-                        |r| r.get(0),
-                    )?;
-                    report.conflicts.push(format!(
-                        "run {} (config {}): run {src_id} of {} (host {}) and run {dest_id} of the output (host \
-                         {}) differ: {diff}",
-                        crate::text::clean(&name),
-                        &hash[..hash.len().min(12)],
-                        src.path().display(),
-                        crate::text::clean(&host),
-                        crate::text::clean(&dest_host)
-                    ))
+            let further = match first_difference(sconn, src_id, tx, dest_id)? {
+                Difference::None => {
+                    report.runs_identical += 1;
+                    continue;
                 }
+                Difference::Prefix(further) => Some(further),
+                Difference::Bits(d) => {
+                    report.conflicts.push(conflict(
+                        sconn, src, src_id, &name, &hash, dest_id, &dest_host, &d,
+                    )?);
+                    None
+                }
+            };
+            match further {
+                Some(Further::Source) => {
+                    // The source has the run further along (a later rung): the output takes its copy.
+                    replace_run(tx, sconn, src_id, dest_id)?;
+                    report.runs_extended += 1;
+                }
+                Some(Further::Output) => report.runs_identical += 1,
+                None => {}
             }
             continue;
         }
@@ -333,31 +353,52 @@ fn insert(
     Ok(())
 }
 
-/// Copy a run's epochs and its initial and final weights (not a checkpoint) under its new id.
+/// Copy a run's epochs and its weights under its new id: initial and final, and the checkpoint of a run
+/// paused at a rung (what its next rung continues from); a source without validation columns gives NULL.
 fn copy_children(src: &Connection, src_id: i64, tx: &Transaction<'_>, new_id: i64) -> Result<()> {
-    for (columns, table, filter) in [
+    let val = has_column(src, "epochs", "val_loss")?;
+    let epoch_cols = if val {
+        "epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, val_loss, val_acc"
+    } else {
+        "epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, NULL, NULL"
+    };
+    let paused: bool = src.query_row(
+        "SELECT status = 'paused' FROM runs WHERE id = ?1",
+        [src_id],
+        |r| r.get(0),
+    )?;
+    for (read_columns, write_columns, table, filter) in [
         (
-            "epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds",
+            epoch_cols,
+            "epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, val_loss, val_acc",
             "epochs",
             "",
         ),
         (
             "kind, epoch, layer, param, shape, dtype, data",
+            "kind, epoch, layer, param, shape, dtype, data",
             "weights",
-            "AND kind != 'checkpoint'",
+            if paused {
+                ""
+            } else {
+                "AND kind != 'checkpoint'"
+            },
         ),
     ] {
         // Table and column names are the fixed lists above; values are bound.
         let mut read = src.prepare(&format!(
-            "SELECT {columns} FROM {table} WHERE run_id = ?1 {filter}"
+            "SELECT {read_columns} FROM {table} WHERE run_id = ?1 {filter}"
         ))?;
+        let n = write_columns.split(',').count();
+        let marks: Vec<String> = (1..=n + 1).map(|i| format!("?{i}")).collect();
         let mut write = tx.prepare(&format!(
-            "INSERT INTO {table} (run_id, {columns}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            "INSERT INTO {table} (run_id, {write_columns}) VALUES ({})",
+            marks.join(", ")
         ))?;
         let mut rows = read.query([src_id])?;
         while let Some(r) = rows.next()? {
             let mut values = vec![Value::Integer(new_id)];
-            for i in 0..7 {
+            for i in 0..n {
                 values.push(r.get(i)?);
             }
             write.execute(rusqlite::params_from_iter(values))?;
@@ -366,46 +407,252 @@ fn copy_children(src: &Connection, src_id: i64, tx: &Transaction<'_>, new_id: i6
     Ok(())
 }
 
-/// Compare two stored copies of a run by their bits: the initial and final weights as hashed from the
-/// stored bytes, then every epoch's metrics.
+/// The output's copy of a run becomes the source's, which is further along: every column but its id
+/// and experiment, and its epochs and weights.
+fn replace_run(tx: &Transaction<'_>, src: &Connection, src_id: i64, dest_id: i64) -> Result<()> {
+    let theirs: BTreeSet<String> = columns(src, "runs")?.into_iter().collect();
+    let cols: Vec<String> = columns(tx, "runs")?
+        .into_iter()
+        .filter(|c| theirs.contains(c) && c != "id" && c != "experiment_id")
+        .collect();
+    let values = row_values(src, "runs", &cols, src_id)?;
+    let sets: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ?{}", i + 2))
+        .collect();
+    let mut params = vec![Value::Integer(dest_id)];
+    params.extend(values);
+    // Column names come from the schema itself (pragma_table_info), never from input.
+    tx.execute(
+        &format!("UPDATE runs SET {} WHERE id = ?1", sets.join(", ")),
+        rusqlite::params_from_iter(params),
+    )?;
+    tx.execute("DELETE FROM epochs WHERE run_id = ?1", [dest_id])?;
+    tx.execute("DELETE FROM weights WHERE run_id = ?1", [dest_id])?;
+    copy_children(src, src_id, tx, dest_id)?;
+    tx.execute(
+        "UPDATE runs SET metrics_sha256 = ?2 WHERE id = ?1",
+        params![dest_id, metrics_sha256(tx, dest_id)?],
+    )?;
+    Ok(())
+}
+
+/// A search's schedule and rungs from a source: new rows are added, a decision the output lacks is taken,
+/// and two decisions of one rung must agree bit for bit (or are reported).
+fn merge_rungs(tx: &Transaction<'_>, src: &Store, report: &mut MergeReport) -> Result<()> {
+    let sconn = src.connection();
+    if !has_column(sconn, "rung_members", "config_hash")? {
+        return Ok(());
+    }
+    let search_cols = shared_columns(tx, sconn, "searches", &[])?;
+    let searches: Vec<String> = sconn
+        .prepare("SELECT search FROM searches ORDER BY search")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for search in searches {
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM searches WHERE search = ?1)",
+            [&search],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            // Column names come from the schema itself; values are bound.
+            let values: Vec<Value> = sconn.query_row(
+                &format!(
+                    "SELECT {} FROM searches WHERE search = ?1",
+                    search_cols.join(", ")
+                ),
+                [&search],
+                |r| {
+                    (0..search_cols.len())
+                        .map(|i| r.get::<_, Value>(i))
+                        .collect()
+                },
+            )?;
+            insert(tx, "searches", &search_cols, &[], values)?;
+        }
+    }
+    type RungRow = (
+        String,
+        i64,
+        i64,
+        String,
+        i64,
+        Option<f64>,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+    );
+    let rows: Vec<RungRow> = sconn
+        .prepare(
+            "SELECT search, bracket, rung, config_hash, epochs, value, place, promoted, decided_at
+             FROM rung_members ORDER BY search, bracket, rung, config_hash",
+        )?
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (search, bracket, rung, hash, epochs, value, place, promoted, decided_at) in rows {
+        let mine: Option<(Option<f64>, Option<i64>, Option<i64>, bool)> = tx
+            .query_row(
+                "SELECT value, place, promoted, decided_at IS NOT NULL FROM rung_members
+                 WHERE search = ?1 AND bracket = ?2 AND rung = ?3 AND config_hash = ?4",
+                params![search, bracket, rung, hash],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        match mine {
+            None => {
+                tx.execute(
+                    "INSERT INTO rung_members (search, bracket, rung, config_hash, epochs, value, place,
+                        promoted, decided_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![search, bracket, rung, hash, epochs, value, place, promoted, decided_at],
+                )?;
+            }
+            Some((_, _, _, false)) if decided_at.is_some() => {
+                tx.execute(
+                    "UPDATE rung_members SET value = ?5, place = ?6, promoted = ?7, decided_at = ?8
+                     WHERE search = ?1 AND bracket = ?2 AND rung = ?3 AND config_hash = ?4",
+                    params![
+                        search, bracket, rung, hash, value, place, promoted, decided_at
+                    ],
+                )?;
+            }
+            Some((v, p, pr, true)) if decided_at.is_some() => {
+                if v.map(f64::to_bits) != value.map(f64::to_bits) || p != place || pr != promoted {
+                    report.conflicts.push(format!(
+                        "search {} bracket {bracket} rung {rung}, run of config {}: {} decided place {:?}, \
+                         promoted {:?} (metric {:?}), the output place {p:?}, promoted {pr:?} (metric {v:?})",
+                        &search[..search.len().min(12)],
+                        &hash[..hash.len().min(12)],
+                        src.path().display(),
+                        place,
+                        promoted,
+                        value
+                    ));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Which copy of a run is further along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Further {
+    Source,
+    Output,
+}
+
+/// How two stored copies of one run compare.
+#[derive(Debug, Clone, PartialEq)]
+enum Difference {
+    /// The same bits.
+    None,
+    /// One is the other trained further (a later rung of a search): every epoch both have, their initial
+    /// weights and (at equal epochs) their last weights agree.
+    Prefix(Further),
+    /// Their bits differ: what differs first.
+    Bits(String),
+}
+
+/// Compare two stored copies of a run by their bits: the initial weights (as hashed), every epoch both
+/// hold, and the weights at the end of the shorter one where both have them.
 fn first_difference(
     src: &Connection,
     src_id: i64,
     dest: &Connection,
     dest_id: i64,
-) -> Result<Option<String>> {
-    for kind in [WeightsKind::Initial, WeightsKind::Final] {
-        let (a, b) = (
-            weights_sha256(src, src_id, kind)?,
-            weights_sha256(dest, dest_id, kind)?,
-        );
-        if a != b {
-            return Ok(Some(format!(
-                "{} weights: the stored bytes hash to {} vs {}",
-                kind.as_str(),
-                a.as_deref().unwrap_or("(none)"),
-                b.as_deref().unwrap_or("(none)")
-            )));
-        }
+) -> Result<Difference> {
+    #[derive(Debug)]
+    struct Copy {
+        status: RunStatus,
+        init: Option<String>,
+        last: Option<String>,
     }
-    let read = |conn: &Connection, id: i64| -> rusqlite::Result<Vec<[Option<f64>; 5]>> {
-        conn.prepare(
-            "SELECT epoch, train_loss, train_acc, test_loss, test_acc FROM epochs WHERE run_id = ?1 ORDER BY epoch",
-        )?
-        .query_map([id], |r| {
-            Ok([r.get::<_, i64>(0).map(|e| Some(e as f64))?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])
-        })?
-        .collect()
+    let read_run = |conn: &Connection, id: i64| -> Result<Copy> {
+        let (status, init, fin): (RunStatus, Option<String>, Option<String>) = conn.query_row(
+            "SELECT status, init_weights_sha256, weights_sha256 FROM runs WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let last = if status == RunStatus::Paused {
+            weights_sha256(conn, id, WeightsKind::Checkpoint)?
+        } else {
+            weights_sha256(conn, id, WeightsKind::Final)?.or(fin)
+        };
+        Ok(Copy { status, init, last })
     };
-    let (a, b) = (read(src, src_id)?, read(dest, dest_id)?);
-    if a.len() != b.len() {
-        return Ok(Some(format!("{} epochs vs {}", a.len(), b.len())));
+    let (a, b) = (read_run(src, src_id)?, read_run(dest, dest_id)?);
+    // The initial weights, by their stored hash (a run may keep only the hash) and by the stored bytes
+    // where both stored them.
+    if a.init != b.init {
+        return Ok(Difference::Bits(format!(
+            "initial weights: sha256 {} vs {}",
+            a.init.as_deref().unwrap_or("(none)"),
+            b.init.as_deref().unwrap_or("(none)")
+        )));
     }
-    let names = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc"];
-    for (ra, rb) in a.iter().zip(&b) {
+    if let (Some(x), Some(y)) = (
+        weights_sha256(src, src_id, WeightsKind::Initial)?,
+        weights_sha256(dest, dest_id, WeightsKind::Initial)?,
+    ) && x != y
+    {
+        return Ok(Difference::Bits(format!(
+            "initial weights: the stored bytes hash to {x} vs {y}"
+        )));
+    }
+    let read = |conn: &Connection, id: i64| -> Result<Vec<[Option<f64>; 7]>> {
+        let val = has_column(conn, "epochs", "val_loss")?;
+        let sql = if val {
+            "SELECT epoch, train_loss, train_acc, test_loss, test_acc, val_loss, val_acc FROM epochs
+             WHERE run_id = ?1 ORDER BY epoch"
+        } else {
+            "SELECT epoch, train_loss, train_acc, test_loss, test_acc, NULL, NULL FROM epochs
+             WHERE run_id = ?1 ORDER BY epoch"
+        };
+        Ok(conn
+            .prepare(sql)?
+            .query_map([id], |r| {
+                Ok([
+                    r.get::<_, i64>(0).map(|e| Some(e as f64))?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ])
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    };
+    let (ea, eb) = (read(src, src_id)?, read(dest, dest_id)?);
+    let names = [
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "val_loss",
+        "val_acc",
+    ];
+    for (ra, rb) in ea.iter().zip(&eb) {
         for (k, (x, y)) in ra.iter().zip(rb).enumerate() {
             if x.map(f64::to_bits) != y.map(f64::to_bits) {
-                return Ok(Some(format!(
+                return Ok(Difference::Bits(format!(
                     "epoch {}, {}: {x:?} vs {y:?}",
                     ra[0].unwrap_or(0.0),
                     names[k]
@@ -413,5 +660,83 @@ fn first_difference(
             }
         }
     }
-    Ok(None)
+    // Runs of a search may hold more epochs in one copy than in the other; any other run must have the
+    // same epochs and the same final weights.
+    let in_search = |s: RunStatus| {
+        matches!(
+            s,
+            RunStatus::Paused | RunStatus::Pruned | RunStatus::Completed
+        )
+    };
+    // A pruned copy ended: it cannot be the shorter of two.
+    let pruned_early = (a.status == RunStatus::Pruned && ea.len() < eb.len())
+        || (b.status == RunStatus::Pruned && eb.len() < ea.len());
+    if ea.len() != eb.len() || a.status != b.status {
+        if !(in_search(a.status) && in_search(b.status)) || pruned_early {
+            return Ok(Difference::Bits(format!(
+                "{} epochs ({}) vs {} ({})",
+                ea.len(),
+                a.status,
+                eb.len(),
+                b.status
+            )));
+        }
+        if ea.len() == eb.len() && a.last != b.last {
+            return Ok(Difference::Bits(format!(
+                "the weights after epoch {}: sha256 {} vs {}",
+                ea.len(),
+                a.last.as_deref().unwrap_or("(none)"),
+                b.last.as_deref().unwrap_or("(none)")
+            )));
+        }
+        // Further along: more epochs, or as many and finished (pruned or completed) where the other waits.
+        let src_further =
+            ea.len() > eb.len() || (ea.len() == eb.len() && b.status == RunStatus::Paused);
+        return Ok(Difference::Prefix(if src_further {
+            Further::Source
+        } else {
+            Further::Output
+        }));
+    }
+    if a.last != b.last {
+        return Ok(Difference::Bits(format!(
+            "{} weights: sha256 {} vs {}",
+            if a.status == RunStatus::Paused {
+                "checkpoint"
+            } else {
+                "final"
+            },
+            a.last.as_deref().unwrap_or("(none)"),
+            b.last.as_deref().unwrap_or("(none)")
+        )));
+    }
+    Ok(Difference::None)
+}
+
+/// The report line of two copies of one run whose bits differ.
+#[allow(clippy::too_many_arguments)]
+fn conflict(
+    sconn: &Connection,
+    src: &Store,
+    src_id: i64,
+    name: &str,
+    hash: &str,
+    dest_id: i64,
+    dest_host: &str,
+    diff: &str,
+) -> Result<String> {
+    let host: String = sconn.query_row(
+        "SELECT coalesce(host, '') FROM runs WHERE id = ?1",
+        [src_id],
+        |r| r.get(0),
+    )?;
+    Ok(format!(
+        "run {} (config {}): run {src_id} of {} (host {}) and run {dest_id} of the output (host {}) differ: \
+         {diff}",
+        crate::text::clean(name),
+        &hash[..hash.len().min(12)],
+        src.path().display(),
+        crate::text::clean(&host),
+        crate::text::clean(dest_host)
+    ))
 }
