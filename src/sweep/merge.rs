@@ -504,7 +504,7 @@ fn merge_rungs(tx: &Transaction<'_>, src: &Store, report: &mut MergeReport) -> R
         })?
         .collect::<rusqlite::Result<_>>()?;
     for (search, bracket, rung, hash, epochs, value, place, promoted, decided_at) in rows {
-        let mine: Option<(Option<f64>, Option<i64>, Option<i64>, bool)> = tx
+        let mine: Option<Decision> = tx
             .query_row(
                 "SELECT value, place, promoted, decided_at IS NOT NULL FROM rung_members
                  WHERE search = ?1 AND bracket = ?2 AND rung = ?3 AND config_hash = ?4",
