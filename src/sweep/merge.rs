@@ -484,6 +484,8 @@ fn merge_rungs(tx: &Transaction<'_>, src: &Store, report: &mut MergeReport) -> R
         Option<i64>,
         Option<String>,
     );
+    /// value, place, promoted, decided.
+    type Decision = (Option<f64>, Option<i64>, Option<i64>, bool);
     let rows: Vec<RungRow> = sconn
         .prepare(
             "SELECT search, bracket, rung, config_hash, epochs, value, place, promoted, decided_at
