@@ -165,8 +165,24 @@ pub fn ls(db: &Path, args: LsArgs, out: &mut dyn Write) -> Result<Exit> {
     } else {
         ""
     };
+    let val = if columns.iter().any(|c| c == "val_acc")
+        && matches!(
+            store
+                .select(
+                    &format!("SELECT EXISTS (SELECT 1 FROM {source} WHERE val_acc IS NOT NULL)"),
+                    &[]
+                )?
+                .rows
+                .first()
+                .map(|r| &r[0]),
+            Some(Value::Integer(1))
+        ) {
+        "val_acc, "
+    } else {
+        ""
+    };
     let sql = format!(
-        "SELECT run_id, experiment, name, status, {epochs}, test_acc, test_loss, round(seconds, 2) AS seconds,
+        "SELECT run_id, experiment, name, status, {epochs}, {val}test_acc, test_loss, round(seconds, 2) AS seconds,
                 tags, note{shown_deleted}
          FROM {source} s
          WHERE {deleted} AND (?1 IS NULL OR experiment = ?1) AND (?2 IS NULL OR status = ?2)
@@ -223,6 +239,18 @@ pub fn ls(db: &Path, args: LsArgs, out: &mut dyn Write) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// Does the run hold samples out for validation?
+fn row_has_split(store: &Store, run: i64) -> mlp_runner::Result<bool> {
+    let t = store.select(
+        "SELECT validation IS NOT NULL FROM runs WHERE id = ?1",
+        &[&run],
+    )?;
+    Ok(matches!(
+        t.rows.first().map(|r| &r[0]),
+        Some(Value::Integer(1))
+    ))
+}
+
 /// A `runs` cell as `show` prints it: times as ISO dates, flags as true/false.
 fn shown(column: &str, v: &Value) -> Value {
     match (column, v) {
@@ -244,9 +272,17 @@ pub fn show(db: &Path, args: ShowArgs, out: &mut dyn Write) -> Result<Exit> {
     if let Some(r) = t.rows.first_mut() {
         r.push(Value::Text(tags.join(",")));
     }
+    // Validation metrics when the run holds samples out.
+    let val = if store.version() >= 4 && row_has_split(&store, run)? {
+        "val_loss, val_acc, "
+    } else {
+        ""
+    };
     let epochs = store.select(
-        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds
-         FROM epochs WHERE run_id = ?1 ORDER BY epoch",
+        &format!(
+            "SELECT epoch, train_loss, train_acc, {val}test_loss, test_acc, seconds, train_seconds
+             FROM epochs WHERE run_id = ?1 ORDER BY epoch"
+        ),
         &[&run],
     )?;
     let weights = store.select(

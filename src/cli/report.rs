@@ -104,6 +104,22 @@ pub fn compare(db: &Path, args: CompareArgs, out: &mut dyn Write) -> Result<Exit
         }
     }
     print_table(&table, format, out)?;
+    // What the experiment's searches decided, rung by rung.
+    if format == Format::Text && args.baseline.is_none() {
+        for search in store.searches_of(&name)? {
+            let rungs = store.rungs(&search)?;
+            writeln!(
+                out,
+                "\nsearch {} (the rungs view has every run):",
+                &search[..12]
+            )?;
+            print_table(
+                &mlp_runner::report::rungs::rung_table(&rungs, None),
+                Format::Text,
+                out,
+            )?;
+        }
+    }
     Ok(Exit::Ok)
 }
 

@@ -10,8 +10,10 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use mlp_runner::Error;
+use mlp_runner::report::rungs;
 use mlp_runner::report::table::Format;
 use mlp_runner::store::manage::Deleted;
+use mlp_runner::store::search::{RungState, SearchProgress};
 use mlp_runner::store::{Queued, RunStatus, Store, Table};
 use mlp_runner::sweep::{self, Experiment, PlannedRun, Shard, spec};
 use rusqlite::types::Value;
@@ -227,6 +229,20 @@ fn train(exp: &Experiment, db: &Path, args: &RunArgs, out: &mut dyn Write) -> Re
     }
     writeln!(out)?;
     print_table(&t, Format::Text, out)?;
+    if let Some(plan) = &exp.search {
+        let store = Store::open_read_only(db)?;
+        let rungs = store.rungs(&plan.hash())?;
+        writeln!(out, "\n{}:", rungs::describe(plan))?;
+        print_table(&rungs::rung_table(&rungs, Some(plan)), Format::Text, out)?;
+        let progress = store.search_progress(&plan.hash())?;
+        if progress.undecided == 0 {
+            if let Some(best) = best_of(&store, &rungs)? {
+                writeln!(out, "{best}")?;
+            }
+        } else {
+            writeln!(out, "{}", waiting(&progress))?;
+        }
+    }
     writeln!(
         out,
         "\nresults in {}; e.g. runner --db {} ls",
@@ -255,6 +271,98 @@ fn train(exp: &Experiment, db: &Path, args: &RunArgs, out: &mut dyn Write) -> Re
     } else {
         Exit::Ok
     })
+}
+
+/// The search's winner: the best run of the last rung of the bracket whose last rung's best is best.
+fn best_of(store: &Store, rungs: &[RungState]) -> Result<Option<String>> {
+    let Some(last) = rungs
+        .iter()
+        .filter(|r| {
+            !rungs
+                .iter()
+                .any(|n| n.bracket == r.bracket && n.rung > r.rung)
+        })
+        .filter_map(|r| {
+            r.members
+                .iter()
+                .find(|m| m.place == Some(1))
+                .map(|m| (r, m))
+        })
+        .filter(|(_, m)| m.value.is_some())
+        .max_by(|a, b| {
+            let (x, y) = (a.1.value.unwrap_or(0.0), b.1.value.unwrap_or(0.0));
+            if a.0.metric.ends_with("loss") {
+                y.total_cmp(&x)
+            } else {
+                x.total_cmp(&y)
+            }
+        })
+    else {
+        return Ok(None);
+    };
+    let Some(id) = last.1.run_id else {
+        return Ok(None);
+    };
+    let t = store.select(
+        "SELECT name, val_acc, test_acc, epochs_done FROM runs WHERE id = ?1",
+        &[&id],
+    )?;
+    let row = t.rows.first().cloned().unwrap_or_default();
+    let cell = |i: usize| {
+        row.get(i)
+            .map(mlp_runner::report::table::cell)
+            .unwrap_or_default()
+    };
+    let others: Vec<String> = [("val_acc", 1), ("test_acc", 2)]
+        .iter()
+        .filter(|(m, i)| *m != last.0.metric && !cell(*i).is_empty())
+        .map(|(m, i)| format!("{m} {}", cell(*i)))
+        .collect();
+    Ok(Some(format!(
+        "best: run {id} {} ({} epochs): {} {}{}",
+        mlp_runner::text::clean(&cell(0)),
+        cell(3),
+        last.0.metric,
+        last.1.value.map_or(String::new(), |v| format!("{v}")),
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", others.join(", "))
+        }
+    )))
+}
+
+/// Why a search stopped before its end.
+fn waiting(p: &SearchProgress) -> String {
+    let mut why = Vec::new();
+    if p.missing > 0 {
+        why.push(format!(
+            "{} of its runs are not in this store (other shards': merge their stores, and the merge decides \
+             what it can)",
+            p.missing
+        ));
+    }
+    if p.failed > 0 {
+        why.push(format!(
+            "{} failed runs hold their rungs (run the spec again to retry them)",
+            p.failed
+        ));
+    }
+    if p.running > 0 {
+        why.push(format!(
+            "{} runs are training in other processes",
+            p.running
+        ));
+    }
+    format!(
+        "the search is not done: {} rungs undecided{}",
+        p.undecided,
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", why.join("; "))
+        }
+    )
 }
 
 /// A flag set by the first SIGINT or SIGTERM; a second one exits at once (code 130).
@@ -360,6 +468,15 @@ pub fn plan(args: &PlanArgs, db: &Path, out: &mut dyn Write) -> Result<Exit> {
             mlp_runner::text::clean(&exp.path),
             exp.runs.len()
         )?;
+        if let Some(plan) = &exp.search {
+            writeln!(out, "{}", rungs::describe(plan))?;
+            print_table(
+                &rungs::schedule_table(plan, store.as_ref())?,
+                Format::Text,
+                out,
+            )?;
+            writeln!(out)?;
+        }
     }
     print_table(&t, format, out)?;
     Ok(Exit::Ok)

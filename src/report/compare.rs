@@ -136,9 +136,29 @@ pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
     let varying = varying(store, experiment, &filter)?;
     let cols = min_columns(&varying);
     let acc = "CASE WHEN r.status = 'completed' THEN r.test_acc END";
+    // A search's pruned runs are counted (with the most epochs a run of the group got), and a validation
+    // split adds its mean accuracy; neither column appears without them.
+    let any = |cond: &str| -> Result<bool> {
+        let t = store.select(
+            &format!("SELECT EXISTS (SELECT 1 {filter} AND {cond})"),
+            &[&experiment],
+        )?;
+        Ok(matches!(
+            t.rows.first().map(|r| &r[0]),
+            Some(Value::Integer(1))
+        ))
+    };
+    let mut extra = String::new();
+    if any("r.status = 'pruned'")? {
+        extra.push_str("sum(r.status = 'pruned') AS pruned, max(r.epochs_done) AS most_epochs, ");
+    }
+    if store.version() >= 4 && any("r.val_acc IS NOT NULL")? {
+        extra
+            .push_str("avg(CASE WHEN r.status = 'completed' THEN r.val_acc END) AS mean_val_acc, ");
+    }
     let mut t = store.select(
         &format!(
-            "SELECT {}, count(*) AS runs, sum(r.status = 'diverged') AS diverged,
+            "SELECT {}, count(*) AS runs, sum(r.status = 'diverged') AS diverged, {extra}
                 avg({acc}) AS mean_test_acc,
                 CASE WHEN count({acc}) > 1 THEN sqrt(max(0.0, (sum({acc} * {acc}) - count({acc}) * avg({acc}) * avg({acc}))
                      / (count({acc}) - 1))) END AS std_test_acc,

@@ -150,25 +150,26 @@ impl Store {
         if !Store::in_search(tx, hash)? {
             return Ok(AfterEpoch::Continue);
         }
-        settle_tx(tx)?;
-        if !still_running {
-            return Ok(AfterEpoch::Continue);
-        }
+        let mut decided = settle_tx(tx)?;
+        let mut after = AfterEpoch::Continue;
         let target = Store::target_epochs(tx, hash)?;
-        if epochs_done < max_epochs && target.is_none_or(|t| t <= epochs_done) {
+        if still_running && epochs_done < max_epochs && target.is_none_or(|t| t <= epochs_done) {
             super::queue::set_status(tx, run_id, RunStatus::Running, RunStatus::Paused)?;
-            settle_tx(tx)?;
+            decided += settle_tx(tx)?;
             let status: RunStatus =
                 tx.query_row("SELECT status FROM runs WHERE id = ?1", [run_id], |r| {
                     r.get(0)
                 })?;
-            return Ok(if status == RunStatus::Pruned {
+            after = if status == RunStatus::Pruned {
                 AfterEpoch::Pruned
             } else {
                 AfterEpoch::Paused
-            });
+            };
         }
-        Ok(AfterEpoch::Continue)
+        if decided > 0 {
+            pause_in_decision();
+        }
+        Ok(after)
     }
 
     /// Decide every rung of this store that can be decided, and prune what waits for nothing, in one
@@ -299,6 +300,19 @@ impl Store {
                 _ => None,
             })
             .collect())
+    }
+}
+
+/// Test hook: hold an epoch's write transaction open this many milliseconds after it decided a rung and
+/// before it commits, so that a test can kill the process in the middle of a promotion. Not for normal use.
+pub(crate) const PAUSE_IN_DECISION_ENV: &str = "MLP_RUNNER_PAUSE_IN_DECISION_MS";
+
+fn pause_in_decision() {
+    if let Some(ms) = std::env::var(PAUSE_IN_DECISION_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
 

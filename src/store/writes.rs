@@ -136,7 +136,6 @@ impl Store {
                 epochs.max(0) as usize,
                 finish.is_none(),
             )?;
-            pause_in_decision();
             Ok(())
         }))?;
         Ok(after)
@@ -237,17 +236,4 @@ fn insert_weights(
         ])?;
     }
     Ok(())
-}
-
-/// Test hook: hold the epoch's write transaction (with its rung decisions) open this many milliseconds
-/// before it commits, so that a test can kill the process in the middle of a decision. Not for normal use.
-pub(crate) const PAUSE_IN_DECISION_ENV: &str = "MLP_RUNNER_PAUSE_IN_DECISION_MS";
-
-fn pause_in_decision() {
-    if let Some(ms) = std::env::var(PAUSE_IN_DECISION_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-    }
 }

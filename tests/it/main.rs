@@ -11,5 +11,6 @@ mod manage;
 mod pipeline;
 mod reliability;
 mod robust;
+mod search;
 mod tools;
 mod util;

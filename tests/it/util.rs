@@ -138,7 +138,8 @@ pub fn tmp() -> tempfile::TempDir {
 /// Make a run whose epoch rows were edited consistent again, as a store that computed other values would
 /// hold it: its summary columns from its last epoch, and its `metrics_sha256` as the README defines it
 /// (SHA-256 over its epoch rows in order: the epoch as i64, then each of the six metrics as a 1 byte and
-/// its f64 bits, or a 0 byte for NULL, all little-endian).
+/// its f64 bits, or a 0 byte for NULL, all little-endian; then, for a row with validation metrics, a 3
+/// byte and `val_loss`, `val_acc` the same way).
 pub fn rehash_metrics(db: &Path, run_id: i64) {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.execute(
@@ -151,20 +152,28 @@ pub fn rehash_metrics(db: &Path, run_id: i64) {
     {
         let mut stmt = conn
             .prepare(
-                "SELECT epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds
-                 FROM epochs WHERE run_id = ?1 ORDER BY epoch",
+                "SELECT epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, val_loss,
+                    val_acc FROM epochs WHERE run_id = ?1 ORDER BY epoch",
             )
             .unwrap();
         let mut rows = stmt.query([run_id]).unwrap();
+        let value = |h: &mut Sha256, v: Option<f64>| match v {
+            Some(v) => {
+                h.update([1u8]);
+                h.update(v.to_bits().to_le_bytes());
+            }
+            None => h.update([0u8]),
+        };
         while let Some(r) = rows.next().unwrap() {
             h.update(r.get::<_, i64>(0).unwrap().to_le_bytes());
             for i in 1..7 {
-                match r.get::<_, Option<f64>>(i).unwrap() {
-                    Some(v) => {
-                        h.update([1u8]);
-                        h.update(v.to_bits().to_le_bytes());
-                    }
-                    None => h.update([0u8]),
+                value(&mut h, r.get::<_, Option<f64>>(i).unwrap());
+            }
+            let val: [Option<f64>; 2] = [r.get(7).unwrap(), r.get(8).unwrap()];
+            if val != [None, None] {
+                h.update([3u8]);
+                for v in val {
+                    value(&mut h, v);
                 }
             }
         }
