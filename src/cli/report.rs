@@ -242,7 +242,7 @@ pub fn plot(db: &Path, args: PlotArgs, out: &mut dyn Write) -> Result<Exit> {
                 epochs: store.epochs(*id)?,
             });
         }
-        let title = format!("{title}: learning curves (test thick, train thin)");
+        let title = format!("{title}: learning curves");
         write_atomically(&output, &guard, |tmp| {
             plt::learning_curves(&curves, &title, tmp)
         })?;

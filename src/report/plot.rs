@@ -1,5 +1,5 @@
 //! Plots of stored results, as PNG or SVG (by the output's extension): learning curves (loss and accuracy
-//! per epoch, train and test) and, for a learning-rate sweep, final test accuracy against learning rate.
+//! per epoch: train, validation when held out, test) and, for a learning-rate sweep, final test accuracy against learning rate.
 //!
 //! Text is drawn with the DejaVu Sans font shipped in `src/fonts/` (its licence beside it), so plots look
 //! the same on every machine, fonts installed or not.
@@ -126,9 +126,13 @@ fn draw_curves<DB: DrawingBackend>(
     let max_loss = curves
         .iter()
         .flat_map(|c| {
-            c.epochs
-                .iter()
-                .flat_map(|e| [finite(e.train_loss), finite(e.test_loss)])
+            c.epochs.iter().flat_map(|e| {
+                [
+                    finite(e.train_loss),
+                    finite(e.test_loss),
+                    e.val_loss.and_then(finite),
+                ]
+            })
         })
         .flatten()
         .fold(0.0f64, f64::max)
@@ -136,7 +140,12 @@ fn draw_curves<DB: DrawingBackend>(
         * 1.05;
     let min_acc = curves
         .iter()
-        .flat_map(|c| c.epochs.iter().flat_map(|e| [e.train_acc, e.test_acc]))
+        .flat_map(|c| {
+            c.epochs
+                .iter()
+                .flat_map(|e| [Some(e.train_acc), Some(e.test_acc), e.val_acc])
+        })
+        .flatten()
         .fold(1.0f64, f64::min);
     let acc_lo = (min_acc - 0.02).clamp(0.0, 0.98);
     for (panel, (name, lo, hi)) in panels.iter().zip([
@@ -161,32 +170,54 @@ fn draw_curves<DB: DrawingBackend>(
             .map_err(plot_err)?;
         for (i, c) in curves.iter().enumerate() {
             let color = color(i);
-            let pick = |e: &EpochMetrics, test: bool| match (name.starts_with("loss"), test) {
-                (true, true) => e.test_loss,
-                (true, false) => e.train_loss,
-                (false, true) => e.test_acc,
-                (false, false) => e.train_acc,
+            let loss = name.starts_with("loss");
+            let pick = |e: &EpochMetrics, split: Split| match (loss, split) {
+                (true, Split::Test) => Some(e.test_loss),
+                (true, Split::Train) => Some(e.train_loss),
+                (true, Split::Validation) => e.val_loss,
+                (false, Split::Test) => Some(e.test_acc),
+                (false, Split::Train) => Some(e.train_acc),
+                (false, Split::Validation) => e.val_acc,
             };
-            let series = |test: bool| {
-                c.epochs
-                    .iter()
-                    .filter_map(move |e| finite(pick(e, test)).map(|v| (e.epoch as f64, v)))
+            let series = |split: Split| {
+                c.epochs.iter().filter_map(move |e| {
+                    pick(e, split).and_then(finite).map(|v| (e.epoch as f64, v))
+                })
             };
             chart
-                .draw_series(LineSeries::new(series(true), color.stroke_width(3)))
+                .draw_series(LineSeries::new(series(Split::Test), color.stroke_width(3)))
                 .map_err(plot_err)?;
             chart
                 .draw_series(LineSeries::new(
-                    series(false),
+                    series(Split::Train),
                     color.mix(0.6).stroke_width(1),
                 ))
                 .map_err(plot_err)?;
+            if series(Split::Validation).next().is_some() {
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        series(Split::Validation),
+                        6,
+                        4,
+                        color.stroke_width(2),
+                    ))
+                    .map_err(plot_err)?;
+            }
+            let series = |test: bool| series(if test { Split::Test } else { Split::Train });
             chart
                 .draw_series(series(true).map(|p| Circle::new(p, 3, color.filled())))
                 .map_err(plot_err)?;
         }
     }
     Ok(())
+}
+
+/// Which samples a curve is measured on.
+#[derive(Debug, Clone, Copy)]
+enum Split {
+    Train,
+    Validation,
+    Test,
 }
 
 /// Width of the legend column of the learning-curve plot, in pixels.
@@ -210,7 +241,11 @@ fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, curves: &[Curv
             color.stroke_width(3),
         ))
         .map_err(plot_err)?;
-        let label: String = c.label.chars().take(34).collect();
+        let label: String = if c.label.chars().count() > 32 {
+            format!("{}...", c.label.chars().take(30).collect::<String>())
+        } else {
+            c.label.clone()
+        };
         area.draw(&Text::new(label, (x + 30, y - 7), font.clone()))
             .map_err(plot_err)?;
         y += 18;
@@ -224,12 +259,22 @@ fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, curves: &[Curv
         .map_err(plot_err)?;
         y += 18;
     }
-    area.draw(&Text::new(
-        "thick: test, thin: train",
-        (x, y + 4),
-        font.color(&BLACK.mix(0.7)),
-    ))
-    .map_err(plot_err)?;
+    let validation = curves
+        .iter()
+        .any(|c| c.epochs.iter().any(|e| e.val_acc.is_some()));
+    let key: &[&str] = if validation {
+        &["thick: test", "dashed: validation", "thin: train"]
+    } else {
+        &["thick: test", "thin: train"]
+    };
+    for (i, line) in key.iter().enumerate() {
+        area.draw(&Text::new(
+            *line,
+            (x, y + 4 + 16 * i as i32),
+            font.color(&BLACK.mix(0.7)),
+        ))
+        .map_err(plot_err)?;
+    }
     Ok(())
 }
 

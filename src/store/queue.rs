@@ -240,7 +240,13 @@ impl Store {
                     ))
                 })
                 .optional()?;
+            // A run a search pruned is done for that search only: a spec that asks for its config
+            // otherwise (a plain grid, another search) trains it in full, as a new row.
+            let searched = exp
+                .search
+                .is_some_and(|p| p.brackets.iter().any(|b| b.members.contains(&hash)));
             let queued = match prev {
+                Some((_, RunStatus::Pruned, _, false)) if !searched => None,
                 // A deleted run is trained again (a new row) only when forced.
                 Some((_, _, _, true)) if force => None,
                 Some((id, _, _, true)) => Some(Queued::Deleted { id }),
@@ -283,7 +289,7 @@ impl Store {
                         }
                     };
                     Queued::New {
-                        id: insert_pending(&tx, eid, exp.name, run)?,
+                        id: insert_pending(&tx, eid, exp.name, run, searched.then_some(exp))?,
                     }
                 }
             };
@@ -518,6 +524,7 @@ fn insert_pending(
     experiment_id: i64,
     experiment: &str,
     run: &NewRun<'_>,
+    search: Option<&NewExperiment<'_>>,
 ) -> Result<i64> {
     let c = run.config;
     let hash = c.hash();
@@ -548,9 +555,9 @@ fn insert_pending(
     tx.execute(
         "INSERT INTO runs (experiment_id, name, status, seed, sizes, activation, init, dtype, batch_size,
             learning_rate, epochs, drop_last, data_dir, data_format, limit_train, limit_test, overrides,
-            config_toml, config_hash, seed_group, created_at, initial_stored, validation)
+            config_toml, config_hash, seed_group, created_at, initial_stored, validation, search)
          VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20, ?21, ?22)",
+            ?18, ?19, ?20, ?21, ?22, ?23)",
         params![
             experiment_id,
             name,
@@ -574,6 +581,7 @@ fn insert_pending(
             now(),
             run.keep_initial,
             c.data.validation.map(|v| v as i64),
+            search.and_then(|e| e.search).map(|p| p.hash()),
         ],
     )?;
     Ok(tx.last_insert_rowid())

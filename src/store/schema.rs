@@ -162,6 +162,7 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE runs ADD COLUMN validation INTEGER;                   -- data.validation: training samples held out
      ALTER TABLE runs ADD COLUMN val_loss REAL;
      ALTER TABLE runs ADD COLUMN val_acc REAL;
+     ALTER TABLE runs ADD COLUMN search TEXT;                          -- the search that queued the run (NULL: none)
      CREATE TABLE searches (
          search      TEXT PRIMARY KEY,      -- SHA-256 of the method, eta, metric and each rung's epochs and candidates
          experiment  TEXT NOT NULL,

@@ -147,7 +147,19 @@ impl Store {
         max_epochs: usize,
         still_running: bool,
     ) -> Result<AfterEpoch> {
-        if !Store::in_search(tx, hash)? {
+        // Only a run a search queued stops at rungs (a plain spec may train the same config in full).
+        let searched: bool = tx.query_row(
+            "SELECT search IS NOT NULL FROM runs WHERE id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )?;
+        if !searched {
+            if Store::in_search(tx, hash)? {
+                // Its full epochs may complete rungs of a search that has the same config.
+                if settle_tx(tx)? > 0 {
+                    pause_in_decision();
+                }
+            }
             return Ok(AfterEpoch::Continue);
         }
         let mut decided = settle_tx(tx)?;

@@ -459,7 +459,7 @@ fn a_version_2_store_is_read_as_it_is_and_migrated_when_written() {
              DROP VIEW rungs; DROP TABLE rung_members; DROP TABLE searches;
              ALTER TABLE epochs DROP COLUMN val_loss; ALTER TABLE epochs DROP COLUMN val_acc;
              ALTER TABLE runs DROP COLUMN validation; ALTER TABLE runs DROP COLUMN val_loss;
-             ALTER TABLE runs DROP COLUMN val_acc;
+             ALTER TABLE runs DROP COLUMN val_acc; ALTER TABLE runs DROP COLUMN search;
              DROP TABLE tags;
              ALTER TABLE runs DROP COLUMN note; ALTER TABLE runs DROP COLUMN deleted_at;
              ALTER TABLE runs DROP COLUMN initial_stored;

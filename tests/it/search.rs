@@ -251,6 +251,41 @@ fn a_promoted_run_equals_the_same_config_trained_straight() {
             "{status}"
         );
     }
+    // A pruned run is done for its search only: a plain spec of its config, trained into the search's
+    // store, trains it in full as a new row (and the search's rows stay as they are).
+    let pruned = query(
+        &ref_db,
+        "SELECT id, config_toml FROM runs WHERE status = 'pruned' ORDER BY id LIMIT 1",
+    );
+    let s = spec(
+        d,
+        "full.toml",
+        &format!("name = \"full\"\n{}", pruned[0][1]),
+    );
+    let before = outcome(&ref_db);
+    let out = train(d, &s, &ref_db, &[]);
+    assert!(out.ok().stdout.contains("1 runs (1 new)"), "{}", out.stdout);
+    assert_eq!(
+        query(
+            &ref_db,
+            "SELECT status, epochs_done FROM runs WHERE id = (SELECT max(id) FROM runs)"
+        ),
+        [["completed", "9"]]
+    );
+    let rungs = |o: &[Vec<String>]| {
+        o.iter()
+            .filter(|r| r[0] == "rung")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rungs(&outcome(&ref_db)), rungs(&before));
+    assert_eq!(
+        scalar(
+            &ref_db,
+            &format!("SELECT status FROM runs WHERE id = {}", pruned[0][0])
+        ),
+        "pruned"
+    );
 }
 
 #[test]
