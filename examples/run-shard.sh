@@ -6,7 +6,8 @@
 #
 # Variables: SPEC (default experiments/lr_sweep.toml), RESULTS (shared folder for the shard stores, default
 # results/shards), SCRATCH (node-local folder, default $TMPDIR or /tmp), JOBS (runs at once, default 1),
-# RUNNER (default `runner` on PATH).
+# RUNNER (default `runner` on PATH), FROM (a store to start from when this shard has none yet in RESULTS:
+# for a search, the store merged after the previous rung; its decisions tell this shard what to train).
 #
 # Why: SQLite's WAL mode is not safe on NFS, Lustre or GPFS (where a cluster's shared folders are), so the
 # store is written on node-local scratch only. It is copied to $RESULTS/shard-I-of-N.db when runner ends,
@@ -26,10 +27,13 @@ fi
 store=shard-$shard-of-$shards.db
 mkdir -p "$RESULTS" || exit 2
 scratch=$(mktemp -d "${SCRATCH:-${TMPDIR:-/tmp}}/mlp-runner.XXXXXX") || exit 2
-# An earlier attempt's store of this shard: resume from it.
+# An earlier attempt's store of this shard: resume from it. Else (a search's next rung) the merged store.
 for f in "$store" "$store-wal"; do
     if [ -f "$RESULTS/$f" ]; then cp "$RESULTS/$f" "$scratch/$f" || exit 2; fi
 done
+if [ ! -f "$scratch/$store" ] && [ -n "${FROM:-}" ] && [ -f "$FROM" ]; then
+    cp "$FROM" "$scratch/$store" || exit 2
+fi
 
 # Copy the store (and a WAL that a killed runner left) back to shared storage, each file whole.
 save() {

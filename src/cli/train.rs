@@ -97,6 +97,10 @@ impl Default for Liveness {
 pub struct PlanArgs {
     /// The experiment spec (TOML), e.g. experiments/lr_sweep.toml.
     pub spec: PathBuf,
+    /// Print only the number of rounds a cluster runs the spec in: the rungs of its longest bracket for
+    /// a search (each round a job array, then a merge that decides the rung), 1 otherwise.
+    #[arg(long)]
+    pub rounds: bool,
     #[command(flatten)]
     pub format: FormatArgs,
     #[command(flatten)]
@@ -423,6 +427,13 @@ pub fn resume(db: &Path, args: ResumeArgs, out: &mut dyn Write) -> Result<Exit> 
 /// `runner plan <spec>`.
 pub fn plan(args: &PlanArgs, db: &Path, out: &mut dyn Write) -> Result<Exit> {
     let exp = load_spec(&args.spec)?;
+    if args.rounds {
+        let rounds = exp.search.as_ref().map_or(1, |p| {
+            p.brackets.iter().map(|b| b.rungs.len()).max().unwrap_or(1)
+        });
+        writeln!(out, "{rounds}")?;
+        return Ok(Exit::Ok);
+    }
     sweep::check_data(&exp, &mut mlp_runner::core::data::DataCache::default())?;
     let store = if db.exists() {
         Some(Store::open_read_only(db)?)
