@@ -199,7 +199,12 @@ fn train(exp: &Experiment, db: &Path, args: &RunArgs, out: &mut dyn Write) -> Re
         keys.iter()
             .map(|k| k.rsplit('.').next().unwrap_or(k).to_string()),
     );
-    columns.extend(["status", "test_acc", "test_loss", "seconds"].map(String::from));
+    columns.push("status".into());
+    // A search's runs end at different epochs.
+    if exp.search.is_some() {
+        columns.push("epochs".into());
+    }
+    columns.extend(["test_acc", "test_loss", "seconds"].map(String::from));
     let mut t = Table {
         columns,
         rows: Vec::new(),
@@ -223,8 +228,11 @@ fn train(exp: &Experiment, db: &Path, args: &RunArgs, out: &mut dyn Write) -> Re
             toml::Value::String(s) => Value::Text(s.clone()),
             other => Value::Text(other.to_string()),
         }));
+        row.push(Value::Text(status));
+        if exp.search.is_some() {
+            row.push(Value::Integer(r.epochs_done));
+        }
         row.extend([
-            Value::Text(status),
             real(r.test_acc),
             real(r.test_loss),
             real(r.seconds.map(|s| (s * 100.0).round() / 100.0)),

@@ -57,6 +57,7 @@ pub struct RunSummary {
     pub seconds: Option<f64>,
     /// Removed with `runner rm`.
     pub deleted: bool,
+    pub epochs_done: i64,
 }
 
 /// The result of a read-only query: column names and rows.
@@ -310,7 +311,7 @@ impl Store {
     pub(crate) fn latest_summary(&self, config_hash: &str) -> Result<Option<RunSummary>> {
         let row = self.connection().query_row(
             &format!(
-                "SELECT id, name, status, test_acc, test_loss, seconds, {} IS NOT NULL FROM runs
+                "SELECT id, name, status, test_acc, test_loss, seconds, {} IS NOT NULL, epochs_done FROM runs
                  WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1",
                 self.col("deleted_at", 3)
             ),
@@ -324,6 +325,7 @@ impl Store {
                     test_loss: r.get(4)?,
                     seconds: r.get(5)?,
                     deleted: r.get(6)?,
+                    epochs_done: r.get(7)?,
                 })
             },
         );

@@ -186,6 +186,7 @@ pub struct RunReport {
     pub trained_here: bool,
     /// Removed with `runner rm` (and so not trained again).
     pub deleted: bool,
+    pub epochs_done: i64,
     /// The values the sweep set for this run.
     pub overrides: Vec<(String, toml::Value)>,
 }
@@ -374,6 +375,7 @@ pub fn run(
             reports.push(RunReport {
                 trained_here: trained.contains(&s.id),
                 deleted: s.deleted,
+                epochs_done: s.epochs_done,
                 run_id: s.id,
                 name: s.name,
                 status: s.status,
