@@ -16,7 +16,7 @@ pub enum DataCommand {
     ExportPng {
         /// A data folder with the MNIST IDX files, e.g. data/mnist.
         dir: PathBuf,
-        /// The folder to write (created; training/<digit>/*.png and testing/<digit>/*.png).
+        /// The folder to write (created): training/DIGIT/*.png and testing/DIGIT/*.png.
         out: PathBuf,
     },
     /// Print what a data folder holds: format, counts, image size, SHA-256 of the decoded samples.
