@@ -19,6 +19,7 @@ mod merge;
 mod progress;
 mod report;
 mod train;
+mod ui;
 mod verify;
 
 const EXAMPLES: &str = "\
@@ -202,6 +203,18 @@ pub enum Command {
     /// whether the weights are bit-identical or their largest absolute difference.
     #[command(after_help = "Examples:\n  runner diff 5 6\n  runner diff 5 6 --json")]
     Diff(manage::DiffArgs),
+    /// Serve the store read-only to a browser: experiments, runs (filter, sort, compare), one run, live
+    /// while a sweep trains. On 127.0.0.1 unless --host says otherwise.
+    #[command(
+        after_help = "Examples:\n  runner ui\n  runner ui --db results/results.db --port 8080"
+    )]
+    Ui(ui::UiArgs),
+    /// Write the dashboard's views of experiments as one self-contained HTML file (a CI artifact, an
+    /// email attachment): data, scripts and styles inline, nothing fetched when it opens.
+    #[command(
+        after_help = "Examples:\n  runner report -o report.html\n  runner report lr_sweep -o lr_sweep.html"
+    )]
+    Report(ui::ReportArgs),
     /// Data tools: export the PNG layout, describe a data folder.
     #[command(
         subcommand,
@@ -232,6 +245,8 @@ impl Command {
             Command::Restore(a) => &a.db,
             Command::Gc(a) => &a.db,
             Command::Diff(a) => &a.db,
+            Command::Ui(a) => &a.db,
+            Command::Report(a) => &a.db,
             Command::Merge(_) | Command::Bench(_) | Command::Data(_) => return None,
         })
     }
@@ -269,6 +284,8 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::Gc(_) => "gc",
             Command::Diff(_) => "diff",
+            Command::Ui(_) => "ui",
+            Command::Report(_) => "report",
             Command::Data(_) => "data",
         }
     }
@@ -344,6 +361,7 @@ pub enum Exit {
 const SUBCOMMANDS: &[&str] = &[
     "run", "plan", "verify", "check", "sql", "ls", "show", "resume", "merge", "bench", "compare",
     "export", "predict", "plot", "data", "help", "tag", "note", "rm", "restore", "gc", "diff",
+    "ui", "report",
 ];
 
 /// Words users type for a command under another name.
@@ -356,6 +374,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("undelete", "restore"),
     ("train", "run"),
     ("query", "sql"),
+    ("dashboard", "ui"),
+    ("serve", "ui"),
 ];
 
 /// The default store, whose folder is created when missing.
@@ -427,6 +447,8 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
         Some(Command::Restore(args)) => manage::restore(db, args, out),
         Some(Command::Gc(args)) => manage::gc(db, args, out),
         Some(Command::Diff(args)) => manage::diff(db, args, out),
+        Some(Command::Ui(args)) => ui::serve(db, args, out),
+        Some(Command::Report(args)) => ui::report(db, args, out),
         Some(Command::Data(cmd)) => data::data(cmd, out),
     }
 }

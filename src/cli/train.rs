@@ -378,7 +378,7 @@ fn waiting(p: &SearchProgress) -> String {
 }
 
 /// A flag set by the first SIGINT or SIGTERM; a second one exits at once (code 130).
-fn interrupt_flag() -> Arc<AtomicBool> {
+pub fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // Order matters: the conditional exit is checked before the flag is set by this signal.

@@ -13,3 +13,4 @@ pub mod predict;
 pub mod rungs;
 pub mod stats;
 pub mod table;
+pub mod ui;

@@ -1,0 +1,423 @@
+//! The dashboard's data: one JSON document per API path, built from the store with bound parameters and
+//! bounded results. The live server (`runner ui`) answers them; the static report (`runner report`)
+//! embeds them. Reads only.
+
+use std::collections::BTreeMap;
+
+use rusqlite::types::Value;
+use serde_json::{Value as Json, json};
+
+use super::super::table::json_rows;
+use crate::error::{Error, Result};
+use crate::store::manage::Deleted;
+use crate::store::{RunStatus, Store, Table};
+
+/// The most runs `/api/runs` lists (a store beyond it lists its newest runs and says so).
+pub const MAX_RUNS: usize = 200_000;
+/// The most configurations whose curves an experiment page draws.
+pub const MAX_GROUPS: usize = 50;
+
+/// A table as `{columns, rows}` with typed cells (rows as arrays: a quarter of the bytes of objects).
+fn compact(t: &Table) -> Json {
+    let rows: Vec<Json> = json_rows(t)
+        .as_array()
+        .map(|objs| {
+            objs.iter()
+                .map(|o| {
+                    t.columns
+                        .iter()
+                        .map(|c| o.get(c).cloned().unwrap_or(Json::Null))
+                        .collect()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({ "columns": t.columns, "rows": rows })
+}
+
+fn int(v: Option<&Value>) -> i64 {
+    match v {
+        Some(Value::Integer(i)) => *i,
+        _ => 0,
+    }
+}
+
+/// `/api/store`: which store this is.
+pub fn store_info(store: &Store) -> Json {
+    json!({ "path": store.path().display().to_string(), "schema_version": store.version() })
+}
+
+/// `/api/version`: changes whenever another process commits to the store (SQLite's `data_version`),
+/// with counts for the header.
+pub fn version(store: &Store) -> Result<Json> {
+    let t = store.select(
+        "SELECT (SELECT data_version FROM pragma_data_version), count(*), sum(status = 'running'),
+                (SELECT count(*) FROM epochs)
+         FROM runs",
+        &[],
+    )?;
+    let row = t.rows.first().cloned().unwrap_or_default();
+    // data_version changes for commits by other connections; the counts catch this connection's.
+    Ok(json!({
+        "version": format!("{}-{}-{}", int(row.first()), int(row.get(1)), int(row.get(3))),
+        "runs": int(row.get(1)),
+        "running": int(row.get(2)),
+    }))
+}
+
+/// `/api/experiments`: each experiment name with its runs by status, best run and time.
+pub fn experiments(store: &Store) -> Result<Json> {
+    let deleted = store.col_of("r", "deleted_at", 3);
+    let val = store.col_of("r", "val_acc", 4);
+    let t = store.select(
+        &format!(
+            "SELECT e.name, max(e.description), count(r.id), sum(r.seconds), min(e.created_at),
+                    max(CASE WHEN r.status = 'completed' THEN r.test_acc END),
+                    max(CASE WHEN r.status = 'completed' THEN {val} END)
+             FROM experiments e JOIN runs r ON r.experiment_id = e.id
+             WHERE {deleted} IS NULL GROUP BY e.name ORDER BY max(r.id) DESC"
+        ),
+        &[],
+    )?;
+    let mut out = Vec::new();
+    let mut total = 0;
+    for row in &t.rows {
+        let name = super::super::table::cell(&row[0]);
+        let statuses = store.select(
+            &format!(
+                "SELECT r.status, count(*) FROM runs r JOIN experiments e ON e.id = r.experiment_id
+                 WHERE e.name = ?1 AND {deleted} IS NULL GROUP BY r.status ORDER BY r.status"
+            ),
+            &[&name],
+        )?;
+        let by: serde_json::Map<String, Json> = statuses
+            .rows
+            .iter()
+            .map(|r| (super::super::table::cell(&r[0]), json!(int(r.get(1)))))
+            .collect();
+        let best = store.select(
+            &format!(
+                "SELECT r.id FROM runs r JOIN experiments e ON e.id = r.experiment_id
+                 WHERE e.name = ?1 AND r.status = 'completed' AND {deleted} IS NULL
+                 ORDER BY coalesce({val}, r.test_acc) DESC, r.id LIMIT 1"
+            ),
+            &[&name],
+        )?;
+        total += int(row.get(2));
+        out.push(json!({
+            "name": name,
+            "description": super::super::table::cell(&row[1]),
+            "runs": int(row.get(2)),
+            "statuses": by,
+            "seconds": cell_json(&row[3]),
+            "created_at": cell_json(&row[4]),
+            "best_test_acc": cell_json(&row[5]),
+            "best_val_acc": cell_json(&row[6]),
+            "best_run": best.rows.first().map_or(Json::Null, |r| cell_json(&r[0])),
+        }));
+    }
+    Ok(json!({ "experiments": out, "runs": total }))
+}
+
+fn cell_json(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Integer(i) => json!(i),
+        Value::Real(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        Value::Text(s) => json!(s),
+        Value::Blob(b) => json!(format!("<{} bytes>", b.len())),
+    }
+}
+
+/// `/api/runs`: every run (the newest [`MAX_RUNS`]) with the columns of `run_summary_all`, and for a
+/// running run the seconds it is expected to take still (its epochs left at its mean epoch time).
+pub fn runs(store: &Store) -> Result<Json> {
+    let source = if store.manages_runs() {
+        "run_summary_all"
+    } else {
+        "(SELECT *, NULL AS tags, NULL AS note, NULL AS deleted_at FROM run_summary)"
+    };
+    let t = store.select(
+        &format!(
+            "SELECT * FROM (
+                SELECT s.*, CASE WHEN s.status = 'running' AND s.epochs_done > 0
+                    THEN (s.epochs - s.epochs_done) * s.seconds / s.epochs_done END AS eta_seconds
+                FROM {source} s ORDER BY s.run_id DESC LIMIT ?1
+             ) ORDER BY run_id"
+        ),
+        &[&(MAX_RUNS as i64)],
+    )?;
+    let mut v = compact(&t);
+    v["limit"] = json!(MAX_RUNS);
+    Ok(v)
+}
+
+/// `/api/run/<id>`: one run: its row, parameters (a flat map of its config), provenance and hashes,
+/// tags, epochs, weights (shapes and bytes), the command that verifies it.
+pub fn run(store: &Store, id: i64) -> Result<Json> {
+    let row = store.run(id)?;
+    let t = store.select("SELECT * FROM runs WHERE id = ?1", &[&id])?;
+    let cols = &t.columns;
+    let values = t.rows.first().cloned().unwrap_or_default();
+    let get = |c: &str| {
+        cols.iter()
+            .position(|x| x == c)
+            .map_or(Json::Null, |i| cell_json(&values[i]))
+    };
+    let config: BTreeMap<String, Json> = match row.config(store) {
+        Ok(c) => flatten(&c),
+        Err(_) => BTreeMap::new(),
+    };
+    let provenance: serde_json::Map<String, Json> = [
+        "config_hash",
+        "seed_group",
+        "dataset_sha256",
+        "init_weights_sha256",
+        "weights_sha256",
+        "metrics_sha256",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "seconds",
+        "host",
+        "pid",
+        "crate_version",
+        "git_commit",
+        "rustc_version",
+        "cpu_model",
+        "gemm_kernel",
+        "threads",
+        "os",
+        "resumes",
+        "claim",
+    ]
+    .iter()
+    .map(|c| (c.to_string(), get(c)))
+    .collect();
+    let envelope: serde_json::Map<String, Json> = [
+        "crate_version",
+        "git_commit",
+        "git_dirty",
+        "rustc_version",
+        "cargo_lock_sha256",
+        "cpu_model",
+        "cpu_features",
+        "gemm_kernel",
+        "threads",
+        "os",
+        "host",
+        "dataset_sha256",
+    ]
+    .iter()
+    .map(|c| (c.to_string(), get(c)))
+    .collect();
+    let val = if store.version() >= 4 {
+        "val_loss, val_acc, "
+    } else {
+        ""
+    };
+    let epochs = store.select(
+        &format!(
+            "SELECT epoch, train_loss, train_acc, {val}test_loss, test_acc, seconds, train_seconds
+             FROM epochs WHERE run_id = ?1 ORDER BY epoch"
+        ),
+        &[&id],
+    )?;
+    let weights = store.select(
+        "SELECT kind, epoch, layer, param, shape, dtype, length(data) AS bytes FROM weights
+         WHERE run_id = ?1 ORDER BY kind = 'final', layer, param = 'bias'",
+        &[&id],
+    )?;
+    let (epochs_done, total, seconds) = (
+        row.epochs_done,
+        get("epochs").as_i64().unwrap_or(0),
+        get("seconds").as_f64(),
+    );
+    let eta = (row.status == RunStatus::Running && epochs_done > 0)
+        .then(|| seconds.map(|s| (total - epochs_done) as f64 * s / epochs_done as f64))
+        .flatten();
+    Ok(json!({
+        "run": {
+            "id": id,
+            "name": row.name,
+            "status": row.status.as_str(),
+            "epochs": total,
+            "epochs_done": epochs_done,
+            "note": get("note"),
+            "test_acc": get("test_acc"),
+            "val_acc": get("val_acc"),
+        },
+        "experiment": row.experiment,
+        "tags": store.tags(id)?,
+        "config": config,
+        "provenance": provenance,
+        "envelope": envelope,
+        "epochs": compact(&epochs),
+        "weights": compact(&weights),
+        "eta_seconds": eta,
+        "verify": format!("runner verify {id} --db {}", store.path().display()),
+    }))
+}
+
+/// A config as dotted keys and JSON values.
+fn flatten(cfg: &crate::core::config::RunConfig) -> BTreeMap<String, Json> {
+    let mut out = BTreeMap::new();
+    if let Ok(Json::Object(sections)) = serde_json::to_value(cfg) {
+        for (section, v) in sections {
+            if let Json::Object(inner) = v {
+                for (k, v) in inner {
+                    out.insert(format!("{section}.{k}"), v);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `/api/experiment/<name>`: the compare table, the parameters that vary with every finished run's
+/// values of them, learning curves per configuration (mean and standard deviation over seeds, per
+/// epoch), and what its searches decided.
+pub fn experiment(store: &Store, name: &str) -> Result<Json> {
+    let name = super::super::compare::experiment_name(store, Some(name))?;
+    let compare = super::super::compare::compare(store, &name)?;
+    let deleted = store.col_of("r", "deleted_at", 3);
+    let val = store.col_of("r", "val_acc", 4);
+    let description = store
+        .select(
+            "SELECT description FROM experiments WHERE name = ?1 ORDER BY id DESC LIMIT 1",
+            &[&name],
+        )?
+        .rows
+        .first()
+        .map(|r| super::super::table::cell(&r[0]))
+        .unwrap_or_default();
+    let runs = store.select(
+        &format!(
+            "SELECT r.id, r.seed, r.status, r.test_acc, {val}, r.seed_group, r.overrides, r.config_toml
+             FROM runs r JOIN experiments e ON e.id = r.experiment_id
+             WHERE e.name = ?1 AND r.status IN {} AND {deleted} IS NULL ORDER BY r.id",
+            RunStatus::sql_list(&RunStatus::FINISHED)
+        ),
+        &[&name],
+    )?;
+    // The parameters that vary: the sweep's keys (seed aside) that take more than one value.
+    let mut values: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    let mut points = Vec::new();
+    let mut groups: BTreeMap<String, (String, Vec<i64>)> = BTreeMap::new();
+    for r in &runs.rows {
+        let overrides: serde_json::Map<String, Json> = match &r[6] {
+            Value::Text(t) => serde_json::from_str(t).unwrap_or_default(),
+            _ => Default::default(),
+        };
+        let params: serde_json::Map<String, Json> = overrides
+            .into_iter()
+            .filter(|(k, _)| k != "train.seed")
+            .map(|(k, v)| (k.rsplit('.').next().unwrap_or(&k).to_string(), v))
+            .collect();
+        for (k, v) in &params {
+            values.entry(k.clone()).or_default().insert(v.to_string());
+        }
+        let label = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.to_string().trim_matches('"')))
+            .collect::<Vec<_>>()
+            .join(",");
+        let group = super::super::table::cell(&r[5]);
+        groups
+            .entry(group)
+            .or_insert_with(|| (label, Vec::new()))
+            .1
+            .push(int(Some(&r[0])));
+        points.push(json!({
+            "run_id": cell_json(&r[0]),
+            "seed": cell_json(&r[1]),
+            "status": cell_json(&r[2]),
+            "test_acc": cell_json(&r[3]),
+            "val_acc": cell_json(&r[4]),
+            "params": params,
+        }));
+    }
+    let varying: Vec<&String> = values
+        .iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(k, _)| k)
+        .collect();
+    let mut curves = Vec::new();
+    for (label, ids) in groups.values().take(MAX_GROUPS) {
+        let mut per: BTreeMap<&str, Vec<Vec<f64>>> = BTreeMap::new();
+        for id in ids {
+            for (e, m) in store.epochs(*id)?.iter().enumerate() {
+                let mut add = |k: &'static str, v: Option<f64>| {
+                    if let Some(v) = v.filter(|v| v.is_finite()) {
+                        let col = per.entry(k).or_default();
+                        if col.len() <= e {
+                            col.resize(e + 1, Vec::new());
+                        }
+                        col[e].push(v);
+                    }
+                };
+                add("test_acc", Some(m.test_acc));
+                add("test_loss", Some(m.test_loss));
+                add("val_acc", m.val_acc);
+                add("val_loss", m.val_loss);
+            }
+        }
+        let stat = |f: &dyn Fn(&[f64]) -> Option<f64>| -> serde_json::Map<String, Json> {
+            per.iter()
+                .map(|(k, cols)| {
+                    (
+                        k.to_string(),
+                        Json::Array(
+                            cols.iter()
+                                .map(|c| f(c).map_or(Json::Null, |v| json!(v)))
+                                .collect(),
+                        ),
+                    )
+                })
+                .collect()
+        };
+        let mean = |c: &[f64]| (!c.is_empty()).then(|| c.iter().sum::<f64>() / c.len() as f64);
+        let std = |c: &[f64]| {
+            (c.len() > 1).then(|| {
+                let m = c.iter().sum::<f64>() / c.len() as f64;
+                (c.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (c.len() - 1) as f64).sqrt()
+            })
+        };
+        let epochs = per.values().map(Vec::len).max().unwrap_or(0);
+        curves.push(json!({
+            "label": if label.is_empty() { name.clone() } else { label.clone() },
+            "runs": ids,
+            "seeds": ids.len(),
+            "epochs": (1..=epochs).collect::<Vec<_>>(),
+            "mean": stat(&mean),
+            "std": stat(&std),
+        }));
+    }
+    let mut searches = Vec::new();
+    for search in store.searches_of(&name)? {
+        let rungs = store.rungs(&search)?;
+        searches.push(json!({
+            "search": search,
+            "describe": format!("{} rungs", rungs.len()),
+            "rungs": compact(&super::super::rungs::rung_table(&rungs, None)),
+        }));
+    }
+    Ok(json!({
+        "name": name,
+        "description": description,
+        "runs": runs.rows.len(),
+        "compare": compact(&compare),
+        "varying": varying,
+        "points": points,
+        "groups": curves,
+        "searches": searches,
+    }))
+}
+
+/// A run id from a path segment: digits naming a run of the store (or a 404).
+pub fn run_id(store: &Store, segment: &str) -> Result<i64> {
+    if segment.is_empty() || segment.len() > 18 || !segment.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::Usage(format!("no run {segment}")));
+    }
+    store.resolve(segment, Deleted::Avoid)
+}
