@@ -39,6 +39,16 @@ pub struct BenchArgs {
     /// Skip timing a 4-run sweep with --jobs 1 against --jobs 2.
     #[arg(long)]
     pub no_jobs: bool,
+    /// Time the dashboard instead: its API calls over a synthetic store, and the runs page in headless
+    /// Chromium (when installed) until it is interactive.
+    #[arg(long)]
+    pub ui: bool,
+    /// Runs in the synthetic store of --ui.
+    #[arg(long, default_value_t = 10_000, requires = "ui", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub ui_runs: u32,
+    /// Epochs of each run in the synthetic store of --ui.
+    #[arg(long, default_value_t = 20, requires = "ui", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub ui_epochs: u32,
     #[command(flatten)]
     pub format: FormatArgs,
     #[command(flatten)]
@@ -50,6 +60,16 @@ fn parse_dtype(s: &str) -> std::result::Result<Dtype, String> {
 }
 
 pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
+    if args.ui {
+        let log = |line: &str| eprintln!("{line}");
+        let rows = super::uibench::run(args.ui_runs as usize, args.ui_epochs as usize, &log)?;
+        let mut t = Table::new(&["what", "measured"]);
+        for (k, v) in rows {
+            t.rows.push(vec![Value::Text(k), Value::Text(v)]);
+        }
+        print_table(&t, args.format.format(), out)?;
+        return Ok(Exit::Ok);
+    }
     let BenchArgs {
         data,
         batch,

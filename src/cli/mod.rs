@@ -12,6 +12,7 @@ use mlp_runner::report::table::{self, Format};
 use mlp_runner::store::Table;
 
 mod bench;
+mod browser;
 mod data;
 mod inspect;
 mod manage;
@@ -20,6 +21,7 @@ mod progress;
 mod report;
 mod train;
 mod ui;
+mod uibench;
 mod verify;
 
 const EXAMPLES: &str = "\
@@ -173,7 +175,8 @@ pub enum Command {
     /// Time training, evaluation and loading on this machine, and the efficiency against its own GEMM.
     #[command(
         after_help = "Examples:\n  runner bench\n  runner bench --batch 128 --dtype f32 --reps 5\n  \
-                            runner bench --samples 10000 --reps 1   (a quick look)"
+                            runner bench --samples 10000 --reps 1   (a quick look)\n  \
+                            runner bench --ui   (the dashboard on 10 000 synthetic runs)"
     )]
     Bench(bench::BenchArgs),
     /// Add tags to runs (or take them away with --remove); `ls --tag` finds them.

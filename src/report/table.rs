@@ -78,7 +78,7 @@ const JSON_TEXT_COLUMNS: &[&str] = &["sizes", "overrides", "shape"];
 const FLAG_COLUMNS: &[&str] = &["best", "drop_last", "git_dirty", "initial_stored"];
 
 /// A cell as JSON under its column's documented type: JSON text as JSON, flags as booleans.
-fn typed_json_value(column: &str, v: &Value) -> serde_json::Value {
+pub(crate) fn typed_json_value(column: &str, v: &Value) -> serde_json::Value {
     match v {
         Value::Text(t) if JSON_TEXT_COLUMNS.contains(&column) => {
             serde_json::from_str(t).unwrap_or_else(|_| serde_json::Value::String(t.clone()))

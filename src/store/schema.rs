@@ -186,7 +186,8 @@ const MIGRATIONS: &[&str] = &[
          decided_at  TEXT,
          PRIMARY KEY (search, bracket, rung, config_hash)
      );
-     CREATE INDEX rung_members_by_config ON rung_members(config_hash);",
+     CREATE INDEX rung_members_by_config ON rung_members(config_hash);
+     CREATE INDEX experiments_by_name ON experiments(name);            -- compare, the dashboard: by name",
 ];
 
 /// Version 4 adds the statuses `paused` and `pruned` to the CHECK constraint of `runs.status`: SQLite cannot

@@ -456,7 +456,7 @@ fn a_version_2_store_is_read_as_it_is_and_migrated_when_written() {
         .unwrap()
         .execute_batch(
             "DROP VIEW seed_stats; DROP VIEW best_runs; DROP VIEW run_summary; DROP VIEW run_summary_all;
-             DROP VIEW rungs; DROP TABLE rung_members; DROP TABLE searches;
+             DROP VIEW rungs; DROP TABLE rung_members; DROP TABLE searches; DROP INDEX experiments_by_name;
              ALTER TABLE epochs DROP COLUMN val_loss; ALTER TABLE epochs DROP COLUMN val_acc;
              ALTER TABLE runs DROP COLUMN validation; ALTER TABLE runs DROP COLUMN val_loss;
              ALTER TABLE runs DROP COLUMN val_acc; ALTER TABLE runs DROP COLUMN search;

@@ -17,6 +17,82 @@ pub const MAX_RUNS: usize = 200_000;
 /// The most configurations whose curves an experiment page draws.
 pub const MAX_GROUPS: usize = 50;
 
+/// The result of `sql` as `{columns, rows}` JSON text, written cell by cell from SQLite's values (no table
+/// in between), with typed cells (tags and sizes as lists): the runs list, the one answer that grows with
+/// the store, stays fast.
+pub(crate) fn query_compact_text(
+    store: &Store,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+    extra: &[(&str, Json)],
+) -> Result<String> {
+    use std::io::Write as _;
+
+    use rusqlite::types::ValueRef;
+    let run = || -> std::result::Result<Vec<u8>, Box<dyn std::error::Error>> {
+        let mut stmt = store.connection().prepare(sql)?;
+        let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+        let (tags, sizes) = (
+            columns.iter().position(|c| c == "tags"),
+            columns.iter().position(|c| c == "sizes"),
+        );
+        let mut out: Vec<u8> = Vec::with_capacity(1 << 21);
+        out.extend_from_slice(b"{\"columns\":");
+        serde_json::to_writer(&mut out, &columns)?;
+        out.extend_from_slice(b",\"rows\":[");
+        let mut rows = stmt.query(params)?;
+        let mut first = true;
+        while let Some(r) = rows.next()? {
+            out.extend_from_slice(if first { b"[" } else { b",[" });
+            first = false;
+            for i in 0..columns.len() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                match r.get_ref(i)? {
+                    ValueRef::Null if Some(i) == tags => out.extend_from_slice(b"[]"),
+                    ValueRef::Null => out.extend_from_slice(b"null"),
+                    ValueRef::Integer(v) => write!(out, "{v}")?,
+                    ValueRef::Real(v) if v.is_finite() => serde_json::to_writer(&mut out, &v)?,
+                    ValueRef::Real(_) => out.extend_from_slice(b"null"),
+                    ValueRef::Text(t) => {
+                        let t = String::from_utf8_lossy(t);
+                        if Some(i) == tags {
+                            let list: Vec<&str> = t.split(',').filter(|x| !x.is_empty()).collect();
+                            serde_json::to_writer(&mut out, &list)?;
+                        } else if Some(i) == sizes {
+                            // Parsed, never pasted: a stored text that is not a list of sizes stays a string.
+                            match serde_json::from_str::<Vec<u64>>(&t) {
+                                Ok(v) => serde_json::to_writer(&mut out, &v)?,
+                                Err(_) => serde_json::to_writer(&mut out, &t)?,
+                            }
+                        } else {
+                            // serde_json escapes every character JSON needs escaped.
+                            serde_json::to_writer(&mut out, &t)?;
+                        }
+                    }
+                    ValueRef::Blob(b) => {
+                        serde_json::to_writer(&mut out, &format!("<{} bytes>", b.len()))?
+                    }
+                }
+            }
+            out.push(b']');
+        }
+        out.push(b']');
+        for (k, v) in extra {
+            out.push(b',');
+            serde_json::to_writer(&mut out, k)?;
+            out.push(b':');
+            serde_json::to_writer(&mut out, v)?;
+        }
+        out.push(b'}');
+        Ok(out)
+    };
+    let bytes = run().map_err(|e| store.store_err(format!("cannot list its runs: {e}")))?;
+    String::from_utf8(bytes)
+        .map_err(|e| Error::internal(format!("the runs list is not UTF-8: {e}")))
+}
+
 /// A table as `{columns, rows}` with typed cells (rows as arrays: a quarter of the bytes of objects).
 fn compact(t: &Table) -> Json {
     let rows: Vec<Json> = json_rows(t)
@@ -47,25 +123,40 @@ pub fn store_info(store: &Store) -> Json {
     json!({ "path": store.path().display().to_string(), "schema_version": store.version() })
 }
 
-/// `/api/version`: changes whenever another process commits to the store (SQLite's `data_version`),
-/// with counts for the header.
+/// `/api/version`: a fingerprint of what the pages show, the same from every worker's connection (so not
+/// SQLite's per-connection `data_version`): it changes when a run is added, changes status, stores an
+/// epoch, beats its heartbeat, is deleted or annotated, or a rung is decided. With the counts for the
+/// header.
 pub fn version(store: &Store) -> Result<Json> {
+    let tags = if store.manages_runs() {
+        "(SELECT count(*) FROM tags) || '-' || total(length(note)) || '-' || count(deleted_at)"
+    } else {
+        "''"
+    };
+    let rungs = if store.version() >= 4 {
+        "(SELECT count(decided_at) FROM rung_members)"
+    } else {
+        "0"
+    };
     let t = store.select(
-        "SELECT (SELECT data_version FROM pragma_data_version), count(*), sum(status = 'running'),
-                (SELECT count(*) FROM epochs)
-         FROM runs",
+        &format!(
+            "SELECT count(*) || '-' || max(id) || '-' || total(epochs_done) || '-' || total(length(status) * id)
+                    || '-' || coalesce(max(heartbeat_at), 0) || '-' || {tags} || '-' || {rungs},
+                    count(*), sum(status = 'running')
+             FROM runs"
+        ),
         &[],
     )?;
     let row = t.rows.first().cloned().unwrap_or_default();
-    // data_version changes for commits by other connections; the counts catch this connection's.
     Ok(json!({
-        "version": format!("{}-{}-{}", int(row.first()), int(row.get(1)), int(row.get(3))),
+        "version": row.first().map(super::super::table::cell).unwrap_or_default(),
         "runs": int(row.get(1)),
         "running": int(row.get(2)),
     }))
 }
 
-/// `/api/experiments`: each experiment name with its runs by status, best run and time.
+/// `/api/experiments`: each experiment name with its runs by status, best run and time (three queries,
+/// whatever the number of experiments).
 pub fn experiments(store: &Store) -> Result<Json> {
     let deleted = store.col_of("r", "deleted_at", 3);
     let val = store.col_of("r", "val_acc", 4);
@@ -79,41 +170,53 @@ pub fn experiments(store: &Store) -> Result<Json> {
         ),
         &[],
     )?;
+    let mut by: BTreeMap<String, serde_json::Map<String, Json>> = BTreeMap::new();
+    for r in store
+        .select(
+            &format!(
+                "SELECT e.name, r.status, count(*) FROM runs r JOIN experiments e ON e.id = r.experiment_id
+                 WHERE {deleted} IS NULL GROUP BY e.name, r.status ORDER BY e.name, r.status"
+            ),
+            &[],
+        )?
+        .rows
+    {
+        by.entry(super::super::table::cell(&r[0]))
+            .or_default()
+            .insert(super::super::table::cell(&r[1]), json!(int(r.get(2))));
+    }
+    let mut best: BTreeMap<String, Json> = BTreeMap::new();
+    for r in store
+        .select(
+            &format!(
+                "SELECT name, id FROM (
+                    SELECT e.name, r.id, ROW_NUMBER() OVER (PARTITION BY e.name
+                        ORDER BY coalesce({val}, r.test_acc) DESC, r.id) AS place
+                    FROM runs r JOIN experiments e ON e.id = r.experiment_id
+                    WHERE r.status = 'completed' AND {deleted} IS NULL
+                 ) WHERE place = 1"
+            ),
+            &[],
+        )?
+        .rows
+    {
+        best.insert(super::super::table::cell(&r[0]), cell_json(&r[1]));
+    }
     let mut out = Vec::new();
     let mut total = 0;
     for row in &t.rows {
         let name = super::super::table::cell(&row[0]);
-        let statuses = store.select(
-            &format!(
-                "SELECT r.status, count(*) FROM runs r JOIN experiments e ON e.id = r.experiment_id
-                 WHERE e.name = ?1 AND {deleted} IS NULL GROUP BY r.status ORDER BY r.status"
-            ),
-            &[&name],
-        )?;
-        let by: serde_json::Map<String, Json> = statuses
-            .rows
-            .iter()
-            .map(|r| (super::super::table::cell(&r[0]), json!(int(r.get(1)))))
-            .collect();
-        let best = store.select(
-            &format!(
-                "SELECT r.id FROM runs r JOIN experiments e ON e.id = r.experiment_id
-                 WHERE e.name = ?1 AND r.status = 'completed' AND {deleted} IS NULL
-                 ORDER BY coalesce({val}, r.test_acc) DESC, r.id LIMIT 1"
-            ),
-            &[&name],
-        )?;
         total += int(row.get(2));
         out.push(json!({
             "name": name,
             "description": super::super::table::cell(&row[1]),
             "runs": int(row.get(2)),
-            "statuses": by,
+            "statuses": by.remove(&name).unwrap_or_default(),
             "seconds": cell_json(&row[3]),
             "created_at": cell_json(&row[4]),
             "best_test_acc": cell_json(&row[5]),
             "best_val_acc": cell_json(&row[6]),
-            "best_run": best.rows.first().map_or(Json::Null, |r| cell_json(&r[0])),
+            "best_run": best.remove(&name).unwrap_or(Json::Null),
         }));
     }
     Ok(json!({ "experiments": out, "runs": total }))
@@ -132,12 +235,19 @@ fn cell_json(v: &Value) -> Json {
 /// `/api/runs`: every run (the newest [`MAX_RUNS`]) with the columns of `run_summary_all`, and for a
 /// running run the seconds it is expected to take still (its epochs left at its mean epoch time).
 pub fn runs(store: &Store) -> Result<Json> {
+    serde_json::from_str(&runs_text(store)?)
+        .map_err(|e| Error::internal(format!("the runs list is not JSON: {e}")))
+}
+
+/// [`runs`] as JSON text, written as the rows come.
+pub fn runs_text(store: &Store) -> Result<String> {
     let source = if store.manages_runs() {
         "run_summary_all"
     } else {
         "(SELECT *, NULL AS tags, NULL AS note, NULL AS deleted_at FROM run_summary)"
     };
-    let t = store.select(
+    query_compact_text(
+        store,
         &format!(
             "SELECT * FROM (
                 SELECT s.*, CASE WHEN s.status = 'running' AND s.epochs_done > 0
@@ -146,10 +256,8 @@ pub fn runs(store: &Store) -> Result<Json> {
              ) ORDER BY run_id"
         ),
         &[&(MAX_RUNS as i64)],
-    )?;
-    let mut v = compact(&t);
-    v["limit"] = json!(MAX_RUNS);
-    Ok(v)
+        &[("limit", json!(MAX_RUNS))],
+    )
 }
 
 /// `/api/run/<id>`: one run: its row, parameters (a flat map of its config), provenance and hashes,
@@ -278,8 +386,19 @@ fn flatten(cfg: &crate::core::config::RunConfig) -> BTreeMap<String, Json> {
 /// values of them, learning curves per configuration (mean and standard deviation over seeds, per
 /// epoch), and what its searches decided.
 pub fn experiment(store: &Store, name: &str) -> Result<Json> {
-    let name = super::super::compare::experiment_name(store, Some(name))?;
-    let compare = super::super::compare::compare(store, &name)?;
+    let known = store.select("SELECT count(*) FROM experiments WHERE name = ?1", &[&name])?;
+    if int(known.rows.first().and_then(|r| r.first())) == 0 {
+        return Err(Error::Usage(format!(
+            "no experiment {}",
+            crate::text::clean(&crate::text::truncate(name, 200))
+        )));
+    }
+    let name = name.to_string();
+    // An experiment whose runs are all still training has no configurations to compare yet.
+    let compare = match super::super::compare::experiment_name(store, Some(&name)) {
+        Ok(_) => super::super::compare::compare(store, &name)?,
+        Err(_) => Table::new(&["best"]),
+    };
     let deleted = store.col_of("r", "deleted_at", 3);
     let val = store.col_of("r", "val_acc", 4);
     let description = store
@@ -342,11 +461,55 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
         .filter(|(_, v)| v.len() > 1)
         .map(|(k, _)| k)
         .collect();
+    // Every epoch of the experiment's finished runs, read at once.
+    let mut by_run: BTreeMap<i64, Vec<crate::core::train::EpochMetrics>> = BTreeMap::new();
+    let val_cols = if store.version() >= 4 {
+        "e.val_loss, e.val_acc"
+    } else {
+        "NULL, NULL"
+    };
+    let rows = store.select(
+        &format!(
+            "SELECT e.run_id, e.test_acc, e.test_loss, {val_cols} FROM epochs e
+             WHERE e.run_id IN (SELECT r.id FROM runs r JOIN experiments x ON x.id = r.experiment_id
+                                WHERE x.name = ?1 AND r.status IN {} AND {deleted} IS NULL)
+             ORDER BY e.run_id, e.epoch",
+            RunStatus::sql_list(&RunStatus::FINISHED)
+        ),
+        &[&name],
+    )?;
+    for r in rows.rows {
+        let real = |v: &Value| match v {
+            Value::Real(f) => Some(*f),
+            Value::Integer(i) => Some(*i as f64),
+            _ => None,
+        };
+        by_run
+            .entry(int(r.first()))
+            .or_default()
+            .push(crate::core::train::EpochMetrics {
+                epoch: 0,
+                train_loss: f64::NAN,
+                train_acc: f64::NAN,
+                test_acc: real(&r[1]).unwrap_or(f64::NAN),
+                test_loss: real(&r[2]).unwrap_or(f64::NAN),
+                val_loss: real(&r[3]),
+                val_acc: real(&r[4]),
+                train_seconds: 0.0,
+                seconds: 0.0,
+            });
+    }
     let mut curves = Vec::new();
     for (label, ids) in groups.values().take(MAX_GROUPS) {
         let mut per: BTreeMap<&str, Vec<Vec<f64>>> = BTreeMap::new();
         for id in ids {
-            for (e, m) in store.epochs(*id)?.iter().enumerate() {
+            for (e, m) in by_run
+                .get(id)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .enumerate()
+            {
                 let mut add = |k: &'static str, v: Option<f64>| {
                     if let Some(v) = v.filter(|v| v.is_finite()) {
                         let col = per.entry(k).or_default();

@@ -146,7 +146,12 @@ fn route(store: &Store, path: &str) -> Result<Reply> {
         ["api", "store"] => Reply::json(&api::store_info(store)),
         ["api", "version"] => Reply::json(&api::version(store)?),
         ["api", "experiments"] => Reply::json(&api::experiments(store)?),
-        ["api", "runs"] => Reply::json(&api::runs(store)?),
+        ["api", "runs"] => Reply {
+            status: 200,
+            content_type: "application/json",
+            body: api::runs_text(store)?.into_bytes(),
+            headers: Vec::new(),
+        },
         ["api", "experiment", name] => Reply::json(&api::experiment(store, name)?),
         ["api", "run", id] => Reply::json(&api::run(store, api::run_id(store, id)?)?),
         ["api", "run", id, "export.safetensors"] => {
