@@ -31,7 +31,7 @@ pub(crate) fn query_compact_text(
     use rusqlite::types::ValueRef;
     let run = || -> std::result::Result<Vec<u8>, Box<dyn std::error::Error>> {
         let mut stmt = store.connection().prepare(sql)?;
-        let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+        let columns: Vec<String> = stmt.column_names().map(String::from).collect();
         let (tags, sizes) = (
             columns.iter().position(|c| c == "tags"),
             columns.iter().position(|c| c == "sizes"),
