@@ -13,4 +13,5 @@ mod reliability;
 mod robust;
 mod search;
 mod tools;
+mod ui;
 mod util;

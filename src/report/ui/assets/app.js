@@ -122,7 +122,8 @@
     const opts = {
       width: o.width || 520, height: o.height || 300,
       scales: { x: o.logX ? { time: false, distr: 3, log: 10 } : { time: false } },
-      axes: [{ label: o.xLabel || '', values: o.xValues || undefined }, { label: o.yLabel || '' }],
+      axes: [{ label: o.xLabel || '', values: o.xValues || undefined, incrs: o.intX ? [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] : undefined },
+        { label: o.yLabel || '' }],
       series: [{ label: o.xLabel || 'x' }],
       legend: { show: series.length <= 12 },
       bands: [],
@@ -142,7 +143,15 @@
         spanGaps: true,
       });
     }
-    setTimeout(() => { try { new window.uPlot(opts, data, box); } catch (e) { box.append(el('p', { class: 'error', text: String(e) })); } }, 0);
+    const hidden = (o.bands || []).flatMap((_, i) => [1 + 2 * i, 2 + 2 * i]);
+    setTimeout(() => {
+      try {
+        const u = new window.uPlot(opts, data, box);
+        // A band's edges are series of their own: kept out of the legend.
+        const rows = u.root.querySelectorAll('.u-legend .u-series');
+        for (const i of hidden) if (rows[i]) rows[i].style.display = 'none';
+      } catch (e) { box.append(el('p', { class: 'error', text: String(e) })); }
+    }, 0);
     return box;
   }
   const color = (i) => PALETTE[i % PALETTE.length];
@@ -166,7 +175,7 @@
         }
         series.push({ label: r.label + ' train', values: pick('train_' + metric), color: color(i) + '99', width: 1 });
       });
-      charts.push(chart(title + ' per epoch (test thick, validation dashed, train thin)', xs, series, { xLabel: 'epoch', width: 620 }));
+      charts.push(chart(title + ' per epoch (test thick, validation dashed, train thin)', xs, series, { xLabel: 'epoch', width: 620, intX: true }));
     }
     return el('div', { class: 'charts' }, charts);
   }
@@ -234,7 +243,7 @@
           if (g.seeds > 1) bands.push({ label: g.label, color: color(i), hi: m.map((v, j) => (v === null || s[j] === null ? null : v + s[j])), lo: m.map((v, j) => (v === null || s[j] === null ? null : v - s[j])) });
         });
         kids.push(el('h2', { text: 'Learning curves: mean ' + metric + ' over seeds, band of one standard deviation' + (d.groups.length > 10 ? ' (first 10 configurations)' : '') }));
-        kids.push(chart(metric + ' per epoch', xs, series, { xLabel: 'epoch', width: 900, height: 320, bands }));
+        kids.push(chart(metric + ' per epoch', xs, series, { xLabel: 'epoch', width: 1000, height: 320, bands, intX: true }));
       }
     }
     for (const s of d.searches) {
@@ -316,6 +325,7 @@
           return s;
         }
         if (c === 'experiment') return link('#/experiment/' + encodeURIComponent(v), v);
+        if (c === 'epochs') return full[ix('epochs_done')] + '/' + v;
         return null;
       },
     });
