@@ -148,6 +148,9 @@ pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> 
             )?,
             Some(d) => writeln!(out, "run {id} {name}: MISMATCH: {d}")?,
         }
+        if let Some(note) = &r.note {
+            writeln!(out, "  note: {note}")?;
+        }
         for (field, stored, now) in &r.envelope_diffs {
             writeln!(
                 out,

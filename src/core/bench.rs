@@ -146,9 +146,10 @@ fn training_row<F: Real>(ds: &Dataset, opts: &Options, batch: usize) -> Result<R
     }
     let (seconds, gemm) = (median(times), median(gemms));
     Ok(Row {
-        what: match Kernel::for_run(F::DTYPE) {
-            Kernel::Lanes => "train epoch, lanes16".into(),
-            Kernel::Gemm => "train epoch, matrixmultiply".into(),
+        what: match (Kernel::for_run(F::DTYPE), F::DTYPE) {
+            (Kernel::Lanes, Dtype::F32) => "train epoch, lanes16".into(),
+            (Kernel::Lanes, Dtype::F64) => "train epoch, lanes8".into(),
+            (Kernel::Gemm, _) => "train epoch, matrixmultiply".into(),
         },
         dtype: F::DTYPE,
         batch,
@@ -347,18 +348,16 @@ pub fn run(opts: &Options, log: &dyn Fn(&str)) -> Result<Report> {
                 Dtype::F64 => training_row::<f64>(&ds, opts, batch)?,
             });
         }
-        let kernels: &[Kernel] = match dtype {
-            Dtype::F32 => &[Kernel::Lanes, Kernel::Gemm],
-            Dtype::F64 => &[Kernel::Gemm],
-        };
+        let kernels: &[Kernel] = &[Kernel::Lanes, Kernel::Gemm];
         for &kernel in kernels {
             let eval = match dtype {
                 Dtype::F32 => eval_seconds::<f32>(&ds, &opts.sizes, opts.reps, kernel),
                 Dtype::F64 => eval_seconds::<f64>(&ds, &opts.sizes, opts.reps, kernel),
             };
-            let name = match kernel {
-                Kernel::Lanes => "lanes16",
-                Kernel::Gemm => "matrixmultiply",
+            let name = match (kernel, dtype) {
+                (Kernel::Lanes, Dtype::F32) => "lanes16",
+                (Kernel::Lanes, Dtype::F64) => "lanes8",
+                (Kernel::Gemm, _) => "matrixmultiply",
             };
             extra.push((
                 format!(
@@ -398,9 +397,10 @@ pub fn run(opts: &Options, log: &dyn Fn(&str)) -> Result<Report> {
     extra.push((
         "kernels".into(),
         format!(
-            "f32: {}; f64: {}",
-            Kernel::Lanes.describe(),
-            Kernel::Gemm.describe()
+            "f32: {}; f64: {}; the GEMM compared: {}",
+            Kernel::Lanes.describe(Dtype::F32),
+            Kernel::Lanes.describe(Dtype::F64),
+            Kernel::Gemm.describe(Dtype::F64)
         ),
     ));
     Ok(Report { rows, notes: extra })

@@ -31,11 +31,11 @@ pub struct Envelope {
 impl Envelope {
     /// The envelope of a run with this config in this process.
     pub fn for_run(cfg: &RunConfig) -> Self {
-        Self::with_kernel(Kernel::for_run(cfg.model.dtype))
+        Self::with_kernel(Kernel::for_run(cfg.model.dtype), cfg.model.dtype)
     }
 
-    /// The envelope of this process for a run whose products use `kernel`.
-    pub fn with_kernel(kernel: Kernel) -> Self {
+    /// The envelope of this process for a run of `dtype` whose products use `kernel`.
+    pub fn with_kernel(kernel: Kernel, dtype: crate::core::config::Dtype) -> Self {
         Envelope {
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             git_commit: env!("MLP_RUNNER_GIT_COMMIT").to_string(),
@@ -48,7 +48,7 @@ impl Envelope {
             cargo_lock_sha256: hex(&Sha256::digest(CARGO_LOCK)),
             cpu_model: cpu_model(),
             cpu_features: cpu_features().join(" "),
-            gemm_kernel: kernel.describe(),
+            gemm_kernel: kernel.describe(dtype),
             threads: pool::configured_threads(),
             os: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
             host: hostname(),

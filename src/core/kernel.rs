@@ -1,28 +1,30 @@
-//! The f32 kernels ("lanes16"): the three matrix products of an SGD step, with an arithmetic contract that
-//! fixes every rounding, so their results are the same bits on every CPU.
+//! The lanes kernels: the three matrix products of an SGD step, in f32 ("lanes16") and f64 ("lanes8"),
+//! with an arithmetic contract that fixes every rounding, so their results are the same bits on every CPU.
 //!
 //! A general GEMM packs its operands into cache-sized panels on every call. At batch 10 that means
-//! copying all of W^1 (1.6 MB for [784, 512, 10]) twice per step to do 10 multiply-adds per weight; these
-//! kernels read the weights in place, once per product, with register tiles of a few rows (5 rows of W by
-//! 4 of A for Z = A W^T, 4 output rows by 64 columns for the others), 64-byte aligned buffers, and blocks
-//! of 128 rows of A for tall products (evaluation).
+//! copying all of W^1 (1.6 MB for [784, 512, 10] in f32) twice per step to do 10 multiply-adds per
+//! weight; these kernels read the weights in place, once per product, with register tiles of a few rows
+//! (5 rows of W by 4 of A for Z = A W^T, 4 output rows by 4 vectors for the others), 64-byte aligned
+//! buffers, and blocks of 128 rows of A for tall products (evaluation).
 //!
 //! # The contract (what the bits are)
-//! - [`abt`], Z = A W^T: each `z[i][j] = sum_k a[i][k] w[j][k]` is summed in 16 lanes: lane l accumulates
-//!   the k = l (mod 16) terms in increasing k with fused multiply-adds from +0, then the lanes are added
-//!   pairwise as a tree: l + (l+8), then + 4, + 2, + 1.
+//! With L lanes (16 for f32, 8 for f64: one 512-bit vector):
+//! - [`abt`], Z = A W^T: each `z[i][j] = sum_k a[i][k] w[j][k]` is summed in L lanes: lane l accumulates
+//!   the k = l (mod L) terms in increasing k with fused multiply-adds from +0, then the lanes are added
+//!   pairwise as a tree: l + (l + L/2), then + L/4, ..., + 1.
 //! - [`combine`], rows as combinations of rows: `g[r][c] = sum_t coef(r, t) src[t][c]`, a fused
 //!   multiply-add chain in increasing t from +0; then out = g (`Epilogue::Assign`) or
 //!   out = fma(alpha, g, out) (`Epilogue::Axpy`). The SGD update W -= (lr/n) Delta^T A and the backward
 //!   product Delta^(l-1) = Delta^l W^l are both of this form.
 //!
 //! Each output element's arithmetic depends only on its own inputs and this order, never on tiling,
-//! alignment or threads. The AVX-512 path (intrinsics) and the portable path (16-lane arrays and
-//! `f32::mul_add`, compiled for AVX2+FMA when the CPU has it) implement the same contract; tests compare
-//! their bits.
+//! alignment or threads. The AVX-512 path (intrinsics) and the portable path (L-lane arrays and
+//! `mul_add`, compiled for AVX2+FMA when the CPU has it) implement the same contract for both types; tests
+//! compare their bits.
 //!
-//! f64 runs use the GEMM of the `matrixmultiply` crate instead, whose AVX-512, AVX2 and generic kernels
-//! round differently. [`Kernel::for_run`] decides, and the run records which in its envelope.
+//! f64 runs stored before lanes8 existed used the GEMM of the `matrixmultiply` crate, whose AVX-512, AVX2
+//! and generic kernels round differently: [`Kernel::Gemm`] keeps it, so that `verify` re-trains such a run
+//! with the kernel it was trained with.
 
 use std::sync::OnceLock;
 
@@ -35,47 +37,66 @@ pub const MATRIXMULTIPLY_VERSION: &str = "0.3.11";
 /// Lanes of the f32 contract.
 pub const LANES: usize = 16;
 
-/// Set to `portable` or `avx2-fma` to run the lanes16 kernels with that implementation instead of the
+/// Set to `portable` or `avx2-fma` to run the lanes kernels with that implementation instead of the
 /// fastest one (same bits, slower; for checking that claim). `portable` on x86-64 without FMA instructions
-/// calls `fmaf` for every multiply-add: minutes per MNIST epoch.
+/// calls `fma` for every multiply-add: minutes per MNIST epoch.
 pub const IMPL_ENV: &str = "MLP_RUNNER_KERNEL_IMPL";
+
+/// Set to 1 to train new f64 runs with matrixmultiply's GEMM, as versions before lanes8 did (to make such
+/// runs for a test, or to compare the two). Not for normal use.
+pub const F64_GEMM_ENV: &str = "MLP_RUNNER_F64_GEMM";
 
 /// Which matrix products a run uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
-    /// This module's f32 kernels: the same bits on every CPU.
+    /// This module's kernels (lanes16 in f32, lanes8 in f64): the same bits on every CPU.
     Lanes,
-    /// `matrixmultiply`'s GEMM (f64).
+    /// `matrixmultiply`'s GEMM: what f64 runs used before lanes8; kept to verify them.
     Gemm,
 }
 
 impl Kernel {
-    /// The kernel for a run of this dtype: lanes16 for f32, at every batch size (at batch 128 it matched
-    /// matrixmultiply's packed AVX-512 GEMM on the machine this was built on, and at batch 10 it is twice
-    /// as fast); GEMM for f64.
+    /// The kernel a new run of this dtype trains with: the lanes kernels, for both types (f64 with
+    /// matrixmultiply's GEMM instead when [`F64_GEMM_ENV`] is 1: how runs were trained before lanes8).
     pub fn for_run(dtype: Dtype) -> Kernel {
-        match dtype {
-            Dtype::F32 => Kernel::Lanes,
-            Dtype::F64 => Kernel::Gemm,
+        if dtype == Dtype::F64 && std::env::var(F64_GEMM_ENV).is_ok_and(|v| v == "1") {
+            return Kernel::Gemm;
+        }
+        Kernel::Lanes
+    }
+
+    /// The kernel a stored run was trained with, by its envelope's `gemm_kernel` (a run of a version
+    /// before lanes8 used matrixmultiply for f64): what `verify` re-trains it with.
+    pub fn of_stored(description: Option<&str>, dtype: Dtype) -> Kernel {
+        match description {
+            Some(d) if d.starts_with("matrixmultiply-") => Kernel::Gemm,
+            _ => Kernel::for_run(dtype),
         }
     }
 
-    /// What the envelope records: the arithmetic contract for lanes16 (the same on every CPU), or the GEMM
-    /// library and the kernel it selects on this CPU.
-    pub fn describe(self) -> String {
-        match self {
-            Kernel::Lanes => format!("mlp-runner-lanes16/{}", implementation().as_str()),
-            Kernel::Gemm => format!(
+    /// What the envelope records: the arithmetic contract for the lanes kernels (the same on every CPU)
+    /// with the implementation that ran it, or the GEMM library and the kernel it selects on this CPU.
+    pub fn describe(self, dtype: Dtype) -> String {
+        match (self, dtype) {
+            (Kernel::Lanes, Dtype::F32) => {
+                format!("mlp-runner-lanes16/{}", implementation().as_str())
+            }
+            (Kernel::Lanes, Dtype::F64) => {
+                format!("mlp-runner-lanes8/{}", implementation().as_str())
+            }
+            (Kernel::Gemm, _) => format!(
                 "matrixmultiply-{MATRIXMULTIPLY_VERSION}/{}",
                 matrixmultiply_kernel()
             ),
         }
     }
 
-    /// The part of [`Kernel::describe`] that decides the bits (for lanes16: not the implementation).
+    /// The part of [`Kernel::describe`] that decides the bits (for the lanes kernels: not the
+    /// implementation).
     pub fn contract(description: &str) -> &str {
         match description.split_once('/') {
             Some(("mlp-runner-lanes16", _)) => "mlp-runner-lanes16",
+            Some(("mlp-runner-lanes8", _)) => "mlp-runner-lanes8",
             _ => description,
         }
     }
@@ -98,7 +119,7 @@ fn matrixmultiply_kernel() -> &'static str {
     "fallback"
 }
 
-/// How the lanes16 contract is carried out on this machine.
+/// How the lanes contract is carried out on this machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Implementation {
     Avx512,
@@ -143,7 +164,7 @@ pub fn check_impl_env() -> crate::Result<()> {
     }
     let names: Vec<&str> = supported.iter().map(|i| i.as_str()).collect();
     Err(crate::Error::Usage(format!(
-        "{IMPL_ENV}={wanted:?} is not a lanes16 implementation this CPU runs; use one of: {} (or unset it \
+        "{IMPL_ENV}={wanted:?} is not a lanes implementation this CPU runs; use one of: {} (or unset it \
          for the fastest)",
         names.join(", ")
     )))
@@ -165,10 +186,53 @@ pub fn supported() -> Vec<Implementation> {
     v
 }
 
+/// An element type of the lanes kernels: how many lanes its contract sums in, and its arithmetic.
+pub trait Lane:
+    Copy + Default + PartialEq + std::ops::Add<Output = Self> + Send + Sync + std::fmt::Debug + 'static
+{
+    /// L: the lanes of the contract (one 512-bit vector).
+    const LANES: usize;
+    /// L values: what the portable path keeps in flight for one vector.
+    type V: Copy + Default + AsRef<[Self]> + AsMut<[Self]>;
+    /// self * a + b, rounded once.
+    fn mul_add(self, a: Self, b: Self) -> Self;
+    /// The contract's tree over L lanes: l + (l + L/2), then + L/4, ..., + 1.
+    fn tree_sum(v: &Self::V) -> Self {
+        let mut x: Self::V = *v;
+        let mut half = Self::LANES / 2;
+        while half > 0 {
+            let s = x.as_mut();
+            for l in 0..half {
+                s[l] = s[l] + s[l + half];
+            }
+            half /= 2;
+        }
+        x.as_ref()[0]
+    }
+}
+
+impl Lane for f32 {
+    const LANES: usize = 16;
+    type V = [f32; 16];
+    #[inline(always)]
+    fn mul_add(self, a: f32, b: f32) -> f32 {
+        f32::mul_add(self, a, b)
+    }
+}
+
+impl Lane for f64 {
+    const LANES: usize = 8;
+    type V = [f64; 8];
+    #[inline(always)]
+    fn mul_add(self, a: f64, b: f64) -> f64 {
+        f64::mul_add(self, a, b)
+    }
+}
+
 /// A row-major matrix view: `rows` x `cols`, row `i` starting at `data[i * ld]`.
 #[derive(Debug, Clone, Copy)]
-pub struct Mat<'a> {
-    pub data: &'a [f32],
+pub struct Mat<'a, T = f32> {
+    pub data: &'a [T],
     pub rows: usize,
     pub cols: usize,
     pub ld: usize,
@@ -176,8 +240,8 @@ pub struct Mat<'a> {
 
 /// The mutable counterpart of [`Mat`].
 #[derive(Debug)]
-pub struct MatMut<'a> {
-    pub data: &'a mut [f32],
+pub struct MatMut<'a, T = f32> {
+    pub data: &'a mut [T],
     pub rows: usize,
     pub cols: usize,
     pub ld: usize,
@@ -190,7 +254,7 @@ fn fits(len: usize, rows: usize, cols: usize, ld: usize) -> bool {
 /// Z = A W^T: a [n, k], w [h, k], z [n, h]. Panics if the shapes disagree (a programming error).
 /// With [`pool::threads`] > 1 and enough work, the rows of W (columns of Z) are split between threads:
 /// each element is computed whole by one thread, so the bits do not depend on the split.
-pub fn abt(a: Mat<'_>, w: Mat<'_>, z: MatMut<'_>) {
+pub fn abt<T: Lane + Avx512>(a: Mat<'_, T>, w: Mat<'_, T>, z: MatMut<'_, T>) {
     assert!(a.cols == w.cols && z.rows == a.rows && z.cols == w.rows);
     assert!(fits(a.data.len(), a.rows, a.cols, a.ld));
     assert!(fits(w.data.len(), w.rows, w.cols, w.ld));
@@ -212,18 +276,23 @@ pub fn abt(a: Mat<'_>, w: Mat<'_>, z: MatMut<'_>) {
 }
 
 /// A pointer into the output that threads writing disjoint elements share.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+struct SharedOut<T>(*mut T);
+impl<T> Clone for SharedOut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedOut<T> {}
 // SAFETY: only used for writes to disjoint elements, joined before the output's borrow ends.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
+unsafe impl<T> Send for SharedOut<T> {}
+unsafe impl<T> Sync for SharedOut<T> {}
 
-impl SharedOut {
+impl<T> SharedOut<T> {
     /// The pointer `offset` elements on.
     ///
     /// # Safety
     /// The offset must stay inside the output buffer.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
+    unsafe fn at(self, offset: usize) -> *mut T {
         // SAFETY: the caller keeps `offset` inside the buffer.
         unsafe { self.0.add(offset) }
     }
@@ -233,7 +302,7 @@ impl SharedOut {
 ///
 /// # Safety
 /// `z` must be valid for writes at i * ldz + j for i < a.rows, j < w.rows.
-unsafe fn abt_raw(a: Mat<'_>, w: Mat<'_>, z: *mut f32, ldz: usize) {
+unsafe fn abt_raw<T: Lane + Avx512>(a: Mat<'_, T>, w: Mat<'_, T>, z: *mut T, ldz: usize) {
     // SAFETY: the CPU has the features of the implementation chosen; the caller bounds z.
     unsafe {
         match implementation() {
@@ -248,24 +317,29 @@ unsafe fn abt_raw(a: Mat<'_>, w: Mat<'_>, z: *mut f32, ldz: usize) {
 
 /// What [`combine`] does with each `g[r][c]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Epilogue {
+pub enum Epilogue<T = f32> {
     /// out = g
     Assign,
     /// out = fma(alpha, g, out)
-    Axpy(f32),
+    Axpy(T),
 }
 
 /// Coefficients coef(r, t) = data[r * row_stride + t * term_stride].
 #[derive(Debug, Clone, Copy)]
-pub struct Coef<'a> {
-    pub data: &'a [f32],
+pub struct Coef<'a, T = f32> {
+    pub data: &'a [T],
     pub row_stride: usize,
     pub term_stride: usize,
 }
 
 /// `out[r][c] = epilogue(sum_t coef(r, t) src[t][c])` for r < out.rows, c < out.cols, t < src.rows.
 /// With [`pool::threads`] > 1 and enough work, the output rows are split between threads (bits unchanged).
-pub fn combine(coef: Coef<'_>, src: Mat<'_>, out: MatMut<'_>, epilogue: Epilogue) {
+pub fn combine<T: Lane + Avx512>(
+    coef: Coef<'_, T>,
+    src: Mat<'_, T>,
+    out: MatMut<'_, T>,
+    epilogue: Epilogue<T>,
+) {
     assert!(src.cols == out.cols);
     assert!(fits(src.data.len(), src.rows, src.cols, src.ld));
     assert!(fits(out.data.len(), out.rows, out.cols, out.ld));
@@ -292,14 +366,14 @@ pub fn combine(coef: Coef<'_>, src: Mat<'_>, out: MatMut<'_>, epilogue: Epilogue
 ///
 /// # Safety
 /// `out` must be valid for reads and writes at r * ldo + c for r < rows, c < cols.
-unsafe fn combine_raw(
-    coef: Coef<'_>,
-    src: Mat<'_>,
-    out: *mut f32,
+unsafe fn combine_raw<T: Lane + Avx512>(
+    coef: Coef<'_, T>,
+    src: Mat<'_, T>,
+    out: *mut T,
     rows: usize,
     cols: usize,
     ldo: usize,
-    epilogue: Epilogue,
+    epilogue: Epilogue<T>,
 ) {
     let out = Out {
         ptr: out,
@@ -320,36 +394,39 @@ unsafe fn combine_raw(
 }
 
 /// An output block as a raw pointer: rows x cols at `ptr`, row stride `ld`.
-#[derive(Clone, Copy)]
-struct Out {
-    ptr: *mut f32,
+struct Out<T> {
+    ptr: *mut T,
     rows: usize,
     cols: usize,
     ld: usize,
 }
+impl<T> Clone for Out<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Out<T> {}
 
 /// The contract written plainly, one element at a time: the reference the fast paths are tested against.
 pub mod reference {
-    use super::{Coef, Epilogue, LANES, Mat, MatMut};
+    use super::{Coef, Epilogue, Lane, Mat, MatMut};
 
     /// One `z[i][j]` of [`super::abt`].
-    pub fn dot(a: &[f32], w: &[f32]) -> f32 {
-        let mut lanes = [0f32; LANES];
+    pub fn dot<T: Lane>(a: &[T], w: &[T]) -> T {
+        let mut lanes = T::V::default();
+        let l = lanes.as_mut();
         for (k, (&x, &y)) in a.iter().zip(w).enumerate() {
-            lanes[k % LANES] = x.mul_add(y, lanes[k % LANES]);
+            l[k % T::LANES] = x.mul_add(y, l[k % T::LANES]);
         }
-        tree_sum(&lanes)
+        T::tree_sum(&lanes)
     }
 
-    /// l + (l+8), then + 4, + 2, + 1.
-    pub fn tree_sum(v: &[f32; LANES]) -> f32 {
-        let h8: [f32; 8] = std::array::from_fn(|l| v[l] + v[l + 8]);
-        let h4: [f32; 4] = std::array::from_fn(|l| h8[l] + h8[l + 4]);
-        let h2: [f32; 2] = std::array::from_fn(|l| h4[l] + h4[l + 2]);
-        h2[0] + h2[1]
+    /// The f32 tree, written out: l + (l+8), then + 4, + 2, + 1.
+    pub fn tree_sum(v: &[f32; 16]) -> f32 {
+        <f32 as Lane>::tree_sum(v)
     }
 
-    pub fn abt(a: Mat<'_>, w: Mat<'_>, z: MatMut<'_>) {
+    pub fn abt<T: Lane>(a: Mat<'_, T>, w: Mat<'_, T>, z: MatMut<'_, T>) {
         for i in 0..a.rows {
             for j in 0..w.rows {
                 let ar = &a.data[i * a.ld..i * a.ld + a.cols];
@@ -359,10 +436,15 @@ pub mod reference {
         }
     }
 
-    pub fn combine(coef: Coef<'_>, src: Mat<'_>, out: MatMut<'_>, epilogue: Epilogue) {
+    pub fn combine<T: Lane>(
+        coef: Coef<'_, T>,
+        src: Mat<'_, T>,
+        out: MatMut<'_, T>,
+        epilogue: Epilogue<T>,
+    ) {
         for r in 0..out.rows {
             for c in 0..out.cols {
-                let mut g = 0f32;
+                let mut g = T::default();
                 for t in 0..src.rows {
                     let cf = coef.data[r * coef.row_stride + t * coef.term_stride];
                     g = cf.mul_add(src.data[t * src.ld + c], g);
@@ -400,35 +482,35 @@ fn abt_tiles(n: usize, h: usize) -> impl Iterator<Item = (usize, usize, usize, u
     })
 }
 
-/// Generic 16-lane code: the portable path, also compiled for AVX2+FMA.
+/// Generic L-lane code: the portable path, also compiled for AVX2+FMA.
 mod portable {
-    use super::{COMB_ROWS, COMB_VECS, Coef, Epilogue, LANES, Mat, Out, ROWS_A, ROWS_W};
-
-    type V = [f32; LANES];
+    use super::{COMB_ROWS, COMB_VECS, Coef, Epilogue, Lane, Mat, Out, ROWS_A, ROWS_W};
 
     #[inline(always)]
-    fn tile<const R: usize, const S: usize>(
-        a: &Mat<'_>,
+    fn tile<T: Lane, const R: usize, const S: usize>(
+        a: &Mat<'_, T>,
         i: usize,
-        w: &Mat<'_>,
+        w: &Mat<'_, T>,
         j: usize,
-    ) -> [[V; R]; S] {
+    ) -> [[T::V; R]; S] {
         let k = a.cols;
-        let mut acc = [[[0f32; LANES]; R]; S];
+        let lanes = T::LANES;
+        let mut acc = [[T::V::default(); R]; S];
         let mut c = 0;
         while c < k {
-            let width = (k - c).min(LANES);
-            let mut wv = [[0f32; LANES]; R];
+            let width = (k - c).min(lanes);
+            let mut wv = [T::V::default(); R];
             for (r, v) in wv.iter_mut().enumerate() {
                 let row = (j + r) * w.ld + c;
-                v[..width].copy_from_slice(&w.data[row..row + width]);
+                v.as_mut()[..width].copy_from_slice(&w.data[row..row + width]);
             }
             for (s, acc_s) in acc.iter_mut().enumerate() {
-                let mut av = [0f32; LANES];
+                let mut av = T::V::default();
                 let row = (i + s) * a.ld + c;
-                av[..width].copy_from_slice(&a.data[row..row + width]);
+                av.as_mut()[..width].copy_from_slice(&a.data[row..row + width]);
                 for (acc_sr, wv_r) in acc_s.iter_mut().zip(&wv) {
-                    for l in 0..LANES {
+                    let (acc_sr, av, wv_r) = (acc_sr.as_mut(), av.as_ref(), wv_r.as_ref());
+                    for l in 0..lanes {
                         acc_sr[l] = av[l].mul_add(wv_r[l], acc_sr[l]);
                     }
                 }
@@ -443,9 +525,9 @@ mod portable {
     /// # Safety
     /// z must be valid for writes at (i + s) * ldz + j + r.
     #[inline(always)]
-    unsafe fn store<const R: usize, const S: usize>(
-        acc: &[[V; R]; S],
-        z: *mut f32,
+    unsafe fn store<T: Lane, const R: usize, const S: usize>(
+        acc: &[[T::V; R]; S],
+        z: *mut T,
         ldz: usize,
         i: usize,
         j: usize,
@@ -453,7 +535,7 @@ mod portable {
         for (s, acc_s) in acc.iter().enumerate() {
             for (r, v) in acc_s.iter().enumerate() {
                 // SAFETY: the caller bounds the tile.
-                unsafe { *z.add((i + s) * ldz + j + r) = super::reference::tree_sum(v) };
+                unsafe { *z.add((i + s) * ldz + j + r) = T::tree_sum(v) };
             }
         }
     }
@@ -461,20 +543,26 @@ mod portable {
     /// # Safety
     /// z must be valid for writes at i * ldz + j for i < a.rows, j < w.rows.
     #[inline(always)]
-    unsafe fn abt_body(a: Mat<'_>, w: Mat<'_>, z: *mut f32, ldz: usize) {
+    unsafe fn abt_body<T: Lane>(a: Mat<'_, T>, w: Mat<'_, T>, z: *mut T, ldz: usize) {
         for (i, s, j, r) in super::abt_tiles(a.rows, w.rows) {
             // SAFETY: i + s <= a.rows and j + r <= w.rows.
             unsafe {
                 if r == ROWS_W && s == ROWS_A {
-                    store(&tile::<ROWS_W, ROWS_A>(&a, i, &w, j), z, ldz, i, j);
+                    store::<T, ROWS_W, ROWS_A>(
+                        &tile::<T, ROWS_W, ROWS_A>(&a, i, &w, j),
+                        z,
+                        ldz,
+                        i,
+                        j,
+                    );
                 } else if r == ROWS_W {
                     for ii in i..i + s {
-                        store(&tile::<ROWS_W, 1>(&a, ii, &w, j), z, ldz, ii, j);
+                        store::<T, ROWS_W, 1>(&tile::<T, ROWS_W, 1>(&a, ii, &w, j), z, ldz, ii, j);
                     }
                 } else {
                     for ii in i..i + s {
                         for jj in j..j + r {
-                            store(&tile::<1, 1>(&a, ii, &w, jj), z, ldz, ii, jj);
+                            store::<T, 1, 1>(&tile::<T, 1, 1>(&a, ii, &w, jj), z, ldz, ii, jj);
                         }
                     }
                 }
@@ -484,7 +572,7 @@ mod portable {
 
     /// # Safety
     /// As [`abt_body`].
-    pub unsafe fn abt(a: Mat<'_>, w: Mat<'_>, z: *mut f32, ldz: usize) {
+    pub unsafe fn abt<T: Lane>(a: Mat<'_, T>, w: Mat<'_, T>, z: *mut T, ldz: usize) {
         // SAFETY: passed on.
         unsafe { abt_body(a, w, z, ldz) }
     }
@@ -493,7 +581,7 @@ mod portable {
     /// As [`abt_body`], and the CPU has AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn abt_avx2(a: Mat<'_>, w: Mat<'_>, z: *mut f32, ldz: usize) {
+    pub unsafe fn abt_avx2<T: Lane>(a: Mat<'_, T>, w: Mat<'_, T>, z: *mut T, ldz: usize) {
         // SAFETY: passed on.
         unsafe { abt_body(a, w, z, ldz) }
     }
@@ -501,28 +589,30 @@ mod portable {
     /// # Safety
     /// out valid for rows r0..r0+R, columns c0..c0+width.
     #[inline(always)]
-    unsafe fn comb_tile<const R: usize>(
-        coef: &Coef<'_>,
-        src: &Mat<'_>,
-        out: Out,
+    unsafe fn comb_tile<T: Lane, const R: usize>(
+        coef: &Coef<'_, T>,
+        src: &Mat<'_, T>,
+        out: Out<T>,
         r0: usize,
         c0: usize,
         width: usize,
-        epilogue: Epilogue,
+        epilogue: Epilogue<T>,
     ) {
-        let mut acc = [[[0f32; LANES]; COMB_VECS]; R];
+        let lanes = T::LANES;
+        let mut acc = [[T::V::default(); COMB_VECS]; R];
         for t in 0..src.rows {
-            let mut sv = [[0f32; LANES]; COMB_VECS];
+            let mut sv = [T::V::default(); COMB_VECS];
             for (v, s) in sv.iter_mut().enumerate() {
-                let lo = (v * LANES).min(width);
-                let hi = ((v + 1) * LANES).min(width);
+                let lo = (v * lanes).min(width);
+                let hi = ((v + 1) * lanes).min(width);
                 let row = t * src.ld + c0;
-                s[..hi - lo].copy_from_slice(&src.data[row + lo..row + hi]);
+                s.as_mut()[..hi - lo].copy_from_slice(&src.data[row + lo..row + hi]);
             }
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let cf = coef.data[(r0 + r) * coef.row_stride + t * coef.term_stride];
                 for (acc_rv, s) in acc_r.iter_mut().zip(&sv) {
-                    for l in 0..LANES {
+                    let (acc_rv, s) = (acc_rv.as_mut(), s.as_ref());
+                    for l in 0..lanes {
                         acc_rv[l] = cf.mul_add(s[l], acc_rv[l]);
                     }
                 }
@@ -532,7 +622,7 @@ mod portable {
             for c in 0..width {
                 // SAFETY: the caller bounds the tile.
                 let x = unsafe { &mut *out.ptr.add((r0 + r) * out.ld + c0 + c) };
-                let g = acc_r[c / LANES][c % LANES];
+                let g = acc_r[c / lanes].as_ref()[c % lanes];
                 *x = match epilogue {
                     Epilogue::Assign => g,
                     Epilogue::Axpy(alpha) => alpha.mul_add(g, *x),
@@ -544,8 +634,13 @@ mod portable {
     /// # Safety
     /// out valid for reads and writes over its rows x cols.
     #[inline(always)]
-    unsafe fn combine_body(coef: Coef<'_>, src: Mat<'_>, out: Out, epilogue: Epilogue) {
-        let block = LANES * COMB_VECS;
+    unsafe fn combine_body<T: Lane>(
+        coef: Coef<'_, T>,
+        src: Mat<'_, T>,
+        out: Out<T>,
+        epilogue: Epilogue<T>,
+    ) {
+        let block = T::LANES * COMB_VECS;
         for c0 in (0..out.cols).step_by(block) {
             let width = (out.cols - c0).min(block);
             let mut r = 0;
@@ -553,10 +648,10 @@ mod portable {
                 // SAFETY: r + R <= out.rows, c0 + width <= out.cols.
                 unsafe {
                     if out.rows - r >= COMB_ROWS {
-                        comb_tile::<COMB_ROWS>(&coef, &src, out, r, c0, width, epilogue);
+                        comb_tile::<T, COMB_ROWS>(&coef, &src, out, r, c0, width, epilogue);
                         r += COMB_ROWS;
                     } else {
-                        comb_tile::<1>(&coef, &src, out, r, c0, width, epilogue);
+                        comb_tile::<T, 1>(&coef, &src, out, r, c0, width, epilogue);
                         r += 1;
                     }
                 }
@@ -566,7 +661,12 @@ mod portable {
 
     /// # Safety
     /// As [`combine_body`].
-    pub unsafe fn combine(coef: Coef<'_>, src: Mat<'_>, out: Out, epilogue: Epilogue) {
+    pub unsafe fn combine<T: Lane>(
+        coef: Coef<'_, T>,
+        src: Mat<'_, T>,
+        out: Out<T>,
+        epilogue: Epilogue<T>,
+    ) {
         // SAFETY: passed on.
         unsafe { combine_body(coef, src, out, epilogue) }
     }
@@ -575,110 +675,239 @@ mod portable {
     /// As [`combine_body`], and the CPU has AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn combine_avx2(coef: Coef<'_>, src: Mat<'_>, out: Out, epilogue: Epilogue) {
+    pub unsafe fn combine_avx2<T: Lane>(
+        coef: Coef<'_, T>,
+        src: Mat<'_, T>,
+        out: Out<T>,
+        epilogue: Epilogue<T>,
+    ) {
         // SAFETY: passed on.
         unsafe { combine_body(coef, src, out, epilogue) }
     }
 }
 
-/// AVX-512F intrinsics: the same contract, 16 lanes in one register, tails by masked loads (a masked-off
+/// The AVX-512 operations of an element type: what lets one generic AVX-512 path serve f32 and f64 (a
+/// plain marker on other architectures).
+#[cfg(target_arch = "x86_64")]
+pub trait Avx512: Lane + avx512::Simd {}
+#[cfg(target_arch = "x86_64")]
+impl<T: Lane + avx512::Simd> Avx512 for T {}
+/// The AVX-512 operations of an element type (none on this architecture).
+#[cfg(not(target_arch = "x86_64"))]
+pub trait Avx512: Lane {}
+#[cfg(not(target_arch = "x86_64"))]
+impl<T: Lane> Avx512 for T {}
+
+/// AVX-512F intrinsics: the same contract, L lanes in one register, tails by masked loads (a masked-off
 /// lane adds fma(0, 0, acc) = acc: an accumulator that starts at +0 is never -0).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{COMB_ROWS, COMB_VECS, Coef, Epilogue, LANES, Mat, Out, ROWS_A, ROWS_W};
+    use super::{COMB_ROWS, COMB_VECS, Coef, Epilogue, Lane, Mat, Out, ROWS_A, ROWS_W};
 
-    /// The contract's tree: l + (l+8), + 4, + 2, + 1, in lane 0. Only 512-bit operations: 128- and 256-bit
-    /// ones (VEX-encoded without AVX-512VL) can only use registers 0-15, which made LLVM spill a tile's
-    /// accumulators to the stack to keep them there for the final sums.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F (callers are `avx512f` target-feature functions).
-    #[inline(always)]
-    unsafe fn tree_sum(v: __m512) -> f32 {
-        // SAFETY: called from AVX-512F code only.
-        unsafe {
-            let h8 = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b01_00_11_10>(v, v));
-            let h4 = _mm512_add_ps(h8, _mm512_shuffle_f32x4::<0b10_11_00_01>(h8, h8));
-            let h2 = _mm512_add_ps(h4, _mm512_shuffle_ps::<0b01_00_11_10>(h4, h4));
-            let h1 = _mm512_add_ps(h2, _mm512_shuffle_ps::<0b10_11_00_01>(h2, h2));
-            _mm512_cvtss_f32(h1)
+    /// One 512-bit register of an element type and the operations the kernels use on it.
+    pub trait Simd: Lane {
+        type R: Copy;
+        type M: Copy;
+        /// # Safety
+        /// AVX-512F code only (as every method here).
+        unsafe fn zero() -> Self::R;
+        /// # Safety
+        /// `p` valid for L reads.
+        unsafe fn loadu(p: *const Self) -> Self::R;
+        /// # Safety
+        /// `p` valid for reads of the lanes `m` selects.
+        unsafe fn maskz_loadu(m: Self::M, p: *const Self) -> Self::R;
+        /// # Safety
+        /// AVX-512F code only.
+        unsafe fn fmadd(a: Self::R, b: Self::R, c: Self::R) -> Self::R;
+        /// # Safety
+        /// AVX-512F code only.
+        unsafe fn set1(x: Self) -> Self::R;
+        /// # Safety
+        /// `p` valid for L writes.
+        unsafe fn storeu(p: *mut Self, v: Self::R);
+        /// # Safety
+        /// `p` valid for writes of the lanes `m` selects.
+        unsafe fn mask_storeu(p: *mut Self, m: Self::M, v: Self::R);
+        /// The contract's tree over the register, in lane 0. Only 512-bit operations: 128- and 256-bit
+        /// ones (VEX-encoded without AVX-512VL) can only use registers 0-15, which made LLVM spill a
+        /// tile's accumulators to the stack to keep them there for the final sums.
+        ///
+        /// # Safety
+        /// AVX-512F code only.
+        unsafe fn tree_sum(v: Self::R) -> Self;
+        /// The first `width` lanes (all when `width` >= L).
+        fn mask(width: usize) -> Self::M;
+    }
+
+    impl Simd for f32 {
+        type R = __m512;
+        type M = __mmask16;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn loadu(p: *const f32) -> __m512 {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn maskz_loadu(m: __mmask16, p: *const f32) -> __m512 {
+            unsafe { _mm512_maskz_loadu_ps(m, p) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn set1(x: f32) -> __m512 {
+            unsafe { _mm512_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn storeu(p: *mut f32, v: __m512) {
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn mask_storeu(p: *mut f32, m: __mmask16, v: __m512) {
+            unsafe { _mm512_mask_storeu_ps(p, m, v) }
+        }
+        /// l + (l+8), + 4, + 2, + 1.
+        #[inline(always)]
+        unsafe fn tree_sum(v: __m512) -> f32 {
+            unsafe {
+                let h8 = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b01_00_11_10>(v, v));
+                let h4 = _mm512_add_ps(h8, _mm512_shuffle_f32x4::<0b10_11_00_01>(h8, h8));
+                let h2 = _mm512_add_ps(h4, _mm512_shuffle_ps::<0b01_00_11_10>(h4, h4));
+                let h1 = _mm512_add_ps(h2, _mm512_shuffle_ps::<0b10_11_00_01>(h2, h2));
+                _mm512_cvtss_f32(h1)
+            }
+        }
+        fn mask(width: usize) -> __mmask16 {
+            if width >= 16 {
+                0xffff
+            } else {
+                ((1u32 << width) - 1) as __mmask16
+            }
         }
     }
 
-    fn mask(width: usize) -> __mmask16 {
-        if width >= LANES {
-            0xffff
-        } else {
-            ((1u32 << width) - 1) as __mmask16
+    impl Simd for f64 {
+        type R = __m512d;
+        type M = __mmask8;
+        #[inline(always)]
+        unsafe fn zero() -> __m512d {
+            unsafe { _mm512_setzero_pd() }
+        }
+        #[inline(always)]
+        unsafe fn loadu(p: *const f64) -> __m512d {
+            unsafe { _mm512_loadu_pd(p) }
+        }
+        #[inline(always)]
+        unsafe fn maskz_loadu(m: __mmask8, p: *const f64) -> __m512d {
+            unsafe { _mm512_maskz_loadu_pd(m, p) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m512d, b: __m512d, c: __m512d) -> __m512d {
+            unsafe { _mm512_fmadd_pd(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn set1(x: f64) -> __m512d {
+            unsafe { _mm512_set1_pd(x) }
+        }
+        #[inline(always)]
+        unsafe fn storeu(p: *mut f64, v: __m512d) {
+            unsafe { _mm512_storeu_pd(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn mask_storeu(p: *mut f64, m: __mmask8, v: __m512d) {
+            unsafe { _mm512_mask_storeu_pd(p, m, v) }
+        }
+        /// l + (l+4), + 2, + 1: halves of 256 bits, then of 128, then neighbours.
+        #[inline(always)]
+        unsafe fn tree_sum(v: __m512d) -> f64 {
+            unsafe {
+                let h4 = _mm512_add_pd(v, _mm512_shuffle_f64x2::<0b01_00_11_10>(v, v));
+                let h2 = _mm512_add_pd(h4, _mm512_shuffle_f64x2::<0b10_11_00_01>(h4, h4));
+                let h1 = _mm512_add_pd(h2, _mm512_shuffle_pd::<0b0101_0101>(h2, h2));
+                _mm512_cvtsd_f64(h1)
+            }
+        }
+        fn mask(width: usize) -> __mmask8 {
+            if width >= 8 {
+                0xff
+            } else {
+                ((1u32 << width) - 1) as __mmask8
+            }
         }
     }
 
     /// R rows of W (from `w`) against S rows of A (from `a`), results to z (row stride `ldz`).
     ///
     /// # Safety
-    /// The CPU must support AVX-512F; `a` must hold S rows of `k` floats at stride `lda`, `w` R rows of
-    /// `k` floats at stride `ldw`, and `z` S rows of R writable floats at stride `ldz`.
+    /// The CPU must support AVX-512F; `a` must hold S rows of `k` values at stride `lda`, `w` R rows of
+    /// `k` values at stride `ldw`, and `z` S rows of R writable values at stride `ldz`.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const R: usize, const S: usize>(
+    unsafe fn tile<T: Simd, const R: usize, const S: usize>(
         k: usize,
-        a: *const f32,
+        a: *const T,
         lda: usize,
-        w: *const f32,
+        w: *const T,
         ldw: usize,
-        z: *mut f32,
+        z: *mut T,
         ldz: usize,
     ) {
         const { assert!(S <= 4, "tiles have at most 4 rows of A") };
+        let lanes = T::LANES;
         // The rows of A are unrolled by hand: LLVM keeps the R x S accumulators in registers only when no
         // loop indexes them (a rolled loop over s spilled them to the stack at every step).
         macro_rules! rows_of_a {
             ($acc:ident, $wv:ident, |$s:ident| $load:expr) => {{
                 if S > 0 {
                     let $s = 0;
-                    $acc[0] = fma_row($acc[0], &$wv, $load);
+                    $acc[0] = fma_row::<T, R>($acc[0], &$wv, $load);
                 }
                 if S > 1 {
                     let $s = 1;
-                    $acc[1] = fma_row($acc[1], &$wv, $load);
+                    $acc[1] = fma_row::<T, R>($acc[1], &$wv, $load);
                 }
                 if S > 2 {
                     let $s = 2;
-                    $acc[2] = fma_row($acc[2], &$wv, $load);
+                    $acc[2] = fma_row::<T, R>($acc[2], &$wv, $load);
                 }
                 if S > 3 {
                     let $s = 3;
-                    $acc[3] = fma_row($acc[3], &$wv, $load);
+                    $acc[3] = fma_row::<T, R>($acc[3], &$wv, $load);
                 }
             }};
         }
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); R]; S];
-            let full = k / LANES;
+            let mut acc = [[T::zero(); R]; S];
+            let full = k / lanes;
             for c in 0..full {
-                let mut wv = [_mm512_setzero_ps(); R];
+                let mut wv = [T::zero(); R];
                 for (r, v) in wv.iter_mut().enumerate() {
-                    *v = _mm512_loadu_ps(w.add(r * ldw + c * LANES));
+                    *v = T::loadu(w.add(r * ldw + c * lanes));
                 }
-                rows_of_a!(acc, wv, |s| _mm512_loadu_ps(a.add(s * lda + c * LANES)));
+                rows_of_a!(acc, wv, |s| T::loadu(a.add(s * lda + c * lanes)));
             }
-            let rest = k - full * LANES;
+            let rest = k - full * lanes;
             if rest > 0 {
-                let m = mask(rest);
-                let mut wv = [_mm512_setzero_ps(); R];
+                let m = T::mask(rest);
+                let mut wv = [T::zero(); R];
                 for (r, v) in wv.iter_mut().enumerate() {
-                    *v = _mm512_maskz_loadu_ps(m, w.add(r * ldw + full * LANES));
+                    *v = T::maskz_loadu(m, w.add(r * ldw + full * lanes));
                 }
-                rows_of_a!(acc, wv, |s| _mm512_maskz_loadu_ps(
+                rows_of_a!(acc, wv, |s| T::maskz_loadu(
                     m,
-                    a.add(s * lda + full * LANES)
+                    a.add(s * lda + full * lanes)
                 ));
             }
             for (s, acc_s) in acc.iter().enumerate() {
                 for (r, x) in acc_s.iter().enumerate() {
-                    *z.add(s * ldz + r) = tree_sum(*x);
+                    *z.add(s * ldz + r) = <T as Simd>::tree_sum(*x);
                 }
             }
         }
@@ -686,9 +915,9 @@ mod avx512 {
 
     /// acc[r] = fma(av, wv[r], acc[r]) for each of the R rows of W.
     #[inline(always)]
-    fn fma_row<const R: usize>(acc: [__m512; R], wv: &[__m512; R], av: __m512) -> [__m512; R] {
+    fn fma_row<T: Simd, const R: usize>(acc: [T::R; R], wv: &[T::R; R], av: T::R) -> [T::R; R] {
         // SAFETY: only reached from AVX-512F code.
-        std::array::from_fn(|r| unsafe { _mm512_fmadd_ps(av, wv[r], acc[r]) })
+        std::array::from_fn(|r| unsafe { T::fmadd(av, wv[r], acc[r]) })
     }
 
     /// A tile of R rows of W against `s` (1 to 4) rows of A.
@@ -697,22 +926,22 @@ mod avx512 {
     /// As for [`tile`], with S = `s`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_edge<const R: usize>(
+    unsafe fn tile_edge<T: Simd, const R: usize>(
         s: usize,
         k: usize,
-        a: *const f32,
+        a: *const T,
         lda: usize,
-        w: *const f32,
+        w: *const T,
         ldw: usize,
-        z: *mut f32,
+        z: *mut T,
         ldz: usize,
     ) {
-        type Tile = unsafe fn(usize, *const f32, usize, *const f32, usize, *mut f32, usize);
-        let f: Tile = match s {
-            1 => tile::<R, 1>,
-            2 => tile::<R, 2>,
-            3 => tile::<R, 3>,
-            _ => tile::<R, ROWS_A>,
+        type Tile<T> = unsafe fn(usize, *const T, usize, *const T, usize, *mut T, usize);
+        let f: Tile<T> = match s {
+            1 => tile::<T, R, 1>,
+            2 => tile::<T, R, 2>,
+            3 => tile::<T, R, 3>,
+            _ => tile::<T, R, ROWS_A>,
         };
         // Called through an opaque pointer so that each tile shape is compiled, and its registers
         // allocated, on its own: inlined together, LLVM spilled the accumulators of the 5 x 4 tile.
@@ -723,7 +952,7 @@ mod avx512 {
     /// # Safety
     /// The CPU has AVX-512F; z is valid for writes at i * ldz + j for i < a.rows, j < w.rows.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn abt(a: Mat<'_>, w: Mat<'_>, zp: *mut f32, ldz: usize) {
+    pub unsafe fn abt<T: Simd>(a: Mat<'_, T>, w: Mat<'_, T>, zp: *mut T, ldz: usize) {
         let k = a.cols;
         let (ap, wp) = (a.data.as_ptr(), w.data.as_ptr());
         for (i, s, j, r) in super::abt_tiles(a.rows, w.rows) {
@@ -731,73 +960,73 @@ mod avx512 {
             unsafe {
                 let (a0, w0, z0) = (ap.add(i * a.ld), wp.add(j * w.ld), zp.add(i * ldz + j));
                 if r == ROWS_W {
-                    tile_edge::<ROWS_W>(s, k, a0, a.ld, w0, w.ld, z0, ldz);
+                    tile_edge::<T, ROWS_W>(s, k, a0, a.ld, w0, w.ld, z0, ldz);
                 } else {
                     for rr in 0..r {
                         let w_row = w0.add(rr * w.ld);
-                        tile_edge::<1>(s, k, a0, a.ld, w_row, w.ld, z0.add(rr), ldz);
+                        tile_edge::<T, 1>(s, k, a0, a.ld, w_row, w.ld, z0.add(rr), ldz);
                     }
                 }
             }
         }
     }
 
-    /// R output rows from r0, V vectors of columns from c0 (the last `width` < 16 V-wide if masked).
+    /// R output rows from r0, V vectors of columns from c0 (the last `width` < L V-wide if masked).
     ///
     /// # Safety
-    /// The CPU must support AVX-512F; rows r0..r0+R and columns c0..c0+16V (as masked by `m`) must lie
+    /// The CPU must support AVX-512F; rows r0..r0+R and columns c0..c0+L*V (as masked by `m`) must lie
     /// inside `out` (row stride `ldo`) and inside `coef` and `src` as `combine` checked them.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn comb_tile<const R: usize, const V: usize>(
-        coef: &Coef<'_>,
-        src: &Mat<'_>,
-        out: *mut f32,
+    unsafe fn comb_tile<T: Simd, const R: usize, const V: usize>(
+        coef: &Coef<'_, T>,
+        src: &Mat<'_, T>,
+        out: *mut T,
         ldo: usize,
         r0: usize,
         c0: usize,
-        m: __mmask16,
-        epilogue: Epilogue,
+        m: T::M,
+        epilogue: Epilogue<T>,
     ) {
+        let lanes = T::LANES;
         unsafe {
             let (cp, sp) = (coef.data.as_ptr(), src.data.as_ptr());
-            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            let mut acc = [[T::zero(); V]; R];
             for t in 0..src.rows {
                 let row = sp.add(t * src.ld + c0);
-                let mut sv = [_mm512_setzero_ps(); V];
+                let mut sv = [T::zero(); V];
                 for (v, x) in sv.iter_mut().enumerate() {
                     *x = if V == 1 {
-                        _mm512_maskz_loadu_ps(m, row)
+                        T::maskz_loadu(m, row)
                     } else {
-                        _mm512_loadu_ps(row.add(v * LANES))
+                        T::loadu(row.add(v * lanes))
                     };
                 }
                 for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let cf =
-                        _mm512_set1_ps(*cp.add((r0 + r) * coef.row_stride + t * coef.term_stride));
+                    let cf = T::set1(*cp.add((r0 + r) * coef.row_stride + t * coef.term_stride));
                     for (x, s) in acc_r.iter_mut().zip(&sv) {
-                        *x = _mm512_fmadd_ps(cf, *s, *x);
+                        *x = T::fmadd(cf, *s, *x);
                     }
                 }
             }
             for (r, acc_r) in acc.iter().enumerate() {
                 for (v, g) in acc_r.iter().enumerate() {
-                    let p = out.add((r0 + r) * ldo + c0 + v * LANES);
+                    let p = out.add((r0 + r) * ldo + c0 + v * lanes);
                     let value = match epilogue {
                         Epilogue::Assign => *g,
                         Epilogue::Axpy(alpha) => {
                             let o = if V == 1 {
-                                _mm512_maskz_loadu_ps(m, p)
+                                T::maskz_loadu(m, p)
                             } else {
-                                _mm512_loadu_ps(p)
+                                T::loadu(p)
                             };
-                            _mm512_fmadd_ps(_mm512_set1_ps(alpha), *g, o)
+                            T::fmadd(T::set1(alpha), *g, o)
                         }
                     };
                     if V == 1 {
-                        _mm512_mask_storeu_ps(p, m, value);
+                        T::mask_storeu(p, m, value);
                     } else {
-                        _mm512_storeu_ps(p, value);
+                        T::storeu(p, value);
                     }
                 }
             }
@@ -807,15 +1036,21 @@ mod avx512 {
     /// # Safety
     /// The CPU has AVX-512F; out is valid for reads and writes over its rows x cols.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn combine(coef: Coef<'_>, src: Mat<'_>, out: Out, epilogue: Epilogue) {
+    pub unsafe fn combine<T: Simd>(
+        coef: Coef<'_, T>,
+        src: Mat<'_, T>,
+        out: Out<T>,
+        epilogue: Epilogue<T>,
+    ) {
+        let lanes = T::LANES;
         let (rows, cols, ldo) = (out.rows, out.cols, out.ld);
         let op = out.ptr;
-        let block = LANES * COMB_VECS;
+        let block = lanes * COMB_VECS;
         let mut c0 = 0;
         while c0 < cols {
             let wide = cols - c0 >= block;
-            let width = if wide { block } else { (cols - c0).min(LANES) };
-            let m = mask(width);
+            let width = if wide { block } else { (cols - c0).min(lanes) };
+            let m = T::mask(width);
             let mut r = 0;
             while r < rows {
                 let tall = rows - r >= COMB_ROWS;
@@ -823,17 +1058,17 @@ mod avx512 {
                 // a narrow tile touches only the masked lanes.
                 unsafe {
                     match (tall, wide) {
-                        (true, true) => comb_tile::<COMB_ROWS, COMB_VECS>(
+                        (true, true) => comb_tile::<T, COMB_ROWS, COMB_VECS>(
                             &coef, &src, op, ldo, r, c0, m, epilogue,
                         ),
                         (true, false) => {
-                            comb_tile::<COMB_ROWS, 1>(&coef, &src, op, ldo, r, c0, m, epilogue)
+                            comb_tile::<T, COMB_ROWS, 1>(&coef, &src, op, ldo, r, c0, m, epilogue)
                         }
                         (false, true) => {
-                            comb_tile::<1, COMB_VECS>(&coef, &src, op, ldo, r, c0, m, epilogue)
+                            comb_tile::<T, 1, COMB_VECS>(&coef, &src, op, ldo, r, c0, m, epilogue)
                         }
                         (false, false) => {
-                            comb_tile::<1, 1>(&coef, &src, op, ldo, r, c0, m, epilogue)
+                            comb_tile::<T, 1, 1>(&coef, &src, op, ldo, r, c0, m, epilogue)
                         }
                     }
                 }
@@ -848,26 +1083,24 @@ mod avx512 {
 mod tests {
     use super::*;
 
-    fn random(len: usize, seed: u64) -> Vec<f32> {
+    fn random<T: From<f32>>(len: usize, seed: u64) -> Vec<T> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..len)
             .map(|_| {
                 s ^= s << 13;
                 s ^= s >> 7;
                 s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                T::from((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
             })
             .collect()
     }
 
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|x| x.to_bits()).collect()
-    }
-
     /// Every implementation this CPU runs against the one-element-at-a-time reference, over shapes with
-    /// every kind of edge (rows not a multiple of the tiles, columns not a multiple of 16).
-    #[test]
-    fn fast_paths_give_the_reference_bits() {
+    /// every kind of edge (rows not a multiple of the tiles, columns not a multiple of the lanes).
+    fn fast_paths_give_the_reference_bits_in<T: Lane + Avx512 + From<f32> + Into<f64>>(
+        bits: fn(&[T]) -> Vec<u64>,
+        alpha: T,
+    ) {
         let impls = supported();
         for (n, h, k) in [
             (1, 1, 1),
@@ -877,7 +1110,7 @@ mod tests {
             (5, 11, 80),
             (130, 9, 17),
         ] {
-            let (a, w) = (random(n * k, 1), random(h * k, 2));
+            let (a, w) = (random::<T>(n * k, 1), random::<T>(h * k, 2));
             let am = Mat {
                 data: &a,
                 rows: n,
@@ -890,7 +1123,7 @@ mod tests {
                 cols: k,
                 ld: k,
             };
-            let mut want = vec![0f32; n * h];
+            let mut want = vec![T::default(); n * h];
             reference::abt(
                 am,
                 wm,
@@ -902,14 +1135,14 @@ mod tests {
                 },
             );
             // combine as the SGD update: W[h, k] += alpha * D^T A with D [n, h]
-            let d = random(n * h, 3);
+            let d = random::<T>(n * h, 3);
             let coef = Coef {
                 data: &d,
                 row_stride: 1,
                 term_stride: h,
             };
             let mut want_w = w.clone();
-            let epi = Epilogue::Axpy(-0.037);
+            let epi = Epilogue::Axpy(alpha);
             reference::combine(
                 coef,
                 am,
@@ -922,7 +1155,7 @@ mod tests {
                 epi,
             );
             for &imp in &impls {
-                let mut z = vec![0f32; n * h];
+                let mut z = vec![T::default(); n * h];
                 let mut w2 = w.clone();
                 let zp = z.as_mut_ptr();
                 let om = Out {
@@ -963,21 +1196,69 @@ mod tests {
             for i in 0..n {
                 for j in 0..h {
                     let exact: f64 = (0..k)
-                        .map(|t| a[i * k + t] as f64 * w[j * k + t] as f64)
+                        .map(|t| a[i * k + t].into() * w[j * k + t].into())
                         .sum();
-                    assert!((want[i * h + j] as f64 - exact).abs() < 1e-4, "abt value");
+                    let got: f64 = want[i * h + j].into();
+                    assert!((got - exact).abs() < 1e-4, "abt value");
                 }
             }
         }
     }
 
     #[test]
-    fn kernel_choice_follows_dtype() {
+    fn fast_paths_give_the_reference_bits() {
+        fast_paths_give_the_reference_bits_in::<f32>(
+            |v| v.iter().map(|x| u64::from(x.to_bits())).collect(),
+            -0.037,
+        );
+    }
+
+    #[test]
+    fn fast_paths_give_the_reference_bits_in_f64() {
+        fast_paths_give_the_reference_bits_in::<f64>(
+            |v| v.iter().map(|x| x.to_bits()).collect(),
+            -0.037,
+        );
+    }
+
+    #[test]
+    fn the_trees_are_the_contract() {
+        // f32: l + (l+8), then + 4, + 2, + 1, written out.
+        let v: [f32; 16] = std::array::from_fn(|l| 1.0 + l as f32 * 1e-7);
+        let h8: [f32; 8] = std::array::from_fn(|l| v[l] + v[l + 8]);
+        let h4: [f32; 4] = std::array::from_fn(|l| h8[l] + h8[l + 4]);
+        let h2: [f32; 2] = std::array::from_fn(|l| h4[l] + h4[l + 2]);
+        assert_eq!(reference::tree_sum(&v).to_bits(), (h2[0] + h2[1]).to_bits());
+        // f64: l + (l+4), then + 2, + 1.
+        let v: [f64; 8] = std::array::from_fn(|l| 1.0 + l as f64 * 1e-16);
+        let h4: [f64; 4] = std::array::from_fn(|l| v[l] + v[l + 4]);
+        let h2: [f64; 2] = std::array::from_fn(|l| h4[l] + h4[l + 2]);
+        assert_eq!(
+            <f64 as Lane>::tree_sum(&v).to_bits(),
+            (h2[0] + h2[1]).to_bits()
+        );
+    }
+
+    #[test]
+    fn kernel_choice_follows_the_stored_run() {
         assert_eq!(Kernel::for_run(Dtype::F32), Kernel::Lanes);
-        assert_eq!(Kernel::for_run(Dtype::F64), Kernel::Gemm);
+        assert_eq!(Kernel::for_run(Dtype::F64), Kernel::Lanes);
+        assert_eq!(
+            Kernel::of_stored(Some("matrixmultiply-0.3.11/avx512"), Dtype::F64),
+            Kernel::Gemm
+        );
+        assert_eq!(
+            Kernel::of_stored(Some("mlp-runner-lanes8/avx512"), Dtype::F64),
+            Kernel::Lanes
+        );
+        assert_eq!(Kernel::of_stored(None, Dtype::F64), Kernel::Lanes);
         assert_eq!(
             Kernel::contract("mlp-runner-lanes16/avx512"),
             "mlp-runner-lanes16"
+        );
+        assert_eq!(
+            Kernel::contract("mlp-runner-lanes8/avx2-fma"),
+            "mlp-runner-lanes8"
         );
         assert_eq!(
             Kernel::contract("matrixmultiply-0.3.11/avx512"),

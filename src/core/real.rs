@@ -1,5 +1,6 @@
 //! The float types a model is trained in (f32, f64): conversions, little-endian bytes as stored, and the
-//! hooks through which f32 products reach the lanes16 kernels of [`crate::core::kernel`].
+//! hooks through which their products reach the lanes kernels of [`crate::core::kernel`] (lanes16 for
+//! f32, lanes8 for f64).
 
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, s};
 
@@ -17,7 +18,7 @@ pub trait Real:
     fn extend_le(xs: &[Self], out: &mut Vec<u8>);
     /// Read little-endian bytes written by [`Real::extend_le`].
     fn from_le(bytes: &[u8]) -> Vec<Self>;
-    /// Z = A W^T with the lanes16 kernel ([`crate::core::kernel::abt`]); false if this type has none.
+    /// Z = A W^T with the lanes kernel ([`crate::core::kernel::abt`]); false if this type has none.
     fn lanes_abt(
         _a: ArrayView2<'_, Self>,
         _w: ArrayView2<'_, Self>,
@@ -26,7 +27,7 @@ pub trait Real:
         false
     }
     /// `out[r][c] = sum_t coef[r * row_stride + t * term_stride] src[t][c]`, assigned (`alpha` None) or
-    /// added as out = fma(alpha, sum, out), with the lanes16 kernel ([`crate::core::kernel::combine`]); false if
+    /// added as out = fma(alpha, sum, out), with the lanes kernel ([`crate::core::kernel::combine`]); false if
     /// this type has none.
     fn lanes_combine(
         _coef: (&[Self], usize, usize),
@@ -39,7 +40,7 @@ pub trait Real:
 }
 
 /// A contiguous row-major view as a kernel matrix.
-fn mat(a: ArrayView2<'_, f32>) -> Option<kernel::Mat<'_>> {
+fn mat<T>(a: ArrayView2<'_, T>) -> Option<kernel::Mat<'_, T>> {
     let (rows, cols) = a.dim();
     let data = a.to_slice()?;
     Some(kernel::Mat {
@@ -50,61 +51,80 @@ fn mat(a: ArrayView2<'_, f32>) -> Option<kernel::Mat<'_>> {
     })
 }
 
+/// Z = A W^T through the lanes kernel, for contiguous views; false otherwise.
+fn abt_lanes<T: kernel::Lane + kernel::Avx512>(
+    a: ArrayView2<'_, T>,
+    w: ArrayView2<'_, T>,
+    mut z: ArrayViewMut2<'_, T>,
+) -> bool {
+    let (rows, cols) = z.dim();
+    match (mat(a), mat(w), z.as_slice_mut()) {
+        (Some(a), Some(w), Some(data)) => {
+            kernel::abt(
+                a,
+                w,
+                kernel::MatMut {
+                    data,
+                    rows,
+                    cols,
+                    ld: cols,
+                },
+            );
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Rows as combinations of rows through the lanes kernel, for contiguous views; false otherwise.
+fn combine_lanes<T: kernel::Lane + kernel::Avx512>(
+    (data, row_stride, term_stride): (&[T], usize, usize),
+    src: ArrayView2<'_, T>,
+    mut out: ArrayViewMut2<'_, T>,
+    alpha: Option<T>,
+) -> bool {
+    let (rows, cols) = out.dim();
+    let coef = kernel::Coef {
+        data,
+        row_stride,
+        term_stride,
+    };
+    let epilogue = alpha.map_or(kernel::Epilogue::Assign, kernel::Epilogue::Axpy);
+    match (mat(src), out.as_slice_mut()) {
+        (Some(src), Some(data)) => {
+            kernel::combine(
+                coef,
+                src,
+                kernel::MatMut {
+                    data,
+                    rows,
+                    cols,
+                    ld: cols,
+                },
+                epilogue,
+            );
+            true
+        }
+        _ => false,
+    }
+}
+
 impl Real for f32 {
     const DTYPE: Dtype = Dtype::F32;
     fn lanes_abt(
         a: ArrayView2<'_, f32>,
         w: ArrayView2<'_, f32>,
-        mut z: ArrayViewMut2<'_, f32>,
+        z: ArrayViewMut2<'_, f32>,
     ) -> bool {
-        let (rows, cols) = z.dim();
-        match (mat(a), mat(w), z.as_slice_mut()) {
-            (Some(a), Some(w), Some(data)) => {
-                kernel::abt(
-                    a,
-                    w,
-                    kernel::MatMut {
-                        data,
-                        rows,
-                        cols,
-                        ld: cols,
-                    },
-                );
-                true
-            }
-            _ => false,
-        }
+        abt_lanes(a, w, z)
     }
     fn lanes_combine(
-        (data, row_stride, term_stride): (&[f32], usize, usize),
+        coef: (&[f32], usize, usize),
         src: ArrayView2<'_, f32>,
-        mut out: ArrayViewMut2<'_, f32>,
+        out: ArrayViewMut2<'_, f32>,
         alpha: Option<f32>,
     ) -> bool {
-        let (rows, cols) = out.dim();
-        let coef = kernel::Coef {
-            data,
-            row_stride,
-            term_stride,
-        };
-        let epilogue = alpha.map_or(kernel::Epilogue::Assign, kernel::Epilogue::Axpy);
-        match (mat(src), out.as_slice_mut()) {
-            (Some(src), Some(data)) => {
-                kernel::combine(
-                    coef,
-                    src,
-                    kernel::MatMut {
-                        data,
-                        rows,
-                        cols,
-                        ld: cols,
-                    },
-                    epilogue,
-                );
-                true
-            }
-            _ => false,
-        }
+        combine_lanes(coef, src, out, alpha)
     }
     fn from_f64(x: f64) -> Self {
         x as f32
@@ -127,6 +147,21 @@ impl Real for f32 {
 
 impl Real for f64 {
     const DTYPE: Dtype = Dtype::F64;
+    fn lanes_abt(
+        a: ArrayView2<'_, f64>,
+        w: ArrayView2<'_, f64>,
+        z: ArrayViewMut2<'_, f64>,
+    ) -> bool {
+        abt_lanes(a, w, z)
+    }
+    fn lanes_combine(
+        coef: (&[f64], usize, usize),
+        src: ArrayView2<'_, f64>,
+        out: ArrayViewMut2<'_, f64>,
+        alpha: Option<f64>,
+    ) -> bool {
+        combine_lanes(coef, src, out, alpha)
+    }
     fn from_f64(x: f64) -> Self {
         x
     }

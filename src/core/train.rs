@@ -92,9 +92,28 @@ pub fn train(
     observer: &mut dyn Observer,
     resume: Option<&Checkpoint>,
 ) -> Result<Outcome> {
+    train_with(
+        cfg,
+        data,
+        observer,
+        resume,
+        Kernel::for_run(cfg.model.dtype),
+    )
+}
+
+/// [`train`] with the matrix products of `kernel`: the lanes kernels for every new run; `verify` and a
+/// resumed run keep the kernel a stored run was trained with (an f64 run of a version before lanes8
+/// used matrixmultiply's GEMM).
+pub fn train_with(
+    cfg: &RunConfig,
+    data: &Dataset,
+    observer: &mut dyn Observer,
+    resume: Option<&Checkpoint>,
+    kernel: Kernel,
+) -> Result<Outcome> {
     match cfg.model.dtype {
-        Dtype::F32 => train_typed::<f32>(cfg, data, observer, resume),
-        Dtype::F64 => train_typed::<f64>(cfg, data, observer, resume),
+        Dtype::F32 => train_typed::<f32>(cfg, data, observer, resume, kernel),
+        Dtype::F64 => train_typed::<f64>(cfg, data, observer, resume, kernel),
     }
 }
 
@@ -103,6 +122,7 @@ fn train_typed<F: Real>(
     data: &Dataset,
     observer: &mut dyn Observer,
     resume: Option<&Checkpoint>,
+    kernel: Kernel,
 ) -> Result<Outcome> {
     let (model_cfg, t) = (&cfg.model, &cfg.train);
     let d = &cfg.data;
@@ -141,7 +161,6 @@ fn train_typed<F: Real>(
     model.realign();
     let mut loader = Loader::new(train_set.len(), t.batch_size, t.drop_last, shuffle);
     // The run's kernel does its products in training and evaluation alike (see `kernel`).
-    let kernel = Kernel::for_run(model_cfg.dtype);
     let mut ws = Workspace::<F>::new(&model_cfg.sizes, t.batch_size).with_kernel(kernel);
     let eval_rows = EVAL_BLOCK.min(
         train_set

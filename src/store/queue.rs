@@ -77,6 +77,8 @@ pub(crate) struct Claim {
     pub checkpoint_epoch: Option<usize>,
     /// A run of a search trains up to its rung's epochs, then pauses (`None`: its config's epochs).
     pub target_epochs: Option<usize>,
+    /// A resumed run's kernel so far, as its envelope recorded it.
+    pub trained_with: Option<String>,
 }
 
 /// How claims judge owners.
@@ -327,7 +329,7 @@ impl Store {
     pub(crate) fn claim(
         &self,
         config_hashes: &[String],
-        env: &dyn Fn(&str) -> Envelope,
+        env: &dyn Fn(&str, Option<&str>) -> Envelope,
         c: &Claimant<'_>,
     ) -> Result<Option<Claim>> {
         self.at(self.claim_inner(config_hashes, env, c))
@@ -336,7 +338,7 @@ impl Store {
     fn claim_inner(
         &self,
         config_hashes: &[String],
-        env: &dyn Fn(&str) -> Envelope,
+        env: &dyn Fn(&str, Option<&str>) -> Envelope,
         c: &Claimant<'_>,
     ) -> Result<Option<Claim>> {
         let hashes = serde_json::Value::from(config_hashes.to_vec()).to_string();
@@ -379,7 +381,14 @@ impl Store {
             // its first epoch has its initial weights stored; an edited store may hold more).
             clear_progress(&tx, id)?;
         }
-        let env = env(&config_hash);
+        // A run resumed from a checkpoint goes on with the kernel it was trained with so far.
+        let trained_with: Option<String> = match checkpoint_epoch {
+            Some(_) => tx.query_row("SELECT gemm_kernel FROM runs WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })?,
+            None => None,
+        };
+        let env = env(&config_hash, trained_with.as_deref());
         let me = c.me;
         tx.execute(
             "UPDATE runs SET claim = claim + 1, pid = ?2, host = ?3, owner_start = ?4, owner_task = ?5,
@@ -421,6 +430,7 @@ impl Store {
             token,
             checkpoint_epoch: checkpoint_epoch.map(|e| e.max(0) as usize),
             target_epochs,
+            trained_with,
         }))
     }
 

@@ -22,7 +22,7 @@ use crate::core::data::DataCache;
 use crate::core::envelope::Envelope;
 use crate::core::kernel::Kernel;
 use crate::core::model::Snapshot;
-use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, Outcome, train};
+use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, Outcome, train_with};
 use crate::error::{Error, ErrorKind, Result, SpecError};
 use crate::store::queue::{Claimant, MISSED_HEARTBEATS};
 use crate::store::search::AfterEpoch;
@@ -411,9 +411,12 @@ impl Worker<'_> {
     /// Claim and train runs until none is left (or `stop`); returns the ids trained.
     fn work(&self, store: &Store) -> Result<Vec<i64>> {
         // The envelope depends on the run (its kernel); a hash not of this spec is reported below.
-        let env = |hash: &str| match self.runs.get(hash) {
-            Some(run) => Envelope::for_run(&run.config),
-            None => Envelope::with_kernel(Kernel::Gemm),
+        let env = |hash: &str, trained_with: Option<&str>| match self.runs.get(hash) {
+            Some(run) => {
+                let dtype = run.config.model.dtype;
+                Envelope::with_kernel(Kernel::of_stored(trained_with, dtype), dtype)
+            }
+            None => Envelope::with_kernel(Kernel::Gemm, crate::core::config::Dtype::F64),
         };
         let mut done = Vec::new();
         while !self.stop.load(Ordering::SeqCst) {
@@ -518,7 +521,8 @@ impl Worker<'_> {
             pause: std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse().ok()),
             after: AfterEpoch::Continue,
         };
-        let outcome = train(c, data, &mut obs, checkpoint.as_ref());
+        let kernel = Kernel::of_stored(claim.trained_with.as_deref(), c.model.dtype);
+        let outcome = train_with(c, data, &mut obs, checkpoint.as_ref(), kernel);
         obs.bar.finish();
         match outcome {
             Ok(Outcome::Completed(_)) => Ok(()),

@@ -5,8 +5,9 @@
 
 use crate::core::data::DataCache;
 use crate::core::envelope::{BIT_FIELDS, Envelope};
+use crate::core::kernel::Kernel;
 use crate::core::model::Snapshot;
-use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, Outcome, train};
+use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, Outcome, train_with};
 use crate::error::{Error, Result};
 use crate::store::{RunStatus, Store, integrity};
 
@@ -22,6 +23,8 @@ pub struct Report {
     pub weights_sha256: String,
     /// What the check of the stored bits against their hashes found (empty: they match).
     pub corrupt: Vec<String>,
+    /// A word on how the run was re-trained, when it matters (a matrixmultiply run).
+    pub note: Option<String>,
 }
 
 fn same(a: f64, b: f64) -> bool {
@@ -118,7 +121,17 @@ pub fn verify_run(store: &Store, cache: &mut DataCache, run_id: i64) -> Result<R
     if row.status == RunStatus::Pruned {
         cfg.train.epochs = usize::try_from(row.epochs_done).unwrap_or(0).max(1);
     }
-    let current = Envelope::for_run(&cfg);
+    // Re-trained with the kernel it was trained with: an f64 run of a version before lanes8 used
+    // matrixmultiply's GEMM, whose bits depend on the kernel the CPU selects.
+    let kernel = Kernel::of_stored(
+        row.envelope
+            .get("gemm_kernel")
+            .cloned()
+            .flatten()
+            .as_deref(),
+        cfg.model.dtype,
+    );
+    let current = Envelope::with_kernel(kernel, cfg.model.dtype);
     let envelope_diffs = BIT_FIELDS
         .iter()
         .filter_map(|&field| {
@@ -140,6 +153,12 @@ pub fn verify_run(store: &Store, cache: &mut DataCache, run_id: i64) -> Result<R
         envelope_diffs,
         weights_sha256: String::new(),
         corrupt: stored_bits.findings.into_iter().map(|f| f.0).collect(),
+        note: (kernel == Kernel::Gemm).then(|| {
+            "trained with matrixmultiply's GEMM (before the lanes8 kernels): re-trained with it, so its bits \
+             match only where the CPU selects the same GEMM kernel; `runner <spec> --force` trains it again \
+             with lanes8, whose bits are the same on every CPU"
+                .to_string()
+        }),
     };
 
     let dataset_sha = cache.sha256(
@@ -163,11 +182,12 @@ pub fn verify_run(store: &Store, cache: &mut DataCache, run_id: i64) -> Result<R
         stored_init: row.init_weights_sha256.as_deref(),
         difference: None,
     };
-    let outcome = train(
+    let outcome = train_with(
         &cfg,
         cache.get(&cfg.data.dir, cfg.data.format)?,
         &mut cmp,
         None,
+        kernel,
     )?;
     report.difference = cmp.difference;
     if report.difference.is_some() {

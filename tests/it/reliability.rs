@@ -347,19 +347,29 @@ fn two_gemm_threads_give_the_same_bits_as_one() {
 fn every_kernel_implementation_gives_the_same_bits() {
     let dir = tmp();
     let d = dir.path();
-    // A hidden width of 37 exercises the tails (37 = 2 x 16 + 5) as well as the full 16-lane blocks.
+    // A hidden width of 37 exercises the tails (37 = 2 x 16 + 5 in f32, 4 x 8 + 5 in f64) as well as the
+    // full blocks; both types, each through its own lanes kernel.
     let s = spec(
         d,
         "p.toml",
         "[data]\ndir = \"{MNIST}\"\nlimit_train = 3000\nlimit_test = 500\n[model]\nsizes = [784, 37, 10]\n\
-         [train]\nbatch_size = 10\nepochs = 2\nlearning_rate = 0.1\n",
+         [train]\nbatch_size = 10\nepochs = 2\nlearning_rate = 0.1\n[sweep]\n\"model.dtype\" = [\"f32\", \"f64\"]\n",
     );
     let fast = d.join("fast.db");
     runner(d, &[s.to_str().unwrap(), "--db", fast.to_str().unwrap()]).ok();
-    assert!(scalar(&fast, "SELECT gemm_kernel FROM runs").starts_with("mlp-runner-lanes16/"));
-    // The run learned: the bits compared are those of a working model.
     assert_eq!(
-        scalar(&fast, "SELECT test_acc > 0.8 FROM epochs WHERE epoch = 2"),
+        crate::util::query(
+            &fast,
+            "SELECT dtype, substr(gemm_kernel, 1, 18) FROM runs ORDER BY id"
+        ),
+        [["f32", "mlp-runner-lanes16"], ["f64", "mlp-runner-lanes8/"]]
+    );
+    // The runs learned: the bits compared are those of working models.
+    assert_eq!(
+        scalar(
+            &fast,
+            "SELECT min(test_acc > 0.8) FROM epochs WHERE epoch = 2"
+        ),
         "1"
     );
     for imp in ["portable", "avx2-fma"] {
@@ -371,13 +381,22 @@ fn every_kernel_implementation_gives_the_same_bits() {
             &env,
         )
         .ok();
-        let kernel = scalar(&other, "SELECT gemm_kernel FROM runs");
+        let kernel = scalar(&other, "SELECT group_concat(gemm_kernel) FROM runs");
         // A CPU without AVX2 runs the portable path for "avx2-fma": still a valid comparison.
-        assert!(kernel.starts_with("mlp-runner-lanes16/"), "{kernel}");
+        assert!(kernel.contains("mlp-runner-lanes8/"), "{kernel}");
         assert_eq!(fingerprint(&fast), fingerprint(&other), "{kernel}");
-        // Verifying the fast run with this implementation: identical, and no envelope difference for it.
-        let v = runner_env(d, &["verify", "1", "--db", fast.to_str().unwrap()], &env);
-        assert!(v.ok().stdout.contains("identical"), "{}", v.stdout);
+        // Verifying the fast runs with this implementation: identical, and no envelope difference for it.
+        let v = runner_env(
+            d,
+            &["verify", "--all", "--db", fast.to_str().unwrap()],
+            &env,
+        );
+        assert_eq!(
+            v.ok().stdout.matches(": identical").count(),
+            2,
+            "{}",
+            v.stdout
+        );
         assert!(!v.stdout.contains("gemm_kernel"), "{}", v.stdout);
     }
     // A name this CPU does not run is an error before anything is trained, not a silent fallback.
@@ -397,4 +416,50 @@ fn every_kernel_implementation_gives_the_same_bits() {
         bad.stderr
     );
     assert!(!d.join("bad.db").exists());
+}
+
+#[test]
+fn an_f64_run_of_the_gemm_era_still_verifies_with_its_kernel() {
+    let dir = tmp();
+    let d = dir.path();
+    let s = spec(
+        d,
+        "g.toml",
+        "[data]\ndir = \"{MNIST}\"\nlimit_train = 2000\nlimit_test = 300\n[model]\nsizes = [784, 24, 10]\n\
+         dtype = \"f64\"\n[train]\nepochs = 2\n[sweep]\n\"train.seed\" = [1, 2]\n",
+    );
+    // Run 1 trained as versions before lanes8 trained f64 (matrixmultiply's GEMM); run 2 with lanes8.
+    let db = d.join("g.db");
+    let gemm = [("MLP_RUNNER_F64_GEMM", "1")];
+    let one = s.to_str().unwrap().replace("g.toml", "one.toml");
+    std::fs::write(
+        &one,
+        std::fs::read_to_string(&s)
+            .unwrap()
+            .replace("[1, 2]", "[1]"),
+    )
+    .unwrap();
+    runner_env(d, &[&one, "--db", db.to_str().unwrap()], &gemm).ok();
+    runner(d, &[s.to_str().unwrap(), "--db", db.to_str().unwrap()]).ok();
+    assert_eq!(
+        crate::util::query(
+            &db,
+            "SELECT id, substr(gemm_kernel, 1, 17) FROM runs ORDER BY id"
+        ),
+        [["1", "matrixmultiply-0."], ["2", "mlp-runner-lanes8"]]
+    );
+    // verify re-trains each with its own kernel: both identical, the GEMM one with a note saying why.
+    let v = runner(d, &["verify", "--all", "--db", db.to_str().unwrap()]);
+    let out = &v.ok().stdout;
+    assert_eq!(out.matches(": identical").count(), 2, "{out}");
+    assert!(
+        out.contains("note: trained with matrixmultiply's GEMM"),
+        "{out}"
+    );
+    assert!(!out.contains("envelope differs: gemm_kernel"), "{out}");
+    // The two kernels are different arithmetic: the same config gives other bits.
+    let w = crate::util::query(&db, "SELECT weights_sha256 FROM runs ORDER BY id");
+    let again = d.join("again.db");
+    runner(d, &[&one, "--db", again.to_str().unwrap()]).ok();
+    assert_ne!(scalar(&again, "SELECT weights_sha256 FROM runs"), w[0][0]);
 }
