@@ -43,6 +43,11 @@ pub struct BenchArgs {
     /// Chromium (when installed) until it is interactive.
     #[arg(long)]
     pub ui: bool,
+    /// Also train this sweep (default: the default sweep) twice, into throw-away stores: with --jobs 2
+    /// and with --jobs 1 --threads 2; report the runs per hour of each and the share of each epoch spent
+    /// evaluating.
+    #[arg(long, value_name = "SPEC", num_args = 0..=1, default_missing_value = "experiments/lr_sweep.toml")]
+    pub sweep: Option<std::path::PathBuf>,
     /// Runs in the synthetic store of --ui.
     #[arg(long, default_value_t = 10_000, requires = "ui", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub ui_runs: u32,
@@ -80,6 +85,7 @@ pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
         png,
         no_jobs,
         format,
+        sweep,
         ..
     } = args;
     if batch.contains(&0) {
@@ -116,6 +122,7 @@ pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
             "GFLOP/s",
             "GEMM GFLOP/s",
             "efficiency",
+            "of_peak",
         ]
         .map(String::from)
         .to_vec(),
@@ -131,10 +138,19 @@ pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
                     Value::Real((r.gflops * 10.0).round() / 10.0),
                     Value::Real((r.gemm_gflops * 10.0).round() / 10.0),
                     Value::Real((r.efficiency * 100.0).round() / 100.0),
+                    if r.of_peak.is_finite() {
+                        Value::Real((r.of_peak * 1000.0).round() / 1000.0)
+                    } else {
+                        Value::Null
+                    },
                 ]
             })
             .collect(),
     };
+    let mut notes = notes;
+    if let Some(spec) = &sweep {
+        notes.extend(sweep_rates(spec)?);
+    }
     print_table(&t, format.format(), out)?;
     if format.format() == Format::Text {
         for (k, v) in notes {
@@ -142,4 +158,59 @@ pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// Train `spec` with --jobs 2, then with --jobs 1 --threads 2 (this binary, each into a store of its
+/// own that is removed after): runs per hour of each, and the share of the epochs' time spent evaluating.
+fn sweep_rates(spec: &std::path::Path) -> Result<Vec<(String, String)>> {
+    let exe = std::env::current_exe()?;
+    let dir = std::env::temp_dir().join(format!("mlp-runner-bench-sweep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut out = Vec::new();
+    for (label, args) in [
+        ("--jobs 2", ["--jobs", "2", "--threads", "1"]),
+        ("--jobs 1 --threads 2", ["--jobs", "1", "--threads", "2"]),
+    ] {
+        let db = dir.join(format!("{}.db", label.replace([' ', '-'], "")));
+        eprintln!("training {} with {label} ...", spec.display());
+        let t = std::time::Instant::now();
+        let status = std::process::Command::new(&exe)
+            .arg(spec)
+            .args(args)
+            .arg("--db")
+            .arg(&db)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        let seconds = t.elapsed().as_secs_f64();
+        if !status.success() {
+            return Err(
+                Error::Usage(format!("training {} failed ({status})", spec.display())).into(),
+            );
+        }
+        let store = mlp_runner::store::Store::open_read_only(&db)?;
+        let r = store.select(
+            "SELECT (SELECT count(*) FROM runs), sum(seconds - train_seconds) / sum(seconds) FROM epochs",
+            &[],
+        )?;
+        let row = r.rows.first().cloned().unwrap_or_default();
+        let runs = match row.first() {
+            Some(Value::Integer(n)) => *n as f64,
+            _ => 0.0,
+        };
+        let eval = match row.get(1) {
+            Some(Value::Real(x)) => *x,
+            _ => f64::NAN,
+        };
+        store.close()?;
+        out.push((
+            format!("the sweep {} with {label}", spec.display()),
+            format!(
+                "{runs:.0} runs in {seconds:.1} s: {:.0} runs per hour; {:.0}% of each epoch spent evaluating",
+                runs * 3600.0 / seconds,
+                100.0 * eval
+            ),
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(out)
 }

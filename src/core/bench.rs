@@ -36,6 +36,9 @@ pub struct Row {
     /// The same steps' GEMM calls alone, measured just before.
     pub gemm_gflops: f64,
     pub efficiency: f64,
+    /// GFLOP/s over this machine's FMA peak for the dtype on the threads used (measured in this run);
+    /// NaN when the peak could not be measured.
+    pub of_peak: f64,
 }
 
 /// What to measure.
@@ -158,6 +161,9 @@ fn training_row<F: Real>(ds: &Dataset, opts: &Options, batch: usize) -> Result<R
         gflops: flops / seconds / 1e9,
         gemm_gflops: flops / gemm / 1e9,
         efficiency: median(ratios),
+        of_peak: fma_peak_gflops(F::DTYPE).map_or(f64::NAN, |p| {
+            flops / seconds / 1e9 / (p * crate::core::pool::threads() as f64)
+        }),
     })
 }
 
@@ -239,9 +245,20 @@ fn reference_samples_per_s(ds: &Dataset, sizes: &[usize], batches: usize) -> f64
     (batches * 10) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// The f32 multiply-add peak of one core: 16 independent chains of 16-lane FMAs (AVX-512) or 2 x 8-lane
-/// (AVX2), nothing loaded from memory. GFLOP/s, or None on a CPU with neither.
-pub fn fma_peak_gflops() -> Option<f64> {
+/// The multiply-add peak of one core for `dtype`: 16 independent chains of FMAs on full vectors (AVX-512:
+/// 16 f32 or 8 f64 lanes; AVX2: 8 or 4), nothing loaded from memory. GFLOP/s, or None on a CPU with neither.
+/// Measured once per process (the best of 3 runs) and kept.
+pub fn fma_peak_gflops(dtype: Dtype) -> Option<f64> {
+    static PEAKS: std::sync::OnceLock<(Option<f64>, Option<f64>)> = std::sync::OnceLock::new();
+    let (f32_peak, f64_peak) =
+        *PEAKS.get_or_init(|| (measure_peak(Dtype::F32), measure_peak(Dtype::F64)));
+    match dtype {
+        Dtype::F32 => f32_peak,
+        Dtype::F64 => f64_peak,
+    }
+}
+
+fn measure_peak(dtype: Dtype) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;
@@ -255,6 +272,17 @@ pub fn fma_peak_gflops() -> Option<f64> {
                 }
             }
             acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+        }
+        #[target_feature(enable = "avx512f")]
+        fn chains512d(iters: usize) -> f32 {
+            let mut acc = [_mm512_setzero_pd(); 16];
+            let (x, y) = (_mm512_set1_pd(0.999_999), _mm512_set1_pd(1e-7));
+            for _ in 0..iters {
+                for a in acc.iter_mut() {
+                    *a = _mm512_fmadd_pd(*a, x, y);
+                }
+            }
+            acc.iter().map(|&a| _mm512_reduce_add_pd(a)).sum::<f64>() as f32
         }
         #[target_feature(enable = "avx2,fma")]
         fn chains256(iters: usize) -> f32 {
@@ -274,13 +302,38 @@ pub fn fma_peak_gflops() -> Option<f64> {
             });
             out.iter().sum()
         }
+        #[target_feature(enable = "avx2,fma")]
+        fn chains256d(iters: usize) -> f32 {
+            let mut acc = [_mm256_setzero_pd(); 16];
+            let (x, y) = (_mm256_set1_pd(0.999_999), _mm256_set1_pd(1e-7));
+            for _ in 0..iters {
+                for a in acc.iter_mut() {
+                    *a = _mm256_fmadd_pd(*a, x, y);
+                }
+            }
+            let mut out = [0f64; 4];
+            acc.iter().for_each(|&a| {
+                let mut v = [0f64; 4];
+                // SAFETY: v holds 4 doubles.
+                unsafe { _mm256_storeu_pd(v.as_mut_ptr(), a) };
+                out.iter_mut().zip(v).for_each(|(o, x)| *o += x);
+            });
+            out.iter().sum::<f64>() as f32
+        }
+        let wide = if dtype == Dtype::F32 { 1.0 } else { 0.5 };
         let (run, lanes): (Box<dyn Fn(usize) -> f32>, f64) = if is_x86_feature_detected!("avx512f")
         {
             // SAFETY: the CPU has AVX-512F.
-            (Box::new(|n| unsafe { chains512(n) }), 16.0)
+            match dtype {
+                Dtype::F32 => (Box::new(|n| unsafe { chains512(n) }), 16.0),
+                Dtype::F64 => (Box::new(|n| unsafe { chains512d(n) }), 16.0 * wide),
+            }
         } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has AVX2 and FMA.
-            (Box::new(|n| unsafe { chains256(n) }), 8.0)
+            match dtype {
+                Dtype::F32 => (Box::new(|n| unsafe { chains256(n) }), 8.0),
+                Dtype::F64 => (Box::new(|n| unsafe { chains256d(n) }), 8.0 * wide),
+            }
         } else {
             return None;
         };
@@ -295,7 +348,10 @@ pub fn fma_peak_gflops() -> Option<f64> {
         Some(iters as f64 * 16.0 * lanes * 2.0 / best / 1e9)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    None
+    {
+        let _ = dtype;
+        None
+    }
 }
 
 /// The whole report: training rows, then (what, value) notes for eval, load, decode, reference, memory.
@@ -330,12 +386,16 @@ pub fn run(opts: &Options, log: &dyn Fn(&str)) -> Result<Report> {
             format!("{:.3} s", t.elapsed().as_secs_f64()),
         ));
     }
-    if let Some(peak) = fma_peak_gflops() {
+    for dtype in [Dtype::F32, Dtype::F64] {
+        let Some(peak) = fma_peak_gflops(dtype) else {
+            continue;
+        };
         let floor = step_flops(&opts.sizes, 1) * 60_000.0 / (peak * 1e9);
         extra.push((
-            "f32 FMA peak of one core (best of 3)".into(),
+            format!("{} FMA peak of one core (best of 3)", dtype.as_str()),
             format!(
-                "{peak:.0} GFLOP/s: an f32 epoch of 60 000 samples takes at least {floor:.2} s on one core"
+                "{peak:.0} GFLOP/s: an {} epoch of 60 000 samples takes at least {floor:.2} s on one core",
+                dtype.as_str()
             ),
         ));
     }
@@ -359,6 +419,25 @@ pub fn run(opts: &Options, log: &dyn Fn(&str)) -> Result<Report> {
                 (Kernel::Lanes, Dtype::F64) => "lanes8",
                 (Kernel::Gemm, _) => "matrixmultiply",
             };
+            let flops = 2.0
+                * (ds.train.len() + ds.test.len()) as f64
+                * opts
+                    .sizes
+                    .windows(2)
+                    .map(|w| (w[0] * w[1]) as f64)
+                    .sum::<f64>();
+            let of_peak = fma_peak_gflops(dtype).map_or(String::new(), |p| {
+                format!(
+                    ", {:.0}% of the FMA peak on {} thread{}",
+                    100.0 * flops / eval / 1e9 / (p * crate::core::pool::threads() as f64),
+                    crate::core::pool::threads(),
+                    if crate::core::pool::threads() == 1 {
+                        ""
+                    } else {
+                        "s"
+                    }
+                )
+            });
             extra.push((
                 format!(
                     "evaluate {} + {} images, {} {name}",
@@ -366,7 +445,7 @@ pub fn run(opts: &Options, log: &dyn Fn(&str)) -> Result<Report> {
                     ds.test.len(),
                     dtype.as_str()
                 ),
-                format!("{eval:.3} s"),
+                format!("{eval:.3} s ({:.1} GFLOP/s{of_peak})", flops / eval / 1e9),
             ));
         }
     }

@@ -429,6 +429,13 @@ fn bench_reports_efficiency_against_its_own_gemm() {
             assert!(r[k].as_f64().is_some_and(|v| v > 0.0), "{k} in {r}");
         }
     }
+    // Every figure also as a fraction of the FMA peak measured in the same run (this CPU has FMA).
+    for r in &rows {
+        let f = r["of_peak"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("of_peak in {r}"));
+        assert!(f > 0.0 && f < 1.5, "{r}");
+    }
     assert_eq!(rows[1]["dtype"], "f64");
     // Each row names the kernel the run used: lanes16 for f32, lanes8 for f64.
     assert_eq!(rows[0]["what"], "train epoch, lanes16");
