@@ -97,11 +97,26 @@ pub fn plan(exp: &Experiment, store: Option<&Store>, opts: &Options) -> Result<V
     let claimant = opts.claimant(&me);
     exp.runs
         .iter()
-        .map(|run| match store {
-            None => Ok(Queued::New { id: 0 }),
-            Some(store) => Ok(store
-                .standing(&run.config.hash(), &claimant)?
-                .unwrap_or(Queued::New { id: 0 })),
+        .map(|run| {
+            let hash = run.config.hash();
+            let standing = match store {
+                None => None,
+                Some(store) => store.standing(&hash, &claimant)?,
+            };
+            // As the queue judges it: a run another search pruned is trained in full by this spec unless
+            // this spec's own search has it.
+            let searched = exp
+                .search
+                .as_ref()
+                .is_some_and(|p| p.brackets.iter().any(|b| b.members.contains(&hash)));
+            Ok(match standing {
+                Some(Queued::Done {
+                    status: RunStatus::Pruned,
+                    ..
+                }) if !searched => Queued::New { id: 0 },
+                Some(q) => q,
+                None => Queued::New { id: 0 },
+            })
         })
         .collect()
 }

@@ -263,6 +263,16 @@ fn a_promoted_run_equals_the_same_config_trained_straight() {
         &format!("name = \"full\"\n{}", pruned[0][1]),
     );
     let before = outcome(&ref_db);
+    let plan = runner(
+        d,
+        &[
+            "plan",
+            s.to_str().unwrap(),
+            "--db",
+            ref_db.to_str().unwrap(),
+        ],
+    );
+    assert!(plan.ok().stdout.contains("to train"), "{}", plan.stdout);
     let out = train(d, &s, &ref_db, &[]);
     assert!(out.ok().stdout.contains("1 runs (1 new)"), "{}", out.stdout);
     assert_eq!(
