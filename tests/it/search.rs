@@ -12,7 +12,7 @@ use crate::util::{Out, query, runner, runner_env, scalar, spec, tmp};
 
 /// 9 candidates (3 learning rates x 3 widths), 1 000 of 3 000 training images held out, up to 9 epochs:
 /// rungs of 9 runs at 1 epoch, 3 at 3, 1 at 9.
-const HALVING: &str = "name = \"h\"\n[data]\ndir = \"{MNIST}\"\nlimit_train = 3000\nvalidation = 1000\n\
+const HALVING: &str = "name = \"h\"\n[data]\ndir = \"mnist\"\nlimit_train = 3000\nvalidation = 1000\n\
                        limit_test = 500\n[model]\nsizes = [784, 32, 10]\n[train]\nepochs = 9\nbatch_size = 20\n\
                        [sweep]\nmethod = \"halving\"\neta = 3\nmin_epochs = 1\n\
                        \"train.learning_rate\" = [0.3, 0.1, 0.03]\n\
@@ -84,8 +84,18 @@ fn wait_until(db: &Path, sql: &str, n: i64) {
     }
 }
 
+/// The halving spec in `d`, its data folder by a relative path (a link to the shipped MNIST): the runs'
+/// config hashes, and so which shard each falls in, do not depend on where the repository is.
+fn halving_spec(d: &Path) -> PathBuf {
+    let link = d.join("mnist");
+    if !link.exists() {
+        std::os::unix::fs::symlink(crate::util::mnist(), &link).unwrap();
+    }
+    spec(d, "h.toml", HALVING)
+}
+
 fn reference(d: &Path) -> (PathBuf, PathBuf, Vec<Vec<String>>) {
-    let s = spec(d, "h.toml", HALVING);
+    let s = halving_spec(d);
     let db = d.join("ref.db");
     let out = train(d, &s, &db, &["--jobs", "1"]);
     assert!(out.ok().stdout.contains("best: run "), "{}", out.stdout);
@@ -435,7 +445,8 @@ fn shards_merged_rung_by_rung_decide_as_one_process() {
         }
         assert!(rounds < 5, "the search did not end");
     }
-    assert_eq!(rounds, 3, "one round per rung");
+    // One round per rung at most: a shard that holds every run of a rung decides it in its own round.
+    assert!((2..=3).contains(&rounds), "{rounds} rounds for 3 rungs");
     assert_eq!(outcome(&merged), expect);
     // A copy with other bits is reported, never taken.
     let bad = d.join("bad.db");
@@ -512,7 +523,7 @@ fn bad_search_specs_are_refused_with_the_key() {
         assert!(!db.exists());
     }
     // --force would train the runs again without making the decisions again.
-    let s = spec(d, "h.toml", HALVING);
+    let s = halving_spec(d);
     let out = runner_env(d, &[s.to_str().unwrap(), "--force", "--db", "x.db"], &[]);
     assert_eq!(out.code, 2);
     assert!(
