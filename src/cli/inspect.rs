@@ -239,18 +239,6 @@ pub fn ls(db: &Path, args: LsArgs, out: &mut dyn Write) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// Does the run hold samples out for validation?
-fn row_has_split(store: &Store, run: i64) -> mlp_runner::Result<bool> {
-    let t = store.select(
-        "SELECT validation IS NOT NULL FROM runs WHERE id = ?1",
-        &[&run],
-    )?;
-    Ok(matches!(
-        t.rows.first().map(|r| &r[0]),
-        Some(Value::Integer(1))
-    ))
-}
-
 /// A `runs` cell as `show` prints it: times as ISO dates, flags as true/false.
 fn shown(column: &str, v: &Value) -> Value {
     match (column, v) {
@@ -272,24 +260,8 @@ pub fn show(db: &Path, args: ShowArgs, out: &mut dyn Write) -> Result<Exit> {
     if let Some(r) = t.rows.first_mut() {
         r.push(Value::Text(tags.join(",")));
     }
-    // Validation metrics when the run holds samples out.
-    let val = if store.version() >= 4 && row_has_split(&store, run)? {
-        "val_loss, val_acc, "
-    } else {
-        ""
-    };
-    let epochs = store.select(
-        &format!(
-            "SELECT epoch, train_loss, train_acc, {val}test_loss, test_acc, seconds, train_seconds
-             FROM epochs WHERE run_id = ?1 ORDER BY epoch"
-        ),
-        &[&run],
-    )?;
-    let weights = store.select(
-        "SELECT kind, epoch, layer, param, shape, dtype, length(data) AS bytes FROM weights
-         WHERE run_id = ?1 ORDER BY kind = 'final', layer, param = 'bias'",
-        &[&run],
-    )?;
+    let epochs = store.epoch_table(run)?;
+    let weights = store.weight_table(run)?;
     if args.json {
         let mut run_json = table::json_rows(&t)
             .get(0)

@@ -14,8 +14,9 @@ use crate::core::model::Snapshot;
 use crate::error::Result;
 use crate::store::{Store, Table, WeightsKind};
 
-/// The envelope and provenance columns compared (everything a run's bits may depend on, and where it ran).
-const ENVELOPE: &[&str] = &[
+/// The envelope and provenance columns compared (everything a run's bits may depend on, and where it ran):
+/// by `diff` and the dashboard's comparison.
+pub(crate) const ENVELOPE: &[&str] = &[
     "crate_version",
     "git_commit",
     "git_dirty",

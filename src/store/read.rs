@@ -187,6 +187,39 @@ impl Store {
         Ok(ids)
     }
 
+    /// A run's epochs as a table for people (`show`, the dashboard): validation metrics when the run
+    /// holds samples out.
+    pub fn epoch_table(&self, run_id: i64) -> Result<Table> {
+        let split = self.version() >= 4
+            && matches!(
+                self.select(
+                    "SELECT validation IS NOT NULL FROM runs WHERE id = ?1",
+                    &[&run_id]
+                )?
+                .rows
+                .first()
+                .map(|r| &r[0]),
+                Some(Value::Integer(1))
+            );
+        let val = if split { "val_loss, val_acc, " } else { "" };
+        self.select(
+            &format!(
+                "SELECT epoch, train_loss, train_acc, {val}test_loss, test_acc, seconds, train_seconds
+                 FROM epochs WHERE run_id = ?1 ORDER BY epoch"
+            ),
+            &[&run_id],
+        )
+    }
+
+    /// A run's stored weights as a table (kind, epoch, layer, param, shape, dtype, bytes), not their data.
+    pub fn weight_table(&self, run_id: i64) -> Result<Table> {
+        self.select(
+            "SELECT kind, epoch, layer, param, shape, dtype, length(data) AS bytes FROM weights
+             WHERE run_id = ?1 ORDER BY kind = 'final', layer, param = 'bias'",
+            &[&run_id],
+        )
+    }
+
     /// How many epochs a run has stored.
     pub fn epochs_done(&self, run_id: i64) -> Result<usize> {
         let n: i64 = self.at(self

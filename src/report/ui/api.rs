@@ -302,40 +302,12 @@ pub fn run(store: &Store, id: i64) -> Result<Json> {
     .iter()
     .map(|c| (c.to_string(), get(c)))
     .collect();
-    let envelope: serde_json::Map<String, Json> = [
-        "crate_version",
-        "git_commit",
-        "git_dirty",
-        "rustc_version",
-        "cargo_lock_sha256",
-        "cpu_model",
-        "cpu_features",
-        "gemm_kernel",
-        "threads",
-        "os",
-        "host",
-        "dataset_sha256",
-    ]
-    .iter()
-    .map(|c| (c.to_string(), get(c)))
-    .collect();
-    let val = if store.version() >= 4 {
-        "val_loss, val_acc, "
-    } else {
-        ""
-    };
-    let epochs = store.select(
-        &format!(
-            "SELECT epoch, train_loss, train_acc, {val}test_loss, test_acc, seconds, train_seconds
-             FROM epochs WHERE run_id = ?1 ORDER BY epoch"
-        ),
-        &[&id],
-    )?;
-    let weights = store.select(
-        "SELECT kind, epoch, layer, param, shape, dtype, length(data) AS bytes FROM weights
-         WHERE run_id = ?1 ORDER BY kind = 'final', layer, param = 'bias'",
-        &[&id],
-    )?;
+    let envelope: serde_json::Map<String, Json> = super::super::diff::ENVELOPE
+        .iter()
+        .map(|c| (c.to_string(), get(c)))
+        .collect();
+    let epochs = store.epoch_table(id)?;
+    let weights = store.weight_table(id)?;
     let (epochs_done, total, seconds) = (
         row.epochs_done,
         get("epochs").as_i64().unwrap_or(0),
