@@ -287,6 +287,18 @@ fn worker(server: &tiny_http::Server, stop: &AtomicBool, db: &Path) {
     }
 }
 
+/// The names in an `/api/experiments` answer, in its order.
+fn experiment_names(all: &Json) -> Vec<String> {
+    all["experiments"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The most runs a static report holds the pages of.
 pub const MAX_REPORT_RUNS: usize = 5000;
 
@@ -296,14 +308,7 @@ pub fn report(store: &Store, experiments: &[String]) -> Result<String> {
     let mut apis = serde_json::Map::new();
     let mut all = api::experiments(store)?;
     if !experiments.is_empty() {
-        let known: Vec<String> = all["experiments"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| e["name"].as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let known = experiment_names(&all);
         for e in experiments {
             if !known.contains(e) {
                 return Err(Error::Usage(format!(
@@ -322,14 +327,7 @@ pub fn report(store: &Store, experiments: &[String]) -> Result<String> {
             });
         }
     }
-    let names: Vec<String> = all["experiments"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let names = experiment_names(&all);
     let mut runs = api::runs(store)?;
     let exp_col = runs["columns"]
         .as_array()
