@@ -123,6 +123,7 @@ pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
             "GEMM GFLOP/s",
             "efficiency",
             "of_peak",
+            "fusion_gain",
         ]
         .map(String::from)
         .to_vec(),
@@ -143,6 +144,7 @@ pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
                     } else {
                         Value::Null
                     },
+                    Value::Real((r.fusion_gain * 100.0).round() / 100.0),
                 ]
             })
             .collect(),

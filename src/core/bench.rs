@@ -19,7 +19,7 @@ use crate::core::model::{Mlp, Snapshot};
 use crate::core::real::Real;
 use crate::core::reference;
 use crate::core::rng::{Stream, StreamRng};
-use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, train};
+use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, Steps, train, train_steps};
 use crate::core::workspace::{EVAL_BLOCK, Workspace, evaluate};
 use crate::error::{Error, Result};
 
@@ -36,9 +36,13 @@ pub struct Row {
     /// The same steps' GEMM calls alone, measured just before.
     pub gemm_gflops: f64,
     pub efficiency: f64,
-    /// GFLOP/s over this machine's FMA peak for the dtype on the threads used (measured in this run);
-    /// NaN when the peak could not be measured.
+    /// GFLOP/s over this machine's FMA peak for the dtype on the threads used, each epoch against the
+    /// peak sampled just before and after it (the median over epochs): on a shared machine whose speed
+    /// drifts, a peak measured once at the start would mix two conditions. NaN without a peak.
     pub of_peak: f64,
+    /// Seconds per epoch with every product on its own over seconds with the update of W^1 fused with the
+    /// next forward pass (the median over pairs timed back to back): what the fusion gains.
+    pub fusion_gain: f64,
 }
 
 /// What to measure.
@@ -134,18 +138,31 @@ fn training_row<F: Real>(ds: &Dataset, opts: &Options, batch: usize) -> Result<R
     cfg.model.dtype = F::DTYPE;
     cfg.train.batch_size = batch;
     cfg.train.epochs = 1;
-    // Warm up (page in, settle the clock), then pairs of (GEMM alone, training epoch) back to back, so
-    // that each ratio compares the two under the same machine conditions.
+    // Warm up (page in, settle the clock), then per rep, back to back: the FMA peak, the GEMM alone, a
+    // training epoch, the same epoch with separate steps, the peak again; so that each ratio compares
+    // figures taken under the same machine conditions.
     gemm_seconds::<F>(&opts.sizes, batch, steps / 10 + 1);
-    let (mut times, mut gemms, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..opts.reps {
-        let gemm = gemm_seconds::<F>(&opts.sizes, batch, steps);
+    let epoch = |steps: Steps| -> Result<f64> {
         let mut t = Times(Vec::new());
-        train(&cfg, ds, &mut t, None)?;
-        let seconds = t.0.first().copied().unwrap_or(f64::NAN);
+        train_steps(&cfg, ds, &mut t, None, Kernel::for_run(F::DTYPE), steps)?;
+        Ok(t.0.first().copied().unwrap_or(f64::NAN))
+    };
+    let threads = crate::core::pool::threads() as f64;
+    let (mut times, mut gemms, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut of_peak, mut gains) = (Vec::new(), Vec::new());
+    for _ in 0..opts.reps {
+        let before = peak_sample(F::DTYPE);
+        let gemm = gemm_seconds::<F>(&opts.sizes, batch, steps);
+        let seconds = epoch(Steps::Fused)?;
+        let separate = epoch(Steps::Separate)?;
+        let after = peak_sample(F::DTYPE);
         times.push(seconds);
         gemms.push(gemm);
         ratios.push(gemm / seconds);
+        gains.push(separate / seconds);
+        if let (Some(b), Some(a)) = (before, after) {
+            of_peak.push(flops / seconds / 1e9 / (b.max(a) * threads));
+        }
     }
     let (seconds, gemm) = (median(times), median(gemms));
     Ok(Row {
@@ -161,9 +178,12 @@ fn training_row<F: Real>(ds: &Dataset, opts: &Options, batch: usize) -> Result<R
         gflops: flops / seconds / 1e9,
         gemm_gflops: flops / gemm / 1e9,
         efficiency: median(ratios),
-        of_peak: fma_peak_gflops(F::DTYPE).map_or(f64::NAN, |p| {
-            flops / seconds / 1e9 / (p * crate::core::pool::threads() as f64)
-        }),
+        of_peak: if of_peak.is_empty() {
+            f64::NAN
+        } else {
+            median(of_peak)
+        },
+        fusion_gain: median(gains),
     })
 }
 
@@ -203,8 +223,14 @@ fn jobs_speedup(ds: &Dataset, sizes: &[usize], samples: usize) -> Result<(f64, f
     Ok((sequential, t.elapsed().as_secs_f64()))
 }
 
-/// Forward passes over both splits (as each epoch's evaluation does), median of `reps`.
-fn eval_seconds<F: Real>(ds: &Dataset, sizes: &[usize], reps: usize, kernel: Kernel) -> f64 {
+/// Forward passes over both splits (as each epoch's evaluation does), median of `reps`; with the best
+/// FMA peak sampled just before and after them.
+fn eval_seconds<F: Real>(
+    ds: &Dataset,
+    sizes: &[usize],
+    reps: usize,
+    kernel: Kernel,
+) -> (f64, Option<f64>) {
     let model: Mlp<F> = Mlp::init(
         sizes,
         Activation::Relu,
@@ -212,7 +238,8 @@ fn eval_seconds<F: Real>(ds: &Dataset, sizes: &[usize], reps: usize, kernel: Ker
         &mut StreamRng::new(1, Stream::Init),
     );
     let mut ws = Workspace::<F>::for_eval(sizes, EVAL_BLOCK).with_kernel(kernel);
-    median(
+    let before = peak_sample(F::DTYPE);
+    let seconds = median(
         (0..reps)
             .map(|_| {
                 let t = Instant::now();
@@ -221,7 +248,9 @@ fn eval_seconds<F: Real>(ds: &Dataset, sizes: &[usize], reps: usize, kernel: Ker
                 t.elapsed().as_secs_f64()
             })
             .collect(),
-    )
+    );
+    let after = peak_sample(F::DTYPE);
+    (seconds, before.zip(after).map(|(b, a)| b.max(a)))
 }
 
 /// The tutorial's per-sample algorithm on a few hundred batches of 10: samples per second.
@@ -259,6 +288,16 @@ pub fn fma_peak_gflops(dtype: Dtype) -> Option<f64> {
 }
 
 fn measure_peak(dtype: Dtype) -> Option<f64> {
+    peak_best_of(dtype, 5_000_000, 3)
+}
+
+/// A quick sample of the FMA peak (a few milliseconds), taken beside each timed figure.
+fn peak_sample(dtype: Dtype) -> Option<f64> {
+    peak_best_of(dtype, 2_000_000, 3)
+}
+
+/// The FMA peak for `dtype`: GFLOP/s of the best of `reps` runs of `iters` rounds of the chains.
+fn peak_best_of(dtype: Dtype, iters: usize, reps: usize) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;
@@ -337,8 +376,7 @@ fn measure_peak(dtype: Dtype) -> Option<f64> {
         } else {
             return None;
         };
-        let iters = 5_000_000;
-        let best = (0..3)
+        let best = (0..reps)
             .map(|_| {
                 let t = Instant::now();
                 std::hint::black_box(run(iters));
@@ -349,7 +387,7 @@ fn measure_peak(dtype: Dtype) -> Option<f64> {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = dtype;
+        let _ = (dtype, iters, reps);
         None
     }
 }
@@ -410,7 +448,7 @@ pub fn run(opts: &Options, log: &dyn Fn(&str)) -> Result<Report> {
         }
         let kernels: &[Kernel] = &[Kernel::Lanes, Kernel::Gemm];
         for &kernel in kernels {
-            let eval = match dtype {
+            let (eval, peak) = match dtype {
                 Dtype::F32 => eval_seconds::<f32>(&ds, &opts.sizes, opts.reps, kernel),
                 Dtype::F64 => eval_seconds::<f64>(&ds, &opts.sizes, opts.reps, kernel),
             };
@@ -426,7 +464,7 @@ pub fn run(opts: &Options, log: &dyn Fn(&str)) -> Result<Report> {
                     .windows(2)
                     .map(|w| (w[0] * w[1]) as f64)
                     .sum::<f64>();
-            let of_peak = fma_peak_gflops(dtype).map_or(String::new(), |p| {
+            let of_peak = peak.map_or(String::new(), |p| {
                 format!(
                     ", {:.0}% of the FMA peak on {} thread{}",
                     100.0 * flops / eval / 1e9 / (p * crate::core::pool::threads() as f64),

@@ -315,6 +315,80 @@ unsafe fn abt_raw<T: Lane + Avx512>(a: Mat<'_, T>, w: Mat<'_, T>, z: *mut T, ldz
     }
 }
 
+/// Rows of W per block of [`update_then_abt`]: updated, then multiplied while they are still in cache (a
+/// multiple of [`ROWS_W`] and [`COMB_ROWS`], so both products keep their full tiles).
+const FUSED_BLOCK: usize = 40;
+
+/// The SGD update of W followed by the next batch's product with the updated W, in one pass over W:
+/// `W[r][c] = fma(alpha, sum_t coef(r, t) src[t][c], W[r][c])` ([`combine`] with [`Epilogue::Axpy`]), then
+/// `Z = A W^T` ([`abt`]), a block of [`FUSED_BLOCK`] rows of W at a time. When W does not fit in the
+/// core's cache (W^1 in f64 is 3.2 MB), the separate products stream it from memory three times a step
+/// (read, write, read) and this twice.
+///
+/// Each element's arithmetic is exactly that of [`combine`] then [`abt`] (the block order changes which
+/// elements are computed when, never how), so the bits are those of the two calls; with threads, the
+/// rows of W are split between them and each thread updates and multiplies its own rows.
+pub fn update_then_abt<T: Lane + Avx512>(
+    coef: Coef<'_, T>,
+    src: Mat<'_, T>,
+    w: MatMut<'_, T>,
+    alpha: T,
+    a: Mat<'_, T>,
+    z: MatMut<'_, T>,
+) {
+    assert!(src.cols == w.cols && a.cols == w.cols && z.rows == a.rows && z.cols == w.rows);
+    assert!(fits(src.data.len(), src.rows, src.cols, src.ld));
+    assert!(fits(w.data.len(), w.rows, w.cols, w.ld));
+    assert!(fits(a.data.len(), a.rows, a.cols, a.ld));
+    assert!(fits(z.data.len(), z.rows, z.cols, z.ld));
+    if w.rows > 0 && src.rows > 0 {
+        let last = (w.rows - 1) * coef.row_stride + (src.rows - 1) * coef.term_stride;
+        assert!(last < coef.data.len());
+    }
+    let (wp, zp) = (
+        SharedOut(w.data.as_mut_ptr()),
+        SharedOut(z.data.as_mut_ptr()),
+    );
+    let (rows, cols, ldw, ldz) = (w.rows, w.cols, w.ld, z.ld);
+    let granule = ROWS_W * COMB_ROWS;
+    let parts = pool::parts(rows * cols * (src.rows + a.rows), rows / granule);
+    let run = |p: usize| {
+        let (r0, r1) = pool::split(rows, parts, p, granule);
+        let mut j = r0;
+        while j < r1 {
+            let r = (r1 - j).min(FUSED_BLOCK);
+            let coef_part = Coef {
+                data: &coef.data[(j * coef.row_stride).min(coef.data.len())..],
+                ..coef
+            };
+            // SAFETY: the asserts above bound rows j..j+r of w and columns j..j+r of z; parts take
+            // disjoint rows. The block's rows are written by the update, then read by the product, on
+            // this thread only; no other part reads them.
+            unsafe {
+                combine_raw(
+                    coef_part,
+                    src,
+                    wp.at(j * ldw),
+                    r,
+                    cols,
+                    ldw,
+                    Epilogue::Axpy(alpha),
+                );
+                let block = std::slice::from_raw_parts(wp.at(j * ldw), (r - 1) * ldw + cols);
+                let w_block = Mat {
+                    data: block,
+                    rows: r,
+                    cols,
+                    ld: ldw,
+                };
+                abt_raw(a, w_block, zp.at(j), ldz);
+            }
+            j += r;
+        }
+    };
+    pool::run(parts, &run);
+}
+
 /// What [`combine`] does with each `g[r][c]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Epilogue<T = f32> {

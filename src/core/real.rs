@@ -37,6 +37,19 @@ pub trait Real:
     ) -> bool {
         false
     }
+    /// The SGD update `w[r][c] = fma(alpha, sum_t coef[r * row_stride + t * term_stride] src[t][c], w[r][c])`
+    /// and then Z = A W^T with the updated W, in one pass over W
+    /// ([`crate::core::kernel::update_then_abt`]); false if this type has no lanes kernel.
+    fn lanes_update_abt(
+        _coef: (&[Self], usize, usize),
+        _src: ArrayView2<'_, Self>,
+        _w: ArrayViewMut2<'_, Self>,
+        _alpha: Self,
+        _a: ArrayView2<'_, Self>,
+        _z: ArrayViewMut2<'_, Self>,
+    ) -> bool {
+        false
+    }
 }
 
 /// A contiguous row-major view as a kernel matrix.
@@ -109,6 +122,42 @@ fn combine_lanes<T: kernel::Lane + kernel::Avx512>(
     }
 }
 
+/// The SGD update and the next product through the lanes kernels, for contiguous views; false otherwise.
+fn update_abt_lanes<T: kernel::Lane + kernel::Avx512>(
+    (data, row_stride, term_stride): (&[T], usize, usize),
+    src: ArrayView2<'_, T>,
+    mut w: ArrayViewMut2<'_, T>,
+    alpha: T,
+    a: ArrayView2<'_, T>,
+    mut z: ArrayViewMut2<'_, T>,
+) -> bool {
+    let ((rows, cols), (zr, zc)) = (w.dim(), z.dim());
+    let coef = kernel::Coef {
+        data,
+        row_stride,
+        term_stride,
+    };
+    match (mat(src), mat(a), w.as_slice_mut(), z.as_slice_mut()) {
+        (Some(src), Some(a), Some(wd), Some(zd)) => {
+            let w = kernel::MatMut {
+                data: wd,
+                rows,
+                cols,
+                ld: cols,
+            };
+            let z = kernel::MatMut {
+                data: zd,
+                rows: zr,
+                cols: zc,
+                ld: zc,
+            };
+            kernel::update_then_abt(coef, src, w, alpha, a, z);
+            true
+        }
+        _ => false,
+    }
+}
+
 impl Real for f32 {
     const DTYPE: Dtype = Dtype::F32;
     fn lanes_abt(
@@ -125,6 +174,16 @@ impl Real for f32 {
         alpha: Option<f32>,
     ) -> bool {
         combine_lanes(coef, src, out, alpha)
+    }
+    fn lanes_update_abt(
+        coef: (&[f32], usize, usize),
+        src: ArrayView2<'_, f32>,
+        w: ArrayViewMut2<'_, f32>,
+        alpha: f32,
+        a: ArrayView2<'_, f32>,
+        z: ArrayViewMut2<'_, f32>,
+    ) -> bool {
+        update_abt_lanes(coef, src, w, alpha, a, z)
     }
     fn from_f64(x: f64) -> Self {
         x as f32
@@ -161,6 +220,16 @@ impl Real for f64 {
         alpha: Option<f64>,
     ) -> bool {
         combine_lanes(coef, src, out, alpha)
+    }
+    fn lanes_update_abt(
+        coef: (&[f64], usize, usize),
+        src: ArrayView2<'_, f64>,
+        w: ArrayViewMut2<'_, f64>,
+        alpha: f64,
+        a: ArrayView2<'_, f64>,
+        z: ArrayViewMut2<'_, f64>,
+    ) -> bool {
+        update_abt_lanes(coef, src, w, alpha, a, z)
     }
     fn from_f64(x: f64) -> Self {
         x

@@ -1,7 +1,8 @@
 //! The training loop: one run from its config and data to per-epoch metrics and final weights.
 //!
 //! [`train`] reads top to bottom: init from the init stream; per epoch, a fresh permutation from the shuffle
-//! stream, then for each batch gather, forward, backward with the fused SGD update; then evaluate the
+//! stream, then for each batch gather, forward, backward with the fused SGD update (the next batch's forward pass
+//! starting inside the update of W^1, see [`Workspace::sgd_step`]); then evaluate the
 //! training, validation (if held out) and test samples and hand the epoch to an [`Observer`] (the store
 //! writes it; `verify` compares it).
 
@@ -14,7 +15,7 @@ use crate::core::loader::Loader;
 use crate::core::model::{Mlp, Snapshot};
 use crate::core::real::Real;
 use crate::core::rng::{Stream, StreamRng, StreamState};
-use crate::core::workspace::{EVAL_BLOCK, Update, Workspace, evaluate};
+use crate::core::workspace::{EVAL_BLOCK, Workspace, evaluate};
 use crate::error::{Error, Result};
 
 /// One epoch's results. Losses are mean cross-entropy, accuracies fractions in [0, 1].
@@ -111,9 +112,32 @@ pub fn train_with(
     resume: Option<&Checkpoint>,
     kernel: Kernel,
 ) -> Result<Outcome> {
+    train_steps(cfg, data, observer, resume, kernel, Steps::Fused)
+}
+
+/// How a step meets the next one. The bits are the same either way (a test compares them); the bench
+/// times both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Steps {
+    /// The update of W^1 and the next batch's Z^1 = A^0 (W^1)^T in one pass over W^1 (with the lanes
+    /// kernels; see [`Workspace::sgd_step`]).
+    Fused,
+    /// Every product on its own: the update of W^1 ends one step, the next step reads W^1 again.
+    Separate,
+}
+
+/// [`train_with`], scheduling the steps as `steps` says.
+pub fn train_steps(
+    cfg: &RunConfig,
+    data: &Dataset,
+    observer: &mut dyn Observer,
+    resume: Option<&Checkpoint>,
+    kernel: Kernel,
+    steps: Steps,
+) -> Result<Outcome> {
     match cfg.model.dtype {
-        Dtype::F32 => train_typed::<f32>(cfg, data, observer, resume, kernel),
-        Dtype::F64 => train_typed::<f64>(cfg, data, observer, resume, kernel),
+        Dtype::F32 => train_typed::<f32>(cfg, data, observer, resume, kernel, steps),
+        Dtype::F64 => train_typed::<f64>(cfg, data, observer, resume, kernel, steps),
     }
 }
 
@@ -123,6 +147,7 @@ fn train_typed<F: Real>(
     observer: &mut dyn Observer,
     resume: Option<&Checkpoint>,
     kernel: Kernel,
+    steps: Steps,
 ) -> Result<Outcome> {
     let (model_cfg, t) = (&cfg.model, &cfg.train);
     let d = &cfg.data;
@@ -161,7 +186,9 @@ fn train_typed<F: Real>(
     model.realign();
     let mut loader = Loader::new(train_set.len(), t.batch_size, t.drop_last, shuffle);
     // The run's kernel does its products in training and evaluation alike (see `kernel`).
-    let mut ws = Workspace::<F>::new(&model_cfg.sizes, t.batch_size).with_kernel(kernel);
+    let mut ws = Workspace::<F>::new(&model_cfg.sizes, t.batch_size)
+        .with_kernel(kernel)
+        .with_fusion(steps == Steps::Fused);
     let eval_rows = EVAL_BLOCK.min(
         train_set
             .len()
@@ -174,14 +201,22 @@ fn train_typed<F: Real>(
     for epoch in first_epoch..=t.epochs {
         let start = Instant::now();
         loader.shuffle(); // this epoch's order, from the shuffle stream
-        for (i, batch) in loader.batches().enumerate() {
-            ws.gather(train_set, batch.iter().copied()); // a^0 = x / 255, one sample per row
-            let stats = ws.forward(&model); // z^l = W^l a^(l-1) + b^l, a^l = act(z^l), a^L = softmax(z^L)
-            let sgd = Update::Sgd {
-                learning_rate: t.learning_rate,
-            };
-            ws.backward(&mut model, sgd); // delta^L = a^L - y, delta^l, w -= (lr / n) sum of gradients
-            if observer.on_batch(epoch, i + 1, batches, stats.loss_sum) == Control::Stop {
+        let mut order = loader.batches();
+        let mut stats = order.next().map(|first| {
+            ws.gather(train_set, first.iter().copied()); // a^0 = x / 255, one sample per row
+            ws.forward(&model) // z^l = W^l a^(l-1) + b^l, a^l = act(z^l), a^L = softmax(z^L)
+        });
+        let mut done = 0;
+        while let Some(batch_stats) = stats {
+            // The next batch is staged so that its forward pass follows this step's update of W^1 in the
+            // same pass over W^1 (the same bits as one step after the other).
+            if let Some(next) = order.next() {
+                ws.stage(train_set, next.iter().copied());
+            }
+            // delta^L = a^L - y, delta^l, w -= (lr / n) sum of gradients; then the next batch's forward.
+            stats = ws.sgd_step(&mut model, t.learning_rate);
+            done += 1;
+            if observer.on_batch(epoch, done, batches, batch_stats.loss_sum) == Control::Stop {
                 return Ok(Outcome::Stopped { epoch: epoch - 1 });
             }
         }
@@ -219,4 +254,74 @@ fn train_typed<F: Real>(
         }
     }
     Ok(Outcome::Completed(model.snapshot()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::data::{self, DataFormat};
+
+    struct Last(Vec<EpochMetrics>);
+    impl Observer for Last {
+        fn on_start(&mut self, _: &Snapshot) -> Result<()> {
+            Ok(())
+        }
+        fn on_epoch(&mut self, m: &EpochMetrics, _: &Checkpoint) -> Result<Control> {
+            self.0.push(m.clone());
+            Ok(Control::Continue)
+        }
+    }
+
+    fn outcome(cfg: &RunConfig, ds: &Dataset, steps: Steps) -> (String, Vec<EpochMetrics>) {
+        let mut obs = Last(Vec::new());
+        let out = train_steps(cfg, ds, &mut obs, None, Kernel::Lanes, steps).expect("trains");
+        let Outcome::Completed(snapshot) = out else {
+            panic!("the run did not complete: {out:?}");
+        };
+        (snapshot.sha256(), obs.0)
+    }
+
+    /// Fusing the update of W^1 with the next batch's forward pass changes when each weight is read,
+    /// never a bit: the same weights and losses as one product after another, in f32 and f64, with
+    /// full batches and with a short last one (a staged batch of fewer rows).
+    #[test]
+    fn fused_steps_give_the_bits_of_separate_steps_on_mnist() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
+        let ds = data::load(std::path::Path::new(dir), DataFormat::Auto).expect("shipped MNIST");
+        for (dtype, batch, drop_last) in [
+            (Dtype::F32, 10, true),
+            (Dtype::F64, 10, true),
+            (Dtype::F32, 64, false),
+            (Dtype::F64, 7, false),
+        ] {
+            let mut cfg = RunConfig::default();
+            cfg.data.limit_train = Some(1500);
+            cfg.data.limit_test = Some(300);
+            cfg.model.sizes = vec![784, 45, 10];
+            cfg.model.dtype = dtype;
+            cfg.train.batch_size = batch;
+            cfg.train.drop_last = drop_last;
+            cfg.train.epochs = 2;
+            let (fused, fused_epochs) = outcome(&cfg, &ds, Steps::Fused);
+            let (separate, separate_epochs) = outcome(&cfg, &ds, Steps::Separate);
+            let what = format!("{dtype:?} batch {batch}");
+            assert_eq!(fused, separate, "weights, {what}");
+            let bits = |e: &[EpochMetrics]| -> Vec<[u64; 4]> {
+                e.iter()
+                    .map(|m| [m.train_loss, m.train_acc, m.test_loss, m.test_acc].map(f64::to_bits))
+                    .collect()
+            };
+            assert_eq!(
+                bits(&fused_epochs),
+                bits(&separate_epochs),
+                "epochs, {what}"
+            );
+            // The bits compared are those of a model that learned.
+            assert!(
+                fused_epochs[1].test_acc > 0.75,
+                "{what}: {:?}",
+                fused_epochs[1]
+            );
+        }
+    }
 }

@@ -54,6 +54,13 @@ pub struct Workspace<F> {
     scale: [F; 256],
     /// Which matrix products to use ([`Kernel::Gemm`] unless [`Workspace::with_kernel`] says otherwise).
     kernel: Kernel,
+    /// The next batch's a^0 and labels, staged by [`Workspace::stage`] for [`Workspace::sgd_step`]: [rows,
+    /// n_0] (empty for an evaluation-only workspace).
+    next_input: Array2<F>,
+    next_labels: Vec<u8>,
+    staged: bool,
+    /// Whether [`Workspace::sgd_step`] fuses the update of W^1 with the next batch's Z^1 (lanes kernels).
+    fuse: bool,
 }
 
 impl<F: Real> Workspace<F> {
@@ -62,6 +69,8 @@ impl<F: Real> Workspace<F> {
         let mut ws = Self::for_eval(sizes, rows);
         ws.deltas = sizes[1..].iter().map(|&n| aligned_zeros(rows, n)).collect();
         ws.bias_sums = sizes[1..].iter().map(|&n| Array1::zeros(n)).collect();
+        ws.next_input = aligned_zeros(rows, sizes[0]);
+        ws.next_labels = Vec::with_capacity(rows);
         ws
     }
 
@@ -75,12 +84,23 @@ impl<F: Real> Workspace<F> {
             labels: Vec::with_capacity(rows),
             scale: std::array::from_fn(|p| F::from_f64(p as f64 / 255.0)),
             kernel: Kernel::Gemm,
+            next_input: Array2::zeros((0, 0)),
+            next_labels: Vec::new(),
+            staged: false,
+            fuse: true,
         }
     }
 
     /// Use `kernel` for the matrix products ([`Kernel::Lanes`] only exists for f32; other types keep GEMM).
     pub fn with_kernel(mut self, kernel: Kernel) -> Self {
         self.kernel = kernel;
+        self
+    }
+
+    /// Whether [`Workspace::sgd_step`] may fuse the update of W^1 with the next batch's first product
+    /// (the default; the bits are the same either way, which a test checks, and the bench times both).
+    pub fn with_fusion(mut self, fuse: bool) -> Self {
+        self.fuse = fuse;
         self
     }
 
@@ -97,18 +117,28 @@ impl<F: Real> Workspace<F> {
 
     /// Load samples `indices` of `split` as a^0 = pixels / 255, one per row.
     pub fn gather(&mut self, split: SplitRef<'_>, indices: impl ExactSizeIterator<Item = usize>) {
-        let n = indices.len();
-        debug_assert!(n <= self.rows);
-        self.labels.clear();
-        let input = &mut self.acts[0];
-        let dst = input.as_slice_mut().expect(CONTIGUOUS);
-        for (row, i) in indices.enumerate() {
-            let out = &mut dst[row * split.pixels..(row + 1) * split.pixels];
-            for (o, &p) in out.iter_mut().zip(split.image(i)) {
-                *o = self.scale[p as usize];
-            }
-            self.labels.push(split.labels[i]);
-        }
+        debug_assert!(indices.len() <= self.rows);
+        fill(
+            &self.scale,
+            &mut self.acts[0],
+            &mut self.labels,
+            split,
+            indices,
+        );
+    }
+
+    /// Load samples `indices` of `split` as the *next* batch, for [`Workspace::sgd_step`] to run its
+    /// forward pass right after the current batch's update (training workspaces only).
+    pub fn stage(&mut self, split: SplitRef<'_>, indices: impl ExactSizeIterator<Item = usize>) {
+        debug_assert!(indices.len() <= self.next_input.nrows());
+        fill(
+            &self.scale,
+            &mut self.next_input,
+            &mut self.next_labels,
+            split,
+            indices,
+        );
+        self.staged = true;
     }
 
     /// Load input rows directly (tests and tools): `x` is [n, n_0] already scaled.
@@ -122,14 +152,21 @@ impl<F: Real> Workspace<F> {
     /// Forward pass over the loaded rows: Z^l = A^(l-1) (W^l)^T + b^l, A^l = act(Z^l), A^L = softmax(Z^L).
     /// Returns the rows' cross-entropy loss (computed stably, as log-softmax) and correct predictions.
     pub fn forward(&mut self, model: &Mlp<F>) -> BatchStats {
+        self.forward_from(model, false)
+    }
+
+    /// [`Workspace::forward`], with Z^1 = A^0 (W^1)^T already in place when `z1_done`.
+    fn forward_from(&mut self, model: &Mlp<F>, z1_done: bool) -> BatchStats {
         let n = self.labels.len();
         let last = model.layers.len();
         for (l, layer) in model.layers.iter().enumerate() {
             let (prev, next) = self.acts.split_at_mut(l + 1);
             let a_prev = prev[l].slice(s![..n, ..]);
             let mut z = next[0].slice_mut(s![..n, ..]);
-            let lanes = self.kernel == Kernel::Lanes
-                && F::lanes_abt(a_prev.view(), layer.w.view(), z.view_mut());
+            let done = l == 0 && z1_done;
+            let lanes = done
+                || self.kernel == Kernel::Lanes
+                    && F::lanes_abt(a_prev.view(), layer.w.view(), z.view_mut());
             if !lanes {
                 general_mat_mul(F::one(), &a_prev, &layer.w.t(), F::zero(), &mut z);
             }
@@ -154,6 +191,35 @@ impl<F: Real> Workspace<F> {
     /// Delta^L = A^L - Y; Delta^(l-1) = (Delta^l W^l) * act'(Z^(l-1)) computed before W^l changes;
     /// then W^l and b^l take the summed gradients (Delta^l)^T A^(l-1) and colsum(Delta^l) as `update` says.
     pub fn backward(&mut self, model: &mut Mlp<F>, update: Update<'_, F>) {
+        self.backward_fused(model, update, false);
+    }
+
+    /// One SGD step on the loaded batch, after [`Workspace::forward`]: [`Workspace::backward`] with
+    /// w -= (lr / n) * sum of gradients. If a next batch was staged ([`Workspace::stage`]), it is then
+    /// loaded and its forward pass run, and its stats returned: with the lanes kernels and batches of up to
+    /// [`FUSE_MAX_ROWS`], the update of W^1 and the next Z^1 = A^0 (W^1)^T are one pass over W^1
+    /// ([`crate::core::kernel::update_then_abt`]), with the same bits as the two products one after the other.
+    pub fn sgd_step(&mut self, model: &mut Mlp<F>, learning_rate: f64) -> Option<BatchStats> {
+        let staged = std::mem::take(&mut self.staged);
+        let fuse = staged && self.fuse && self.labels.len() <= FUSE_MAX_ROWS;
+        let fused = self.backward_fused(model, Update::Sgd { learning_rate }, fuse);
+        if !staged {
+            return None;
+        }
+        std::mem::swap(&mut self.acts[0], &mut self.next_input);
+        std::mem::swap(&mut self.labels, &mut self.next_labels);
+        Some(self.forward_from(model, fused))
+    }
+
+    /// [`Workspace::backward`]; with `fuse_next`, the update of W^1 also computes the staged batch's Z^1
+    /// into a^1's buffer (free by then) when the lanes kernels can. Returns whether it did.
+    fn backward_fused(
+        &mut self,
+        model: &mut Mlp<F>,
+        update: Update<'_, F>,
+        fuse_next: bool,
+    ) -> bool {
+        let mut fused = false;
         let n = self.labels.len();
         let last = model.layers.len();
         // delta^L = a^L - y
@@ -198,7 +264,8 @@ impl<F: Real> Workspace<F> {
                 );
             }
             let d = self.deltas[l].slice(s![..n, ..]);
-            let a_prev = self.acts[l].slice(s![..n, ..]);
+            let (acts_to_l, acts_above) = self.acts.split_at_mut(l + 1);
+            let a_prev = acts_to_l[l].slice(s![..n, ..]);
             let sums = &mut self.bias_sums[l];
             sums.fill(F::zero());
             for row in d.axis_iter(Axis(0)) {
@@ -214,7 +281,23 @@ impl<F: Real> Workspace<F> {
             let axpy = (beta == F::one()).then_some(alpha);
             let lanes = self.kernel == Kernel::Lanes
                 && d.to_slice().is_some_and(|c| {
-                    F::lanes_combine((c, 1, n_l), a_prev.view(), target.w.view_mut(), axpy)
+                    if l == 0 && fuse_next && axpy.is_some() {
+                        // The next batch's Z^1 into a^1's buffer, which this batch no longer needs.
+                        let m = self.next_labels.len();
+                        let next = self.next_input.slice(s![..m, ..]);
+                        let z = acts_above[0].slice_mut(s![..m, ..]);
+                        fused = F::lanes_update_abt(
+                            (c, 1, n_l),
+                            a_prev,
+                            target.w.view_mut(),
+                            alpha,
+                            next,
+                            z,
+                        );
+                        fused
+                    } else {
+                        F::lanes_combine((c, 1, n_l), a_prev.view(), target.w.view_mut(), axpy)
+                    }
                 });
             if !lanes {
                 general_mat_mul(alpha, &d.t(), &a_prev, beta, &mut target.w);
@@ -223,6 +306,26 @@ impl<F: Real> Workspace<F> {
                 .b
                 .zip_mut_with(sums, |b, &s| *b = beta * *b + alpha * s);
         }
+        fused
+    }
+}
+
+/// Load samples `indices` of `split` into `input` as x / 255 (one per row, through `scale`) and `labels`.
+fn fill<F: Real>(
+    scale: &[F; 256],
+    input: &mut Array2<F>,
+    labels: &mut Vec<u8>,
+    split: SplitRef<'_>,
+    indices: impl ExactSizeIterator<Item = usize>,
+) {
+    labels.clear();
+    let dst = input.as_slice_mut().expect(CONTIGUOUS);
+    for (row, i) in indices.enumerate() {
+        let out = &mut dst[row * split.pixels..(row + 1) * split.pixels];
+        for (o, &p) in out.iter_mut().zip(split.image(i)) {
+            *o = scale[p as usize];
+        }
+        labels.push(split.labels[i]);
     }
 }
 
@@ -299,6 +402,12 @@ fn softmax_rows<F: Real>(z: &mut [F], b: &[F], labels: &[u8]) -> BatchStats {
 /// Why the slices above exist: every workspace buffer and parameter array is allocated here (or in
 /// `Mlp`) in standard row-major layout, and row ranges of them stay contiguous. A failure is a bug.
 const CONTIGUOUS: &str = "workspace and parameter arrays are contiguous and row-major";
+
+/// The largest batch whose steps [`Workspace::sgd_step`] fuses. A pass over W^1 costs the same at any
+/// batch size, and the products grow with it: at batch 10 in f64 (W^1 of [784, 512] is 3.2 MB, more than
+/// a core's L2) the fusion makes a step 1.2-1.3x faster, at 128 it gains nothing (measured with `runner
+/// bench`, its `fusion_gain` column). The bits are the same either way.
+pub const FUSE_MAX_ROWS: usize = 64;
 
 /// Rows per block when evaluating a whole split.
 pub const EVAL_BLOCK: usize = 1000;
