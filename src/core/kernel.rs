@@ -1183,6 +1183,10 @@ mod tests {
             (13, 6, 64),
             (5, 11, 80),
             (130, 9, 17),
+            // a batch-sized A against long rows, with and without a masked tail
+            (10, 23, 784),
+            (16, 7, 1000),
+            (3, 12, 1203),
         ] {
             let (a, w) = (random::<T>(n * k, 1), random::<T>(h * k, 2));
             let am = Mat {

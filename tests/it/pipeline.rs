@@ -425,6 +425,7 @@ fn bench_reports_efficiency_against_its_own_gemm() {
             "GFLOP/s",
             "GEMM GFLOP/s",
             "efficiency",
+            "fusion_gain",
         ] {
             assert!(r[k].as_f64().is_some_and(|v| v > 0.0), "{k} in {r}");
         }
