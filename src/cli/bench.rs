@@ -48,6 +48,11 @@ pub struct BenchArgs {
     /// evaluating.
     #[arg(long, value_name = "SPEC", num_args = 0..=1, default_missing_value = "experiments/lr_sweep.toml")]
     pub sweep: Option<std::path::PathBuf>,
+    /// Time each matrix product of a step and of evaluation alone instead (the first layer of --sizes,
+    /// at each --batch and at an evaluation block of 1000 rows): the best of 10 x --reps short runs
+    /// against the best FMA peak sampled between them, the figure that repeats on a busy host.
+    #[arg(long, conflicts_with_all = ["ui", "sweep", "png"])]
+    pub kernels: bool,
     /// Runs in the synthetic store of --ui.
     #[arg(long, default_value_t = 10_000, requires = "ui", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub ui_runs: u32,
@@ -86,10 +91,36 @@ pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
         no_jobs,
         format,
         sweep,
+        kernels,
         ..
     } = args;
     if batch.contains(&0) {
         return Err(Error::Usage("--batch sizes must be >= 1".into()).into());
+    }
+    if kernels {
+        if sizes.len() < 2 || sizes.contains(&0) {
+            return Err(
+                Error::Usage("--sizes needs at least two widths of at least 1".into()).into(),
+            );
+        }
+        let rows = bench::kernels(&sizes, &batch, &dtype, 10 * reps as usize);
+        let mut t = Table::new(&[
+            "product", "dtype", "rows_a", "rows_w", "cols", "GFLOP/s", "of_peak",
+        ]);
+        for r in rows {
+            let (n, h, k) = r.shape;
+            t.rows.push(vec![
+                Value::Text(r.product.into()),
+                Value::Text(r.dtype.as_str().into()),
+                Value::Integer(n as i64),
+                Value::Integer(h as i64),
+                Value::Integer(k as i64),
+                Value::Real((r.gflops * 10.0).round() / 10.0),
+                Value::Real((r.of_peak * 1000.0).round() / 1000.0),
+            ]);
+        }
+        print_table(&t, format.format(), out)?;
+        return Ok(Exit::Ok);
     }
     // The same limits as a spec's: widths, parameters, tensor sizes.
     for &dtype in &dtype {

@@ -176,7 +176,8 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  runner bench\n  runner bench --batch 128 --dtype f32 --reps 5\n  \
                             runner bench --samples 10000 --reps 1   (a quick look)\n  \
-                            runner bench --ui   (the dashboard on 10 000 synthetic runs)"
+                            runner bench --ui   (the dashboard on 10 000 synthetic runs)\n  \
+                            runner bench --kernels   (each matrix product alone, best of 30 runs)"
     )]
     Bench(bench::BenchArgs),
     /// Add tags to runs (or take them away with --remove); `ls --tag` finds them.

@@ -392,6 +392,159 @@ fn peak_best_of(dtype: Dtype, iters: usize, reps: usize) -> Option<f64> {
     }
 }
 
+/// One product of a step timed alone by [`kernels`].
+#[derive(Debug, Clone)]
+pub struct KernelRow {
+    /// `Z = A W^T`, `update W`, `update W, then Z`.
+    pub product: &'static str,
+    pub dtype: Dtype,
+    /// Rows of A (the batch, or an evaluation block), rows of W, columns of both.
+    pub shape: (usize, usize, usize),
+    /// GFLOP/s of the best run.
+    pub gflops: f64,
+    /// The best run over the best FMA peak sampled between runs, on the threads used.
+    pub of_peak: f64,
+}
+
+/// Each matrix product of an SGD step and of evaluation on its own, for the first layer of `sizes`
+/// (the largest), at each batch and at an evaluation block: the best of `reps` runs of about 1 GFLOP,
+/// interleaved with samples of the FMA peak. On a shared host whose speed moves between runs of the same
+/// command, the best of many short runs is the figure that repeats: it says what the kernels reach, where
+/// the epoch times of [`run`] say what a user saw.
+pub fn kernels(
+    sizes: &[usize],
+    batches: &[usize],
+    dtypes: &[Dtype],
+    reps: usize,
+) -> Vec<KernelRow> {
+    let mut rows = Vec::new();
+    for &dtype in dtypes {
+        let mut shapes: Vec<usize> = batches.to_vec();
+        shapes.push(EVAL_BLOCK);
+        for n in shapes {
+            match dtype {
+                Dtype::F32 => rows.extend(kernel_rows::<f32>(sizes, n, reps, n != EVAL_BLOCK)),
+                Dtype::F64 => rows.extend(kernel_rows::<f64>(sizes, n, reps, n != EVAL_BLOCK)),
+            }
+        }
+    }
+    rows
+}
+
+fn kernel_rows<F: Real + crate::core::kernel::Lane + crate::core::kernel::Avx512>(
+    sizes: &[usize],
+    n: usize,
+    reps: usize,
+    training: bool,
+) -> Vec<KernelRow> {
+    use crate::core::kernel::{self, Coef, Epilogue, Mat, MatMut};
+    use crate::core::real::aligned_zeros;
+    let (k, h) = (sizes[0], sizes.get(1).copied().unwrap_or(sizes[0]));
+    let mut rng = StreamRng::new(7, Stream::Init);
+    let mut rand = |r: usize, c: usize| {
+        let mut m = aligned_zeros::<F>(r, c);
+        m.mapv_inplace(|_| F::from_f64(rng.uniform() - 0.5));
+        m
+    };
+    let (a, next, delta) = (rand(n, k), rand(n, k), rand(n, h));
+    let (mut w, mut z) = (rand(h, k), rand(n, h));
+    // 64-byte aligned, as the workspace's buffers.
+    let (Some(a), Some(next), Some(delta)) = (a.as_slice(), next.as_slice(), delta.as_slice())
+    else {
+        return Vec::new();
+    };
+    let alpha = F::from_f64(-1e-6);
+    let flops = 2.0 * (n * h * k) as f64;
+    let calls = ((1e9 / flops) as usize).max(1);
+    let products: &[&'static str] = if training {
+        &["Z = A W^T", "update W", "update W, then Z"]
+    } else {
+        &["Z = A W^T"]
+    };
+    let (mut best, mut peak) = (vec![f64::INFINITY; products.len()], 0.0f64);
+    fn rows_of<T>(data: &[T], rows: usize, cols: usize) -> Mat<'_, T> {
+        Mat {
+            data,
+            rows,
+            cols,
+            ld: cols,
+        }
+    }
+    let mat = |d, rows| rows_of(d, rows, k);
+    for _ in 0..reps {
+        peak = peak.max(peak_sample(F::DTYPE).unwrap_or(f64::NAN));
+        for (p, best) in best.iter_mut().enumerate() {
+            let mut t = Instant::now();
+            // One call first, untimed: the operands back in cache after the peak's loop.
+            for call in 0..=calls {
+                if call == 1 {
+                    t = Instant::now();
+                }
+                let (Some(wd), Some(zd)) = (w.as_slice_mut(), z.as_slice_mut()) else {
+                    return Vec::new();
+                };
+                let zm = MatMut {
+                    data: zd,
+                    rows: n,
+                    cols: h,
+                    ld: h,
+                };
+                let coef = Coef {
+                    data: delta,
+                    row_stride: 1,
+                    term_stride: h,
+                };
+                fn rows_of_mut<T>(data: &mut [T], rows: usize, cols: usize) -> MatMut<'_, T> {
+                    MatMut {
+                        data,
+                        rows,
+                        cols,
+                        ld: cols,
+                    }
+                }
+                match p {
+                    0 => kernel::abt(mat(a, n), rows_of(wd, h, k), zm),
+                    1 => kernel::combine(
+                        coef,
+                        mat(a, n),
+                        rows_of_mut(wd, h, k),
+                        Epilogue::Axpy(alpha),
+                    ),
+                    _ => kernel::update_then_abt(
+                        coef,
+                        mat(a, n),
+                        rows_of_mut(wd, h, k),
+                        alpha,
+                        mat(next, n),
+                        zm,
+                    ),
+                }
+            }
+            *best = best.min(t.elapsed().as_secs_f64());
+        }
+    }
+    let threads = crate::core::pool::threads() as f64;
+    products
+        .iter()
+        .zip(best)
+        .map(|(&product, seconds)| {
+            let per_call = if product == "update W, then Z" {
+                2.0 * flops
+            } else {
+                flops
+            };
+            let gflops = per_call * calls as f64 / seconds / 1e9;
+            KernelRow {
+                product,
+                dtype: F::DTYPE,
+                shape: (n, h, k),
+                gflops,
+                of_peak: gflops / (peak * threads),
+            }
+        })
+        .collect()
+}
+
 /// The whole report: training rows, then (what, value) notes for eval, load, decode, reference, memory.
 pub struct Report {
     pub rows: Vec<Row>,

@@ -442,3 +442,61 @@ fn bench_reports_efficiency_against_its_own_gemm() {
     assert_eq!(rows[0]["what"], "train epoch, lanes16");
     assert_eq!(rows[1]["what"], "train epoch, lanes8");
 }
+
+#[test]
+fn bench_kernels_times_each_product_against_the_peak() {
+    let dir = tmp();
+    let out = runner(
+        dir.path(),
+        &[
+            "bench",
+            "--kernels",
+            "--sizes",
+            "784,48,10",
+            "--batch",
+            "16",
+            "--reps",
+            "1",
+            "--json",
+        ],
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out.ok().stdout).unwrap();
+    // Per dtype: the three products of a step at batch 16, and Z = A W^T on an evaluation block.
+    let names: Vec<(String, String, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["product"].as_str().unwrap().to_string(),
+                r["dtype"].as_str().unwrap().to_string(),
+                r["rows_a"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, i64)> = ["f32", "f64"]
+        .iter()
+        .flat_map(|d| {
+            [
+                ("Z = A W^T", 16),
+                ("update W", 16),
+                ("update W, then Z", 16),
+                ("Z = A W^T", 1000),
+            ]
+            .map(|(p, n)| (p.to_string(), d.to_string(), n))
+        })
+        .collect();
+    assert_eq!(names, want);
+    for r in &rows {
+        assert_eq!(
+            (r["rows_w"].as_i64(), r["cols"].as_i64()),
+            (Some(48), Some(784)),
+            "{r}"
+        );
+        assert!(r["GFLOP/s"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+        let f = r["of_peak"].as_f64().unwrap_or(f64::NAN);
+        assert!(f > 0.0 && f < 1.5, "{r}");
+    }
+    // A spec of one width has no product to time: refused, naming the flag.
+    let bad = runner(dir.path(), &["bench", "--kernels", "--sizes", "784"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("--sizes"), "{}", bad.stderr);
+}
