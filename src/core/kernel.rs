@@ -4,8 +4,10 @@
 //! A general GEMM packs its operands into cache-sized panels on every call. At batch 10 that means
 //! copying all of W^1 (1.6 MB for [784, 512, 10] in f32) twice per step to do 10 multiply-adds per
 //! weight; these kernels read the weights in place, once per product, with register tiles of a few rows
-//! (5 rows of W by 4 of A for Z = A W^T, 4 output rows by 4 vectors for the others), 64-byte aligned
-//! buffers, and blocks of 128 rows of A for tall products (evaluation).
+//! (5 rows of W by 4 of A for Z = A W^T, or on AVX-512 from 32 rows on 4 by 4 with the trees summed L at
+//! a time; 4 output rows by 4 vectors for the others, 6 by 4 for a tall update), 64-byte aligned
+//! buffers, and blocks of 128 rows of A for tall products (evaluation). [`update_then_abt`] makes the
+//! SGD update of W and the next batch's product one pass over W.
 //!
 //! # The contract (what the bits are)
 //! With L lanes (16 for f32, 8 for f64: one 512-bit vector):
