@@ -323,7 +323,7 @@ const FUSED_BLOCK: usize = 40;
 
 /// The SGD update of W followed by the next batch's product with the updated W, in one pass over W:
 /// `W[r][c] = fma(alpha, sum_t coef(r, t) src[t][c], W[r][c])` ([`combine`] with [`Epilogue::Axpy`]), then
-/// `Z = A W^T` ([`abt`]), a block of [`FUSED_BLOCK`] rows of W at a time. When W does not fit in the
+/// `Z = A W^T` ([`abt`]), a block of 40 rows of W at a time. When W does not fit in the
 /// core's cache (W^1 in f64 is 3.2 MB), the separate products stream it from memory three times a step
 /// (read, write, read) and this twice.
 ///
