@@ -158,33 +158,40 @@ fn update_abt_lanes<T: kernel::Lane + kernel::Avx512>(
     }
 }
 
+/// The [`Real`] hooks of a type with lanes kernels: each product through them, for contiguous views.
+macro_rules! lanes_hooks {
+    ($t:ty) => {
+        fn lanes_abt(
+            a: ArrayView2<'_, $t>,
+            w: ArrayView2<'_, $t>,
+            z: ArrayViewMut2<'_, $t>,
+        ) -> bool {
+            abt_lanes(a, w, z)
+        }
+        fn lanes_combine(
+            coef: (&[$t], usize, usize),
+            src: ArrayView2<'_, $t>,
+            out: ArrayViewMut2<'_, $t>,
+            alpha: Option<$t>,
+        ) -> bool {
+            combine_lanes(coef, src, out, alpha)
+        }
+        fn lanes_update_abt(
+            coef: (&[$t], usize, usize),
+            src: ArrayView2<'_, $t>,
+            w: ArrayViewMut2<'_, $t>,
+            alpha: $t,
+            a: ArrayView2<'_, $t>,
+            z: ArrayViewMut2<'_, $t>,
+        ) -> bool {
+            update_abt_lanes(coef, src, w, alpha, a, z)
+        }
+    };
+}
+
 impl Real for f32 {
     const DTYPE: Dtype = Dtype::F32;
-    fn lanes_abt(
-        a: ArrayView2<'_, f32>,
-        w: ArrayView2<'_, f32>,
-        z: ArrayViewMut2<'_, f32>,
-    ) -> bool {
-        abt_lanes(a, w, z)
-    }
-    fn lanes_combine(
-        coef: (&[f32], usize, usize),
-        src: ArrayView2<'_, f32>,
-        out: ArrayViewMut2<'_, f32>,
-        alpha: Option<f32>,
-    ) -> bool {
-        combine_lanes(coef, src, out, alpha)
-    }
-    fn lanes_update_abt(
-        coef: (&[f32], usize, usize),
-        src: ArrayView2<'_, f32>,
-        w: ArrayViewMut2<'_, f32>,
-        alpha: f32,
-        a: ArrayView2<'_, f32>,
-        z: ArrayViewMut2<'_, f32>,
-    ) -> bool {
-        update_abt_lanes(coef, src, w, alpha, a, z)
-    }
+    lanes_hooks!(f32);
     fn from_f64(x: f64) -> Self {
         x as f32
     }
@@ -206,31 +213,7 @@ impl Real for f32 {
 
 impl Real for f64 {
     const DTYPE: Dtype = Dtype::F64;
-    fn lanes_abt(
-        a: ArrayView2<'_, f64>,
-        w: ArrayView2<'_, f64>,
-        z: ArrayViewMut2<'_, f64>,
-    ) -> bool {
-        abt_lanes(a, w, z)
-    }
-    fn lanes_combine(
-        coef: (&[f64], usize, usize),
-        src: ArrayView2<'_, f64>,
-        out: ArrayViewMut2<'_, f64>,
-        alpha: Option<f64>,
-    ) -> bool {
-        combine_lanes(coef, src, out, alpha)
-    }
-    fn lanes_update_abt(
-        coef: (&[f64], usize, usize),
-        src: ArrayView2<'_, f64>,
-        w: ArrayViewMut2<'_, f64>,
-        alpha: f64,
-        a: ArrayView2<'_, f64>,
-        z: ArrayViewMut2<'_, f64>,
-    ) -> bool {
-        update_abt_lanes(coef, src, w, alpha, a, z)
-    }
+    lanes_hooks!(f64);
     fn from_f64(x: f64) -> Self {
         x
     }
