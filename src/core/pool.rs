@@ -5,7 +5,7 @@
 //! the split never changes a bit (see [`crate::core::kernel`]). A step at batch 10 makes products of tens of
 //! microseconds, too short to start threads for: the helpers live as long as the thread that made them.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -35,12 +35,36 @@ pub fn threads() -> usize {
     *THREADS.get_or_init(configured_threads)
 }
 
-/// Parts for a product of `work` multiply-adds that splits into at most `max_parts` pieces.
+/// Parts for a product of `work` multiply-adds that splits into at most `max_parts` pieces (1 inside a
+/// part: a part's products run on its own thread).
 pub(crate) fn parts(work: usize, max_parts: usize) -> usize {
-    threads()
-        .min(max_parts)
-        .min(work / MIN_WORK_PER_PART)
-        .max(1)
+    available(max_parts).min(work / MIN_WORK_PER_PART).max(1)
+}
+
+/// Parts for work that splits into at most `max_parts` pieces of any size: the threads, or 1 inside a
+/// part.
+pub(crate) fn available(max_parts: usize) -> usize {
+    if IN_PART.with(Cell::get) {
+        return 1;
+    }
+    threads().min(max_parts).max(1)
+}
+
+thread_local! {
+    /// Set while this thread runs a part of [`run`].
+    static IN_PART: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `f(part)` with [`IN_PART`] set, so that what it calls does not split again.
+fn as_part(f: &(dyn Fn(usize) + Sync), part: usize) {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_PART.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(IN_PART.with(|c| c.replace(true)));
+    f(part);
 }
 
 /// The range of `total` items part `p` of `parts` takes, in whole multiples of `granule` (except the
@@ -70,7 +94,7 @@ pub(crate) fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
         for w in &h.workers[..parts - 1] {
             w.post(job);
         }
-        let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
+        let mine = catch_unwind(AssertUnwindSafe(|| as_part(f, 0)));
         let mut failed = mine.is_err();
         for w in &h.workers[..parts - 1] {
             failed |= w.wait();
@@ -131,7 +155,7 @@ impl Worker {
     fn post(&self, job: &'static (dyn Fn(usize) + Sync)) {
         if self.handle.is_none() {
             // The thread could not be started: run the part here, at once.
-            if catch_unwind(AssertUnwindSafe(|| job(self.part))).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| as_part(job, self.part))).is_err() {
                 self.shared.panicked.store(true, Ordering::Relaxed);
             }
             return;
@@ -193,7 +217,7 @@ fn helper_loop(m: &Mailbox, part: usize) {
         }
         let job = *m.job.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(job) = job
-            && catch_unwind(AssertUnwindSafe(|| job(part))).is_err()
+            && catch_unwind(AssertUnwindSafe(|| as_part(job, part))).is_err()
         {
             m.panicked.store(true, Ordering::Relaxed);
         }

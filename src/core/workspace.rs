@@ -15,12 +15,15 @@
 //! batches; the same bits on every CPU) or matrixmultiply's GEMM (`general_mat_mul`).
 
 use ndarray::linalg::general_mat_mul;
+use std::sync::Mutex;
+
 use ndarray::{Array1, Array2, ArrayView2, Axis, s};
 
 use crate::core::config::Activation;
 use crate::core::data::SplitRef;
 use crate::core::kernel::Kernel;
 use crate::core::model::Mlp;
+use crate::core::pool;
 use crate::core::real::{Real, aligned_zeros};
 
 pub enum Update<'a, F> {
@@ -413,16 +416,63 @@ pub const FUSE_MAX_ROWS: usize = 64;
 pub const EVAL_BLOCK: usize = 1000;
 
 /// Mean loss and accuracy of `model` over `split`, forward passes only, in blocks of the workspace's rows.
+///
+/// With threads (`--threads`), whole blocks go to the threads (block b to thread b mod T, each
+/// with its own workspace and its products on its own thread), so that gathering, activations and softmax
+/// run in parallel too, not only the products; the blocks' sums are added in block order, so the result
+/// has the bits of one thread.
 pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace<F>) -> (f64, f64) {
-    let mut total = BatchStats::default();
-    let mut start = 0;
-    while start < split.len() {
-        let end = (start + ws.rows()).min(split.len());
+    let rows = ws.rows().max(1);
+    let blocks = split.len().div_ceil(rows);
+    // matrixmultiply's GEMM splits its own products over the threads: only the lanes kernels run a
+    // block on one thread.
+    let parts = if ws.kernel == Kernel::Lanes {
+        pool::available(blocks)
+    } else {
+        1
+    };
+    let block_stats = |ws: &mut Workspace<F>, b: usize| {
+        let (start, end) = (b * rows, ((b + 1) * rows).min(split.len()));
         ws.gather(split, start..end);
-        let s = ws.forward(model);
+        ws.forward(model)
+    };
+    let stats: Vec<BatchStats> = if parts <= 1 {
+        (0..blocks).map(|b| block_stats(ws, b)).collect()
+    } else {
+        let sizes: Vec<usize> = ws.acts.iter().map(|a| a.ncols()).collect();
+        let kernel = ws.kernel;
+        let mine = Mutex::new(Some(ws));
+        let slots: Vec<Mutex<BatchStats>> = (0..blocks).map(|_| Mutex::default()).collect();
+        pool::run(parts, &|p| {
+            let taken = if p == 0 {
+                mine.lock().ok().and_then(|mut m| m.take())
+            } else {
+                None
+            };
+            let mut own;
+            let ws = match taken {
+                Some(ws) => ws,
+                None => {
+                    own = Workspace::for_eval(&sizes, rows).with_kernel(kernel);
+                    &mut own
+                }
+            };
+            for b in (p..blocks).step_by(parts) {
+                let s = block_stats(ws, b);
+                if let Ok(mut slot) = slots[b].lock() {
+                    *slot = s;
+                }
+            }
+        });
+        slots
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect()
+    };
+    let mut total = BatchStats::default();
+    for s in stats {
         total.loss_sum += s.loss_sum;
         total.correct += s.correct;
-        start = end;
     }
     let n = split.len().max(1) as f64;
     (total.loss_sum / n, total.correct as f64 / n)
