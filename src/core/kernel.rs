@@ -1364,6 +1364,9 @@ mod tests {
             // the update's 6-row tiles (at least 32 rows of W and terms), with 4-row and 1-row edges
             (33, 47, 70),
             (40, 36, 129),
+            // small batches against a tall W, with edges of both
+            (10, 64, 784),
+            (7, 45, 33),
         ] {
             let (a, w) = (random::<T>(n * k, 1), random::<T>(h * k, 2));
             let am = Mat {
