@@ -14,9 +14,9 @@
 //! The three products run on the run's [`Kernel`]: the lanes16 kernels of [`crate::core::kernel`] (f32, small
 //! batches; the same bits on every CPU) or matrixmultiply's GEMM (`general_mat_mul`).
 
-use ndarray::linalg::general_mat_mul;
 use std::sync::Mutex;
 
+use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, Axis, s};
 
 use crate::core::config::Activation;
@@ -64,6 +64,8 @@ pub struct Workspace<F> {
     staged: bool,
     /// Whether [`Workspace::sgd_step`] fuses the update of W^1 with the next batch's Z^1 (lanes kernels).
     fuse: bool,
+    /// Whether the last [`Workspace::sgd_step`] did (what a test checks the fused path by).
+    fused_last: bool,
 }
 
 impl<F: Real> Workspace<F> {
@@ -91,6 +93,7 @@ impl<F: Real> Workspace<F> {
             next_labels: Vec::new(),
             staged: false,
             fuse: true,
+            fused_last: false,
         }
     }
 
@@ -206,6 +209,7 @@ impl<F: Real> Workspace<F> {
         let staged = std::mem::take(&mut self.staged);
         let fuse = staged && self.fuse && self.labels.len() <= FUSE_MAX_ROWS;
         let fused = self.backward_fused(model, Update::Sgd { learning_rate }, fuse);
+        self.fused_last = fused;
         if !staged {
             return None;
         }
@@ -608,6 +612,45 @@ mod tests {
                 "b{l}: {numeric} vs {}",
                 g.layers[l].b[1]
             );
+        }
+    }
+
+    /// The staged step takes the fused path with the lanes kernels (and only up to FUSE_MAX_ROWS), and
+    /// lands on the bits of a step followed by a separate forward pass.
+    #[test]
+    fn staged_steps_fuse_and_keep_the_bits() {
+        for (rows, fuses) in [(10, true), (FUSE_MAX_ROWS + 1, false)] {
+            let mut rng = StreamRng::new(6, Stream::Init);
+            let model: Mlp<f32> = Mlp::init(&[40, 33, 5], Activation::Relu, Init::He, &mut rng);
+            let (x, y) = random_batch(rows, 40, 5, 7);
+            let (x2, y2) = random_batch(rows - 3, 40, 5, 8);
+            let (x, x2) = (x.mapv(|v| v as f32), x2.mapv(|v| v as f32));
+            let ws = || Workspace::new(&model.sizes(), rows).with_kernel(Kernel::Lanes);
+            // one step, then the next batch's forward pass on its own
+            let (mut m1, mut w1) = (model.clone(), ws());
+            w1.load(x.view(), &y);
+            w1.forward(&m1);
+            w1.backward(&mut m1, Update::Sgd { learning_rate: 0.3 });
+            w1.load(x2.view(), &y2);
+            let want = w1.forward(&m1);
+            // the same, the next batch staged
+            let (mut m2, mut w2) = (model.clone(), ws());
+            w2.load(x.view(), &y);
+            w2.forward(&m2);
+            w2.next_input.slice_mut(s![..rows - 3, ..]).assign(&x2);
+            w2.next_labels = y2.clone();
+            w2.staged = true;
+            let got = w2
+                .sgd_step(&mut m2, 0.3)
+                .expect("a staged batch gives stats");
+            assert_eq!(w2.fused_last, fuses, "rows {rows}");
+            assert_eq!(m1, m2, "rows {rows}");
+            assert_eq!(
+                want.loss_sum.to_bits(),
+                got.loss_sum.to_bits(),
+                "rows {rows}"
+            );
+            assert_eq!(w1.output(), w2.output(), "rows {rows}");
         }
     }
 
