@@ -4,9 +4,10 @@
 //! A general GEMM packs its operands into cache-sized panels on every call. At batch 10 that means
 //! copying all of W^1 (1.6 MB for [784, 512, 10] in f32) twice per step to do 10 multiply-adds per
 //! weight; these kernels read the weights in place, once per product, with register tiles of a few rows
-//! (5 rows of W by 4 of A for Z = A W^T, or on AVX-512 from 32 rows on 4 by 4 with the trees summed L at
-//! a time; 4 output rows by 4 vectors for the others, 6 by 4 for a tall update), 64-byte aligned
-//! buffers, and blocks of 128 rows of A for tall products (evaluation). [`update_then_abt`] makes the
+//! (on AVX-512: 5 rows of W by 4 of A for Z = A W^T, from 32 rows 4 by 4 with the trees summed L at a
+//! time; 4 output rows by 4 vectors for the others, 6 by 4 for a tall update; on AVX2+FMA, with half the
+//! registers: 3 rows of W by 2 of A, and 6 output rows by 2 registers), 64-byte aligned buffers, and
+//! blocks of rows of A that stay in L2 for tall products (evaluation). [`update_then_abt`] makes the
 //! SGD update of W and the next batch's product one pass over W.
 //!
 //! # The contract (what the bits are)
@@ -20,9 +21,8 @@
 //!   product Delta^(l-1) = Delta^l W^l are both of this form.
 //!
 //! Each output element's arithmetic depends only on its own inputs and this order, never on tiling,
-//! alignment or threads. The AVX-512 path (intrinsics) and the portable path (L-lane arrays and
-//! `mul_add`, compiled for AVX2+FMA when the CPU has it) implement the same contract for both types; tests
-//! compare their bits.
+//! alignment or threads. The AVX-512 and AVX2+FMA paths (intrinsics) and the portable path (L-lane
+//! arrays and `mul_add`) implement the same contract for both types; tests compare their bits.
 //!
 //! f64 runs stored before lanes8 existed used the GEMM of the `matrixmultiply` crate, whose AVX-512, AVX2
 //! and generic kernels round differently: [`Kernel::Gemm`] keeps it, so that `verify` re-trains such a run
@@ -256,7 +256,7 @@ fn fits(len: usize, rows: usize, cols: usize, ld: usize) -> bool {
 /// Z = A W^T: a [n, k], w [h, k], z [n, h]. Panics if the shapes disagree (a programming error).
 /// With [`pool::threads`] > 1 and enough work, the rows of W (columns of Z) are split between threads:
 /// each element is computed whole by one thread, so the bits do not depend on the split.
-pub fn abt<T: Lane + Avx512>(a: Mat<'_, T>, w: Mat<'_, T>, z: MatMut<'_, T>) {
+pub fn abt<T: Lane + Vector>(a: Mat<'_, T>, w: Mat<'_, T>, z: MatMut<'_, T>) {
     assert!(a.cols == w.cols && z.rows == a.rows && z.cols == w.rows);
     assert!(fits(a.data.len(), a.rows, a.cols, a.ld));
     assert!(fits(w.data.len(), w.rows, w.cols, w.ld));
@@ -304,14 +304,14 @@ impl<T> SharedOut<T> {
 ///
 /// # Safety
 /// `z` must be valid for writes at i * ldz + j for i < a.rows, j < w.rows.
-unsafe fn abt_raw<T: Lane + Avx512>(a: Mat<'_, T>, w: Mat<'_, T>, z: *mut T, ldz: usize) {
+unsafe fn abt_raw<T: Lane + Vector>(a: Mat<'_, T>, w: Mat<'_, T>, z: *mut T, ldz: usize) {
     // SAFETY: the CPU has the features of the implementation chosen; the caller bounds z.
     unsafe {
         match implementation() {
             #[cfg(target_arch = "x86_64")]
             Implementation::Avx512 => avx512::abt(a, w, z, ldz),
             #[cfg(target_arch = "x86_64")]
-            Implementation::Avx2Fma => portable::abt_avx2(a, w, z, ldz),
+            Implementation::Avx2Fma => avx2::abt(a, w, z, ldz),
             _ => portable::abt(a, w, z, ldz),
         }
     }
@@ -330,7 +330,7 @@ const FUSED_BLOCK: usize = 40;
 /// Each element's arithmetic is exactly that of [`combine`] then [`abt`] (the block order changes which
 /// elements are computed when, never how), so the bits are those of the two calls; with threads, the
 /// rows of W are split between them and each thread updates and multiplies its own rows.
-pub fn update_then_abt<T: Lane + Avx512>(
+pub fn update_then_abt<T: Lane + Vector>(
     coef: Coef<'_, T>,
     src: Mat<'_, T>,
     w: MatMut<'_, T>,
@@ -410,7 +410,7 @@ pub struct Coef<'a, T = f32> {
 
 /// `out[r][c] = epilogue(sum_t coef(r, t) src[t][c])` for r < out.rows, c < out.cols, t < src.rows.
 /// With [`pool::threads`] > 1 and enough work, the output rows are split between threads (bits unchanged).
-pub fn combine<T: Lane + Avx512>(
+pub fn combine<T: Lane + Vector>(
     coef: Coef<'_, T>,
     src: Mat<'_, T>,
     out: MatMut<'_, T>,
@@ -442,7 +442,7 @@ pub fn combine<T: Lane + Avx512>(
 ///
 /// # Safety
 /// `out` must be valid for reads and writes at r * ldo + c for r < rows, c < cols.
-unsafe fn combine_raw<T: Lane + Avx512>(
+unsafe fn combine_raw<T: Lane + Vector>(
     coef: Coef<'_, T>,
     src: Mat<'_, T>,
     out: *mut T,
@@ -463,7 +463,7 @@ unsafe fn combine_raw<T: Lane + Avx512>(
             #[cfg(target_arch = "x86_64")]
             Implementation::Avx512 => avx512::combine(coef, src, out, epilogue),
             #[cfg(target_arch = "x86_64")]
-            Implementation::Avx2Fma => portable::combine_avx2(coef, src, out, epilogue),
+            Implementation::Avx2Fma => avx2::combine(coef, src, out, epilogue),
             _ => portable::combine(coef, src, out, epilogue),
         }
     }
@@ -535,12 +535,13 @@ pub mod reference {
     }
 }
 
-/// Tile sizes: [`abt`] keeps `ROWS_W` rows of W (4 on AVX-512) and `ROWS_A` rows of A in flight (20 or 16
-/// accumulators);
-/// [`combine`] `COMB_ROWS` output rows by `COMB_VECS` vectors of 16 columns.
+/// Tile sizes of the portable and AVX-512 paths: [`abt`] keeps `ROWS_W` rows of W (4 on AVX-512 from 32
+/// rows) and `ROWS_A` rows of A in flight (20 or 16 accumulators); [`combine`] `COMB_ROWS` output rows
+/// by `COMB_VECS` vectors of L columns.
 const ROWS_W: usize = 5;
 /// Rows of W per part when threads split a product, so that every part keeps full tiles: a multiple of
-/// the W rows of both tile walks (5 portable, 4 AVX-512) and of [`COMB_ROWS`].
+/// the W rows of the portable and AVX-512 walks (5 and 4) and of [`COMB_ROWS`] (AVX2's tiles of 3 rows
+/// end a part with one of 2, its update's tiles of 6 with one of 2 single rows).
 const ROW_GRANULE: usize = 20;
 const ROWS_A: usize = 4;
 const COMB_ROWS: usize = 4;
@@ -555,13 +556,24 @@ fn abt_tiles(
     h: usize,
     rows_w: usize,
 ) -> impl Iterator<Item = (usize, usize, usize, usize)> {
-    (0..n).step_by(A_BLOCK).flat_map(move |i0| {
-        let i_end = (i0 + A_BLOCK).min(n);
+    abt_walk(n, h, rows_w, ROWS_A, A_BLOCK)
+}
+
+/// [`abt_tiles`] with the rows of A per tile and per outer block given.
+fn abt_walk(
+    n: usize,
+    h: usize,
+    rows_w: usize,
+    rows_a: usize,
+    a_block: usize,
+) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    (0..n).step_by(a_block).flat_map(move |i0| {
+        let i_end = (i0 + a_block).min(n);
         (0..h).step_by(rows_w).flat_map(move |j| {
             let r = (h - j).min(rows_w);
             (i0..i_end)
-                .step_by(ROWS_A)
-                .map(move |i| (i, (i_end - i).min(ROWS_A), j, r))
+                .step_by(rows_a)
+                .map(move |i| (i, (i_end - i).min(rows_a), j, r))
         })
     })
 }
@@ -662,15 +674,6 @@ mod portable {
     }
 
     /// # Safety
-    /// As [`abt_body`], and the CPU has AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn abt_avx2<T: Lane>(a: Mat<'_, T>, w: Mat<'_, T>, z: *mut T, ldz: usize) {
-        // SAFETY: passed on.
-        unsafe { abt_body(a, w, z, ldz) }
-    }
-
-    /// # Safety
     /// out valid for rows r0..r0+R, columns c0..c0+width.
     #[inline(always)]
     unsafe fn comb_tile<T: Lane, const R: usize>(
@@ -754,33 +757,19 @@ mod portable {
         // SAFETY: passed on.
         unsafe { combine_body(coef, src, out, epilogue) }
     }
-
-    /// # Safety
-    /// As [`combine_body`], and the CPU has AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn combine_avx2<T: Lane>(
-        coef: Coef<'_, T>,
-        src: Mat<'_, T>,
-        out: Out<T>,
-        epilogue: Epilogue<T>,
-    ) {
-        // SAFETY: passed on.
-        unsafe { combine_body(coef, src, out, epilogue) }
-    }
 }
 
-/// The AVX-512 operations of an element type: what lets one generic AVX-512 path serve f32 and f64 (a
-/// plain marker on other architectures).
+/// The vector operations of an element type (AVX-512 and AVX2+FMA): what lets one generic path per
+/// instruction set serve f32 and f64 (a plain marker on other architectures).
 #[cfg(target_arch = "x86_64")]
-pub trait Avx512: Lane + avx512::Simd {}
+pub trait Vector: Lane + avx512::Simd + avx2::Simd2 {}
 #[cfg(target_arch = "x86_64")]
-impl<T: Lane + avx512::Simd> Avx512 for T {}
-/// The AVX-512 operations of an element type (none on this architecture).
+impl<T: Lane + avx512::Simd + avx2::Simd2> Vector for T {}
+/// The vector operations of an element type (none on this architecture).
 #[cfg(not(target_arch = "x86_64"))]
-pub trait Avx512: Lane {}
+pub trait Vector: Lane {}
 #[cfg(not(target_arch = "x86_64"))]
-impl<T: Lane> Avx512 for T {}
+impl<T: Lane> Vector for T {}
 
 /// AVX-512F intrinsics: the same contract, L lanes in one register, tails by masked loads (a masked-off
 /// lane adds fma(0, 0, acc) = acc: an accumulator that starts at +0 is never -0).
@@ -1322,6 +1311,420 @@ mod avx512 {
     }
 }
 
+/// AVX2+FMA intrinsics: the same contract in 256-bit registers, so one contract vector of L lanes is a
+/// pair of registers (lanes 0..L/2 and L/2..L) for both types; tails by masked loads, as on AVX-512.
+///
+/// With 16 registers (not 32), the tiles are smaller than on AVX-512: [`abt`] keeps 3 rows of W by 2
+/// rows of A in flight (12 accumulators, loading 10 registers per 12 multiply-adds; 3 rows of W rather
+/// than 2 by 3 of A, so that the operand streamed from L2 is loaded less often), [`combine`] 6 output
+/// rows by 2 registers of columns (12 accumulators, 2 loads and 6 broadcasts per 12; 4 by 3 left one
+/// accumulator spilled, a store-to-load round trip on its chain at every term: 0.37-0.48 of the peak
+/// for the update of [784, 512] where 6 by 2 reads 0.53-0.63 on Zen 3), walked a band of rows at a
+/// time so that W's rows stream in order. Before this module, AVX2 ran the portable code compiled for
+/// it, a 5 x 4 tile of L-lane arrays: 40 registers of accumulators, spilled on every multiply-add (0.18
+/// to 0.27 of the FMA peak on Zen 3 for the first layer's products, 0.60-0.67 here).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Coef, Epilogue, Lane, Mat, Out};
+
+    /// Rows of W and of A per tile of [`abt`].
+    const TILE_W: usize = 3;
+    const TILE_A: usize = 2;
+    /// Rows of A per outer block of [`abt`]: about 200 KB of A, so that a block stays in a 512 KB L2
+    /// (Zen 3's) while W passes by.
+    const A_BLOCK_BYTES: usize = 200 * 1024;
+    /// Output rows and registers of columns per tile of [`combine`].
+    const COMB_R: usize = 6;
+    const COMB_V: usize = 2;
+    /// Output rows per tile at the lower edge of [`combine`] (then single rows).
+    const COMB_EDGE: usize = 3;
+
+    /// `-1` in the first 8 lanes, then 0: a load at `8 - width` is the mask of the first `width` i32
+    /// lanes (f32), and at `2 * (4 - width)` of the first `width` i64 lanes (f64).
+    static MASKS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    /// One 256-bit register of an element type and the operations the kernels use on it.
+    pub trait Simd2: Lane {
+        type R: Copy;
+        /// Values per register: L / 2.
+        const HALF: usize;
+        /// # Safety
+        /// AVX2+FMA code only (as every method here).
+        unsafe fn zero() -> Self::R;
+        /// # Safety
+        /// `p` valid for HALF reads.
+        unsafe fn loadu(p: *const Self) -> Self::R;
+        /// The first `width` (< HALF) values at `p`, the rest 0.
+        ///
+        /// # Safety
+        /// `p` valid for `width` reads.
+        unsafe fn load_first(p: *const Self, width: usize) -> Self::R;
+        /// # Safety
+        /// `p` valid for HALF writes.
+        unsafe fn storeu(p: *mut Self, v: Self::R);
+        /// Store the first `width` (< HALF) values.
+        ///
+        /// # Safety
+        /// `p` valid for `width` writes.
+        unsafe fn store_first(p: *mut Self, width: usize, v: Self::R);
+        /// # Safety
+        /// AVX2+FMA code only.
+        unsafe fn fmadd(a: Self::R, b: Self::R, c: Self::R) -> Self::R;
+        /// # Safety
+        /// AVX2+FMA code only.
+        unsafe fn set1(x: Self) -> Self::R;
+        /// The contract's tree over the L lanes of a pair of registers (lanes 0..HALF in `lo`).
+        ///
+        /// # Safety
+        /// AVX2+FMA code only.
+        unsafe fn tree_sum(lo: Self::R, hi: Self::R) -> Self;
+    }
+
+    impl Simd2 for f32 {
+        type R = __m256;
+        const HALF: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            unsafe { _mm256_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn loadu(p: *const f32) -> __m256 {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_first(p: *const f32, width: usize) -> __m256 {
+            unsafe {
+                let m = _mm256_loadu_si256(MASKS.as_ptr().add(8 - width).cast());
+                _mm256_maskload_ps(p, m)
+            }
+        }
+        #[inline(always)]
+        unsafe fn storeu(p: *mut f32, v: __m256) {
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_first(p: *mut f32, width: usize, v: __m256) {
+            unsafe {
+                let m = _mm256_loadu_si256(MASKS.as_ptr().add(8 - width).cast());
+                _mm256_maskstore_ps(p, m, v)
+            }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn set1(x: f32) -> __m256 {
+            unsafe { _mm256_set1_ps(x) }
+        }
+        /// l + (l+8) across the pair, then + 4 across the halves of 128 bits, + 2, + 1.
+        #[inline(always)]
+        unsafe fn tree_sum(lo: __m256, hi: __m256) -> f32 {
+            unsafe {
+                let h8 = _mm256_add_ps(lo, hi);
+                let h4 = _mm_add_ps(_mm256_castps256_ps128(h8), _mm256_extractf128_ps::<1>(h8));
+                let h2 = _mm_add_ps(h4, _mm_movehl_ps(h4, h4));
+                let h1 = _mm_add_ss(h2, _mm_shuffle_ps::<0b01>(h2, h2));
+                _mm_cvtss_f32(h1)
+            }
+        }
+    }
+
+    impl Simd2 for f64 {
+        type R = __m256d;
+        const HALF: usize = 4;
+        #[inline(always)]
+        unsafe fn zero() -> __m256d {
+            unsafe { _mm256_setzero_pd() }
+        }
+        #[inline(always)]
+        unsafe fn loadu(p: *const f64) -> __m256d {
+            unsafe { _mm256_loadu_pd(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_first(p: *const f64, width: usize) -> __m256d {
+            unsafe {
+                let m = _mm256_loadu_si256(MASKS.as_ptr().add(2 * (4 - width)).cast());
+                _mm256_maskload_pd(p, m)
+            }
+        }
+        #[inline(always)]
+        unsafe fn storeu(p: *mut f64, v: __m256d) {
+            unsafe { _mm256_storeu_pd(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_first(p: *mut f64, width: usize, v: __m256d) {
+            unsafe {
+                let m = _mm256_loadu_si256(MASKS.as_ptr().add(2 * (4 - width)).cast());
+                _mm256_maskstore_pd(p, m, v)
+            }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m256d, b: __m256d, c: __m256d) -> __m256d {
+            unsafe { _mm256_fmadd_pd(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn set1(x: f64) -> __m256d {
+            unsafe { _mm256_set1_pd(x) }
+        }
+        /// l + (l+4) across the pair, then + 2 across the halves of 128 bits, + 1.
+        #[inline(always)]
+        unsafe fn tree_sum(lo: __m256d, hi: __m256d) -> f64 {
+            unsafe {
+                let h4 = _mm256_add_pd(lo, hi);
+                let h2 = _mm_add_pd(_mm256_castpd256_pd128(h4), _mm256_extractf128_pd::<1>(h4));
+                let h1 = _mm_add_sd(h2, _mm_unpackhi_pd(h2, h2));
+                _mm_cvtsd_f64(h1)
+            }
+        }
+    }
+
+    /// acc[r] = fma(av, wv[r], acc[r]) for each of the R rows of W.
+    #[inline(always)]
+    fn fma_row<T: Simd2, const R: usize>(acc: [T::R; R], wv: &[T::R; R], av: T::R) -> [T::R; R] {
+        // SAFETY: only reached from AVX2+FMA code.
+        std::array::from_fn(|r| unsafe { T::fmadd(av, wv[r], acc[r]) })
+    }
+
+    /// R rows of W (from `w`) against S rows of A (from `a`), results to z (row stride `ldz`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `a` must hold S rows of `k` values at stride `lda`, `w` R rows
+    /// of `k` values at stride `ldw`, and `z` S rows of R writable values at stride `ldz`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<T: Simd2, const R: usize, const S: usize>(
+        k: usize,
+        a: *const T,
+        lda: usize,
+        w: *const T,
+        ldw: usize,
+        z: *mut T,
+        ldz: usize,
+    ) {
+        const { assert!(S <= 3, "tiles have at most 3 rows of A") };
+        let (lanes, half) = (T::LANES, T::HALF);
+        // Unrolled by hand, as on AVX-512: a loop indexing the accumulators made LLVM spill them.
+        macro_rules! rows_of_a {
+            ($acc:ident, $wv:ident, |$s:ident| $load:expr) => {{
+                if S > 0 {
+                    let $s = 0;
+                    $acc[0] = fma_row::<T, R>($acc[0], &$wv, $load);
+                }
+                if S > 1 {
+                    let $s = 1;
+                    $acc[1] = fma_row::<T, R>($acc[1], &$wv, $load);
+                }
+                if S > 2 {
+                    let $s = 2;
+                    $acc[2] = fma_row::<T, R>($acc[2], &$wv, $load);
+                }
+            }};
+        }
+        unsafe {
+            // lo: lanes 0..HALF of each accumulator, hi: lanes HALF..L.
+            let mut lo = [[T::zero(); R]; S];
+            let mut hi = [[T::zero(); R]; S];
+            let full = k / lanes;
+            for c in 0..full {
+                let at = c * lanes;
+                let wv: [T::R; R] = std::array::from_fn(|r| T::loadu(w.add(r * ldw + at)));
+                rows_of_a!(lo, wv, |s| T::loadu(a.add(s * lda + at)));
+                let at = at + half;
+                let wv: [T::R; R] = std::array::from_fn(|r| T::loadu(w.add(r * ldw + at)));
+                rows_of_a!(hi, wv, |s| T::loadu(a.add(s * lda + at)));
+            }
+            let rest = k - full * lanes;
+            if rest > 0 {
+                // A masked-off lane adds fma(0, 0, acc) = acc, as the contract's shorter lanes do.
+                let at = full * lanes;
+                let load = |p: *const T, width: usize| {
+                    if width >= half {
+                        T::loadu(p)
+                    } else {
+                        T::load_first(p, width)
+                    }
+                };
+                let wv: [T::R; R] = std::array::from_fn(|r| load(w.add(r * ldw + at), rest));
+                rows_of_a!(lo, wv, |s| load(a.add(s * lda + at), rest));
+                if rest > half {
+                    let (at, width) = (at + half, rest - half);
+                    let wv: [T::R; R] = std::array::from_fn(|r| load(w.add(r * ldw + at), width));
+                    rows_of_a!(hi, wv, |s| load(a.add(s * lda + at), width));
+                }
+            }
+            for s in 0..S {
+                for r in 0..R {
+                    *z.add(s * ldz + r) = <T as Simd2>::tree_sum(lo[s][r], hi[s][r]);
+                }
+            }
+        }
+    }
+
+    /// A tile of R rows of W against `s` (1 or 2) rows of A.
+    ///
+    /// # Safety
+    /// As for [`tile`], with S = `s`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_edge<T: Simd2, const R: usize>(
+        s: usize,
+        k: usize,
+        a: *const T,
+        lda: usize,
+        w: *const T,
+        ldw: usize,
+        z: *mut T,
+        ldz: usize,
+    ) {
+        type Tile<T> = unsafe fn(usize, *const T, usize, *const T, usize, *mut T, usize);
+        let f: Tile<T> = match s {
+            1 => tile::<T, R, 1>,
+            _ => tile::<T, R, TILE_A>,
+        };
+        // Through an opaque pointer, so that each tile shape gets its registers allocated on its own.
+        // SAFETY: passed on from the caller.
+        unsafe { std::hint::black_box(f)(k, a, lda, w, ldw, z, ldz) }
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA; z is valid for writes at i * ldz + j for i < a.rows, j < w.rows.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn abt<T: Simd2>(a: Mat<'_, T>, w: Mat<'_, T>, zp: *mut T, ldz: usize) {
+        let k = a.cols;
+        let (ap, wp) = (a.data.as_ptr(), w.data.as_ptr());
+        let row_bytes = (k * std::mem::size_of::<T>()).max(1);
+        let a_block = (A_BLOCK_BYTES / row_bytes / TILE_A).max(1) * TILE_A;
+        for (i, s, j, r) in super::abt_walk(a.rows, w.rows, TILE_W, TILE_A, a_block) {
+            // SAFETY: rows i..i+s of A, j..j+r of W and the z block are in bounds (`super::abt`).
+            unsafe {
+                let (a0, w0, z0) = (ap.add(i * a.ld), wp.add(j * w.ld), zp.add(i * ldz + j));
+                match r {
+                    TILE_W => tile_edge::<T, TILE_W>(s, k, a0, a.ld, w0, w.ld, z0, ldz),
+                    2 => tile_edge::<T, 2>(s, k, a0, a.ld, w0, w.ld, z0, ldz),
+                    _ => tile_edge::<T, 1>(s, k, a0, a.ld, w0, w.ld, z0, ldz),
+                }
+            }
+        }
+    }
+
+    /// R output rows from r0 by V registers of columns from c0; with `width` < HALF, one register of
+    /// which only the first `width` columns are read and written (V must then be 1).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; rows r0..r0+R and the columns must lie inside `out` (row
+    /// stride `ldo`) and inside `coef` and `src` as `combine` checked them.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn comb_tile<T: Simd2, const R: usize, const V: usize>(
+        coef: &Coef<'_, T>,
+        src: &Mat<'_, T>,
+        out: *mut T,
+        ldo: usize,
+        r0: usize,
+        c0: usize,
+        width: usize,
+        epilogue: Epilogue<T>,
+    ) {
+        let half = T::HALF;
+        let part = width < half;
+        unsafe {
+            let load = |p: *const T| {
+                if part {
+                    T::load_first(p, width)
+                } else {
+                    T::loadu(p)
+                }
+            };
+            let (cp, sp) = (coef.data.as_ptr(), src.data.as_ptr());
+            let mut acc = [[T::zero(); V]; R];
+            for t in 0..src.rows {
+                let row = sp.add(t * src.ld + c0);
+                let sv: [T::R; V] = std::array::from_fn(|v| load(row.add(v * half)));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let cf = T::set1(*cp.add((r0 + r) * coef.row_stride + t * coef.term_stride));
+                    for (x, s) in acc_r.iter_mut().zip(&sv) {
+                        *x = T::fmadd(cf, *s, *x);
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                for (v, g) in acc_r.iter().enumerate() {
+                    let p = out.add((r0 + r) * ldo + c0 + v * half);
+                    let value = match epilogue {
+                        Epilogue::Assign => *g,
+                        Epilogue::Axpy(alpha) => T::fmadd(T::set1(alpha), *g, load(p)),
+                    };
+                    if part {
+                        T::store_first(p, width, value);
+                    } else {
+                        T::storeu(p, value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA; out is valid for reads and writes over its rows x cols.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn combine<T: Simd2>(
+        coef: Coef<'_, T>,
+        src: Mat<'_, T>,
+        out: Out<T>,
+        epilogue: Epilogue<T>,
+    ) {
+        let half = T::HALF;
+        let (rows, cols, ldo, op) = (out.rows, out.cols, out.ld, out.ptr);
+        let mut r = 0;
+        while r < rows {
+            let left = rows - r;
+            let tile_rows = if left >= COMB_R {
+                COMB_R
+            } else if left >= COMB_EDGE {
+                COMB_EDGE
+            } else {
+                1
+            };
+            let mut c0 = 0;
+            while c0 < cols {
+                let left = cols - c0;
+                let (vecs, width) = if left >= COMB_V * half {
+                    (COMB_V, half)
+                } else {
+                    (1, left.min(half))
+                };
+                let wide = vecs == COMB_V;
+                // SAFETY: rows r..r+tile_rows and columns c0..c0+vecs*width are in bounds
+                // (`super::combine`); a partial register touches only its first `width` columns.
+                unsafe {
+                    let (c, s, e) = (&coef, &src, epilogue);
+                    match (tile_rows, wide) {
+                        (COMB_R, true) => {
+                            comb_tile::<T, COMB_R, COMB_V>(c, s, op, ldo, r, c0, width, e)
+                        }
+                        (COMB_R, false) => {
+                            comb_tile::<T, COMB_R, 1>(c, s, op, ldo, r, c0, width, e)
+                        }
+                        (COMB_EDGE, true) => {
+                            comb_tile::<T, COMB_EDGE, COMB_V>(c, s, op, ldo, r, c0, width, e)
+                        }
+                        (COMB_EDGE, false) => {
+                            comb_tile::<T, COMB_EDGE, 1>(c, s, op, ldo, r, c0, width, e)
+                        }
+                        (_, true) => comb_tile::<T, 1, COMB_V>(c, s, op, ldo, r, c0, width, e),
+                        (_, false) => comb_tile::<T, 1, 1>(c, s, op, ldo, r, c0, width, e),
+                    }
+                }
+                c0 += vecs * width;
+            }
+            r += tile_rows;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1340,7 +1743,7 @@ mod tests {
 
     /// Every implementation this CPU runs against the one-element-at-a-time reference, over shapes with
     /// every kind of edge (rows not a multiple of the tiles, columns not a multiple of the lanes).
-    fn fast_paths_give_the_reference_bits_in<T: Lane + Avx512 + From<f32> + Into<f64>>(
+    fn fast_paths_give_the_reference_bits_in<T: Lane + Vector + From<f32> + Into<f64>>(
         bits: fn(&[T]) -> Vec<u64>,
         alpha: T,
     ) {
@@ -1431,8 +1834,8 @@ mod tests {
                         }
                         #[cfg(target_arch = "x86_64")]
                         Implementation::Avx2Fma => {
-                            portable::abt_avx2(am, wm, zp, h);
-                            portable::combine_avx2(coef, am, om, epi);
+                            avx2::abt(am, wm, zp, h);
+                            avx2::combine(coef, am, om, epi);
                         }
                         #[cfg(target_arch = "x86_64")]
                         Implementation::Avx512 => {

@@ -65,7 +65,7 @@ fn mat<T>(a: ArrayView2<'_, T>) -> Option<kernel::Mat<'_, T>> {
 }
 
 /// Z = A W^T through the lanes kernel, for contiguous views; false otherwise.
-fn abt_lanes<T: kernel::Lane + kernel::Avx512>(
+fn abt_lanes<T: kernel::Lane + kernel::Vector>(
     a: ArrayView2<'_, T>,
     w: ArrayView2<'_, T>,
     mut z: ArrayViewMut2<'_, T>,
@@ -90,7 +90,7 @@ fn abt_lanes<T: kernel::Lane + kernel::Avx512>(
 }
 
 /// Rows as combinations of rows through the lanes kernel, for contiguous views; false otherwise.
-fn combine_lanes<T: kernel::Lane + kernel::Avx512>(
+fn combine_lanes<T: kernel::Lane + kernel::Vector>(
     (data, row_stride, term_stride): (&[T], usize, usize),
     src: ArrayView2<'_, T>,
     mut out: ArrayViewMut2<'_, T>,
@@ -123,7 +123,7 @@ fn combine_lanes<T: kernel::Lane + kernel::Avx512>(
 }
 
 /// The SGD update and the next product through the lanes kernels, for contiguous views; false otherwise.
-fn update_abt_lanes<T: kernel::Lane + kernel::Avx512>(
+fn update_abt_lanes<T: kernel::Lane + kernel::Vector>(
     (data, row_stride, term_stride): (&[T], usize, usize),
     src: ArrayView2<'_, T>,
     mut w: ArrayViewMut2<'_, T>,
