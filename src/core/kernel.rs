@@ -759,6 +759,31 @@ mod portable {
     }
 }
 
+/// `$acc[s] = fma_row::<T, R>($acc[s], &$wv, $load)` for each row s < S of a dot tile, `$load` reading
+/// row `$s` of A (at most 4 rows; `T`, `R`, `S` and `fma_row` are the caller's). The rows are unrolled by
+/// hand: LLVM keeps the R x S accumulators in registers only when no loop indexes them (a rolled loop
+/// over s spilled them to the stack at every step, on AVX-512 and on AVX2).
+macro_rules! rows_of_a {
+    ($acc:ident, $wv:ident, |$s:ident| $load:expr) => {{
+        if S > 0 {
+            let $s = 0;
+            $acc[0] = fma_row::<T, R>($acc[0], &$wv, $load);
+        }
+        if S > 1 {
+            let $s = 1;
+            $acc[1] = fma_row::<T, R>($acc[1], &$wv, $load);
+        }
+        if S > 2 {
+            let $s = 2;
+            $acc[2] = fma_row::<T, R>($acc[2], &$wv, $load);
+        }
+        if S > 3 {
+            let $s = 3;
+            $acc[3] = fma_row::<T, R>($acc[3], &$wv, $load);
+        }
+    }};
+}
+
 /// The vector operations of an element type (AVX-512 and AVX2+FMA): what lets one generic path per
 /// instruction set serve f32 and f64 (a plain marker on other architectures).
 #[cfg(target_arch = "x86_64")]
@@ -1027,28 +1052,6 @@ mod avx512 {
     ) {
         const { assert!(S <= 4, "tiles have at most 4 rows of A") };
         let lanes = T::LANES;
-        // The rows of A are unrolled by hand: LLVM keeps the R x S accumulators in registers only when no
-        // loop indexes them (a rolled loop over s spilled them to the stack at every step).
-        macro_rules! rows_of_a {
-            ($acc:ident, $wv:ident, |$s:ident| $load:expr) => {{
-                if S > 0 {
-                    let $s = 0;
-                    $acc[0] = fma_row::<T, R>($acc[0], &$wv, $load);
-                }
-                if S > 1 {
-                    let $s = 1;
-                    $acc[1] = fma_row::<T, R>($acc[1], &$wv, $load);
-                }
-                if S > 2 {
-                    let $s = 2;
-                    $acc[2] = fma_row::<T, R>($acc[2], &$wv, $load);
-                }
-                if S > 3 {
-                    let $s = 3;
-                    $acc[3] = fma_row::<T, R>($acc[3], &$wv, $load);
-                }
-            }};
-        }
         unsafe {
             let mut acc = [[T::zero(); R]; S];
             let full = k / lanes;
@@ -1506,23 +1509,6 @@ mod avx2 {
     ) {
         const { assert!(S <= 3, "tiles have at most 3 rows of A") };
         let (lanes, half) = (T::LANES, T::HALF);
-        // Unrolled by hand, as on AVX-512: a loop indexing the accumulators made LLVM spill them.
-        macro_rules! rows_of_a {
-            ($acc:ident, $wv:ident, |$s:ident| $load:expr) => {{
-                if S > 0 {
-                    let $s = 0;
-                    $acc[0] = fma_row::<T, R>($acc[0], &$wv, $load);
-                }
-                if S > 1 {
-                    let $s = 1;
-                    $acc[1] = fma_row::<T, R>($acc[1], &$wv, $load);
-                }
-                if S > 2 {
-                    let $s = 2;
-                    $acc[2] = fma_row::<T, R>($acc[2], &$wv, $load);
-                }
-            }};
-        }
         unsafe {
             // lo: lanes 0..HALF of each accumulator, hi: lanes HALF..L.
             let mut lo = [[T::zero(); R]; S];
