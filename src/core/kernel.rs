@@ -1322,8 +1322,8 @@ mod avx512 {
 /// than 2 by 3 of A, so that the operand streamed from L2 is loaded less often), [`combine`] 6 output
 /// rows by 2 registers of columns (12 accumulators, 2 loads and 6 broadcasts per 12; 4 by 3 left one
 /// accumulator spilled, a store-to-load round trip on its chain at every term: 0.37-0.48 of the peak
-/// for the update of [784, 512] where 6 by 2 reads 0.53-0.63 on Zen 3), walked a band of rows at a
-/// time so that W's rows stream in order. Before this module, AVX2 ran the portable code compiled for
+/// for the update of [784, 512] where 6 by 2 reads 0.53-0.63 on Zen 3), walked in bands of rows
+/// ([`BAND_ROWS`]). Before this module, AVX2 ran the portable code compiled for
 /// it, a 5 x 4 tile of L-lane arrays: 40 registers of accumulators, spilled on every multiply-add (0.18
 /// to 0.27 of the FMA peak on Zen 3 for the first layer's products, 0.60-0.67 here).
 #[cfg(target_arch = "x86_64")]
@@ -1343,6 +1343,15 @@ mod avx2 {
     const COMB_V: usize = 2;
     /// Output rows per tile at the lower edge of [`combine`] (then single rows).
     const COMB_EDGE: usize = 3;
+    /// [`combine`] walks its output in bands of rows, each band column block by column block: with many
+    /// terms (the update at batch 128), bands of 48 rows, so that a column block of the terms' rows
+    /// stays in L1 while the band's tiles pass and the band of W (150 KB in f32) stays in L2 while the
+    /// column blocks pass; with few terms (batch 10), bands of one tile, so that W's rows stream in
+    /// order. Measured on the update of [784, 512] (`runner bench --kernels`, twice each, Zen 3): at
+    /// batch 128, 0.63-0.65 of the peak with one-tile bands against 0.74-0.77 with 48 rows in f32, and
+    /// 0.38-0.40 against 0.45-0.60 in f64; at batch 10, 0.66 against 0.56-0.57 in f32.
+    const BAND_ROWS: usize = 48;
+    const BAND_MIN_TERMS: usize = 32;
 
     /// `-1` in the first 8 lanes, then 0: a load at `8 - width` is the mask of the first `width` i32
     /// lanes (f32), and at `2 * (4 - width)` of the first `width` i64 lanes (f64).
@@ -1664,16 +1673,14 @@ mod avx2 {
     ) {
         let half = T::HALF;
         let (rows, cols, ldo, op) = (out.rows, out.cols, out.ld, out.ptr);
-        let mut r = 0;
-        while r < rows {
-            let left = rows - r;
-            let tile_rows = if left >= COMB_R {
-                COMB_R
-            } else if left >= COMB_EDGE {
-                COMB_EDGE
-            } else {
-                1
-            };
+        let band = if src.rows >= BAND_MIN_TERMS {
+            BAND_ROWS
+        } else {
+            COMB_R
+        };
+        let mut b0 = 0;
+        while b0 < rows {
+            let b_end = (b0 + band).min(rows);
             let mut c0 = 0;
             while c0 < cols {
                 let left = cols - c0;
@@ -1683,30 +1690,42 @@ mod avx2 {
                     (1, left.min(half))
                 };
                 let wide = vecs == COMB_V;
-                // SAFETY: rows r..r+tile_rows and columns c0..c0+vecs*width are in bounds
-                // (`super::combine`); a partial register touches only its first `width` columns.
-                unsafe {
-                    let (c, s, e) = (&coef, &src, epilogue);
-                    match (tile_rows, wide) {
-                        (COMB_R, true) => {
-                            comb_tile::<T, COMB_R, COMB_V>(c, s, op, ldo, r, c0, width, e)
+                let mut r = b0;
+                while r < b_end {
+                    let left = b_end - r;
+                    let tile_rows = if left >= COMB_R {
+                        COMB_R
+                    } else if left >= COMB_EDGE {
+                        COMB_EDGE
+                    } else {
+                        1
+                    };
+                    // SAFETY: rows r..r+tile_rows and columns c0..c0+vecs*width are in bounds
+                    // (`super::combine`); a partial register touches only its first `width` columns.
+                    unsafe {
+                        let (c, s, e) = (&coef, &src, epilogue);
+                        match (tile_rows, wide) {
+                            (COMB_R, true) => {
+                                comb_tile::<T, COMB_R, COMB_V>(c, s, op, ldo, r, c0, width, e)
+                            }
+                            (COMB_R, false) => {
+                                comb_tile::<T, COMB_R, 1>(c, s, op, ldo, r, c0, width, e)
+                            }
+                            (COMB_EDGE, true) => {
+                                comb_tile::<T, COMB_EDGE, COMB_V>(c, s, op, ldo, r, c0, width, e)
+                            }
+                            (COMB_EDGE, false) => {
+                                comb_tile::<T, COMB_EDGE, 1>(c, s, op, ldo, r, c0, width, e)
+                            }
+                            (_, true) => comb_tile::<T, 1, COMB_V>(c, s, op, ldo, r, c0, width, e),
+                            (_, false) => comb_tile::<T, 1, 1>(c, s, op, ldo, r, c0, width, e),
                         }
-                        (COMB_R, false) => {
-                            comb_tile::<T, COMB_R, 1>(c, s, op, ldo, r, c0, width, e)
-                        }
-                        (COMB_EDGE, true) => {
-                            comb_tile::<T, COMB_EDGE, COMB_V>(c, s, op, ldo, r, c0, width, e)
-                        }
-                        (COMB_EDGE, false) => {
-                            comb_tile::<T, COMB_EDGE, 1>(c, s, op, ldo, r, c0, width, e)
-                        }
-                        (_, true) => comb_tile::<T, 1, COMB_V>(c, s, op, ldo, r, c0, width, e),
-                        (_, false) => comb_tile::<T, 1, 1>(c, s, op, ldo, r, c0, width, e),
                     }
+                    r += tile_rows;
                 }
                 c0 += vecs * width;
             }
-            r += tile_rows;
+            b0 = b_end;
         }
     }
 }
