@@ -1323,9 +1323,9 @@ mod avx512 {
 /// rows by 2 registers of columns (12 accumulators, 2 loads and 6 broadcasts per 12; 4 by 3 left one
 /// accumulator spilled, a store-to-load round trip on its chain at every term: 0.37-0.48 of the peak
 /// for the update of [784, 512] where 6 by 2 reads 0.53-0.63 on Zen 3), walked in bands of rows
-/// ([`BAND_ROWS`]). Before this module, AVX2 ran the portable code compiled for
-/// it, a 5 x 4 tile of L-lane arrays: 40 registers of accumulators, spilled on every multiply-add (0.18
-/// to 0.27 of the FMA peak on Zen 3 for the first layer's products, 0.60-0.67 here).
+/// ([`BAND_ROWS`]). Before this module, AVX2 ran the portable code compiled for it, a 5 x 4 tile of
+/// L-lane arrays: 40 registers of accumulators, spilled on every multiply-add (0.18 to 0.27 of the FMA
+/// peak on Zen 3 for the first layer's products, where these tiles reach 0.53-0.77).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
