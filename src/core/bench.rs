@@ -276,7 +276,8 @@ fn reference_samples_per_s(ds: &Dataset, sizes: &[usize], batches: usize) -> f64
 
 /// The multiply-add peak of one core for `dtype`: independent chains of FMAs on full vectors, nothing
 /// loaded from memory (AVX-512: 16 chains of 16 f32 or 8 f64 lanes; AVX2: 12 chains of 8 or 4, as its 16
-/// registers hold 12 chains and the two operands; 16 spilled, and read a Zen 3 peak at a quarter). GFLOP/s, or None on a CPU with neither.
+/// registers hold 12 chains and the two operands; 16 chains spilled, and read a Zen 3 peak at about
+/// half). GFLOP/s, or None on a CPU with neither.
 /// Measured once per process (the best of 3 runs) and kept.
 pub fn fma_peak_gflops(dtype: Dtype) -> Option<f64> {
     static PEAKS: std::sync::OnceLock<(Option<f64>, Option<f64>)> = std::sync::OnceLock::new();

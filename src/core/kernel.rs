@@ -1775,6 +1775,9 @@ mod tests {
             // small batches against a tall W, with edges of both
             (10, 64, 784),
             (7, 45, 33),
+            // more rows of A than one outer block of the AVX2 walk holds (64 rows of 784 in f32, 32 in
+            // f64), the last block partial
+            (150, 7, 784),
         ] {
             let (a, w) = (random::<T>(n * k, 1), random::<T>(h * k, 2));
             let am = Mat {
