@@ -104,6 +104,8 @@ impl Kernel {
     }
 }
 
+pub mod chain;
+
 /// The kernel matrixmultiply selects at run time on this CPU (same order of tests as its `detect`).
 fn matrixmultiply_kernel() -> &'static str {
     #[cfg(target_arch = "x86_64")]
@@ -142,6 +144,10 @@ impl Implementation {
 /// The fastest implementation this CPU supports, or the one [`IMPL_ENV`] names if the CPU supports it
 /// (read once per process).
 pub fn implementation() -> Implementation {
+    #[cfg(test)]
+    if let Some(imp) = FORCED.get() {
+        return imp;
+    }
     static IMPL: OnceLock<Implementation> = OnceLock::new();
     *IMPL.get_or_init(|| {
         let supported = supported();
@@ -153,6 +159,21 @@ pub fn implementation() -> Implementation {
             .or(supported.last().copied())
             .unwrap_or(Implementation::Portable)
     })
+}
+
+#[cfg(test)]
+thread_local! {
+    static FORCED: std::cell::Cell<Option<Implementation>> = const { std::cell::Cell::new(None) };
+}
+
+/// `f()` with [`implementation`] returning `imp` on this thread (tests of each path through the public
+/// walks).
+#[cfg(test)]
+pub(crate) fn with_implementation<R>(imp: Implementation, f: impl FnOnce() -> R) -> R {
+    FORCED.set(Some(imp));
+    let r = f();
+    FORCED.set(None);
+    r
 }
 
 /// Check [`IMPL_ENV`] when it is set: an error naming the implementations this CPU runs otherwise.

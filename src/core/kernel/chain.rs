@@ -1,0 +1,717 @@
+//! The chain kernels ("mlp-runner-chain"): the products of an SGD step under the plainest arithmetic
+//! contract there is, for f32 and f64 alike, with W held in panels while a run trains.
+//!
+//! # The contract (what the bits are)
+//! Every output element is one fused multiply-add chain over its terms in increasing order, from +0:
+//! `acc = fma(x_t, y_t, acc)` for t = 0, 1, ..., the order of the textbook triple loop.
+//! - [`forward`], Z = A W^T: `z[i][j] = chain over k of a[i][k] w[j][k]`.
+//! - the backward product Delta^(l-1) = Delta^l W^l, `d[i][k] = chain over j of delta[i][j] w[j][k]`,
+//!   and the SGD update `W[j][k] = fma(alpha, chain over i of delta[i][j] a[i][k], W[j][k])`: the
+//!   [`super::combine`] of the lanes contract as it stands (its definition is this one).
+//!
+//! Only Z = A W^T differs from lanes16/lanes8, whose dot products sum in L lanes and a tree: there each
+//! output needs a register of its own for the whole row of k and a tree at the end, and the tiles read
+//! as many values as they multiply-add (0.57-0.70 of the FMA peak on AVX-512 for the first layer). Here
+//! Z is an outer-product walk: for each k, one value of A broadcast against a contiguous row of a panel
+//! of W, with 10 rows of A by 2 vectors of columns in flight (AVX-512) and no tree (0.82-0.87 of the
+//! peak for the same product, measured in one process beside the lanes kernel).
+//!
+//! # Panels
+//! The walk needs W's columns of Z contiguous for each k, so a training workspace keeps each W^l as
+//! [`Panels`]: rows j of W in groups of [`width`] (128 bytes: 32 f32, 16 f64), each group stored as k
+//! rows of 128 bytes, the last group padded with zeros. The layout changes where values live, never how
+//! an element is computed: the model's own W (row-major, what is stored and exported) is packed into
+//! panels before training steps and unpacked after them, bit for bit.
+//!
+//! Each element is computed whole by one thread, so the bits do not depend on tiling, alignment, threads
+//! or instruction set; the AVX-512, AVX2+FMA and portable paths are tested against [`reference`].
+
+use super::{
+    Coef, Epilogue, Implementation, Lane, Mat, MatMut, SharedOut, Vector, combine_raw, fits,
+    implementation,
+};
+use crate::core::pool;
+
+/// Bytes per panel row: two AVX-512 registers, four AVX2 ones.
+pub const PANEL_BYTES: usize = 128;
+
+/// Rows of W per panel for `T`: 32 in f32, 16 in f64.
+pub const fn width<T>() -> usize {
+    PANEL_BYTES / std::mem::size_of::<T>()
+}
+
+/// Rows of A per outer block of [`forward`], so that the block (about 256 KB) stays in L2 while the
+/// panels pass by; a multiple of every tile's rows.
+const A_BLOCK_BYTES: usize = 256 * 1024;
+const A_BLOCK_GRANULE: usize = 60;
+
+/// W [rows, cols] in panels of [`width`] rows: `w[j][c]` at `p * width * cols + c * width + (j - p *
+/// width)` for panel p = j / width, 64-byte aligned; the padding rows of the last panel stay 0.
+#[derive(Debug, Clone)]
+pub struct Panels<T> {
+    buf: Vec<T>,
+    off: usize,
+    rows: usize,
+    cols: usize,
+}
+
+impl<T: Lane> Panels<T> {
+    /// Zeros for W of `rows` x `cols`.
+    pub fn new(rows: usize, cols: usize) -> Self {
+        let len = rows.div_ceil(width::<T>()) * width::<T>() * cols;
+        let spare = 64 / std::mem::size_of::<T>();
+        let buf = vec![T::default(); len + spare];
+        let off = buf.as_ptr().align_offset(64).min(spare);
+        Panels {
+            buf,
+            off,
+            rows,
+            cols,
+        }
+    }
+
+    /// Rows of W.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns of W.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Number of panels.
+    pub fn count(&self) -> usize {
+        self.rows.div_ceil(width::<T>())
+    }
+
+    /// Rows of W in panel `p` (the last one may have fewer than [`width`]).
+    pub fn panel_rows(&self, p: usize) -> usize {
+        (self.rows - p * width::<T>()).min(width::<T>())
+    }
+
+    fn data(&self) -> &[T] {
+        let len = self.count() * width::<T>() * self.cols;
+        &self.buf[self.off..self.off + len]
+    }
+
+    fn data_mut(&mut self) -> &mut [T] {
+        let len = self.count() * width::<T>() * self.cols;
+        &mut self.buf[self.off..self.off + len]
+    }
+
+    /// Copy W (row-major) in. Panics if the shapes differ (a programming error).
+    pub fn pack(&mut self, w: Mat<'_, T>) {
+        assert!(w.rows == self.rows && w.cols == self.cols);
+        assert!(fits(w.data.len(), w.rows, w.cols, w.ld));
+        let (pw, cols) = (width::<T>(), self.cols);
+        let data = self.data_mut();
+        for j in 0..w.rows {
+            let (p, v) = (j / pw, j % pw);
+            let row = &w.data[j * w.ld..j * w.ld + cols];
+            for (c, &x) in row.iter().enumerate() {
+                data[p * pw * cols + c * pw + v] = x;
+            }
+        }
+    }
+
+    /// Copy W out (row-major). Panics if the shapes differ (a programming error).
+    pub fn unpack(&self, w: MatMut<'_, T>) {
+        assert!(w.rows == self.rows && w.cols == self.cols);
+        assert!(fits(w.data.len(), w.rows, w.cols, w.ld));
+        let (pw, cols) = (width::<T>(), self.cols);
+        let data = self.data();
+        for j in 0..w.rows {
+            let (p, v) = (j / pw, j % pw);
+            let row = &mut w.data[j * w.ld..j * w.ld + cols];
+            for (c, x) in row.iter_mut().enumerate() {
+                *x = data[p * pw * cols + c * pw + v];
+            }
+        }
+    }
+}
+
+/// Z = A W^T with W in panels: a [n, k], z [n, h] for W [h, k]. With [`pool::threads`] > 1 and enough
+/// work, the panels are split between threads (each element computed whole by one: the same bits).
+pub fn forward<T: Lane + Vector>(a: Mat<'_, T>, w: &Panels<T>, z: MatMut<'_, T>) {
+    assert!(a.cols == w.cols && z.rows == a.rows && z.cols == w.rows);
+    assert!(fits(a.data.len(), a.rows, a.cols, a.ld));
+    assert!(fits(z.data.len(), z.rows, z.cols, z.ld));
+    let zp = SharedOut(z.data.as_mut_ptr());
+    let ldz = z.ld;
+    let parts = pool::parts(a.rows * w.rows * a.cols, w.count());
+    let run = |part: usize| {
+        let (p0, p1) = pool::split(w.count(), parts, part, 1);
+        // SAFETY: the asserts bound z's rows 0..n and the panels' columns; parts write disjoint columns.
+        unsafe { forward_panels(a, w, p0..p1, zp, ldz) }
+    };
+    pool::run(parts, &run);
+}
+
+/// [`forward`] on panels `range`, in blocks of rows of A that stay in L2.
+///
+/// # Safety
+/// `z` valid for writes at i * ldz + j for i < a.rows and j in the panels' rows of W.
+unsafe fn forward_panels<T: Lane + Vector>(
+    a: Mat<'_, T>,
+    w: &Panels<T>,
+    range: std::ops::Range<usize>,
+    z: SharedOut<T>,
+    ldz: usize,
+) {
+    let row_bytes = (a.cols * std::mem::size_of::<T>()).max(1);
+    let block = (A_BLOCK_BYTES / row_bytes / A_BLOCK_GRANULE).max(1) * A_BLOCK_GRANULE;
+    let (pw, k) = (width::<T>(), w.cols);
+    let data = w.data();
+    let mut i0 = 0;
+    while i0 < a.rows {
+        let rows = (a.rows - i0).min(block);
+        let a_block = Mat {
+            data: &a.data[(i0 * a.ld).min(a.data.len())..],
+            rows,
+            ..a
+        };
+        for p in range.clone() {
+            let panel = &data[p * pw * k..(p + 1) * pw * k];
+            // SAFETY: the caller bounds z for these rows and the panel's columns.
+            unsafe {
+                let zb = z.at(i0 * ldz + p * pw);
+                forward_panel(a_block, panel, w.panel_rows(p), zb, ldz);
+            }
+        }
+        i0 += rows;
+    }
+}
+
+/// One panel: z[i][v] for i < a.rows, v < cols (the panel's rows of W).
+///
+/// # Safety
+/// `z` valid for writes at i * ldz + v for i < a.rows, v < cols; `panel` holds a.cols rows of [`width`].
+unsafe fn forward_panel<T: Lane + Vector>(
+    a: Mat<'_, T>,
+    panel: &[T],
+    cols: usize,
+    z: *mut T,
+    ldz: usize,
+) {
+    debug_assert!(panel.len() >= a.cols * width::<T>());
+    // SAFETY: the CPU has the features of the implementation chosen; the caller bounds z.
+    unsafe {
+        match implementation() {
+            #[cfg(target_arch = "x86_64")]
+            Implementation::Avx512 => x86::panel_512(a, panel.as_ptr(), cols, z, ldz),
+            #[cfg(target_arch = "x86_64")]
+            Implementation::Avx2Fma => x86::panel_256(a, panel.as_ptr(), cols, z, ldz),
+            _ => portable_panel(a, panel, cols, z, ldz),
+        }
+    }
+}
+
+/// The portable path: the chain of each element in plain `mul_add`s, a panel row at a time.
+///
+/// # Safety
+/// As [`forward_panel`].
+unsafe fn portable_panel<T: Lane>(a: Mat<'_, T>, panel: &[T], cols: usize, z: *mut T, ldz: usize) {
+    let pw = width::<T>();
+    let mut acc = [T::default(); 32];
+    for i in 0..a.rows {
+        let row = &a.data[i * a.ld..i * a.ld + a.cols];
+        acc[..cols].fill(T::default());
+        for (t, &x) in row.iter().enumerate() {
+            let w = &panel[t * pw..t * pw + cols];
+            for (s, &y) in acc.iter_mut().zip(w) {
+                *s = x.mul_add(y, *s);
+            }
+        }
+        for (v, &s) in acc[..cols].iter().enumerate() {
+            // SAFETY: the caller bounds z.
+            unsafe { *z.add(i * ldz + v) = s };
+        }
+    }
+}
+
+/// The SGD update of W in panels: `W[j][c] = fma(alpha, chain over i of delta[i][j] a[i][c], W[j][c])`,
+/// delta [n, h], a [n, k] for W [h, k]. Panels are split between threads as in [`forward`].
+pub fn update<T: Lane + Vector>(delta: Mat<'_, T>, a: Mat<'_, T>, w: &mut Panels<T>, alpha: T) {
+    update_then_forward(delta, a, w, alpha, None);
+}
+
+/// [`update`], then, with `next` = (A', Z'), Z' = A' W^T with the updated W ([`forward`]), a panel at a
+/// time while it is still in cache: the bits of the two calls one after the other.
+pub fn update_then_forward<T: Lane + Vector>(
+    delta: Mat<'_, T>,
+    a: Mat<'_, T>,
+    w: &mut Panels<T>,
+    alpha: T,
+    next: Option<(Mat<'_, T>, MatMut<'_, T>)>,
+) {
+    assert!(delta.rows == a.rows && delta.cols == w.rows && a.cols == w.cols);
+    assert!(fits(delta.data.len(), delta.rows, delta.cols, delta.ld));
+    assert!(fits(a.data.len(), a.rows, a.cols, a.ld));
+    let (a2, z) = match next {
+        Some((a2, z)) => {
+            assert!(a2.cols == w.cols && z.rows == a2.rows && z.cols == w.rows);
+            assert!(fits(a2.data.len(), a2.rows, a2.cols, a2.ld));
+            assert!(fits(z.data.len(), z.rows, z.cols, z.ld));
+            (Some(a2), Some((SharedOut(z.data.as_mut_ptr()), z.ld)))
+        }
+        None => (None, None),
+    };
+    let (pw, k, count) = (width::<T>(), w.cols, w.count());
+    let panel_rows: Vec<usize> = (0..count).map(|p| w.panel_rows(p)).collect();
+    let wp = SharedOut(w.data_mut().as_mut_ptr());
+    let next_rows = a2.map_or(0, |m| m.rows);
+    let parts = pool::parts(w.rows * k * (a.rows + next_rows), count);
+    // coef(c, i) = a[i][c]: the update's output rows are the k columns of A.
+    let coef = Coef {
+        data: a.data,
+        row_stride: 1,
+        term_stride: a.ld,
+    };
+    let run = |part: usize| {
+        let (p0, p1) = pool::split(count, parts, part, 1);
+        for (p, &cols) in panel_rows.iter().enumerate().take(p1).skip(p0) {
+            let src = Mat {
+                data: &delta.data[(p * pw).min(delta.data.len())..],
+                rows: delta.rows,
+                cols,
+                ld: delta.ld,
+            };
+            // SAFETY: panel p is k rows of pw values inside w's buffer, written by this part only; its
+            // first `cols` columns are W's rows, the rest padding that is never written. Z' columns
+            // p * pw .. + cols are inside z (asserted) and written by this part only.
+            unsafe {
+                let panel = wp.at(p * pw * k);
+                combine_raw(coef, src, panel, k, cols, pw, Epilogue::Axpy(alpha));
+                if let (Some(a2), Some((zp, ldz))) = (a2, z) {
+                    let panel = std::slice::from_raw_parts(panel.cast_const(), pw * k);
+                    forward_panel(a2, panel, cols, zp.at(p * pw), ldz);
+                }
+            }
+        }
+    };
+    pool::run(parts, &run);
+}
+
+/// The contract written plainly, one element at a time.
+pub mod reference {
+    use super::super::{Lane, Mat, MatMut};
+
+    /// Z = A W^T, each element one chain over k from +0 (W row-major).
+    pub fn forward<T: Lane>(a: Mat<'_, T>, w: Mat<'_, T>, z: MatMut<'_, T>) {
+        for i in 0..a.rows {
+            for j in 0..w.rows {
+                let mut acc = T::default();
+                for t in 0..a.cols {
+                    acc = a.data[i * a.ld + t].mul_add(w.data[j * w.ld + t], acc);
+                }
+                z.data[i * z.ld + j] = acc;
+            }
+        }
+    }
+}
+
+/// AVX-512 and AVX2+FMA tiles: one generic walk over the register type of each.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::{Mat, avx2::Simd2, avx512::Simd};
+    use super::width;
+
+    /// A register of one instruction set for one element type.
+    trait Regs<T> {
+        type R: Copy;
+        /// Values per register.
+        const LEN: usize;
+        unsafe fn zero() -> Self::R;
+        unsafe fn load(p: *const T) -> Self::R;
+        unsafe fn fmadd(a: Self::R, b: Self::R, c: Self::R) -> Self::R;
+        unsafe fn splat(p: *const T) -> Self::R;
+        unsafe fn store(p: *mut T, v: Self::R);
+        /// Store the first `n` (< LEN) values.
+        unsafe fn store_first(p: *mut T, n: usize, v: Self::R);
+    }
+
+    struct Zmm;
+    struct Ymm;
+
+    impl<T: Simd> Regs<T> for Zmm {
+        type R = <T as Simd>::R;
+        const LEN: usize = T::LANES;
+        #[inline(always)]
+        unsafe fn zero() -> Self::R {
+            unsafe { <T as Simd>::zero() }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const T) -> Self::R {
+            unsafe { <T as Simd>::loadu(p) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: Self::R, b: Self::R, c: Self::R) -> Self::R {
+            unsafe { <T as Simd>::fmadd(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn splat(p: *const T) -> Self::R {
+            unsafe { <T as Simd>::set1(*p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut T, v: Self::R) {
+            unsafe { <T as Simd>::storeu(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_first(p: *mut T, n: usize, v: Self::R) {
+            unsafe { <T as Simd>::mask_storeu(p, T::mask(n), v) }
+        }
+    }
+
+    impl<T: Simd2> Regs<T> for Ymm {
+        type R = <T as Simd2>::R;
+        const LEN: usize = T::HALF;
+        #[inline(always)]
+        unsafe fn zero() -> Self::R {
+            unsafe { <T as Simd2>::zero() }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const T) -> Self::R {
+            unsafe { <T as Simd2>::loadu(p) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: Self::R, b: Self::R, c: Self::R) -> Self::R {
+            unsafe { <T as Simd2>::fmadd(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn splat(p: *const T) -> Self::R {
+            unsafe { <T as Simd2>::set1(*p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut T, v: Self::R) {
+            unsafe { <T as Simd2>::storeu(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_first(p: *mut T, n: usize, v: Self::R) {
+            unsafe { <T as Simd2>::store_first(p, n, v) }
+        }
+    }
+
+    /// R rows of A against V registers of a panel's columns: for each k, one broadcast of a[i][k] per
+    /// row against the panel row's registers, each accumulator one chain over k from +0; then the first
+    /// `cols` columns stored.
+    ///
+    /// # Safety
+    /// The instruction set of `I`; `a` holds R rows of k values at stride `lda`, `w` k rows of at least
+    /// V * LEN values at stride `ldw`, `z` R rows of `cols` writable values at stride `ldz`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<T, I: Regs<T>, const R: usize, const V: usize>(
+        k: usize,
+        a: *const T,
+        lda: usize,
+        w: *const T,
+        ldw: usize,
+        z: *mut T,
+        ldz: usize,
+        cols: usize,
+    ) {
+        unsafe {
+            let mut acc = [[I::zero(); V]; R];
+            for t in 0..k {
+                let row = w.add(t * ldw);
+                let s: [I::R; V] = std::array::from_fn(|v| I::load(row.add(v * I::LEN)));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let c = I::splat(a.add(r * lda + t));
+                    for (x, y) in acc_r.iter_mut().zip(&s) {
+                        *x = I::fmadd(c, *y, *x);
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                for (v, x) in acc_r.iter().enumerate() {
+                    let n = cols.saturating_sub(v * I::LEN).min(I::LEN);
+                    let p = z.add(r * ldz + v * I::LEN);
+                    if n == I::LEN {
+                        I::store(p, *x);
+                    } else if n > 0 {
+                        I::store_first(p, n, *x);
+                    }
+                }
+            }
+        }
+    }
+
+    type Tile<T> = unsafe fn(usize, *const T, usize, *const T, usize, *mut T, usize, usize);
+
+    /// Rows of A per AVX-512 tile: 10 by 2 registers (a whole panel), 20 accumulators.
+    const ROWS_512: usize = 10;
+    /// Rows of A per AVX2 tile: 6 by 2 registers (half a panel), 12 accumulators of 16 registers.
+    const ROWS_256: usize = 6;
+
+    macro_rules! tiles {
+        ($name:ident, $isa:ident, $bound:ident, $feature:literal) => {
+            #[target_feature(enable = $feature)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn $name<T: $bound, const R: usize>(
+                k: usize,
+                a: *const T,
+                lda: usize,
+                w: *const T,
+                ldw: usize,
+                z: *mut T,
+                ldz: usize,
+                cols: usize,
+            ) {
+                unsafe { tile::<T, $isa, R, 2>(k, a, lda, w, ldw, z, ldz, cols) }
+            }
+        };
+    }
+    tiles!(tile_512, Zmm, Simd, "avx512f");
+    tiles!(tile_256, Ymm, Simd2, "avx2,fma");
+
+    /// The tile of `s` rows (1 to R) for each instruction set.
+    fn pick_512<T: Simd>(s: usize) -> Tile<T> {
+        match s {
+            1 => tile_512::<T, 1>,
+            2 => tile_512::<T, 2>,
+            3 => tile_512::<T, 3>,
+            4 => tile_512::<T, 4>,
+            5 => tile_512::<T, 5>,
+            6 => tile_512::<T, 6>,
+            7 => tile_512::<T, 7>,
+            8 => tile_512::<T, 8>,
+            9 => tile_512::<T, 9>,
+            _ => tile_512::<T, ROWS_512>,
+        }
+    }
+
+    fn pick_256<T: Simd2>(s: usize) -> Tile<T> {
+        match s {
+            1 => tile_256::<T, 1>,
+            2 => tile_256::<T, 2>,
+            3 => tile_256::<T, 3>,
+            4 => tile_256::<T, 4>,
+            5 => tile_256::<T, 5>,
+            _ => tile_256::<T, ROWS_256>,
+        }
+    }
+
+    /// One panel on AVX-512: tiles of 10 rows of A by the whole panel.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; as [`super::forward_panel`].
+    pub unsafe fn panel_512<T: Simd>(
+        a: Mat<'_, T>,
+        w: *const T,
+        cols: usize,
+        z: *mut T,
+        ldz: usize,
+    ) {
+        let mut i = 0;
+        while i < a.rows {
+            let s = (a.rows - i).min(ROWS_512);
+            // Called through an opaque pointer so that each tile is compiled, and its registers
+            // allocated, on its own (as the lanes tiles).
+            let f = std::hint::black_box(pick_512::<T>(s));
+            // SAFETY: rows i..i+s of A and z, the panel's k rows; passed on from the caller.
+            unsafe {
+                let ap = a.data.as_ptr().add(i * a.ld);
+                f(a.cols, ap, a.ld, w, width::<T>(), z.add(i * ldz), ldz, cols);
+            }
+            i += s;
+        }
+    }
+
+    /// One panel on AVX2+FMA: tiles of 6 rows of A by each half of the panel.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; as [`super::forward_panel`].
+    pub unsafe fn panel_256<T: Simd2>(
+        a: Mat<'_, T>,
+        w: *const T,
+        cols: usize,
+        z: *mut T,
+        ldz: usize,
+    ) {
+        let half = width::<T>() / 2;
+        let mut i = 0;
+        while i < a.rows {
+            let s = (a.rows - i).min(ROWS_256);
+            let f = std::hint::black_box(pick_256::<T>(s));
+            let mut c0 = 0;
+            while c0 < cols {
+                // SAFETY: rows i..i+s of A and z, the panel's k rows from column c0 (half a panel row
+                // is inside it); passed on from the caller.
+                unsafe {
+                    let ap = a.data.as_ptr().add(i * a.ld);
+                    let zp = z.add(i * ldz + c0);
+                    f(
+                        a.cols,
+                        ap,
+                        a.ld,
+                        w.add(c0),
+                        width::<T>(),
+                        zp,
+                        ldz,
+                        cols - c0,
+                    );
+                }
+                c0 += half;
+            }
+            i += s;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Implementation, supported};
+    use super::*;
+
+    fn random<T: From<f32>>(len: usize, seed: u64) -> Vec<T> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                T::from((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+            })
+            .collect()
+    }
+
+    fn mat<T>(data: &[T], rows: usize, cols: usize) -> Mat<'_, T> {
+        Mat {
+            data,
+            rows,
+            cols,
+            ld: cols,
+        }
+    }
+
+    /// Every implementation this CPU runs against the reference, for the forward product, the update
+    /// and the two fused, over shapes with every kind of edge (rows of A not a multiple of any tile,
+    /// a last panel of 1 to width - 1 rows, k of 1, A taller than one outer block).
+    fn chains_give_the_reference_bits_in<T: Lane + Vector + From<f32> + Into<f64>>(
+        bits: fn(&[T]) -> Vec<u64>,
+    ) {
+        let pw = width::<T>();
+        let alpha = T::from(-0.037);
+        for (n, h, k) in [
+            (1, 1, 1),
+            (3, 7, 15),
+            (10, pw, 33),
+            (13, pw + 1, 64),
+            (10, 2 * pw + 5, 784),
+            (7, 3 * pw - 1, 17),
+            (128, 10, 100),
+            (400, pw + 3, 300),
+            (23, 4 * pw, 9),
+        ] {
+            let (a, w, d) = (
+                random::<T>(n * k, 1),
+                random::<T>(h * k, 2),
+                random::<T>(n * h, 3),
+            );
+            let a2 = random::<T>(n * k, 4);
+            let (am, wm, dm, a2m) = (mat(&a, n, k), mat(&w, h, k), mat(&d, n, h), mat(&a2, n, k));
+            let mut want = vec![T::default(); n * h];
+            reference::forward(am, wm, out(&mut want, n, h));
+            // The update as the lanes contract's combine defines it, then the next product.
+            let mut want_w = w.clone();
+            let coef = Coef {
+                data: &d,
+                row_stride: 1,
+                term_stride: h,
+            };
+            super::super::reference::combine(
+                coef,
+                am,
+                out(&mut want_w, h, k),
+                Epilogue::Axpy(alpha),
+            );
+            let mut want_next = vec![T::default(); n * h];
+            reference::forward(a2m, mat(&want_w, h, k), out(&mut want_next, n, h));
+            // the reference is the product it claims to be
+            for i in 0..n {
+                for j in 0..h {
+                    let exact: f64 = (0..k)
+                        .map(|t| a[i * k + t].into() * w[j * k + t].into())
+                        .sum();
+                    assert!(
+                        (want[i * h + j].into() - exact).abs() < 1e-4,
+                        "forward value"
+                    );
+                }
+            }
+            for imp in supported() {
+                let mut panels = Panels::<T>::new(h, k);
+                panels.pack(wm);
+                let mut round = vec![T::default(); h * k];
+                panels.unpack(out(&mut round, h, k));
+                assert_eq!(bits(&round), bits(&w), "pack, unpack");
+                let mut z = vec![T::default(); n * h];
+                with_impl(imp, || forward(am, &panels, out(&mut z, n, h)));
+                assert_eq!(bits(&z), bits(&want), "forward {imp:?} n={n} h={h} k={k}");
+                let mut p2 = panels.clone();
+                with_impl(imp, || update(dm, am, &mut p2, alpha));
+                p2.unpack(out(&mut round, h, k));
+                assert_eq!(
+                    bits(&round),
+                    bits(&want_w),
+                    "update {imp:?} n={n} h={h} k={k}"
+                );
+                let mut z2 = vec![T::default(); n * h];
+                let next = Some((a2m, out(&mut z2, n, h)));
+                with_impl(imp, || {
+                    update_then_forward(dm, am, &mut panels, alpha, next)
+                });
+                panels.unpack(out(&mut round, h, k));
+                assert_eq!(bits(&round), bits(&want_w), "fused update {imp:?}");
+                assert_eq!(
+                    bits(&z2),
+                    bits(&want_next),
+                    "fused forward {imp:?} n={n} h={h} k={k}"
+                );
+            }
+        }
+    }
+
+    fn out<T>(data: &mut [T], rows: usize, cols: usize) -> MatMut<'_, T> {
+        MatMut {
+            data,
+            rows,
+            cols,
+            ld: cols,
+        }
+    }
+
+    /// Run `f` with the kernels' implementation forced to `imp` on this thread.
+    fn with_impl<R>(imp: Implementation, f: impl FnOnce() -> R) -> R {
+        super::super::with_implementation(imp, f)
+    }
+
+    #[test]
+    fn chains_give_the_reference_bits() {
+        chains_give_the_reference_bits_in::<f32>(|v| {
+            v.iter().map(|x| u64::from(x.to_bits())).collect()
+        });
+    }
+
+    #[test]
+    fn chains_give_the_reference_bits_in_f64() {
+        chains_give_the_reference_bits_in::<f64>(|v| v.iter().map(|x| x.to_bits()).collect());
+    }
+
+    #[test]
+    fn panels_hold_w_in_groups_of_128_bytes() {
+        assert_eq!(width::<f32>(), 32);
+        assert_eq!(width::<f64>(), 16);
+        let w: Vec<f32> = (0..40 * 3).map(|x| x as f32).collect();
+        let mut p = Panels::<f32>::new(40, 3);
+        p.pack(mat(&w, 40, 3));
+        assert_eq!(p.count(), 2);
+        assert_eq!((p.panel_rows(0), p.panel_rows(1)), (32, 8));
+        // w[j][c] at p * 32 * 3 + c * 32 + (j - 32 p); the 24 padding rows of panel 1 are 0
+        assert_eq!(p.data()[32 + 5], w[5 * 3 + 1]);
+        assert_eq!(p.data()[32 * 3 + 2 * 32 + 7], w[39 * 3 + 2]);
+        assert_eq!(p.data()[32 * 3 + 8], 0.0);
+        assert_eq!(p.data().as_ptr().align_offset(64), 0);
+    }
+}
