@@ -27,7 +27,9 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
-    if let Err(msg) = mlp_runner::core::kernel::check_impl_env() {
+    let env = mlp_runner::core::kernel::check_impl_env()
+        .and_then(|()| mlp_runner::core::kernel::Kernel::check_env());
+    if let Err(msg) = env {
         eprintln!("error: {msg}");
         return ExitCode::from(2);
     }

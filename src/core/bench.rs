@@ -166,11 +166,7 @@ fn training_row<F: Real>(ds: &Dataset, opts: &Options, batch: usize) -> Result<R
     }
     let (seconds, gemm) = (median(times), median(gemms));
     Ok(Row {
-        what: match (Kernel::for_run(F::DTYPE), F::DTYPE) {
-            (Kernel::Lanes, Dtype::F32) => "train epoch, lanes16".into(),
-            (Kernel::Lanes, Dtype::F64) => "train epoch, lanes8".into(),
-            (Kernel::Gemm, _) => "train epoch, matrixmultiply".into(),
-        },
+        what: format!("train epoch, {}", Kernel::for_run(F::DTYPE).name(F::DTYPE)),
         dtype: F::DTYPE,
         batch,
         seconds,
@@ -399,7 +395,8 @@ fn peak_best_of(dtype: Dtype, iters: usize, reps: usize) -> Option<f64> {
 /// One product of a step timed alone by [`kernels`].
 #[derive(Debug, Clone)]
 pub struct KernelRow {
-    /// `Z = A W^T`, `update W`, `update W, then Z`.
+    /// `Z = A W^T`, `update W`, `update W, then Z`, each with the lanes kernels (`lanes ...`) and the
+    /// chain kernels (`chain ...`, W in panels).
     pub product: &'static str,
     pub dtype: Dtype,
     /// Rows of A (the batch, or an evaluation block), rows of W, columns of both.
@@ -461,10 +458,29 @@ fn kernel_rows<F: Real + crate::core::kernel::Lane + crate::core::kernel::Vector
     let flops = 2.0 * (n * h * k) as f64;
     let calls = ((1e9 / flops) as usize).max(1);
     let products: &[&'static str] = if training {
-        &["Z = A W^T", "update W", "update W, then Z"]
+        &[
+            "lanes Z = A W^T",
+            "lanes update W",
+            "lanes update W, then Z",
+            "chain Z = A W^T",
+            "chain update W",
+            "chain update W, then Z",
+        ]
     } else {
-        &["Z = A W^T"]
+        &["lanes Z = A W^T", "chain Z = A W^T"]
     };
+    let mut panels = kernel::chain::Panels::<F>::new(h, k);
+    if let Some(wd) = w.as_slice() {
+        panels.pack(rows_of_k(wd, h, k));
+    }
+    fn rows_of_k<T>(data: &[T], rows: usize, cols: usize) -> Mat<'_, T> {
+        Mat {
+            data,
+            rows,
+            cols,
+            ld: cols,
+        }
+    }
     let (mut best, mut peak) = (vec![f64::INFINITY; products.len()], 0.0f64);
     fn rows_of<T>(data: &[T], rows: usize, cols: usize) -> Mat<'_, T> {
         Mat {
@@ -506,9 +522,21 @@ fn kernel_rows<F: Real + crate::core::kernel::Lane + crate::core::kernel::Vector
                         ld: cols,
                     }
                 }
-                match p {
-                    0 => kernel::abt(mat(a, n), rows_of(wd, h, k), zm),
-                    1 => kernel::combine(
+                let deltam = rows_of(delta, n, h);
+                match products[p] {
+                    "chain Z = A W^T" => kernel::chain::forward(mat(a, n), &panels, zm),
+                    "chain update W" => {
+                        kernel::chain::update(deltam, mat(a, n), &mut panels, alpha)
+                    }
+                    "chain update W, then Z" => kernel::chain::update_then_forward(
+                        deltam,
+                        mat(a, n),
+                        &mut panels,
+                        alpha,
+                        Some((mat(next, n), zm)),
+                    ),
+                    "lanes Z = A W^T" => kernel::abt(mat(a, n), rows_of(wd, h, k), zm),
+                    "lanes update W" => kernel::combine(
                         coef,
                         mat(a, n),
                         rows_of_mut(wd, h, k),
@@ -532,7 +560,7 @@ fn kernel_rows<F: Real + crate::core::kernel::Lane + crate::core::kernel::Vector
         .iter()
         .zip(best)
         .map(|(&product, seconds)| {
-            let per_call = if product == "update W, then Z" {
+            let per_call = if product.ends_with("update W, then Z") {
                 2.0 * flops
             } else {
                 flops
@@ -603,17 +631,13 @@ pub fn run(opts: &Options, log: &dyn Fn(&str)) -> Result<Report> {
                 Dtype::F64 => training_row::<f64>(&ds, opts, batch)?,
             });
         }
-        let kernels: &[Kernel] = &[Kernel::Lanes, Kernel::Gemm];
+        let kernels: &[Kernel] = &[Kernel::Chain, Kernel::Lanes, Kernel::Gemm];
         for &kernel in kernels {
             let (eval, peak) = match dtype {
                 Dtype::F32 => eval_seconds::<f32>(&ds, &opts.sizes, opts.reps, kernel),
                 Dtype::F64 => eval_seconds::<f64>(&ds, &opts.sizes, opts.reps, kernel),
             };
-            let name = match (kernel, dtype) {
-                (Kernel::Lanes, Dtype::F32) => "lanes16",
-                (Kernel::Lanes, Dtype::F64) => "lanes8",
-                (Kernel::Gemm, _) => "matrixmultiply",
-            };
+            let name = kernel.name(dtype);
             let flops = 2.0
                 * (ds.train.len() + ds.test.len()) as f64
                 * opts
@@ -671,7 +695,8 @@ pub fn run(opts: &Options, log: &dyn Fn(&str)) -> Result<Report> {
     extra.push((
         "kernels".into(),
         format!(
-            "f32: {}; f64: {}; the GEMM compared: {}",
+            "training: {}; also timed: {}, {}; the GEMM compared: {}",
+            Kernel::for_run(Dtype::F32).describe(Dtype::F32),
             Kernel::Lanes.describe(Dtype::F32),
             Kernel::Lanes.describe(Dtype::F64),
             Kernel::Gemm.describe(Dtype::F64)

@@ -48,38 +48,69 @@ pub const IMPL_ENV: &str = "MLP_RUNNER_KERNEL_IMPL";
 /// runs for a test, or to compare the two). Not for normal use.
 pub const F64_GEMM_ENV: &str = "MLP_RUNNER_F64_GEMM";
 
+/// Set to `chain`, `lanes` or `gemm` to train new runs with that kernel instead of the default (chain):
+/// how runs of earlier versions were trained, to make such runs for a test or to compare. Not for
+/// normal use.
+pub const TRAIN_KERNEL_ENV: &str = "MLP_RUNNER_TRAIN_KERNEL";
+
 /// Which matrix products a run uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
-    /// This module's kernels (lanes16 in f32, lanes8 in f64): the same bits on every CPU.
+    /// The chain kernels of [`chain`] ("mlp-runner-chain", f32 and f64): every output one fused
+    /// multiply-add chain in term order, W in panels while training; the same bits on every CPU.
+    Chain,
+    /// This module's lanes kernels (lanes16 in f32, lanes8 in f64): the same bits on every CPU; what
+    /// runs were trained with before the chain kernels, kept to verify and resume them.
     Lanes,
     /// `matrixmultiply`'s GEMM: what f64 runs used before lanes8; kept to verify them.
     Gemm,
 }
 
 impl Kernel {
-    /// The kernel a new run of this dtype trains with: the lanes kernels, for both types (f64 with
-    /// matrixmultiply's GEMM instead when [`F64_GEMM_ENV`] is 1: how runs were trained before lanes8).
+    /// The kernel a new run of this dtype trains with: the chain kernels, unless [`TRAIN_KERNEL_ENV`]
+    /// names another (or, for f64, [`F64_GEMM_ENV`] is 1: how runs were trained before lanes8).
     pub fn for_run(dtype: Dtype) -> Kernel {
         if dtype == Dtype::F64 && std::env::var(F64_GEMM_ENV).is_ok_and(|v| v == "1") {
             return Kernel::Gemm;
         }
-        Kernel::Lanes
+        match std::env::var(TRAIN_KERNEL_ENV).as_deref() {
+            Ok("lanes") => Kernel::Lanes,
+            Ok("gemm") => Kernel::Gemm,
+            _ => Kernel::Chain,
+        }
     }
 
-    /// The kernel a stored run was trained with, by its envelope's `gemm_kernel` (a run of a version
-    /// before lanes8 used matrixmultiply for f64): what `verify` re-trains it with.
+    /// Check [`TRAIN_KERNEL_ENV`] when it is set: an error naming the values it takes otherwise.
+    pub fn check_env() -> crate::Result<()> {
+        match std::env::var(TRAIN_KERNEL_ENV) {
+            Ok(v) if !["chain", "lanes", "gemm"].contains(&v.as_str()) => {
+                Err(crate::Error::Usage(format!(
+                    "{TRAIN_KERNEL_ENV}={v:?} is not a kernel; use chain (the default), lanes or gemm, \
+                     or unset it"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The kernel a stored run was trained with, by its envelope's `gemm_kernel`: what `verify`
+    /// re-trains it with and a resumed run continues with; without one (a run not trained yet), the
+    /// kernel of a new run.
     pub fn of_stored(description: Option<&str>, dtype: Dtype) -> Kernel {
         match description {
             Some(d) if d.starts_with("matrixmultiply-") => Kernel::Gemm,
+            Some(d) if d.starts_with("mlp-runner-lanes") => Kernel::Lanes,
+            Some(d) if d.starts_with("mlp-runner-chain") => Kernel::Chain,
             _ => Kernel::for_run(dtype),
         }
     }
 
-    /// What the envelope records: the arithmetic contract for the lanes kernels (the same on every CPU)
-    /// with the implementation that ran it, or the GEMM library and the kernel it selects on this CPU.
+    /// What the envelope records: the arithmetic contract for this crate's kernels (the same on every
+    /// CPU) with the implementation that ran it, or the GEMM library and the kernel it selects on this
+    /// CPU.
     pub fn describe(self, dtype: Dtype) -> String {
         match (self, dtype) {
+            (Kernel::Chain, _) => format!("mlp-runner-chain/{}", implementation().as_str()),
             (Kernel::Lanes, Dtype::F32) => {
                 format!("mlp-runner-lanes16/{}", implementation().as_str())
             }
@@ -93,12 +124,21 @@ impl Kernel {
         }
     }
 
-    /// The part of [`Kernel::describe`] that decides the bits (for the lanes kernels: not the
+    /// A short name for tables: chain, lanes16, lanes8 or matrixmultiply.
+    pub fn name(self, dtype: Dtype) -> &'static str {
+        match (self, dtype) {
+            (Kernel::Chain, _) => "chain",
+            (Kernel::Lanes, Dtype::F32) => "lanes16",
+            (Kernel::Lanes, Dtype::F64) => "lanes8",
+            (Kernel::Gemm, _) => "matrixmultiply",
+        }
+    }
+
+    /// The part of [`Kernel::describe`] that decides the bits (for this crate's kernels: not the
     /// implementation).
     pub fn contract(description: &str) -> &str {
         match description.split_once('/') {
-            Some(("mlp-runner-lanes16", _)) => "mlp-runner-lanes16",
-            Some(("mlp-runner-lanes8", _)) => "mlp-runner-lanes8",
+            Some((c @ ("mlp-runner-lanes16" | "mlp-runner-lanes8" | "mlp-runner-chain"), _)) => c,
             _ => description,
         }
     }
@@ -1258,6 +1298,11 @@ mod avx512 {
     /// so only for at least [`TALL_MIN`] output rows and terms.
     const TALL_ROWS: usize = 6;
     const TALL_MIN: usize = 32;
+    /// Output rows per tile where 2 vectors of columns are left (2 but not 4: the chain kernels' update
+    /// of a panel of W, 32 f32 or 16 f64 wide): 12 rows by 2 vectors, 24 accumulators, loading 2 + 12
+    /// values per 24 multiply-adds (1 vector of 6 or 4 rows, as before, kept 6 or 4 accumulators: too
+    /// few chains to hide the multiply-add's latency).
+    const PAIR_ROWS: usize = 12;
 
     /// # Safety
     /// The CPU has AVX-512F; out is valid for reads and writes over its rows x cols.
@@ -1297,9 +1342,39 @@ mod avx512 {
         let mut c0 = 0;
         while c0 < cols {
             let wide = cols - c0 >= block;
-            let width = if wide { block } else { (cols - c0).min(lanes) };
+            let pair = !wide && cols - c0 >= 2 * lanes;
+            let width = if wide {
+                block
+            } else if pair {
+                2 * lanes
+            } else {
+                (cols - c0).min(lanes)
+            };
             let m = T::mask(width);
             let mut r = 0;
+            if pair {
+                while r < rows {
+                    let left = rows - r;
+                    let tile_rows = if left >= PAIR_ROWS {
+                        PAIR_ROWS
+                    } else if left >= COMB_ROWS {
+                        COMB_ROWS
+                    } else {
+                        1
+                    };
+                    // SAFETY: rows r..r+tile_rows of out and columns c0..c0+2L are in bounds
+                    // (`super::combine`).
+                    unsafe {
+                        let (c, s, e) = (&coef, &src, epilogue);
+                        match tile_rows {
+                            PAIR_ROWS => comb_tile::<T, PAIR_ROWS, 2>(c, s, op, ldo, r, c0, m, e),
+                            COMB_ROWS => comb_tile::<T, COMB_ROWS, 2>(c, s, op, ldo, r, c0, m, e),
+                            _ => comb_tile::<T, 1, 2>(c, s, op, ldo, r, c0, m, e),
+                        }
+                    }
+                    r += tile_rows;
+                }
+            }
             while r < rows {
                 let left = rows - r;
                 let tile_rows = if left >= CR {
@@ -1931,8 +2006,20 @@ mod tests {
 
     #[test]
     fn kernel_choice_follows_the_stored_run() {
-        assert_eq!(Kernel::for_run(Dtype::F32), Kernel::Lanes);
-        assert_eq!(Kernel::for_run(Dtype::F64), Kernel::Lanes);
+        assert_eq!(Kernel::for_run(Dtype::F32), Kernel::Chain);
+        assert_eq!(Kernel::for_run(Dtype::F64), Kernel::Chain);
+        assert_eq!(
+            Kernel::of_stored(Some("mlp-runner-chain/avx2-fma"), Dtype::F32),
+            Kernel::Chain
+        );
+        assert_eq!(
+            Kernel::of_stored(Some("mlp-runner-lanes16/portable"), Dtype::F32),
+            Kernel::Lanes
+        );
+        assert_eq!(
+            Kernel::contract("mlp-runner-chain/avx512"),
+            "mlp-runner-chain"
+        );
         assert_eq!(
             Kernel::of_stored(Some("matrixmultiply-0.3.11/avx512"), Dtype::F64),
             Kernel::Gemm
@@ -1941,7 +2028,7 @@ mod tests {
             Kernel::of_stored(Some("mlp-runner-lanes8/avx512"), Dtype::F64),
             Kernel::Lanes
         );
-        assert_eq!(Kernel::of_stored(None, Dtype::F64), Kernel::Lanes);
+        assert_eq!(Kernel::of_stored(None, Dtype::F64), Kernel::Chain);
         assert_eq!(
             Kernel::contract("mlp-runner-lanes16/avx512"),
             "mlp-runner-lanes16"

@@ -9,7 +9,7 @@ use crate::core::kernel;
 
 /// The float types a model can be trained in.
 pub trait Real:
-    ndarray::LinalgScalar + num_traits::Float + Send + Sync + std::fmt::Debug + 'static
+    ndarray::LinalgScalar + num_traits::Float + Default + Send + Sync + std::fmt::Debug + 'static
 {
     const DTYPE: Dtype;
     fn from_f64(x: f64) -> Self;
@@ -40,6 +40,26 @@ pub trait Real:
     /// The SGD update `w[r][c] = fma(alpha, sum_t coef[r * row_stride + t * term_stride] src[t][c], w[r][c])`
     /// and then Z = A W^T with the updated W, in one pass over W
     /// ([`crate::core::kernel::update_then_abt`]); false if this type has no lanes kernel.
+    /// Z = A W^T with W in panels, on the chain kernels ([`kernel::chain::forward`]); false if this
+    /// type has none or a view is not contiguous.
+    fn chain_forward(
+        _a: ArrayView2<'_, Self>,
+        _w: &kernel::chain::Panels<Self>,
+        _z: ArrayViewMut2<'_, Self>,
+    ) -> bool {
+        false
+    }
+    /// The SGD update of W in panels, then the next product if `next` is given
+    /// ([`kernel::chain::update_then_forward`]); false as [`Real::chain_forward`].
+    fn chain_update(
+        _delta: ArrayView2<'_, Self>,
+        _a: ArrayView2<'_, Self>,
+        _w: &mut kernel::chain::Panels<Self>,
+        _alpha: Self,
+        _next: Option<(ArrayView2<'_, Self>, ArrayViewMut2<'_, Self>)>,
+    ) -> bool {
+        false
+    }
     fn lanes_update_abt(
         _coef: (&[Self], usize, usize),
         _src: ArrayView2<'_, Self>,
@@ -159,8 +179,74 @@ fn update_abt_lanes<T: kernel::Lane + kernel::Vector>(
 }
 
 /// The [`Real`] hooks of a type with lanes kernels: each product through them, for contiguous views.
+fn mat_mut<T>(mut z: ArrayViewMut2<'_, T>) -> Option<kernel::MatMut<'_, T>> {
+    let (rows, cols) = z.dim();
+    // as_slice_mut borrows z; into_slice keeps the lifetime of the view
+    z.as_slice_mut()?;
+    let data = z.into_slice()?;
+    Some(kernel::MatMut {
+        data,
+        rows,
+        cols,
+        ld: cols,
+    })
+}
+
+fn forward_chain<T: kernel::Lane + kernel::Vector>(
+    a: ArrayView2<'_, T>,
+    w: &kernel::chain::Panels<T>,
+    z: ArrayViewMut2<'_, T>,
+) -> bool {
+    match (mat(a), mat_mut(z)) {
+        (Some(a), Some(z)) => {
+            kernel::chain::forward(a, w, z);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn update_chain<T: kernel::Lane + kernel::Vector>(
+    delta: ArrayView2<'_, T>,
+    a: ArrayView2<'_, T>,
+    w: &mut kernel::chain::Panels<T>,
+    alpha: T,
+    next: Option<(ArrayView2<'_, T>, ArrayViewMut2<'_, T>)>,
+) -> bool {
+    let next = match next {
+        Some((a2, z)) => match (mat(a2), mat_mut(z)) {
+            (Some(a2), Some(z)) => Some((a2, z)),
+            _ => return false,
+        },
+        None => None,
+    };
+    match (mat(delta), mat(a)) {
+        (Some(d), Some(a)) => {
+            kernel::chain::update_then_forward(d, a, w, alpha, next);
+            true
+        }
+        _ => false,
+    }
+}
+
 macro_rules! lanes_hooks {
     ($t:ty) => {
+        fn chain_forward(
+            a: ArrayView2<'_, $t>,
+            w: &kernel::chain::Panels<$t>,
+            z: ArrayViewMut2<'_, $t>,
+        ) -> bool {
+            forward_chain(a, w, z)
+        }
+        fn chain_update(
+            delta: ArrayView2<'_, $t>,
+            a: ArrayView2<'_, $t>,
+            w: &mut kernel::chain::Panels<$t>,
+            alpha: $t,
+            next: Option<(ArrayView2<'_, $t>, ArrayViewMut2<'_, $t>)>,
+        ) -> bool {
+            update_chain(delta, a, w, alpha, next)
+        }
         fn lanes_abt(
             a: ArrayView2<'_, $t>,
             w: ArrayView2<'_, $t>,

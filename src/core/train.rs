@@ -272,9 +272,14 @@ mod tests {
         }
     }
 
-    fn outcome(cfg: &RunConfig, ds: &Dataset, steps: Steps) -> (String, Vec<EpochMetrics>) {
+    fn outcome(
+        cfg: &RunConfig,
+        ds: &Dataset,
+        kernel: Kernel,
+        steps: Steps,
+    ) -> (String, Vec<EpochMetrics>) {
         let mut obs = Last(Vec::new());
-        let out = train_steps(cfg, ds, &mut obs, None, Kernel::Lanes, steps).expect("trains");
+        let out = train_steps(cfg, ds, &mut obs, None, kernel, steps).expect("trains");
         let Outcome::Completed(snapshot) = out else {
             panic!("the run did not complete: {out:?}");
         };
@@ -288,11 +293,15 @@ mod tests {
     fn fused_steps_give_the_bits_of_separate_steps_on_mnist() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
         let ds = data::load(std::path::Path::new(dir), DataFormat::Auto).expect("shipped MNIST");
-        for (dtype, batch, drop_last) in [
-            (Dtype::F32, 10, true),
-            (Dtype::F64, 10, true),
-            (Dtype::F32, 64, false),
-            (Dtype::F64, 7, false),
+        for (dtype, batch, drop_last, kernel) in [
+            (Dtype::F32, 10, true, Kernel::Lanes),
+            (Dtype::F64, 10, true, Kernel::Lanes),
+            (Dtype::F32, 64, false, Kernel::Lanes),
+            (Dtype::F64, 7, false, Kernel::Lanes),
+            (Dtype::F32, 10, true, Kernel::Chain),
+            (Dtype::F64, 10, true, Kernel::Chain),
+            (Dtype::F32, 64, false, Kernel::Chain),
+            (Dtype::F64, 7, false, Kernel::Chain),
         ] {
             let mut cfg = RunConfig::default();
             cfg.data.limit_train = Some(1500);
@@ -302,9 +311,9 @@ mod tests {
             cfg.train.batch_size = batch;
             cfg.train.drop_last = drop_last;
             cfg.train.epochs = 2;
-            let (fused, fused_epochs) = outcome(&cfg, &ds, Steps::Fused);
-            let (separate, separate_epochs) = outcome(&cfg, &ds, Steps::Separate);
-            let what = format!("{dtype:?} batch {batch}");
+            let (fused, fused_epochs) = outcome(&cfg, &ds, kernel, Steps::Fused);
+            let (separate, separate_epochs) = outcome(&cfg, &ds, kernel, Steps::Separate);
+            let what = format!("{dtype:?} batch {batch} {kernel:?}");
             assert_eq!(fused, separate, "weights, {what}");
             let bits = |e: &[EpochMetrics]| -> Vec<[u64; 4]> {
                 e.iter()

@@ -22,6 +22,7 @@ use ndarray::{Array1, Array2, ArrayView2, Axis, s};
 use crate::core::config::Activation;
 use crate::core::data::SplitRef;
 use crate::core::kernel::Kernel;
+use crate::core::kernel::chain::Panels;
 use crate::core::model::Mlp;
 use crate::core::pool;
 use crate::core::real::{Real, aligned_zeros};
@@ -66,6 +67,14 @@ pub struct Workspace<F> {
     fuse: bool,
     /// Whether the last [`Workspace::sgd_step`] did (what a test checks the fused path by).
     fused_last: bool,
+    /// With [`Kernel::Chain`]: each W^l in panels (the layout its products need), packed from the model
+    /// by [`Workspace::forward`]; the SGD steps update these, and the model's W^l follow at the end of a
+    /// run of steps ([`Workspace::sgd_step`] without a staged batch, or [`Workspace::sync_model`]).
+    panels: Vec<Panels<F>>,
+    /// Whether `panels` hold steps the model's W^l do not have yet.
+    model_behind: bool,
+    /// With [`Kernel::Chain`], for l >= 2: W^l row-major before its update, for Delta^(l-1) = Delta^l W^l.
+    unpacked: Vec<Array2<F>>,
 }
 
 impl<F: Real> Workspace<F> {
@@ -94,13 +103,67 @@ impl<F: Real> Workspace<F> {
             staged: false,
             fuse: true,
             fused_last: false,
+            panels: Vec::new(),
+            model_behind: false,
+            unpacked: Vec::new(),
         }
     }
 
-    /// Use `kernel` for the matrix products ([`Kernel::Lanes`] only exists for f32; other types keep GEMM).
+    /// Use `kernel` for the matrix products.
     pub fn with_kernel(mut self, kernel: Kernel) -> Self {
         self.kernel = kernel;
+        let sizes: Vec<usize> = self.acts.iter().map(|a| a.ncols()).collect();
+        if kernel == Kernel::Chain {
+            self.panels = sizes.windows(2).map(|s| Panels::new(s[1], s[0])).collect();
+            if !self.deltas.is_empty() {
+                self.unpacked = sizes
+                    .windows(2)
+                    .skip(1)
+                    .map(|s| Array2::zeros((s[1], s[0])))
+                    .collect();
+            }
+        } else {
+            self.panels.clear();
+            self.unpacked.clear();
+        }
         self
+    }
+
+    /// With [`Kernel::Chain`], copy the model's W^l into the panels its products read.
+    fn pack(&mut self, model: &Mlp<F>) {
+        assert!(
+            !self.model_behind,
+            "the workspace holds SGD steps the model does not have: sync_model first"
+        );
+        for (p, layer) in self.panels.iter_mut().zip(&model.layers) {
+            let w = layer.w.as_slice().expect(CONTIGUOUS);
+            let (rows, cols) = layer.w.dim();
+            p.pack(crate::core::kernel::Mat {
+                data: w,
+                rows,
+                cols,
+                ld: cols,
+            });
+        }
+    }
+
+    /// Bring the model's W^l up to date with the SGD steps taken on this workspace's panels (with
+    /// [`Kernel::Chain`]; a no-op otherwise or when it already is).
+    pub fn sync_model(&mut self, model: &mut Mlp<F>) {
+        if !self.model_behind {
+            return;
+        }
+        for (p, layer) in self.panels.iter().zip(&mut model.layers) {
+            let (rows, cols) = layer.w.dim();
+            let w = layer.w.as_slice_mut().expect(CONTIGUOUS);
+            p.unpack(crate::core::kernel::MatMut {
+                data: w,
+                rows,
+                cols,
+                ld: cols,
+            });
+        }
+        self.model_behind = false;
     }
 
     /// Whether [`Workspace::sgd_step`] may fuse the update of W^1 with the next batch's first product
@@ -158,6 +221,7 @@ impl<F: Real> Workspace<F> {
     /// Forward pass over the loaded rows: Z^l = A^(l-1) (W^l)^T + b^l, A^l = act(Z^l), A^L = softmax(Z^L).
     /// Returns the rows' cross-entropy loss (computed stably, as log-softmax) and correct predictions.
     pub fn forward(&mut self, model: &Mlp<F>) -> BatchStats {
+        self.pack(model);
         self.forward_from(model, false)
     }
 
@@ -171,8 +235,11 @@ impl<F: Real> Workspace<F> {
             let mut z = next[0].slice_mut(s![..n, ..]);
             let done = l == 0 && z1_done;
             let lanes = done
-                || self.kernel == Kernel::Lanes
-                    && F::lanes_abt(a_prev.view(), layer.w.view(), z.view_mut());
+                || match self.kernel {
+                    Kernel::Lanes => F::lanes_abt(a_prev.view(), layer.w.view(), z.view_mut()),
+                    Kernel::Chain => F::chain_forward(a_prev.view(), &self.panels[l], z.view_mut()),
+                    Kernel::Gemm => false,
+                };
             if !lanes {
                 general_mat_mul(F::one(), &a_prev, &layer.w.t(), F::zero(), &mut z);
             }
@@ -198,6 +265,7 @@ impl<F: Real> Workspace<F> {
     /// then W^l and b^l take the summed gradients (Delta^l)^T A^(l-1) and colsum(Delta^l) as `update` says.
     pub fn backward(&mut self, model: &mut Mlp<F>, update: Update<'_, F>) {
         self.backward_fused(model, update, false);
+        self.sync_model(model);
     }
 
     /// One SGD step on the loaded batch, after [`Workspace::forward`]: [`Workspace::backward`] with
@@ -211,6 +279,7 @@ impl<F: Real> Workspace<F> {
         let fused = self.backward_fused(model, Update::Sgd { learning_rate }, fuse);
         self.fused_last = fused;
         if !staged {
+            self.sync_model(model);
             return None;
         }
         std::mem::swap(&mut self.acts[0], &mut self.next_input);
@@ -251,17 +320,26 @@ impl<F: Real> Workspace<F> {
                 let mut d_prev = lower[l - 1].slice_mut(s![..n, ..]);
                 // d_prev[i][k] = sum_j d[i][j] W^l[j][k]: coefficients d[i * n_l + j]
                 let n_l = d.ncols();
-                let lanes = self.kernel == Kernel::Lanes
+                // With the chain kernels, W^l as it is now lives in its panels.
+                let w_l = if self.kernel == Kernel::Chain {
+                    let u = &mut self.unpacked[l - 1];
+                    let (rows, cols) = u.dim();
+                    self.panels[l].unpack(crate::core::kernel::MatMut {
+                        data: u.as_slice_mut().expect(CONTIGUOUS),
+                        rows,
+                        cols,
+                        ld: cols,
+                    });
+                    u.view()
+                } else {
+                    model.layers[l].w.view()
+                };
+                let lanes = self.kernel != Kernel::Gemm
                     && d.to_slice().is_some_and(|c| {
-                        F::lanes_combine(
-                            (c, n_l, 1),
-                            model.layers[l].w.view(),
-                            d_prev.view_mut(),
-                            None,
-                        )
+                        F::lanes_combine((c, n_l, 1), w_l, d_prev.view_mut(), None)
                     });
                 if !lanes {
-                    general_mat_mul(F::one(), &d, &model.layers[l].w, F::zero(), &mut d_prev);
+                    general_mat_mul(F::one(), &d, &w_l, F::zero(), &mut d_prev);
                 }
                 let a = self.acts[l].slice(s![..n, ..]);
                 activation_grad(
@@ -286,7 +364,27 @@ impl<F: Real> Workspace<F> {
             // With lanes16: W[j][k] = fma(alpha, sum_i d[i][j] a[i][k], W[j][k]), or the sum when beta = 0.
             let n_l = d.ncols();
             let axpy = (beta == F::one()).then_some(alpha);
-            let lanes = self.kernel == Kernel::Lanes
+            if self.kernel == Kernel::Chain && axpy.is_some() {
+                // W^l (in panels) <- fma(alpha, chain over i of delta[i][j] a[i][k], W^l); for W^1 with a
+                // staged batch, that batch's Z^1 panel by panel as each is updated.
+                let next = (l == 0 && fuse_next).then(|| {
+                    let m = self.next_labels.len();
+                    (
+                        self.next_input.slice(s![..m, ..]),
+                        acts_above[0].slice_mut(s![..m, ..]),
+                    )
+                });
+                let with_next = next.is_some();
+                let done = F::chain_update(d, a_prev, &mut self.panels[l], alpha, next);
+                assert!(done, "{CONTIGUOUS}");
+                fused |= with_next;
+                self.model_behind = true;
+                target
+                    .b
+                    .zip_mut_with(sums, |b, &s| *b = beta * *b + alpha * s);
+                continue;
+            }
+            let lanes = self.kernel != Kernel::Gemm
                 && d.to_slice().is_some_and(|c| {
                     if l == 0 && fuse_next && axpy.is_some() {
                         // The next batch's Z^1 into a^1's buffer, which this batch no longer needs.
@@ -430,21 +528,24 @@ pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace
     let blocks = split.len().div_ceil(rows);
     // matrixmultiply's GEMM splits its own products over the threads: only the lanes kernels run a
     // block on one thread.
-    let parts = if ws.kernel == Kernel::Lanes {
+    let parts = if ws.kernel != Kernel::Gemm {
         pool::available(blocks)
     } else {
         1
     };
+    // The chain kernels' panels are packed once for all blocks (and copied to the helpers).
+    ws.pack(model);
     let block_stats = |ws: &mut Workspace<F>, b: usize| {
         let (start, end) = (b * rows, ((b + 1) * rows).min(split.len()));
         ws.gather(split, start..end);
-        ws.forward(model)
+        ws.forward_from(model, false)
     };
     let stats: Vec<BatchStats> = if parts <= 1 {
         (0..blocks).map(|b| block_stats(ws, b)).collect()
     } else {
         let sizes: Vec<usize> = ws.acts.iter().map(|a| a.ncols()).collect();
         let kernel = ws.kernel;
+        let panels = ws.panels.clone();
         let mine = Mutex::new(Some(ws));
         let slots: Vec<Mutex<BatchStats>> = (0..blocks).map(|_| Mutex::default()).collect();
         pool::run(parts, &|p| {
@@ -457,7 +558,9 @@ pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace
             let ws = match taken {
                 Some(ws) => ws,
                 None => {
-                    own = Workspace::for_eval(&sizes, rows).with_kernel(kernel);
+                    own = Workspace::for_eval(&sizes, rows);
+                    own.kernel = kernel;
+                    own.panels = panels.clone();
                     &mut own
                 }
             };
@@ -619,13 +722,19 @@ mod tests {
     /// lands on the bits of a step followed by a separate forward pass.
     #[test]
     fn staged_steps_fuse_and_keep_the_bits() {
-        for (rows, fuses) in [(10, true), (FUSE_MAX_ROWS + 1, false)] {
+        for (rows, fuses, kernel) in [
+            (10, true, Kernel::Lanes),
+            (FUSE_MAX_ROWS + 1, false, Kernel::Lanes),
+            (10, true, Kernel::Chain),
+            (FUSE_MAX_ROWS + 1, false, Kernel::Chain),
+            (37, true, Kernel::Chain),
+        ] {
             let mut rng = StreamRng::new(6, Stream::Init);
             let model: Mlp<f32> = Mlp::init(&[40, 33, 5], Activation::Relu, Init::He, &mut rng);
             let (x, y) = random_batch(rows, 40, 5, 7);
             let (x2, y2) = random_batch(rows - 3, 40, 5, 8);
             let (x, x2) = (x.mapv(|v| v as f32), x2.mapv(|v| v as f32));
-            let ws = || Workspace::new(&model.sizes(), rows).with_kernel(Kernel::Lanes);
+            let ws = || Workspace::new(&model.sizes(), rows).with_kernel(kernel);
             // one step, then the next batch's forward pass on its own
             let (mut m1, mut w1) = (model.clone(), ws());
             w1.load(x.view(), &y);
@@ -644,7 +753,11 @@ mod tests {
                 .sgd_step(&mut m2, 0.3)
                 .expect("a staged batch gives stats");
             assert_eq!(w2.fused_last, fuses, "rows {rows}");
-            assert_eq!(m1, m2, "rows {rows}");
+            // With the chain kernels the model's W catch up with the panels when asked (or at the
+            // end of an epoch's steps); before that they are behind.
+            assert_eq!(m1 == m2, kernel != Kernel::Chain, "rows {rows}");
+            w2.sync_model(&mut m2);
+            assert_eq!(m1, m2, "rows {rows} {kernel:?}");
             assert_eq!(
                 want.loss_sum.to_bits(),
                 got.loss_sum.to_bits(),

@@ -153,12 +153,21 @@ pub fn verify_run(store: &Store, cache: &mut DataCache, run_id: i64) -> Result<R
         envelope_diffs,
         weights_sha256: String::new(),
         corrupt: stored_bits.findings.into_iter().map(|f| f.0).collect(),
-        note: (kernel == Kernel::Gemm).then(|| {
-            "trained with matrixmultiply's GEMM (before the lanes8 kernels): re-trained with it, so its bits \
-             match only where the CPU selects the same GEMM kernel; `runner <spec> --force` trains it again \
-             with lanes8, whose bits are the same on every CPU"
-                .to_string()
-        }),
+        note: match kernel {
+            Kernel::Gemm => Some(
+                "trained with matrixmultiply's GEMM (before the lanes8 kernels): re-trained with it, so its \
+                 bits match only where the CPU selects the same GEMM kernel; `runner <spec> --force` trains \
+                 it again with the chain kernels, whose bits are the same on every CPU"
+                    .to_string(),
+            ),
+            Kernel::Lanes => Some(
+                "trained with the lanes kernels (before the chain kernels): re-trained with them, whose bits \
+                 are the same on every CPU; `runner <spec> --force` trains it again with the chain kernels \
+                 (other bits: a different order of additions)"
+                    .to_string(),
+            ),
+            Kernel::Chain => None,
+        },
     };
 
     let dataset_sha = cache.sha256(

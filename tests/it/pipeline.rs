@@ -48,8 +48,8 @@ fn a_sweep_is_trained_stored_and_queryable() {
     for r in &runs {
         assert_eq!((r[0].as_str(), r[1].as_str()), ("completed", "2"));
         assert_eq!(r[4].len(), 64);
-        // f32 at batch 16: the lanes16 kernels, with the implementation this CPU ran
-        assert!(r[6].starts_with("mlp-runner-lanes16/"), "{}", r[6]);
+        // the chain kernels, with the implementation this CPU ran
+        assert!(r[6].starts_with("mlp-runner-chain/"), "{}", r[6]);
         assert!(r[7].starts_with("rustc "), "{}", r[7]);
     }
     assert_eq!(scalar(&db, "SELECT count(*) FROM epochs"), "8");
@@ -438,9 +438,9 @@ fn bench_reports_efficiency_against_its_own_gemm() {
         assert!(f > 0.0 && f < 1.5, "{r}");
     }
     assert_eq!(rows[1]["dtype"], "f64");
-    // Each row names the kernel the run used: lanes16 for f32, lanes8 for f64.
-    assert_eq!(rows[0]["what"], "train epoch, lanes16");
-    assert_eq!(rows[1]["what"], "train epoch, lanes8");
+    // Each row names the kernel the run used: the chain kernels, for both types.
+    assert_eq!(rows[0]["what"], "train epoch, chain");
+    assert_eq!(rows[1]["what"], "train epoch, chain");
 }
 
 #[test]
@@ -461,7 +461,8 @@ fn bench_kernels_times_each_product_against_the_peak() {
         ],
     );
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out.ok().stdout).unwrap();
-    // Per dtype: the three products of a step at batch 16, and Z = A W^T on an evaluation block.
+    // Per dtype: the three products of a step at batch 16 with each kernel, and Z = A W^T on an
+    // evaluation block with each.
     let names: Vec<(String, String, i64)> = rows
         .iter()
         .map(|r| {
@@ -476,10 +477,14 @@ fn bench_kernels_times_each_product_against_the_peak() {
         .iter()
         .flat_map(|d| {
             [
-                ("Z = A W^T", 16),
-                ("update W", 16),
-                ("update W, then Z", 16),
-                ("Z = A W^T", 1000),
+                ("lanes Z = A W^T", 16),
+                ("lanes update W", 16),
+                ("lanes update W, then Z", 16),
+                ("chain Z = A W^T", 16),
+                ("chain update W", 16),
+                ("chain update W, then Z", 16),
+                ("lanes Z = A W^T", 1000),
+                ("chain Z = A W^T", 1000),
             ]
             .map(|(p, n)| (p.to_string(), d.to_string(), n))
         })

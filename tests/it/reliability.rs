@@ -341,81 +341,109 @@ fn two_gemm_threads_give_the_same_bits_as_one() {
     );
 }
 
-/// The lanes16 contract: every implementation of the f32 kernels this CPU can run (portable,
-/// AVX2+FMA, AVX-512) trains the same bits, so a run verifies on a machine without AVX-512.
+/// The chain contract, and the lanes16/lanes8 contract that runs were trained with before it: every
+/// implementation this CPU can run (portable, AVX2+FMA, AVX-512) trains the same bits under each, so a
+/// run verifies on a machine without AVX-512; and a run of the lanes era keeps verifying with its own
+/// kernel after the default changed.
 #[test]
 fn every_kernel_implementation_gives_the_same_bits() {
     let dir = tmp();
     let d = dir.path();
-    // A hidden width of 37 exercises the tails (37 = 2 x 16 + 5 in f32, 4 x 8 + 5 in f64) as well as the
-    // full blocks; both types, each through its own lanes kernel.
+    // A hidden width of 37 exercises the edges (37 = 32 + 5 rows of W in f32 panels, 2 x 16 + 5 in f64;
+    // 2 x 16 + 5 lanes in f32, 4 x 8 + 5 in f64) as well as the full blocks; both types.
     let s = spec(
         d,
         "p.toml",
         "[data]\ndir = \"{MNIST}\"\nlimit_train = 3000\nlimit_test = 500\n[model]\nsizes = [784, 37, 10]\n\
          [train]\nbatch_size = 10\nepochs = 2\nlearning_rate = 0.1\n[sweep]\n\"model.dtype\" = [\"f32\", \"f64\"]\n",
     );
-    let fast = d.join("fast.db");
-    runner(d, &[s.to_str().unwrap(), "--db", fast.to_str().unwrap()]).ok();
-    assert_eq!(
-        crate::util::query(
-            &fast,
-            "SELECT dtype, substr(gemm_kernel, 1, 18) FROM runs ORDER BY id"
-        ),
-        [["f32", "mlp-runner-lanes16"], ["f64", "mlp-runner-lanes8/"]]
-    );
-    // The runs learned: the bits compared are those of working models.
-    assert_eq!(
-        scalar(
-            &fast,
-            "SELECT min(test_acc > 0.8) FROM epochs WHERE epoch = 2"
-        ),
-        "1"
-    );
-    for imp in ["portable", "avx2-fma"] {
-        let env = [("MLP_RUNNER_KERNEL_IMPL", imp)];
-        let other = d.join(format!("{imp}.db"));
+    let mut prints = Vec::new();
+    for (contract, kernels) in [
+        ("chain", ["mlp-runner-chain/", "mlp-runner-chain/"]),
+        ("lanes", ["mlp-runner-lanes16", "mlp-runner-lanes8/"]),
+    ] {
+        let train = [("MLP_RUNNER_TRAIN_KERNEL", contract)];
+        let fast = d.join(format!("{contract}.db"));
         runner_env(
             d,
-            &[s.to_str().unwrap(), "--db", other.to_str().unwrap()],
-            &env,
+            &[s.to_str().unwrap(), "--db", fast.to_str().unwrap()],
+            &train,
         )
         .ok();
-        let kernel = scalar(&other, "SELECT group_concat(gemm_kernel) FROM runs");
-        // A CPU without AVX2 runs the portable path for "avx2-fma": still a valid comparison.
-        assert!(kernel.contains("mlp-runner-lanes8/"), "{kernel}");
-        assert_eq!(fingerprint(&fast), fingerprint(&other), "{kernel}");
-        // Verifying the fast runs with this implementation: identical, and no envelope difference for it.
-        let v = runner_env(
-            d,
-            &["verify", "--all", "--db", fast.to_str().unwrap()],
-            &env,
-        );
+        let stored = crate::util::query(&fast, "SELECT dtype, gemm_kernel FROM runs ORDER BY id");
+        assert_eq!(stored.len(), 2);
+        for (row, (dtype, kernel)) in stored
+            .iter()
+            .zip([("f32", kernels[0]), ("f64", kernels[1])])
+        {
+            assert!(row[0] == dtype && row[1].starts_with(kernel), "{stored:?}");
+        }
+        // The runs learned: the bits compared are those of working models.
         assert_eq!(
-            v.ok().stdout.matches(": identical").count(),
-            2,
-            "{}",
-            v.stdout
+            scalar(
+                &fast,
+                "SELECT min(test_acc > 0.8) FROM epochs WHERE epoch = 2"
+            ),
+            "1"
         );
-        assert!(!v.stdout.contains("gemm_kernel"), "{}", v.stdout);
+        for imp in ["portable", "avx2-fma"] {
+            let env = [("MLP_RUNNER_KERNEL_IMPL", imp), train[0]];
+            let other = d.join(format!("{contract}-{imp}.db"));
+            runner_env(
+                d,
+                &[s.to_str().unwrap(), "--db", other.to_str().unwrap()],
+                &env,
+            )
+            .ok();
+            let kernel = scalar(&other, "SELECT group_concat(gemm_kernel) FROM runs");
+            // A CPU without AVX2 runs the portable path for "avx2-fma": still a valid comparison.
+            assert!(
+                kernel.contains(kernels[1].trim_end_matches('/')),
+                "{kernel}"
+            );
+            assert_eq!(fingerprint(&fast), fingerprint(&other), "{kernel}");
+            // Verifying the fast runs with this implementation (and the default kernel for new runs,
+            // whatever the runs were trained with): identical, and no envelope difference for it.
+            let v = runner_env(
+                d,
+                &["verify", "--all", "--db", fast.to_str().unwrap()],
+                &env[..1],
+            );
+            assert_eq!(
+                v.ok().stdout.matches(": identical").count(),
+                2,
+                "{}",
+                v.stdout
+            );
+            assert!(!v.stdout.contains("gemm_kernel"), "{}", v.stdout);
+        }
+        prints.push(fingerprint(&fast));
     }
-    // A name this CPU does not run is an error before anything is trained, not a silent fallback.
-    let bad = runner_env(
-        d,
-        &[
-            s.to_str().unwrap(),
-            "--db",
-            d.join("bad.db").to_str().unwrap(),
-        ],
-        &[("MLP_RUNNER_KERNEL_IMPL", "avx3")],
-    );
-    assert_eq!(bad.code, 2);
-    assert!(
-        bad.stderr.contains("MLP_RUNNER_KERNEL_IMPL=\"avx3\"") && bad.stderr.contains("portable"),
-        "{}",
-        bad.stderr
-    );
-    assert!(!d.join("bad.db").exists());
+    // The two contracts are different arithmetic: the same configs give other bits.
+    assert_ne!(prints[0].1, prints[1].1);
+    // A name this CPU does not run is an error before anything is trained, not a silent fallback; so
+    // is a kernel that does not exist.
+    for (var, value, says) in [
+        ("MLP_RUNNER_KERNEL_IMPL", "avx3", "portable"),
+        ("MLP_RUNNER_TRAIN_KERNEL", "lanes32", "chain"),
+    ] {
+        let bad = runner_env(
+            d,
+            &[
+                s.to_str().unwrap(),
+                "--db",
+                d.join("bad.db").to_str().unwrap(),
+            ],
+            &[(var, value)],
+        );
+        assert_eq!(bad.code, 2);
+        assert!(
+            bad.stderr.contains(&format!("{var}=\"{value}\"")) && bad.stderr.contains(says),
+            "{}",
+            bad.stderr
+        );
+        assert!(!d.join("bad.db").exists());
+    }
 }
 
 #[test]
@@ -428,7 +456,8 @@ fn an_f64_run_of_the_gemm_era_still_verifies_with_its_kernel() {
         "[data]\ndir = \"{MNIST}\"\nlimit_train = 2000\nlimit_test = 300\n[model]\nsizes = [784, 24, 10]\n\
          dtype = \"f64\"\n[train]\nepochs = 2\n[sweep]\n\"train.seed\" = [1, 2]\n",
     );
-    // Run 1 trained as versions before lanes8 trained f64 (matrixmultiply's GEMM); run 2 with lanes8.
+    // Run 1 trained as versions before lanes8 trained f64 (matrixmultiply's GEMM); run 2 with the chain
+    // kernels of today.
     let db = d.join("g.db");
     let gemm = [("MLP_RUNNER_F64_GEMM", "1")];
     let one = s.to_str().unwrap().replace("g.toml", "one.toml");
@@ -446,7 +475,7 @@ fn an_f64_run_of_the_gemm_era_still_verifies_with_its_kernel() {
             &db,
             "SELECT id, substr(gemm_kernel, 1, 17) FROM runs ORDER BY id"
         ),
-        [["1", "matrixmultiply-0."], ["2", "mlp-runner-lanes8"]]
+        [["1", "matrixmultiply-0."], ["2", "mlp-runner-chain/"]]
     );
     // verify re-trains each with its own kernel: both identical, the GEMM one with a note saying why.
     let v = runner(d, &["verify", "--all", "--db", db.to_str().unwrap()]);

@@ -24,7 +24,7 @@
 //! panels before training steps and unpacked after them, bit for bit.
 //!
 //! Each element is computed whole by one thread, so the bits do not depend on tiling, alignment, threads
-//! or instruction set; the AVX-512, AVX2+FMA and portable paths are tested against [`reference`].
+//! or instruction set; the AVX-512, AVX2+FMA and portable paths are tested against [`mod@reference`].
 
 use super::{
     Coef, Epilogue, Implementation, Lane, Mat, MatMut, SharedOut, Vector, combine_raw, fits,
@@ -55,7 +55,7 @@ pub struct Panels<T> {
     cols: usize,
 }
 
-impl<T: Lane> Panels<T> {
+impl<T: Copy + Default> Panels<T> {
     /// Zeros for W of `rows` x `cols`.
     pub fn new(rows: usize, cols: usize) -> Self {
         let len = rows.div_ceil(width::<T>()) * width::<T>() * cols;
