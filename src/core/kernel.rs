@@ -1,5 +1,8 @@
 //! The lanes kernels: the three matrix products of an SGD step, in f32 ("lanes16") and f64 ("lanes8"),
 //! with an arithmetic contract that fixes every rounding, so their results are the same bits on every CPU.
+//! What runs were trained with before the [`chain`] kernels (every new run's, with a simpler contract and
+//! W in panels); kept so that those runs verify and resume with the bits they were trained with, and
+//! their `combine` serves the chain kernels too (its contract is theirs).
 //!
 //! A general GEMM packs its operands into cache-sized panels on every call. At batch 10 that means
 //! copying all of W^1 (1.6 MB for [784, 512, 10] in f32) twice per step to do 10 multiply-adds per

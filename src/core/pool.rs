@@ -1,4 +1,4 @@
-//! Threads for the lanes16 kernels (`--threads`): each training thread keeps its own helper threads,
+//! Threads for this crate's kernels (`--threads`): each training thread keeps its own helper threads,
 //! which wait spinning for a short while between products and then sleep.
 //!
 //! A product is split into parts that write disjoint outputs and compute each output element whole, so
@@ -18,7 +18,7 @@ const MIN_WORK_PER_PART: usize = 1 << 20;
 /// How long an idle helper spins before it sleeps.
 const SPIN: Duration = Duration::from_micros(200);
 
-/// Threads per matrix product, for lanes16 and matrixmultiply alike: `MATMUL_NUM_THREADS` (which the
+/// Threads per matrix product, for this crate's kernels and matrixmultiply alike: `MATMUL_NUM_THREADS` (which the
 /// binary sets from `--threads` before anything runs), clamped to 1..=4 as matrixmultiply does. (A library
 /// user who does not set it gets one thread here and matrixmultiply's own default, the physical core count.)
 pub fn configured_threads() -> usize {

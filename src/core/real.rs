@@ -1,6 +1,6 @@
 //! The float types a model is trained in (f32, f64): conversions, little-endian bytes as stored, and the
-//! hooks through which their products reach the lanes kernels of [`crate::core::kernel`] (lanes16 for
-//! f32, lanes8 for f64).
+//! hooks through which their products reach the kernels of [`crate::core::kernel`] (the chain kernels,
+//! and the lanes kernels: lanes16 for f32, lanes8 for f64).
 
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, s};
 

@@ -102,8 +102,9 @@ pub fn train(
     )
 }
 
-/// [`train`] with the matrix products of `kernel`: the lanes kernels for every new run; `verify` and a
-/// resumed run keep the kernel a stored run was trained with (an f64 run of a version before lanes8
+/// [`train`] with the matrix products of `kernel`: the chain kernels for every new run; `verify` and a
+/// resumed run keep the kernel a stored run was trained with (the lanes kernels for runs of versions
+/// before the chain kernels; an f64 run of a version before lanes8
 /// used matrixmultiply's GEMM).
 pub fn train_with(
     cfg: &RunConfig,
@@ -119,7 +120,7 @@ pub fn train_with(
 /// times both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Steps {
-    /// The update of W^1 and the next batch's Z^1 = A^0 (W^1)^T in one pass over W^1 (with the lanes
+    /// The update of W^1 and the next batch's Z^1 = A^0 (W^1)^T in one pass over W^1 (with the chain or lanes
     /// kernels; see [`Workspace::sgd_step`]).
     Fused,
     /// Every product on its own: the update of W^1 ends one step, the next step reads W^1 again.

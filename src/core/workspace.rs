@@ -11,8 +11,10 @@
 //! (Delta^l)^T A^(l-1). SGD, w -= (lr / n) * sum of per-sample gradients, is fused into that last product
 //! (W <- W + (-lr / n) Delta^T A), so W is read and written once per step.
 //!
-//! The three products run on the run's [`Kernel`]: the lanes16 kernels of [`crate::core::kernel`] (f32, small
-//! batches; the same bits on every CPU) or matrixmultiply's GEMM (`general_mat_mul`).
+//! The three products run on the run's [`Kernel`]: the chain kernels of [`crate::core::kernel::chain`] (every
+//! new run, f32 and f64: each W^l held in panels while steps run, the model's W^l synced after them), the
+//! lanes kernels of [`crate::core::kernel`] (runs of earlier versions), both the same bits on every CPU, or
+//! matrixmultiply's GEMM (`general_mat_mul`; f64 runs of versions before lanes8).
 
 use std::sync::Mutex;
 
@@ -63,7 +65,8 @@ pub struct Workspace<F> {
     next_input: Array2<F>,
     next_labels: Vec<u8>,
     staged: bool,
-    /// Whether [`Workspace::sgd_step`] fuses the update of W^1 with the next batch's Z^1 (lanes kernels).
+    /// Whether [`Workspace::sgd_step`] fuses the update of W^1 with the next batch's Z^1 (chain and lanes
+    /// kernels).
     fuse: bool,
     /// Whether the last [`Workspace::sgd_step`] did (what a test checks the fused path by).
     fused_last: bool,
@@ -270,7 +273,7 @@ impl<F: Real> Workspace<F> {
 
     /// One SGD step on the loaded batch, after [`Workspace::forward`]: [`Workspace::backward`] with
     /// w -= (lr / n) * sum of gradients. If a next batch was staged ([`Workspace::stage`]), it is then
-    /// loaded and its forward pass run, and its stats returned: with the lanes kernels and batches of up to
+    /// loaded and its forward pass run, and its stats returned: with this crate's kernels and batches of up to
     /// [`FUSE_MAX_ROWS`], the update of W^1 and the next Z^1 = A^0 (W^1)^T are one pass over W^1
     /// ([`crate::core::kernel::update_then_abt`]), with the same bits as the two products one after the other.
     pub fn sgd_step(&mut self, model: &mut Mlp<F>, learning_rate: f64) -> Option<BatchStats> {
@@ -288,7 +291,7 @@ impl<F: Real> Workspace<F> {
     }
 
     /// [`Workspace::backward`]; with `fuse_next`, the update of W^1 also computes the staged batch's Z^1
-    /// into a^1's buffer (free by then) when the lanes kernels can. Returns whether it did.
+    /// into a^1's buffer (free by then) when the chain or lanes kernels can. Returns whether it did.
     fn backward_fused(
         &mut self,
         model: &mut Mlp<F>,
@@ -361,7 +364,8 @@ impl<F: Real> Workspace<F> {
                 Update::Gradient(g) => &mut g.layers[l],
             };
             // W^l <- beta W^l + alpha (delta^l)^T a^(l-1);  b^l <- beta b^l + alpha colsum(delta^l).
-            // With lanes16: W[j][k] = fma(alpha, sum_i d[i][j] a[i][k], W[j][k]), or the sum when beta = 0.
+            // With chain or lanes: W[j][k] = fma(alpha, sum_i d[i][j] a[i][k], W[j][k]), or the sum when
+            // beta = 0.
             let n_l = d.ncols();
             let axpy = (beta == F::one()).then_some(alpha);
             if self.kernel == Kernel::Chain && axpy.is_some() {
@@ -526,7 +530,7 @@ pub const EVAL_BLOCK: usize = 1000;
 pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace<F>) -> (f64, f64) {
     let rows = ws.rows().max(1);
     let blocks = split.len().div_ceil(rows);
-    // matrixmultiply's GEMM splits its own products over the threads: only the lanes kernels run a
+    // matrixmultiply's GEMM splits its own products over the threads: only this crate's kernels run a
     // block on one thread.
     let parts = if ws.kernel != Kernel::Gemm {
         pool::available(blocks)
