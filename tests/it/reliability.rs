@@ -446,6 +446,62 @@ fn every_kernel_implementation_gives_the_same_bits() {
     }
 }
 
+/// A run of the lanes era (trained before the chain kernels became the default) that was interrupted
+/// resumes with the lanes kernels, whatever new runs train with: it ends with the bits of the same run
+/// left alone under lanes, not a mix of two contracts.
+#[test]
+fn an_interrupted_run_of_the_lanes_era_resumes_with_its_kernel() {
+    let dir = tmp();
+    let d = dir.path();
+    let s = spec(d, "run.toml", RUN);
+    let lanes = [("MLP_RUNNER_TRAIN_KERNEL", "lanes")];
+    let alone = d.join("alone.db");
+    runner_env(
+        d,
+        &[s.to_str().unwrap(), "--db", alone.to_str().unwrap()],
+        &lanes,
+    )
+    .ok();
+    let expected = fingerprint(&alone);
+    assert!(scalar(&alone, "SELECT gemm_kernel FROM runs").starts_with("mlp-runner-lanes16/"));
+    // Trained under lanes, killed in the pause after epoch 1.
+    let db = d.join("cut.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args([s.to_str().unwrap(), "--db", db.to_str().unwrap()])
+        .current_dir(d)
+        .envs(lanes)
+        .env("MLP_RUNNER_PAUSE_AFTER_EPOCH_MS", "5000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_epochs(&db, 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Resumed by a runner whose new runs train with the chain kernels.
+    let out = runner(d, &[s.to_str().unwrap(), "--db", db.to_str().unwrap()]);
+    assert!(
+        out.ok().stdout.contains("resuming after epoch 1/4"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(fingerprint(&db), expected);
+    assert!(scalar(&db, "SELECT gemm_kernel FROM runs").starts_with("mlp-runner-lanes16/"));
+    // The same config trained now: the chain kernels, other bits.
+    let now = d.join("now.db");
+    runner(d, &[s.to_str().unwrap(), "--db", now.to_str().unwrap()]).ok();
+    assert!(scalar(&now, "SELECT gemm_kernel FROM runs").starts_with("mlp-runner-chain/"));
+    assert_ne!(fingerprint(&now).1, expected.1);
+    // verify re-trains the lanes run with its kernel, and says so.
+    let v = runner(d, &["verify", "1", "--db", db.to_str().unwrap()]);
+    let out = &v.ok().stdout;
+    assert!(out.contains(": identical"), "{out}");
+    assert!(
+        out.contains("note: trained with the lanes kernels"),
+        "{out}"
+    );
+}
+
 #[test]
 fn an_f64_run_of_the_gemm_era_still_verifies_with_its_kernel() {
     let dir = tmp();
