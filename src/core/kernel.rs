@@ -1833,7 +1833,8 @@ mod avx2 {
 mod tests {
     use super::*;
 
-    fn random<T: From<f32>>(len: usize, seed: u64) -> Vec<T> {
+    /// `len` values in [-0.5, 0.5) from a xorshift stream (also the chain kernels' tests').
+    pub(super) fn random<T: From<f32>>(len: usize, seed: u64) -> Vec<T> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..len)
             .map(|_| {

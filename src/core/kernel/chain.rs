@@ -561,20 +561,9 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::random;
     use super::super::{Implementation, supported};
     use super::*;
-
-    fn random<T: From<f32>>(len: usize, seed: u64) -> Vec<T> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                T::from((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
-            })
-            .collect()
-    }
 
     fn mat<T>(data: &[T], rows: usize, cols: usize) -> Mat<'_, T> {
         Mat {
