@@ -335,9 +335,11 @@ fn a_terminal_gets_progress_bars_and_a_pipe_gets_lines() {
     );
 
     // In a terminal (a pseudo-terminal made by util-linux `script`): bars with the running loss and speed.
+    // A pause after each stored epoch (the test hook) keeps the bars on screen for a redraw once steps
+    // were timed, however fast the epochs train.
     let db2 = d.join("p2.db");
     let cmd = format!(
-        "stty cols 80 rows 24; {} {} --db {}",
+        "stty cols 80 rows 24; MLP_RUNNER_PAUSE_AFTER_EPOCH_MS=600 {} {} --db {}",
         env!("CARGO_BIN_EXE_runner"),
         s.display(),
         db2.display()
