@@ -42,7 +42,7 @@ pub const MATRIXMULTIPLY_VERSION: &str = "0.3.11";
 /// Lanes of the f32 contract.
 pub const LANES: usize = 16;
 
-/// Set to `portable` or `avx2-fma` to run the lanes kernels with that implementation instead of the
+/// Set to `portable` or `avx2-fma` to run the chain and lanes kernels with that implementation instead of the
 /// fastest one (same bits, slower; for checking that claim). `portable` on x86-64 without FMA instructions
 /// calls `fma` for every multiply-add: minutes per MNIST epoch.
 pub const IMPL_ENV: &str = "MLP_RUNNER_KERNEL_IMPL";
@@ -230,7 +230,7 @@ pub fn check_impl_env() -> crate::Result<()> {
     }
     let names: Vec<&str> = supported.iter().map(|i| i.as_str()).collect();
     Err(crate::Error::Usage(format!(
-        "{IMPL_ENV}={wanted:?} is not a lanes implementation this CPU runs; use one of: {} (or unset it \
+        "{IMPL_ENV}={wanted:?} is not a kernel implementation this CPU runs; use one of: {} (or unset it \
          for the fastest)",
         names.join(", ")
     )))
