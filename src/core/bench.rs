@@ -471,15 +471,7 @@ fn kernel_rows<F: Real + crate::core::kernel::Lane + crate::core::kernel::Vector
     };
     let mut panels = kernel::chain::Panels::<F>::new(h, k);
     if let Some(wd) = w.as_slice() {
-        panels.pack(rows_of_k(wd, h, k));
-    }
-    fn rows_of_k<T>(data: &[T], rows: usize, cols: usize) -> Mat<'_, T> {
-        Mat {
-            data,
-            rows,
-            cols,
-            ld: cols,
-        }
+        panels.pack(rows_of(wd, h, k));
     }
     let (mut best, mut peak) = (vec![f64::INFINITY; products.len()], 0.0f64);
     fn rows_of<T>(data: &[T], rows: usize, cols: usize) -> Mat<'_, T> {

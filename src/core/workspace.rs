@@ -368,7 +368,7 @@ impl<F: Real> Workspace<F> {
             // beta = 0.
             let n_l = d.ncols();
             let axpy = (beta == F::one()).then_some(alpha);
-            if self.kernel == Kernel::Chain && axpy.is_some() {
+            let lanes = if self.kernel == Kernel::Chain && axpy.is_some() {
                 // W^l (in panels) <- fma(alpha, chain over i of delta[i][j] a[i][k], W^l); for W^1 with a
                 // staged batch, that batch's Z^1 panel by panel as each is updated.
                 let next = (l == 0 && fuse_next).then(|| {
@@ -383,31 +383,29 @@ impl<F: Real> Workspace<F> {
                 assert!(done, "{CONTIGUOUS}");
                 fused |= with_next;
                 self.model_behind = true;
-                target
-                    .b
-                    .zip_mut_with(sums, |b, &s| *b = beta * *b + alpha * s);
-                continue;
-            }
-            let lanes = self.kernel != Kernel::Gemm
-                && d.to_slice().is_some_and(|c| {
-                    if l == 0 && fuse_next && axpy.is_some() {
-                        // The next batch's Z^1 into a^1's buffer, which this batch no longer needs.
-                        let m = self.next_labels.len();
-                        let next = self.next_input.slice(s![..m, ..]);
-                        let z = acts_above[0].slice_mut(s![..m, ..]);
-                        fused = F::lanes_update_abt(
-                            (c, 1, n_l),
-                            a_prev,
-                            target.w.view_mut(),
-                            alpha,
-                            next,
-                            z,
-                        );
-                        fused
-                    } else {
-                        F::lanes_combine((c, 1, n_l), a_prev.view(), target.w.view_mut(), axpy)
-                    }
-                });
+                true
+            } else {
+                self.kernel != Kernel::Gemm
+                    && d.to_slice().is_some_and(|c| {
+                        if l == 0 && fuse_next && axpy.is_some() {
+                            // The next batch's Z^1 into a^1's buffer, which this batch no longer needs.
+                            let m = self.next_labels.len();
+                            let next = self.next_input.slice(s![..m, ..]);
+                            let z = acts_above[0].slice_mut(s![..m, ..]);
+                            fused = F::lanes_update_abt(
+                                (c, 1, n_l),
+                                a_prev,
+                                target.w.view_mut(),
+                                alpha,
+                                next,
+                                z,
+                            );
+                            fused
+                        } else {
+                            F::lanes_combine((c, 1, n_l), a_prev.view(), target.w.view_mut(), axpy)
+                        }
+                    })
+            };
             if !lanes {
                 general_mat_mul(alpha, &d.t(), &a_prev, beta, &mut target.w);
             }

@@ -257,8 +257,7 @@ pub fn update_then_forward<T: Lane + Vector>(
         }
         None => (None, None),
     };
-    let (pw, k, count) = (width::<T>(), w.cols, w.count());
-    let panel_rows: Vec<usize> = (0..count).map(|p| w.panel_rows(p)).collect();
+    let (pw, k, count, h) = (width::<T>(), w.cols, w.count(), w.rows);
     let wp = SharedOut(w.data_mut().as_mut_ptr());
     let next_rows = a2.map_or(0, |m| m.rows);
     let parts = pool::parts(w.rows * k * (a.rows + next_rows), count);
@@ -270,7 +269,9 @@ pub fn update_then_forward<T: Lane + Vector>(
     };
     let run = |part: usize| {
         let (p0, p1) = pool::split(count, parts, part, 1);
-        for (p, &cols) in panel_rows.iter().enumerate().take(p1).skip(p0) {
+        for p in p0..p1 {
+            // the panel's rows of W (fewer than pw in the last one)
+            let cols = (h - p * pw).min(pw);
             let src = Mat {
                 data: &delta.data[(p * pw).min(delta.data.len())..],
                 rows: delta.rows,
