@@ -35,6 +35,9 @@ pub use read::{RunRow, RunSummary, Table};
 pub use schema::SCHEMA_VERSION;
 pub use status::RunStatus;
 
+/// How long a statement waits for a lock another process holds before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Which stored weights: the run's initial parameters, its final ones, or the checkpoint of its last
 /// stored epoch (an unfinished run only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +106,7 @@ impl Store {
                 "cannot open or create it ({e}); choose a --db path in a writable folder"
             ))
         })?;
-        conn.busy_timeout(Duration::from_secs(30))
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| err(format!("cannot configure: {e}")))?;
         // Recognise the file before anything writes to it (journal mode, schema): a refused file stays untouched.
         let found = schema::recognise(&conn, path)?;
@@ -142,7 +145,7 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| err(format!("cannot open: {e}")))?;
-        conn.busy_timeout(Duration::from_secs(30))
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| err(format!("cannot configure: {e}")))?;
         let version = match schema::recognise(&conn, path)? {
             schema::Recognised::Empty => return Err(err("is empty: no runs stored yet".into())),
@@ -223,7 +226,19 @@ impl Store {
         } else {
             "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
         };
-        self.conn.execute_batch(setup).map_err(|e| {
+        // Switching a new file to WAL needs the exclusive lock; SQLite answers SQLITE_BUSY at once (no busy
+        // handler) when another process opening the same new file holds a shared lock meanwhile, so that
+        // step is retried for as long as the busy timeout would have waited.
+        let start = std::time::Instant::now();
+        let mut result = self.conn.execute_batch(setup);
+        while let Err(rusqlite::Error::SqliteFailure(f, _)) = &result {
+            if f.code != rusqlite::ErrorCode::DatabaseBusy || start.elapsed() > BUSY_TIMEOUT {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            result = self.conn.execute_batch(setup);
+        }
+        result.map_err(|e| {
             let msg = e.to_string();
             if msg.contains("not a database") {
                 self.store_err(
@@ -306,4 +321,37 @@ pub(crate) fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Processes that open a new store at the same moment (three runners started together on one
+    /// `--db`) each get it, created once: none fails on the lock the one converting it to WAL holds.
+    #[test]
+    fn many_openers_of_a_new_store_all_get_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..40 {
+            let path = dir.path().join(format!("s{round}.db"));
+            let start = std::sync::Barrier::new(6);
+            let results: Vec<Result<i64>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..6)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            Store::open(&path).map(|st| st.version())
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for r in results {
+                match r {
+                    Ok(v) => assert_eq!(v, SCHEMA_VERSION),
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+            }
+        }
+    }
 }

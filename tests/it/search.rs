@@ -5,7 +5,7 @@
 //! same config trained straight; Hyperband runs its brackets; bad search specs are refused.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::util::{Out, query, runner, runner_env, scalar, spec, tmp};
@@ -47,7 +47,14 @@ fn train(d: &Path, s: &Path, db: &Path, extra: &[&str]) -> Out {
     runner(d, &args)
 }
 
+/// A runner process in the background; its stdout and stderr go to `<db>.<n>.log`, which
+/// [`succeeds`] shows when it fails.
 fn spawn(d: &Path, s: &Path, db: &Path, env: &[(&str, &str)]) -> Child {
+    let log = (0..)
+        .map(|n| db.with_extension(format!("{n}.log")))
+        .find(|p| !p.exists())
+        .unwrap();
+    let out = std::fs::File::create(&log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_runner"))
         .args([
             s.to_str().unwrap(),
@@ -58,10 +65,33 @@ fn spawn(d: &Path, s: &Path, db: &Path, env: &[(&str, &str)]) -> Child {
         ])
         .envs(env.iter().copied())
         .current_dir(d)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
         .spawn()
         .unwrap()
+}
+
+/// Wait for the children spawned on `db`; a failed one fails the test with every child's log.
+fn succeeds(db: &Path, children: Vec<Child>) {
+    let codes: Vec<_> = children
+        .into_iter()
+        .map(|mut c| c.wait().unwrap())
+        .collect();
+    if codes.iter().all(|c| c.success()) {
+        return;
+    }
+    let logs: String = (0..codes.len())
+        .map(|n| {
+            let p = db.with_extension(format!("{n}.log"));
+            format!(
+                "--- {} ({}):\n{}\n",
+                p.display(),
+                codes[n],
+                std::fs::read_to_string(&p).unwrap_or_default()
+            )
+        })
+        .collect();
+    panic!("a runner on {} failed:\n{logs}", db.display());
 }
 
 /// Poll the store (as another process would) until `sql` gives at least `n`.
@@ -148,9 +178,7 @@ fn halving_decides_the_same_with_any_workers_processes_and_kills() {
     // Three processes on one store.
     let db = d.join("three.db");
     let children: Vec<Child> = (0..3).map(|_| spawn(d, &s, &db, &[])).collect();
-    for mut c in children {
-        assert!(c.wait().unwrap().success());
-    }
+    succeeds(&db, children);
     assert_eq!(outcome(&db), expect, "three processes");
     assert_eq!(
         scalar(&db, "SELECT count(*) FROM runs"),
