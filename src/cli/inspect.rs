@@ -40,7 +40,7 @@ pub struct LsArgs {
     /// Only the deleted runs (`runner rm`).
     #[arg(long, conflicts_with = "all")]
     pub deleted: bool,
-    /// Deleted runs too.
+    /// Deleted runs and superseded attempts (an earlier run of a config trained again with --force) too.
     #[arg(long)]
     pub all: bool,
     #[command(flatten)]
@@ -121,6 +121,8 @@ pub fn ls(db: &Path, args: LsArgs, out: &mut dyn Write) -> Result<Exit> {
     let source = ls_source(&store);
     let columns = store.columns_of(&format!("SELECT * FROM {source}"))?;
     let listed = || columns.join(", ");
+    // Attempts a later one superseded (--force) are history: listed with --all.
+    let versioned = columns.iter().any(|c| c == "superseded_by");
     // --sort: known columns only (they are interpolated), each ascending or (-) descending.
     let mut order = Vec::new();
     for key in args.sort.as_deref().unwrap_or("run_id").split(',') {
@@ -155,15 +157,17 @@ pub fn ls(db: &Path, args: LsArgs, out: &mut dyn Write) -> Result<Exit> {
         "deleted_at IS NOT NULL"
     } else if args.all {
         "1"
+    } else if versioned {
+        "deleted_at IS NULL AND superseded_by IS NULL"
     } else {
         "deleted_at IS NULL"
     };
     let condition = args.condition.as_deref().unwrap_or("1");
     let limit = args.limit.map_or(-1, |n| n.min(i64::MAX as u64) as i64);
-    let shown_deleted = if args.deleted || args.all {
-        ", deleted_at"
-    } else {
-        ""
+    let shown_deleted = match (args.deleted || args.all, versioned && args.all) {
+        (true, true) => ", deleted_at, superseded_by",
+        (true, false) => ", deleted_at",
+        _ => "",
     };
     let val = if columns.iter().any(|c| c == "val_acc")
         && matches!(

@@ -149,12 +149,7 @@ fn targets(
     deleted: Deleted,
 ) -> Result<Vec<i64>> {
     if let Some(name) = experiment {
-        let sql = format!(
-            "SELECT r.id FROM runs r JOIN experiments e ON e.id = r.experiment_id
-             WHERE e.name = ?1 AND (?2 IS NULL OR r.status = ?2) AND r.deleted_at IS {} NULL ORDER BY r.id",
-            if deleted == Deleted::Only { "NOT" } else { "" }
-        );
-        let t = store.select(&sql, &[&name, &status.map(|s| s.as_str())])?;
+        let t = store.experiment_runs(name, status, deleted == Deleted::Only)?;
         let ids: Vec<i64> = t
             .rows
             .iter()

@@ -27,6 +27,11 @@ pub struct MergeArgs {
     /// Exit 0 even when runs are missing (they are still listed).
     #[arg(long)]
     pub allow_incomplete: bool,
+    /// When an input and the output hold one config trained with different kernels (different results
+    /// of one configuration, not a failure), which copy stays current: `output` (the default) or `input`.
+    /// The other is kept as history (`runner ls --all`).
+    #[arg(long, value_name = "COPY", default_value = "output", value_parser = ["output", "input"])]
+    pub prefer: String,
 }
 
 pub fn merge(args: MergeArgs, out: &mut dyn Write) -> Result<Exit> {
@@ -36,7 +41,13 @@ pub fn merge(args: MergeArgs, out: &mut dyn Write) -> Result<Exit> {
         spec: spec_path,
         shards,
         allow_incomplete,
+        prefer,
     } = args;
+    let prefer = if prefer == "input" {
+        merge::Prefer::Input
+    } else {
+        merge::Prefer::Output
+    };
     let mut expected = merge::Expected {
         runs: Vec::new(),
         shards,
@@ -51,7 +62,7 @@ pub fn merge(args: MergeArgs, out: &mut dyn Write) -> Result<Exit> {
     }
     super::check_store_folder(&output)?;
     let srcs: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
-    let r = merge::merge(&srcs, &output, &expected)?;
+    let r = merge::merge(&srcs, &output, &expected, prefer)?;
     writeln!(
         out,
         "merged {} stores into {}: {} runs added, {} already there and identical, {} unfinished runs \
@@ -70,6 +81,9 @@ pub fn merge(args: MergeArgs, out: &mut dyn Write) -> Result<Exit> {
              decided now that their runs are all here",
             r.runs_extended, r.rungs_decided
         )?;
+    }
+    for k in &r.kernel_differences {
+        writeln!(out, "kernels differ: {k}")?;
     }
     for c in &r.conflicts {
         writeln!(out, "REPRODUCIBILITY FAILURE: {c}")?;

@@ -104,6 +104,9 @@ pub fn compare(db: &Path, args: CompareArgs, out: &mut dyn Write) -> Result<Exit
         }
     }
     print_table(&table, format, out)?;
+    if format == Format::Text && args.baseline.is_none() {
+        writeln!(out, "{}", cmp::selection_note(&store, &name)?)?;
+    }
     // What the experiment's searches decided, rung by rung.
     if format == Format::Text && args.baseline.is_none() {
         for search in store.searches_of(&name)? {

@@ -254,6 +254,16 @@ fn train(exp: &Experiment, db: &Path, args: &RunArgs, out: &mut dyn Write) -> Re
         } else {
             writeln!(out, "{}", waiting(&progress))?;
         }
+    } else if let Ok(store) = Store::open_read_only(db)
+        && let Some(best) = mlp_runner::report::compare::best_line(&store, &exp.name)?
+    {
+        writeln!(out, "\n{best}")?;
+        if !exp.metric.needs_validation() {
+            writeln!(
+                out,
+                "  chosen on the test set (no validation split): this test figure is optimistic"
+            )?;
+        }
     }
     writeln!(
         out,
@@ -404,6 +414,7 @@ pub fn resume(db: &Path, args: ResumeArgs, out: &mut dyn Write) -> Result<Exit> 
             .into());
         }
         let config = row.config(&store)?;
+        let metric = store.selection_metric(&row.experiment)?;
         Experiment {
             name: row.experiment,
             description: String::new(),
@@ -416,6 +427,7 @@ pub fn resume(db: &Path, args: ResumeArgs, out: &mut dyn Write) -> Result<Exit> 
             }],
             keep_initial: false,
             search: None,
+            metric,
         }
     };
     let args = RunArgs {

@@ -1,12 +1,19 @@
 //! `compare`: the configurations of an experiment across seeds (runs that differ only by seed grouped),
-//! with the parameters that vary, the mean of test accuracy with its 95% interval, its spread, and the best
-//! mean marked; and each configuration against a baseline, paired over seeds.
+//! with the parameters that vary, the mean of test accuracy with its 95% interval, its spread, and the
+//! best configuration marked; and each configuration against a baseline, paired over seeds.
+//!
+//! **How the best is chosen.** By the experiment's selection metric ([`Store::selection_metric`]: the
+//! spec's `[sweep] metric`, by default validation accuracy when the runs hold a validation split out),
+//! as its mean over each configuration's completed seeds. The test figures of every configuration,
+//! the best included, are reported and never used to choose: a best chosen on the test set would make
+//! its own test figure optimistic. [`selection_note`] says so beside every best.
 
 use std::collections::BTreeMap;
 
 use rusqlite::types::Value;
 
 use super::stats;
+use crate::core::search::Metric;
 use crate::error::{Error, Result};
 use crate::store::{RunStatus, Store, Table};
 
@@ -80,22 +87,45 @@ fn min_columns(params: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// The finished runs of experiment `?1` that are not deleted.
+/// The finished current runs (not deleted, not superseded) of experiment `?1`: its members.
 fn finished_filter(store: &Store) -> String {
     format!(
-        "FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE e.name = ?1 AND r.status IN {}
-         AND {} IS NULL",
+        "FROM runs r JOIN {} m ON m.run_id = r.id WHERE m.experiment = ?1 AND r.status IN {}
+         AND {}",
+        store.members(),
         RunStatus::sql_list(&RunStatus::FINISHED),
-        store.col_of("r", "deleted_at", 3)
+        store.current("r")
     )
+}
+
+/// How the best of experiment `experiment` is chosen, in words, for beside every best: the metric, and
+/// for a test metric that the figure of the best is then not an unbiased estimate.
+pub fn selection_note(store: &Store, experiment: &str) -> Result<String> {
+    let metric = store.selection_metric(experiment)?;
+    Ok(if metric.needs_validation() {
+        format!(
+            "best: by mean {} over seeds (validation split); test figures are reported, not used \
+             to choose",
+            metric.as_str()
+        )
+    } else {
+        format!(
+            "best: by mean {} over seeds. No validation split was held out: the best is chosen on \
+             the test set,\nso its test figure is optimistic ([data] validation = N holds samples out to \
+             choose on)",
+            metric.as_str()
+        )
+    })
 }
 
 /// Each configuration's completed test accuracies by seed (the latest run of each seed).
 fn accuracies(store: &Store, experiment: &str) -> Result<BTreeMap<String, BTreeMap<i64, f64>>> {
     let t = store.select(
-        &format!("SELECT r.seed_group, r.seed, r.test_acc FROM runs r JOIN experiments e ON e.id = r.experiment_id
-         WHERE e.name = ?1 AND r.status = 'completed' AND r.test_acc IS NOT NULL AND {} IS NULL
-         ORDER BY r.id", store.col_of("r", "deleted_at", 3)),
+        &format!(
+            "SELECT r.seed_group, r.seed, r.test_acc {} AND r.status = 'completed' AND r.test_acc IS NOT NULL
+             ORDER BY r.id",
+            finished_filter(store)
+        ),
         &[&experiment],
     )?;
     let mut groups: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
@@ -130,9 +160,10 @@ fn group_tags(store: &Store, experiment: &str) -> Result<BTreeMap<String, Vec<St
 
 /// One row per configuration of the experiment (runs that differ only by seed grouped), with the
 /// parameters that vary, the mean of test accuracy over seeds with its 95% confidence interval (Student t),
-/// spread, min and max, and the best mean marked.
+/// spread, min and max; sorted by the selection metric's mean, the best first and marked.
 pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
     let filter = finished_filter(store);
+    let metric = store.selection_metric(experiment)?;
     let varying = varying(store, experiment, &filter)?;
     let cols = min_columns(&varying);
     let acc = "CASE WHEN r.status = 'completed' THEN r.test_acc END";
@@ -155,7 +186,25 @@ pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
     if store.version() >= 4 && any("r.val_acc IS NOT NULL")? {
         extra
             .push_str("avg(CASE WHEN r.status = 'completed' THEN r.val_acc END) AS mean_val_acc, ");
+        if metric == Metric::ValLoss {
+            extra.push_str(
+                "avg(CASE WHEN r.status = 'completed' THEN r.val_loss END) AS mean_val_loss, ",
+            );
+        }
     }
+    // Column names come from the fixed metric list; lower is better for a loss.
+    let selection = format!(
+        "avg(CASE WHEN r.status = 'completed' THEN r.{} END)",
+        metric.as_str()
+    );
+    // Ties broken as a search breaks them: by the partner metric of the same split.
+    let direction = |m: Metric| if m.higher_is_better() { "DESC" } else { "ASC" };
+    let order = format!(
+        "{selection} {} NULLS LAST, avg(CASE WHEN r.status = 'completed' THEN r.{} END) {} NULLS LAST",
+        direction(metric),
+        metric.partner().as_str(),
+        direction(metric.partner())
+    );
     let mut t = store.select(
         &format!(
             "SELECT {}, count(*) AS runs, sum(r.status = 'diverged') AS diverged, {extra}
@@ -164,8 +213,9 @@ pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
                      / (count({acc}) - 1))) END AS std_test_acc,
                 min({acc}) AS min_test_acc, max({acc}) AS max_test_acc,
                 avg(CASE WHEN r.status = 'completed' THEN r.test_loss END) AS mean_test_loss,
-                avg(r.seconds) AS mean_seconds, r.seed_group AS seed_group
-             {filter} GROUP BY r.seed_group ORDER BY mean_test_acc DESC NULLS LAST, {}",
+                avg(r.seconds) AS mean_seconds, {selection} IS NOT NULL AS selectable,
+                r.seed_group AS seed_group
+             {filter} GROUP BY r.seed_group ORDER BY {order}, {}",
             cols.join(", "),
             varying.join(", ")
         ),
@@ -182,6 +232,8 @@ pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
     t.columns.insert(at, "ci95_low".into());
     t.columns.insert(at + 1, "ci95_high".into());
     t.columns.pop();
+    t.columns.pop();
+    let mut selectable = Vec::with_capacity(t.rows.len());
     let tags = group_tags(store, experiment)?;
     if !tags.is_empty() {
         t.columns.push("tags".into());
@@ -191,6 +243,7 @@ pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
             Some(Value::Text(g)) => g,
             _ => String::new(),
         };
+        selectable.push(matches!(row.pop(), Some(Value::Integer(1))));
         if !tags.is_empty() {
             row.push(Value::Text(
                 tags.get(&group).map(|t| t.join(",")).unwrap_or_default(),
@@ -207,14 +260,57 @@ pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
         row.insert(at, lo);
         row.insert(at + 1, hi);
     }
+    // The first row is the best when it has the metric at all (a search's pruned configurations and
+    // diverged ones have no completed run to choose by).
     t.columns.insert(0, "best".into());
     for (i, row) in t.rows.iter_mut().enumerate() {
+        let best = i == 0 && selectable.first() == Some(&true);
         row.insert(
             0,
-            Value::Text(if i == 0 { "*".into() } else { String::new() }),
+            Value::Text(if best { "*".into() } else { String::new() }),
         );
     }
     Ok(t)
+}
+
+/// The experiment's best configuration in three lines: the values of the parameters that vary, the mean
+/// of the selection metric over its seeds, and its test accuracy (reported, not used to choose). `None`
+/// before any configuration has a completed run.
+pub fn best_line(store: &Store, experiment: &str) -> Result<Option<String>> {
+    let t = compare(store, experiment)?;
+    let Some(row) = t
+        .rows
+        .first()
+        .filter(|r| matches!(r.first(), Some(Value::Text(s)) if s == "*"))
+    else {
+        return Ok(None);
+    };
+    let metric = store.selection_metric(experiment)?;
+    let at = |name: &str| t.columns.iter().position(|c| c == name);
+    let value = |name: &str| {
+        at(name)
+            .and_then(|i| row.get(i))
+            .map(super::table::cell)
+            .unwrap_or_default()
+    };
+    let runs = at("runs").unwrap_or(1);
+    let params: Vec<String> = t.columns[1..runs]
+        .iter()
+        .zip(&row[1..runs])
+        .map(|(k, v)| format!("{k}={}", super::table::cell(v)))
+        .collect();
+    let chosen = format!("mean_{}", metric.as_str());
+    let mut figures = vec![format!("{chosen} {}", value(&chosen))];
+    if chosen != "mean_test_acc" {
+        figures.push(format!("mean_test_acc {}", value("mean_test_acc")));
+    }
+    Ok(Some(format!(
+        "best configuration (by mean {} over its {} runs):\n  {}\n  {}",
+        metric.as_str(),
+        value("runs"),
+        crate::text::clean(&params.join(",")),
+        figures.join(", "),
+    )))
 }
 
 /// Each configuration of the experiment against a baseline configuration: the difference of mean test

@@ -78,6 +78,64 @@ pub(crate) fn metrics_sha256(conn: &Connection, run_id: i64) -> Result<Option<St
     Ok(any.then(|| hex(&h.finalize())))
 }
 
+/// The result fingerprint of a finished run: SHA-256 over what `verify` compares and nothing else:
+/// `mlp-runner-result-1`, its config hash, its dataset's hash, its status, then for each epoch row in
+/// order its number and its six metrics (train loss and accuracy, test, validation: f64 bits, NULL as a
+/// distinct marker), then the hash of its final weights. No timings, ids, hosts or envelope: two runs
+/// with the same bits share it, whichever process, shard or store holds them. `None` for a run without
+/// final weights (not finished).
+pub(crate) fn result_sha256(conn: &Connection, run_id: i64) -> Result<Option<String>> {
+    let (config, dataset, status, weights): (String, Option<String>, String, Option<String>) = conn
+        .query_row(
+            "SELECT config_hash, dataset_sha256, status, weights_sha256 FROM runs WHERE id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+    let Some(weights) = weights else {
+        return Ok(None);
+    };
+    let mut h = Sha256::new();
+    for part in [
+        "mlp-runner-result-1",
+        &config,
+        dataset.as_deref().unwrap_or(""),
+        &status,
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let val = has_column(conn, "epochs", "val_loss")?;
+    let mut stmt = conn.prepare_cached(if val {
+        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, val_loss, val_acc
+         FROM epochs WHERE run_id = ?1 ORDER BY epoch"
+    } else {
+        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, NULL, NULL
+         FROM epochs WHERE run_id = ?1 ORDER BY epoch"
+    })?;
+    let mut rows = stmt.query([run_id])?;
+    while let Some(r) = rows.next()? {
+        for i in 0..7 {
+            match r.get_ref(i)? {
+                ValueRef::Integer(e) => {
+                    h.update([4u8]);
+                    h.update(e.to_le_bytes());
+                }
+                ValueRef::Real(v) => {
+                    h.update([1u8]);
+                    h.update(v.to_bits().to_le_bytes());
+                }
+                ValueRef::Null => h.update([0u8]),
+                other => {
+                    h.update([2u8]);
+                    h.update(format!("{other:?}").as_bytes());
+                }
+            }
+        }
+    }
+    h.update(weights.as_bytes());
+    Ok(Some(hex(&h.finalize())))
+}
+
 /// Does `table` of this database have `column`?
 pub(crate) fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
     Ok(conn.query_row(

@@ -92,17 +92,25 @@ impl Store {
                 Err(self.missing_run(id))
             };
         }
-        let deleted_col = self.col("deleted_at", 3);
+        // A run is named by its name in any experiment it belongs to; a deleted run or an attempt a later
+        // one superseded (--force) only when no current run has the name.
+        let hidden = format!(
+            "CASE WHEN {} IS NOT NULL THEN 1 WHEN {} IS NOT NULL THEN 2 ELSE 0 END",
+            self.col_of("r", "deleted_at", 3),
+            self.col_of("r", "superseded_by", 5)
+        );
         // Exact names first, then prefixes; `substr` compares bytes exactly (no LIKE wildcards).
-        let matches = |exact: bool| -> rusqlite::Result<Vec<(i64, String, String, bool)>> {
+        let matches = |exact: bool| -> rusqlite::Result<Vec<(i64, String, String, i64)>> {
             let cond = if exact {
-                "name = ?1"
+                "m.name = ?1"
             } else {
-                "substr(name, 1, length(?1)) = ?1"
+                "substr(m.name, 1, length(?1)) = ?1"
             };
             self.connection()
                 .prepare(&format!(
-                    "SELECT id, name, status, {deleted_col} IS NOT NULL FROM runs WHERE {cond} ORDER BY id LIMIT 51"
+                    "SELECT r.id, min(m.name), r.status, {hidden} FROM {} m JOIN runs r ON r.id = m.run_id
+                     WHERE {cond} GROUP BY r.id ORDER BY r.id LIMIT 51",
+                    self.members()
                 ))?
                 .query_map([word], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect()
@@ -110,9 +118,9 @@ impl Store {
         for exact in [true, false] {
             let all = matches(exact)?;
             let pick: Vec<_> = match deleted {
-                Deleted::Only => all.into_iter().filter(|m| m.3).collect(),
+                Deleted::Only => all.into_iter().filter(|m| m.3 == 1).collect(),
                 Deleted::Avoid => {
-                    let live: Vec<_> = all.iter().filter(|m| !m.3).cloned().collect();
+                    let live: Vec<_> = all.iter().filter(|m| m.3 == 0).cloned().collect();
                     if live.is_empty() { all } else { live }
                 }
             };
@@ -123,11 +131,15 @@ impl Store {
                     let list: Vec<String> = many
                         .iter()
                         .take(20)
-                        .map(|(id, name, status, del)| {
+                        .map(|(id, name, status, hidden)| {
                             format!(
                                 "  {id}  {}  ({status}{})",
                                 clean(name),
-                                if *del { ", deleted" } else { "" }
+                                match hidden {
+                                    1 => ", deleted",
+                                    2 => ", superseded by a later attempt",
+                                    _ => "",
+                                }
                             )
                         })
                         .collect();
@@ -164,6 +176,27 @@ impl Store {
                 ""
             }
         )))
+    }
+
+    /// The runs of an experiment (its members) in `status` (any when `None`), oldest first: the deleted
+    /// ones (`deleted`), or those not deleted.
+    pub fn experiment_runs(
+        &self,
+        experiment: &str,
+        status: Option<RunStatus>,
+        deleted: bool,
+    ) -> Result<crate::store::Table> {
+        self.select(
+            &format!(
+                "SELECT r.id FROM {} m JOIN runs r ON r.id = m.run_id
+                 WHERE m.experiment = ?1 AND (?2 IS NULL OR r.status = ?2) AND {} IS {} NULL
+                 ORDER BY r.id",
+                self.members(),
+                self.col_of("r", "deleted_at", 3),
+                if deleted { "NOT" } else { "" }
+            ),
+            &[&experiment, &status.map(|s| s.as_str())],
+        )
     }
 
     /// Add (or with `remove`, take away) tags on runs, in one transaction. Returns how many (run, tag)
@@ -302,10 +335,17 @@ impl Store {
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            // Foreign keys cascade to epochs, weights and tags.
+            // An attempt removed for good no longer supersedes the one before it.
+            tx.execute(
+                "UPDATE runs SET superseded_by = NULL
+                 WHERE superseded_by IN (SELECT id FROM runs WHERE deleted_at IS NOT NULL)",
+                [],
+            )?;
+            // Foreign keys cascade to epochs, weights, tags and memberships.
             tx.execute("DELETE FROM runs WHERE deleted_at IS NOT NULL", [])?;
             tx.execute(
-                "DELETE FROM experiments WHERE id NOT IN (SELECT DISTINCT experiment_id FROM runs)",
+                "DELETE FROM experiments WHERE id NOT IN (SELECT DISTINCT experiment_id FROM runs)
+                 AND name NOT IN (SELECT DISTINCT experiment FROM members)",
                 [],
             )?;
             tx.commit()?;

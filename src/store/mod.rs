@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
@@ -287,6 +287,87 @@ impl Store {
         } else {
             "NULL".into()
         }
+    }
+}
+
+impl Store {
+    /// The relation of runs to the experiments they belong to, as a table expression with the columns
+    /// `experiment` (a name), `run_id`, `name` (the run's name in that experiment) and `overrides` (the
+    /// values that experiment's sweep set): the `members` table,
+    /// or for a store older than version 5 (read as it is) each run in the experiment that queued it.
+    pub(crate) fn members(&self) -> &'static str {
+        if self.version >= 5 {
+            "members"
+        } else {
+            "(SELECT e.name AS experiment, r.id AS run_id, r.name AS name, r.overrides AS overrides
+              FROM runs r JOIN experiments e ON e.id = r.experiment_id)"
+        }
+    }
+
+    /// The condition that run `alias` is current: not deleted (`runner rm`) and not superseded by a later
+    /// attempt of its config (`--force`). What every view, statistic and "best" counts.
+    pub(crate) fn current(&self, alias: &str) -> String {
+        format!(
+            "{} IS NULL AND {} IS NULL",
+            self.col_of(alias, "deleted_at", 3),
+            self.col_of(alias, "superseded_by", 5)
+        )
+    }
+
+    /// How an experiment's best is chosen: the metric stored with its latest invocation; for a store
+    /// older than version 5, a search's metric, else `val_acc` when every run has a validation split,
+    /// else `test_acc`.
+    pub fn selection_metric(&self, experiment: &str) -> Result<crate::core::search::Metric> {
+        use crate::core::search::Metric;
+        let stored: Option<String> = if self.version >= 5 {
+            self.at(self
+                .conn
+                .query_row(
+                    "SELECT metric FROM experiments WHERE name = ?1 ORDER BY id DESC LIMIT 1",
+                    [experiment],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(Error::from))?
+                .flatten()
+        } else {
+            None
+        };
+        if let Some(m) = stored.as_deref().and_then(Metric::parse) {
+            return Ok(m);
+        }
+        if self.version >= 4 {
+            let search: Option<String> = self.at(self
+                .conn
+                .query_row(
+                    "SELECT metric FROM searches WHERE experiment = ?1 ORDER BY created_at DESC LIMIT 1",
+                    [experiment],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(Error::from))?;
+            if let Some(m) = search.as_deref().and_then(Metric::parse) {
+                return Ok(m);
+            }
+            let unvalidated: bool = self.at(self
+                .conn
+                .query_row(
+                    &format!(
+                        "SELECT NOT EXISTS (SELECT 1 FROM {} m JOIN runs r ON r.id = m.run_id
+                         WHERE m.experiment = ?1) OR EXISTS (SELECT 1 FROM {} m JOIN runs r
+                         ON r.id = m.run_id WHERE m.experiment = ?1 AND r.validation IS NULL)",
+                        self.members(),
+                        self.members()
+                    ),
+                    [experiment],
+                    |r| r.get(0),
+                )
+                .map_err(Error::from))?;
+            if !unvalidated {
+                return Ok(Metric::ValAcc);
+            }
+        }
+        Ok(Metric::TestAcc)
     }
 }
 

@@ -36,6 +36,8 @@ pub(crate) struct NewExperiment<'a> {
     pub spec_text: &'a str,
     /// The adaptive search over its runs, if it has one.
     pub search: Option<&'a crate::core::search::Plan>,
+    /// How its best is chosen.
+    pub metric: crate::core::search::Metric,
 }
 
 /// A run to queue: its name, the values the sweep set (in key order), its resolved config.
@@ -223,7 +225,44 @@ impl Store {
         if let Some(plan) = exp.search {
             Store::record_search(&tx, exp.name, plan)?;
         }
+        // The experiment row of this invocation: made when it adds a run or a membership.
         let mut experiment_id = None;
+        let mut experiment = |tx: &Transaction<'_>| -> Result<i64> {
+            if let Some(e) = experiment_id {
+                return Ok(e);
+            }
+            // The invocation tells apart shards started at the same moment.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let invocation = format!("{}:{}:{nanos}", c.me.host, c.me.pid);
+            tx.execute(
+                "INSERT INTO experiments (name, description, spec_path, spec_toml, created_at, invocation,
+                    metric)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    exp.name,
+                    exp.description,
+                    exp.spec_path,
+                    exp.spec_text,
+                    now(),
+                    invocation,
+                    exp.metric.as_str()
+                ],
+            )?;
+            Ok(*experiment_id.insert(tx.last_insert_rowid()))
+        };
+        // A spec that now selects its best by another metric records that, even with every run done.
+        let stored_metric: Option<Option<String>> = tx
+            .query_row(
+                "SELECT metric FROM experiments WHERE name = ?1 ORDER BY id DESC LIMIT 1",
+                [exp.name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if stored_metric.is_some_and(|m| m.as_deref() != Some(exp.metric.as_str())) {
+            experiment(&tx)?;
+        }
         let mut out = Vec::with_capacity(runs.len());
         let sql = format!(
             "SELECT id, status, {}, deleted_at IS NOT NULL FROM runs WHERE config_hash = ?1
@@ -247,12 +286,20 @@ impl Store {
             let searched = exp
                 .search
                 .is_some_and(|p| p.brackets.iter().any(|b| b.members.contains(&hash)));
+            // With --force a finished (or deleted) run is trained again as a new attempt that supersedes it.
+            let mut supersedes = None;
             let queued = match prev {
                 Some((_, RunStatus::Pruned, _, false)) if !searched => None,
                 // A deleted run is trained again (a new row) only when forced.
-                Some((_, _, _, true)) if force => None,
+                Some((id, _, _, true)) if force => {
+                    supersedes = Some(id);
+                    None
+                }
                 Some((id, _, _, true)) => Some(Queued::Deleted { id }),
-                Some((_, status, _, _)) if status.is_finished() && force => None,
+                Some((id, status, _, _)) if status.is_finished() && force => {
+                    supersedes = Some(id);
+                    None
+                }
                 Some((id, RunStatus::Failed, _, _)) => {
                     reset_run(&tx, id)?;
                     Some(Queued::Unfinished {
@@ -264,35 +311,22 @@ impl Store {
                 None => None,
             };
             let queued = match queued {
-                Some(q) => q,
-                None => {
-                    let eid = match experiment_id {
-                        Some(e) => e,
-                        None => {
-                            // The invocation tells apart shards started at the same moment.
-                            let nanos = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0, |d| d.as_nanos());
-                            let invocation = format!("{}:{}:{nanos}", c.me.host, c.me.pid);
-                            tx.execute(
-                                "INSERT INTO experiments (name, description, spec_path, spec_toml, created_at,
-                                    invocation)
-                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                                params![
-                                    exp.name,
-                                    exp.description,
-                                    exp.spec_path,
-                                    exp.spec_text,
-                                    now(),
-                                    invocation
-                                ],
-                            )?;
-                            *experiment_id.insert(tx.last_insert_rowid())
-                        }
-                    };
-                    Queued::New {
-                        id: insert_pending(&tx, eid, exp.name, run, searched.then_some(exp))?,
+                Some(q) => {
+                    // A run stored already (by this experiment or another that shares it) belongs to
+                    // this experiment too.
+                    if !is_member(&tx, exp.name, q.id())? {
+                        experiment(&tx)?;
+                        add_member(&tx, exp.name, q.id(), run, &hash)?;
                     }
+                    q
+                }
+                None => {
+                    let eid = experiment(&tx)?;
+                    let id = insert_pending(&tx, eid, exp.name, run, searched.then_some(exp))?;
+                    if let Some(old) = supersedes {
+                        supersede(&tx, old, id)?;
+                    }
+                    Queued::New { id }
                 }
             };
             out.push(queued);
@@ -465,6 +499,74 @@ impl Store {
     }
 }
 
+impl Queued {
+    /// The run's id (0 for a run a plan has no row for yet).
+    pub fn id(&self) -> i64 {
+        match self {
+            Queued::Done { id, .. }
+            | Queued::New { id }
+            | Queued::Unfinished { id, .. }
+            | Queued::Held { id, .. }
+            | Queued::Deleted { id }
+            | Queued::Paused { id, .. } => *id,
+        }
+    }
+}
+
+/// Is run `id` a member of the experiment `name`?
+fn is_member(tx: &Transaction<'_>, experiment: &str, id: i64) -> Result<bool> {
+    Ok(tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM members WHERE experiment = ?1 AND run_id = ?2)",
+        params![experiment, id],
+        |r| r.get(0),
+    )?)
+}
+
+/// Make run `id` (config hash `hash`) a member of the experiment `experiment` under `name`. Names are unique among an experiment's current runs: a current run of
+/// another config with the name already (the spec changed outside its sweep) makes this one
+/// `<name>~<first 8 hex digits of its config hash>`.
+fn add_member(
+    tx: &Transaction<'_>,
+    experiment: &str,
+    id: i64,
+    run: &NewRun<'_>,
+    hash: &str,
+) -> Result<String> {
+    let name = run.name;
+    let taken: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM members m JOIN runs r ON r.id = m.run_id
+             WHERE m.experiment = ?1 AND m.name = ?2 AND r.config_hash != ?3 AND r.superseded_by IS NULL)",
+        params![experiment, name, hash],
+        |r| r.get(0),
+    )?;
+    let name = if taken {
+        format!("{name}~{}", &hash[..8.min(hash.len())])
+    } else {
+        name.to_string()
+    };
+    tx.execute(
+        "INSERT OR IGNORE INTO members (experiment, run_id, name, overrides, added_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![experiment, id, name, overrides_json(run)?, now()],
+    )?;
+    Ok(name)
+}
+
+/// Run `new` is a new attempt of run `old`'s config (`--force`): `old` becomes history (out of every view
+/// and statistic), and `new` joins every experiment `old` belonged to, under the same names.
+fn supersede(tx: &Transaction<'_>, old: i64, new: i64) -> Result<()> {
+    tx.execute(
+        "UPDATE runs SET superseded_by = ?2 WHERE id = ?1",
+        params![old, new],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO members (experiment, run_id, name, overrides, added_at)
+         SELECT experiment, ?2, name, overrides, ?3 FROM members WHERE run_id = ?1",
+        params![old, new, now()],
+    )?;
+    Ok(())
+}
+
 /// Where a run stands for a claimant, in a transaction that can tell a paused run that waits for its rung
 /// from one promoted to train on.
 fn classify_in(
@@ -525,10 +627,8 @@ pub(super) fn set_status(
     Ok(())
 }
 
-/// Insert a `pending` row for a planned run; the owner and envelope columns are filled when a process
-/// claims it. A run's name is unique within its experiment's name: a run of another config that has the
-/// name already (the spec changed, not its sweep) makes this one `<name>~<first 8 hex digits of its
-/// config hash>`.
+/// Insert a `pending` row for a planned run, a member of its experiment (see [`add_member`] for its
+/// name); the owner and envelope columns are filled when a process claims it.
 fn insert_pending(
     tx: &Transaction<'_>,
     experiment_id: i64,
@@ -538,26 +638,6 @@ fn insert_pending(
 ) -> Result<i64> {
     let c = run.config;
     let hash = c.hash();
-    let taken: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM runs r JOIN experiments e ON e.id = r.experiment_id
-             WHERE e.name = ?1 AND r.name = ?2 AND r.config_hash != ?3)",
-        params![experiment, run.name, hash],
-        |r| r.get(0),
-    )?;
-    let name = if taken {
-        format!("{}~{}", run.name, &hash[..8])
-    } else {
-        run.name.to_string()
-    };
-    let overrides: serde_json::Map<String, serde_json::Value> = run
-        .overrides
-        .iter()
-        .map(|(k, v)| {
-            let v = serde_json::to_value(v)
-                .map_err(|e| Error::internal(format!("sweep value {k} as JSON: {e}")))?;
-            Ok((k.clone(), v))
-        })
-        .collect::<Result<_>>()?;
     // Validated configs always serialise (`RunConfig::validate` bounds the seed).
     let config_toml = c
         .to_toml()
@@ -570,7 +650,7 @@ fn insert_pending(
             ?18, ?19, ?20, ?21, ?22, ?23)",
         params![
             experiment_id,
-            name,
+            run.name,
             c.train.seed as i64,
             serde_json::Value::from(c.model.sizes.clone()).to_string(),
             c.model.activation.as_str(),
@@ -584,7 +664,7 @@ fn insert_pending(
             c.data.format.as_str(),
             c.data.limit_train.map(|v| v as i64),
             c.data.limit_test.map(|v| v as i64),
-            serde_json::Value::Object(overrides).to_string(),
+            overrides_json(run)?,
             config_toml,
             hash,
             c.seed_group(),
@@ -594,7 +674,25 @@ fn insert_pending(
             search.and_then(|e| e.search).map(|p| p.hash()),
         ],
     )?;
-    Ok(tx.last_insert_rowid())
+    let id = tx.last_insert_rowid();
+    // The row keeps its name in this experiment (the one it was queued by).
+    let name = add_member(tx, experiment, id, run, &hash)?;
+    tx.execute("UPDATE runs SET name = ?2 WHERE id = ?1", params![id, name])?;
+    Ok(id)
+}
+
+/// The values the sweep set for a run, as a JSON object.
+fn overrides_json(run: &NewRun<'_>) -> Result<String> {
+    let overrides: serde_json::Map<String, serde_json::Value> = run
+        .overrides
+        .iter()
+        .map(|(k, v)| {
+            let v = serde_json::to_value(v)
+                .map_err(|e| Error::internal(format!("sweep value {k} as JSON: {e}")))?;
+            Ok((k.clone(), v))
+        })
+        .collect::<Result<_>>()?;
+    Ok(serde_json::Value::Object(overrides).to_string())
 }
 
 /// Put a failed run back to `pending` with nothing stored: it will be trained from the start.
@@ -612,7 +710,8 @@ fn clear_progress(tx: &Transaction<'_>, id: i64) -> Result<()> {
             test_acc = NULL, val_loss = NULL, val_acc = NULL, diverged_epoch = NULL, error = NULL,
             started_at = NULL, finished_at = NULL,
             seconds = NULL, checkpoint_epoch = NULL, checkpoint_rng = NULL, checkpoint_sha256 = NULL,
-            metrics_sha256 = NULL, init_weights_sha256 = NULL, weights_sha256 = NULL, dataset_sha256 = NULL
+            metrics_sha256 = NULL, init_weights_sha256 = NULL, weights_sha256 = NULL, dataset_sha256 = NULL,
+            result_sha256 = NULL, data_path = NULL
          WHERE id = ?1",
         [id],
     )?;

@@ -146,12 +146,13 @@ impl Store {
     }
 
     /// Ids of the runs in any of `statuses` (all when empty), optionally of one experiment name only,
-    /// oldest first; deleted runs (`runner rm`) included.
+    /// oldest first; deleted runs (`runner rm`) and superseded attempts (`--force`) included.
     pub fn run_ids(&self, experiment: Option<&str>, statuses: &[RunStatus]) -> Result<Vec<i64>> {
         self.at(self.run_ids_inner(experiment, statuses, true))
     }
 
-    /// [`Store::run_ids`] without the deleted runs: what `ls`, `compare`, plots and `verify --all` see.
+    /// [`Store::run_ids`] of the current runs only (not deleted, not superseded): what `ls`, `compare`,
+    /// plots and `verify --all` see.
     pub fn live_run_ids(
         &self,
         experiment: Option<&str>,
@@ -164,13 +165,14 @@ impl Store {
         &self,
         experiment: Option<&str>,
         statuses: &[RunStatus],
-        deleted: bool,
+        hidden: bool,
     ) -> Result<Vec<i64>> {
         let mut stmt = self.connection().prepare(&format!(
-            "SELECT r.id, r.status FROM runs r JOIN experiments e ON e.id = r.experiment_id
-             WHERE (?1 IS NULL OR e.name = ?1) AND ({} OR {} IS NULL) ORDER BY r.id",
-            deleted,
-            self.col_of("r", "deleted_at", 3)
+            "SELECT r.id, r.status FROM runs r
+             WHERE (?1 IS NULL OR r.id IN (SELECT m.run_id FROM {} m WHERE m.experiment = ?1))
+               AND ({hidden} OR ({})) ORDER BY r.id",
+            self.members(),
+            self.current("r")
         ))?;
         let rows = stmt.query_map([experiment], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
@@ -340,15 +342,23 @@ impl Store {
         Ok(Some(params))
     }
 
-    /// The latest row with this config hash, summarised for a report.
-    pub(crate) fn latest_summary(&self, config_hash: &str) -> Result<Option<RunSummary>> {
+    /// The run of experiment `experiment` with this config hash (its latest attempt), summarised for a
+    /// report; the latest row of the config when the experiment has none.
+    pub(crate) fn latest_summary(
+        &self,
+        experiment: &str,
+        config_hash: &str,
+    ) -> Result<Option<RunSummary>> {
         let row = self.connection().query_row(
             &format!(
-                "SELECT id, name, status, test_acc, test_loss, seconds, {} IS NOT NULL, epochs_done FROM runs
-                 WHERE config_hash = ?1 ORDER BY id DESC LIMIT 1",
-                self.col("deleted_at", 3)
+                "SELECT r.id, coalesce(m.name, r.name), r.status, r.test_acc, r.test_loss, r.seconds,
+                    {} IS NOT NULL, r.epochs_done
+                 FROM runs r LEFT JOIN {} m ON m.run_id = r.id AND m.experiment = ?2
+                 WHERE r.config_hash = ?1 ORDER BY m.run_id IS NOT NULL DESC, r.id DESC LIMIT 1",
+                self.col_of("r", "deleted_at", 3),
+                self.members()
             ),
-            [config_hash],
+            params![config_hash, experiment],
             |r| {
                 Ok(RunSummary {
                     id: r.get(0)?,
@@ -368,10 +378,11 @@ impl Store {
     /// Names of the experiments with finished runs, the one with the newest finished run first.
     pub(crate) fn experiments_with_finished_runs(&self) -> Result<Vec<String>> {
         let sql = format!(
-            "SELECT e.name FROM runs r JOIN experiments e ON e.id = r.experiment_id
-             WHERE r.status IN {} AND {} IS NULL GROUP BY e.name ORDER BY max(r.id) DESC",
+            "SELECT m.experiment FROM runs r JOIN {} m ON m.run_id = r.id
+             WHERE r.status IN {} AND {} GROUP BY m.experiment ORDER BY max(r.id) DESC",
+            self.members(),
             RunStatus::sql_list(&RunStatus::FINISHED),
-            self.col_of("r", "deleted_at", 3)
+            self.current("r")
         );
         let names = self
             .connection()

@@ -7,7 +7,7 @@ use rusqlite::{Connection, params};
 use crate::error::{Error, Result};
 
 /// Bump when the schema changes; older files are migrated, newer ones refused.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// `PRAGMA application_id` of a store ("MLPR"): how a file says it is one, beside its tables.
 pub const APPLICATION_ID: i64 = 0x4d4c_5052;
@@ -188,7 +188,44 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX rung_members_by_config ON rung_members(config_hash);
      CREATE INDEX experiments_by_name ON experiments(name);            -- compare, the dashboard: by name",
+    // 5: what the tool concludes. A run may belong to several experiments (`members`: a config that two
+    // specs share is trained once and seen by both); a run trained again with --force is superseded by
+    // the new attempt (history, out of every view and statistic); each experiment stores how its best is
+    // chosen; each finished run a fingerprint of its result; each run where its data was.
+    "ALTER TABLE experiments ADD COLUMN metric TEXT;                  -- the selection metric: how the best is chosen
+     ALTER TABLE runs ADD COLUMN superseded_by INTEGER;                -- the later attempt of this config (--force): this row is history
+     ALTER TABLE runs ADD COLUMN result_sha256 TEXT;                   -- the result fingerprint: config, data, metrics without timings, weights
+     ALTER TABLE runs ADD COLUMN data_path TEXT;                       -- the data folder as an absolute path, where the run was trained
+     CREATE TABLE members (
+         experiment TEXT NOT NULL,          -- an experiment's name
+         run_id     INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+         name       TEXT NOT NULL,          -- the run's name in that experiment
+         overrides  TEXT NOT NULL,          -- JSON object: the values that experiment's sweep set for it
+         added_at   TEXT NOT NULL,
+         PRIMARY KEY (experiment, run_id)
+     );
+     CREATE INDEX members_by_run ON members(run_id);
+     INSERT INTO members (experiment, run_id, name, overrides, added_at)
+         SELECT e.name, r.id, r.name, r.overrides, r.created_at
+         FROM runs r JOIN experiments e ON e.id = r.experiment_id;
+     UPDATE runs SET superseded_by = (SELECT min(y.id) FROM runs y
+                                      WHERE y.config_hash = runs.config_hash AND y.id > runs.id)
+     WHERE status != 'pruned'
+       AND EXISTS (SELECT 1 FROM runs y WHERE y.config_hash = runs.config_hash AND y.id > runs.id);",
 ];
+
+/// The selection metric of experiment rows written before version 5 (or merged from such a store): a
+/// search's metric, else `val_acc` when every run it queued holds a validation split out, else
+/// `test_acc`, as a spec of today would default it.
+pub(crate) const FILL_METRIC: &str = "
+    UPDATE experiments SET metric = coalesce(
+        (SELECT s.metric FROM searches s WHERE s.experiment = experiments.name
+         ORDER BY s.created_at DESC LIMIT 1),
+        CASE WHEN EXISTS (SELECT 1 FROM runs r WHERE r.experiment_id = experiments.id)
+                  AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.experiment_id = experiments.id
+                                  AND r.validation IS NULL)
+             THEN 'val_acc' ELSE 'test_acc' END)
+    WHERE metric IS NULL";
 
 /// Version 4 adds the statuses `paused` and `pruned` to the CHECK constraint of `runs.status`: SQLite cannot
 /// alter a constraint, so the table's stored definition is edited in place (the documented procedure for
@@ -202,24 +239,34 @@ pub(crate) const STATUS_CHECK_V4: &str = "'failed', 'interrupted', 'paused', 'pr
 /// user's `sqlite3` parses the whole schema when it opens the file.
 const VIEWS: &str = r#"
 CREATE VIEW run_summary_all AS
-SELECT r.id AS run_id, e.name AS experiment, r.name, r.status, r.seed, r.sizes, r.activation, r.init,
+SELECT r.id AS run_id, m.experiment, m.name, r.status, r.seed, r.sizes, r.activation, r.init,
        r.dtype, r.batch_size, r.learning_rate, r.epochs, r.epochs_done, r.train_loss, r.train_acc,
        r.test_loss, r.test_acc, r.seconds, r.finished_at, r.validation, r.val_loss, r.val_acc,
        (SELECT group_concat(tag, ',') FROM (SELECT tag FROM tags t WHERE t.run_id = r.id ORDER BY tag)) AS tags,
-       r.note, r.deleted_at
-FROM runs r JOIN experiments e ON e.id = r.experiment_id;
+       r.note, r.deleted_at, r.superseded_by, r.result_sha256
+FROM members m JOIN runs r ON r.id = m.run_id;
 
 CREATE VIEW run_summary AS
-SELECT * FROM run_summary_all WHERE deleted_at IS NULL;
+SELECT * FROM run_summary_all WHERE deleted_at IS NULL AND superseded_by IS NULL;
+
+CREATE VIEW experiment_metrics AS
+SELECT e.name AS experiment, e.metric
+FROM experiments e WHERE e.id = (SELECT max(x.id) FROM experiments x WHERE x.name = e.name);
 
 CREATE VIEW best_runs AS
 SELECT * FROM (
-    SELECT s.*, ROW_NUMBER() OVER (PARTITION BY experiment ORDER BY test_acc DESC, run_id) AS rank
-    FROM run_summary s WHERE status = 'completed'
+    SELECT s.*, x.metric AS selected_by, ROW_NUMBER() OVER (PARTITION BY s.experiment ORDER BY
+               CASE x.metric WHEN 'val_acc' THEN -s.val_acc WHEN 'val_loss' THEN s.val_loss
+                             WHEN 'test_loss' THEN s.test_loss ELSE -s.test_acc END IS NULL,
+               CASE x.metric WHEN 'val_acc' THEN -s.val_acc WHEN 'val_loss' THEN s.val_loss
+                             WHEN 'test_loss' THEN s.test_loss ELSE -s.test_acc END,
+               s.run_id) AS rank
+    FROM run_summary s JOIN experiment_metrics x ON x.experiment = s.experiment
+    WHERE s.status = 'completed'
 ) WHERE rank = 1;
 
 CREATE VIEW seed_stats AS
-SELECT e.name AS experiment, r.sizes, r.activation, r.init, r.dtype, r.batch_size, r.learning_rate,
+SELECT m.experiment, r.sizes, r.activation, r.init, r.dtype, r.batch_size, r.learning_rate,
        r.epochs, COUNT(*) AS seeds,
        AVG(r.test_acc) AS mean_test_acc,
        CASE WHEN COUNT(*) > 1 THEN
@@ -229,16 +276,18 @@ SELECT e.name AS experiment, r.sizes, r.activation, r.init, r.dtype, r.batch_siz
        MIN(r.test_acc) AS min_test_acc, MAX(r.test_acc) AS max_test_acc,
        AVG(r.test_loss) AS mean_test_loss, AVG(r.seconds) AS mean_seconds,
        AVG(r.val_acc) AS mean_val_acc, AVG(r.val_loss) AS mean_val_loss
-FROM runs r JOIN experiments e ON e.id = r.experiment_id
-WHERE r.status = 'completed' AND r.deleted_at IS NULL
-GROUP BY e.name, r.seed_group;
+FROM members m JOIN runs r ON r.id = m.run_id
+WHERE r.status = 'completed' AND r.deleted_at IS NULL AND r.superseded_by IS NULL
+GROUP BY m.experiment, r.seed_group;
 
 CREATE VIEW rungs AS
-SELECT s.experiment, m.bracket, m.rung, r.id AS run_id, r.name, m.epochs, s.metric, m.value, m.place,
+SELECT s.experiment, m.bracket, m.rung, r.id AS run_id, x.name, m.epochs, s.metric, m.value, m.place,
        m.promoted, m.decided_at, m.config_hash, m.search
 FROM rung_members m JOIN searches s ON s.search = m.search
-LEFT JOIN runs r ON r.id = (SELECT max(x.id) FROM runs x WHERE x.config_hash = m.config_hash
-                            AND x.deleted_at IS NULL);
+LEFT JOIN runs r ON r.id = (SELECT max(y.id) FROM runs y JOIN members z ON z.run_id = y.id
+                            WHERE y.config_hash = m.config_hash AND z.experiment = s.experiment
+                            AND y.deleted_at IS NULL AND y.superseded_by IS NULL)
+LEFT JOIN members x ON x.run_id = r.id AND x.experiment = s.experiment;
 "#;
 
 /// The tables a version-1 store has, with a column each that only this schema has: how a store written
@@ -346,12 +395,17 @@ pub(crate) fn migrate(tx: &rusqlite::Transaction<'_>, version: i64) -> Result<()
             if to == 4 {
                 widen_status_check(tx)?;
             }
+            if to == 5 {
+                tx.execute_batch(FILL_METRIC)?;
+                backfill_results(tx)?;
+            }
         }
     }
     if version < SCHEMA_VERSION {
         tx.execute_batch(
             "DROP VIEW IF EXISTS seed_stats; DROP VIEW IF EXISTS best_runs; DROP VIEW IF EXISTS run_summary;
-             DROP VIEW IF EXISTS run_summary_all; DROP VIEW IF EXISTS rungs;",
+             DROP VIEW IF EXISTS run_summary_all; DROP VIEW IF EXISTS rungs;
+             DROP VIEW IF EXISTS experiment_metrics;",
         )?;
         tx.execute_batch(VIEWS)?;
     }
@@ -407,6 +461,25 @@ fn backfill_hashes(tx: &rusqlite::Transaction<'_>) -> Result<()> {
                 params![id, bytes],
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Version 5 fingerprints each finished run's result: compute it for the runs stored before.
+fn backfill_results(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    let ids: Vec<i64> = tx
+        .prepare(&format!(
+            "SELECT id FROM runs WHERE status IN {}",
+            super::RunStatus::sql_list(&super::RunStatus::FINISHED)
+        ))?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in ids {
+        let fingerprint = super::integrity::result_sha256(tx, id)?;
+        tx.execute(
+            "UPDATE runs SET result_sha256 = ?2 WHERE id = ?1",
+            params![id, fingerprint],
+        )?;
     }
     Ok(())
 }

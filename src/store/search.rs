@@ -247,22 +247,35 @@ impl Store {
 
     fn rungs_inner(&self, search: &str) -> Result<Vec<RungState>> {
         let conn = self.connection();
-        let (experiment, metric): (String, String) = conn.query_row(
-            "SELECT experiment, metric FROM searches WHERE search = ?1",
-            [search],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let mut stmt = conn.prepare(
+        // A search a spec plans but this store has not recorded yet has no rungs here.
+        let Some((experiment, metric)): Option<(String, String)> = conn
+            .query_row(
+                "SELECT experiment, metric FROM searches WHERE search = ?1",
+                [search],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+        else {
+            return Ok(Vec::new());
+        };
+        // Each member's run is the search's own (a member of its experiment); a store where another
+        // experiment trained the config but this search has not queued it yet shows that run.
+        let mut stmt = conn.prepare(&format!(
             "SELECT m.bracket, m.rung, m.epochs, m.config_hash, m.value, m.place, m.promoted,
-                    m.decided_at IS NOT NULL, r.id, r.name, r.status, r.epochs_done
+                    m.decided_at IS NOT NULL, r.id, coalesce(x.name, r.name), r.status, r.epochs_done
              FROM rung_members m
-             LEFT JOIN runs r ON r.id = (SELECT max(x.id) FROM runs x WHERE x.config_hash = m.config_hash
-                                         AND x.deleted_at IS NULL)
+             LEFT JOIN runs r ON r.id = (
+                 SELECT y.id FROM runs y LEFT JOIN {members} z ON z.run_id = y.id AND z.experiment = ?2
+                 WHERE y.config_hash = m.config_hash AND {current}
+                 ORDER BY z.run_id IS NOT NULL DESC, y.id DESC LIMIT 1)
+             LEFT JOIN {members} x ON x.run_id = r.id AND x.experiment = ?2
              WHERE m.search = ?1
              ORDER BY m.bracket, m.rung, m.place IS NULL, m.place, m.config_hash",
-        )?;
+            members = self.members(),
+            current = self.current("y"),
+        ))?;
         let mut out: Vec<RungState> = Vec::new();
-        let mut rows = stmt.query([search])?;
+        let mut rows = stmt.query(params![search, experiment])?;
         while let Some(r) = rows.next()? {
             let (bracket, rung, epochs): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
             let member = RungMember {
@@ -514,6 +527,10 @@ fn prune(tx: &Transaction<'_>) -> Result<()> {
             "UPDATE runs SET weights_sha256 = checkpoint_sha256, finished_at = ?2, checkpoint_epoch = NULL,
                 checkpoint_rng = NULL, checkpoint_sha256 = NULL, error = NULL WHERE id = ?1",
             params![id, now()],
+        )?;
+        tx.execute(
+            "UPDATE runs SET result_sha256 = ?2 WHERE id = ?1",
+            params![id, super::integrity::result_sha256(tx, id)?],
         )?;
     }
     Ok(())

@@ -5,7 +5,7 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::integrity::metrics_sha256;
+use super::integrity::{metrics_sha256, result_sha256};
 use super::queue::{OwnerRow, set_status};
 use super::search::AfterEpoch;
 use super::{RunStatus, Store, WeightsKind, now, unix_now};
@@ -26,18 +26,21 @@ impl Store {
         }))
     }
 
-    /// Store the initial weights of a run this process owns, in one fenced transaction.
+    /// Store the initial weights of a run this process owns, its dataset's hash and where the data was
+    /// read from (an absolute path: `verify` finds it from any folder), in one fenced transaction.
     pub(crate) fn start_run(
         &self,
         run_id: i64,
         token: i64,
         dataset_sha256: &str,
+        data_path: &str,
         initial: &Snapshot,
     ) -> Result<()> {
         self.at(self.fenced(run_id, token, |tx| {
             tx.execute(
-                "UPDATE runs SET started_at = ?2, dataset_sha256 = ?3, init_weights_sha256 = ?4 WHERE id = ?1",
-                params![run_id, now(), dataset_sha256, initial.sha256()],
+                "UPDATE runs SET started_at = ?2, dataset_sha256 = ?3, init_weights_sha256 = ?4, data_path = ?5
+                 WHERE id = ?1",
+                params![run_id, now(), dataset_sha256, initial.sha256(), data_path],
             )?;
             // Initial weights are a pure function of the config: kept as their hash alone unless the spec
             // asked for them (`[store] initial_weights = true`).
@@ -105,6 +108,10 @@ impl Store {
                         "UPDATE runs SET weights_sha256 = ?2, diverged_epoch = ?3, finished_at = ?4, error = NULL,
                             checkpoint_epoch = NULL, checkpoint_rng = NULL, checkpoint_sha256 = NULL WHERE id = ?1",
                         params![run_id, params.sha256(), diverged_epoch, now()],
+                    )?;
+                    tx.execute(
+                        "UPDATE runs SET result_sha256 = ?2 WHERE id = ?1",
+                        params![run_id, result_sha256(tx, run_id)?],
                     )?;
                 }
                 None => {

@@ -29,12 +29,14 @@ pub(crate) struct SearchKeys {
     pub metric: Metric,
 }
 
-/// What `[sweep]` expands to: the points (label, overrides), and for an adaptive search its keys and the
-/// points each bracket starts with (indices into `points`; halving has one bracket of them all).
+/// What `[sweep]` expands to: the points (label, overrides), for an adaptive search its keys and the
+/// points each bracket starts with (indices into `points`; halving has one bracket of them all), and the
+/// selection metric the spec names (`[sweep] metric`), if it names one.
 #[derive(Debug, Clone)]
 pub(crate) struct Expansion {
     pub points: Vec<(String, Overrides)>,
     pub search: Option<(SearchKeys, Vec<Vec<usize>>)>,
+    pub metric: Option<Metric>,
 }
 
 /// The keys of `[sweep]` that are not dotted config paths.
@@ -84,8 +86,9 @@ pub(crate) fn expand_sweep(
         axes.insert(key, value);
     }
     let adaptive = matches!(method, "halving" | "hyperband");
+    let metric = parse_metric(sweep)?;
     if !adaptive {
-        for k in ["eta", "min_epochs", "metric"] {
+        for k in ["eta", "min_epochs"] {
             if sweep.contains_key(k) {
                 return Err(SweepError(
                     Some(k.into()),
@@ -95,7 +98,7 @@ pub(crate) fn expand_sweep(
         }
     }
     let search = if adaptive {
-        Some(search_keys(sweep, method, max_epochs, &axes)?)
+        Some(search_keys(sweep, method, max_epochs, metric, &axes)?)
     } else {
         None
     };
@@ -118,6 +121,7 @@ pub(crate) fn expand_sweep(
         return Ok(Expansion {
             points,
             search: search.map(|k| (k, vec![all])),
+            metric,
         });
     }
 
@@ -189,6 +193,7 @@ pub(crate) fn expand_sweep(
         return Ok(Expansion {
             points,
             search: Some((keys, members)),
+            metric,
         });
     }
 
@@ -227,6 +232,7 @@ pub(crate) fn expand_sweep(
     Ok(Expansion {
         points,
         search: search.map(|k| (k, vec![all])),
+        metric,
     })
 }
 
@@ -273,6 +279,7 @@ fn search_keys(
     sweep: &toml::Table,
     method: &str,
     max_epochs: usize,
+    metric: Option<Metric>,
     axes: &BTreeMap<&str, &toml::Value>,
 ) -> Result<SearchKeys, SweepError> {
     let int = |key: &str, default: usize, min: usize| -> Result<usize, SweepError> {
@@ -298,29 +305,6 @@ fn search_keys(
             ),
         ));
     }
-    let metric = match sweep.get("metric") {
-        None => Metric::default(),
-        Some(toml::Value::String(m)) => Metric::parse(m).ok_or_else(|| {
-            let names: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
-            SweepError(
-                Some("metric".into()),
-                format!(
-                    "unknown metric \"{}\"; {}one of: {}",
-                    crate::text::clean(m),
-                    nearest(m, &names)
-                        .map(|n| format!("did you mean \"{n}\"? "))
-                        .unwrap_or_default(),
-                    names.join(", ")
-                ),
-            )
-        })?,
-        Some(v) => {
-            return Err(SweepError(
-                Some("metric".into()),
-                format!("must be a metric name in quotes, e.g. \"val_acc\"; got {v}"),
-            ));
-        }
-    };
     if axes.contains_key("train.epochs") {
         return Err(SweepError(
             Some("train.epochs".into()),
@@ -337,7 +321,35 @@ fn search_keys(
         },
         eta,
         min_epochs,
-        metric,
+        metric: metric.unwrap_or_default(),
+    })
+}
+
+/// `[sweep] metric`: how the experiment's best is chosen (and, for a search, what it ranks by), if the
+/// spec names it.
+fn parse_metric(sweep: &toml::Table) -> Result<Option<Metric>, SweepError> {
+    Ok(match sweep.get("metric") {
+        None => None,
+        Some(toml::Value::String(m)) => Some(Metric::parse(m).ok_or_else(|| {
+            let names: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+            SweepError(
+                Some("metric".into()),
+                format!(
+                    "unknown metric \"{}\"; {}one of: {}",
+                    crate::text::clean(m),
+                    nearest(m, &names)
+                        .map(|n| format!("did you mean \"{n}\"? "))
+                        .unwrap_or_default(),
+                    names.join(", ")
+                ),
+            )
+        })?),
+        Some(v) => {
+            return Err(SweepError(
+                Some("metric".into()),
+                format!("must be a metric name in quotes, e.g. \"val_acc\"; got {v}"),
+            ));
+        }
     })
 }
 

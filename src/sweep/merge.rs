@@ -7,7 +7,7 @@
 //! host, pid, times and envelope); and a run present in two stores must be bit-identical in both (its
 //! weights, hashed from the bytes, and every epoch's metrics), or it is reported, never overwritten.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use rusqlite::types::Value;
@@ -16,7 +16,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::shard::Shard;
 use crate::error::{Error, Result};
 use crate::files::same_file;
-use crate::store::integrity::{check_run, has_column, metrics_sha256, weights_sha256};
+use crate::store::integrity::{
+    check_run, has_column, metrics_sha256, result_sha256, weights_sha256,
+};
 use crate::store::{RunStatus, Store, WeightsKind};
 
 /// The statuses of the runs a merge copies: finished ones, and runs of a search paused at a rung (with
@@ -72,16 +74,36 @@ pub struct MergeReport {
     /// Runs not finished (pending, running, interrupted, failed) in their source and finished in no
     /// input nor the output.
     pub unfinished: Vec<Unfinished>,
-    /// Reproducibility failures: the same config stored with different bits.
+    /// Reproducibility failures: the same config stored with different bits by the same kernel contract.
     pub conflicts: Vec<String>,
+    /// The same config trained with different kernels (whose bits legitimately differ): both copies
+    /// kept, one current and one as history, as [`Prefer`] says.
+    pub kernel_differences: Vec<String>,
     /// Runs the merged store does not hold finished: the sweep's (when it was given) and every run an
     /// input holds unfinished.
     pub missing: Vec<Missing>,
 }
 
+/// Which copy of a run stays current when an input and the output hold the same config trained with
+/// different kernels (different results of one configuration, not a failure): the other is kept as
+/// history (`superseded_by`, listed by `ls --all`, out of every view and statistic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Prefer {
+    /// The output's copy (or the first input's, for a new output).
+    #[default]
+    Output,
+    /// The input's copy.
+    Input,
+}
+
 /// Merge the finished runs of `sources` into the store at `out` (created if needed), and say which runs
 /// (of `expected`, and every run an input holds unfinished) the merged store still lacks.
-pub fn merge(sources: &[&Path], out: &Path, expected: &Expected) -> Result<MergeReport> {
+pub fn merge(
+    sources: &[&Path],
+    out: &Path,
+    expected: &Expected,
+    prefer: Prefer,
+) -> Result<MergeReport> {
     // 1. Every input, checked before anything is written.
     let mut inputs = Vec::with_capacity(sources.len());
     for src in sources {
@@ -112,7 +134,7 @@ pub fn merge(sources: &[&Path], out: &Path, expected: &Expected) -> Result<Merge
     // temporary file beside it and renamed into place.
     if out.exists() {
         let dest = Store::open(out)?;
-        merge_into(&dest, &inputs, expected)
+        merge_into(&dest, &inputs, expected, prefer)
     } else {
         let name = out
             .file_name()
@@ -121,7 +143,7 @@ pub fn merge(sources: &[&Path], out: &Path, expected: &Expected) -> Result<Merge
         let tmp = out.with_file_name(format!(".{name}.merging-{}", std::process::id()));
         let result = (|| {
             let dest = Store::open(&tmp)?;
-            let report = merge_into(&dest, &inputs, expected)?;
+            let report = merge_into(&dest, &inputs, expected, prefer)?;
             dest.close()?;
             std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
             Ok(report)
@@ -135,13 +157,23 @@ pub fn merge(sources: &[&Path], out: &Path, expected: &Expected) -> Result<Merge
     }
 }
 
-fn merge_into(dest: &Store, inputs: &[Store], expected: &Expected) -> Result<MergeReport> {
+fn merge_into(
+    dest: &Store,
+    inputs: &[Store],
+    expected: &Expected,
+    prefer: Prefer,
+) -> Result<MergeReport> {
     let mut report = MergeReport::default();
     let tx = dest.write_tx()?;
+    // Where each run the merge copied came from, to name it in a report line.
+    let mut origin: HashMap<i64, (PathBuf, i64)> = HashMap::new();
     for src in inputs {
-        let r = merge_one(&tx, src, &mut report).and_then(|()| merge_rungs(&tx, src, &mut report));
+        let r = merge_one(&tx, src, prefer, &mut origin, &mut report)
+            .and_then(|()| merge_rungs(&tx, src, &mut report));
         r.map_err(|e| e.on_file(src.path()))?;
     }
+    // Experiments of a store older than version 5 get the selection metric their spec would have now.
+    tx.execute_batch(crate::store::schema::FILL_METRIC)?;
     // A search's rungs whose runs all arrived are decided now, as the process that trained them last
     // would have: the same decisions, from the same stored metrics.
     report.rungs_decided = crate::store::search::settle_in(&tx)?;
@@ -224,16 +256,29 @@ fn shared_columns(
         .collect())
 }
 
-fn merge_one(tx: &Transaction<'_>, src: &Store, report: &mut MergeReport) -> Result<()> {
+fn merge_one(
+    tx: &Transaction<'_>,
+    src: &Store,
+    prefer: Prefer,
+    origin: &mut HashMap<i64, (PathBuf, i64)>,
+    report: &mut MergeReport,
+) -> Result<()> {
     let sconn = src.connection();
-    let run_cols = shared_columns(tx, sconn, "runs", &["id", "experiment_id"])?;
+    // Ids, fencing and history are the output's own; the rest of a row is copied as it is.
+    let run_cols = shared_columns(tx, sconn, "runs", &["id", "experiment_id", "superseded_by"])?;
     let exp_cols = shared_columns(tx, sconn, "experiments", &["id"])?;
+    // An attempt a later one superseded (--force) is the source's history: not copied.
     let runs: Vec<(i64, i64, String, String, RunStatus)> = sconn
-        .prepare("SELECT id, experiment_id, config_hash, name, status FROM runs ORDER BY id")?
+        .prepare(&format!(
+            "SELECT id, experiment_id, config_hash, name, status FROM runs WHERE {} IS NULL ORDER BY id",
+            src.col("superseded_by", 5)
+        ))?
         .query_map([], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    // Each source run's row in the output, for its memberships.
+    let mut mapped: HashMap<i64, i64> = HashMap::new();
     for (src_id, src_exp, hash, name, status) in runs {
         if !COPIED.contains(&status) {
             report.unfinished.push(Unfinished {
@@ -245,42 +290,85 @@ fn merge_one(tx: &Transaction<'_>, src: &Store, report: &mut MergeReport) -> Res
             });
             continue;
         }
-        let existing: Option<(i64, String)> = tx
-            .query_row(
-                &format!(
-                    "SELECT id, coalesce(host, '') FROM runs WHERE config_hash = ?1 AND status IN {}
-                     ORDER BY status = 'paused', id LIMIT 1",
-                    RunStatus::sql_list(&COPIED)
-                ),
-                [&hash],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((dest_id, dest_host)) = existing {
-            let further = match first_difference(sconn, src_id, tx, dest_id)? {
-                Difference::None => {
-                    report.runs_identical += 1;
-                    continue;
+        // Every copy the output holds of this config, its current one first.
+        let existing: Vec<i64> = tx
+            .prepare(&format!(
+                "SELECT id FROM runs WHERE config_hash = ?1 AND status IN {}
+                 ORDER BY superseded_by IS NOT NULL, status = 'paused', id",
+                RunStatus::sql_list(&COPIED)
+            ))?
+            .query_map([&hash], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        // The source's copy beside another kernel's: kept, one of the two as history.
+        let mut beside = None;
+        if let Some(&current) = existing.first() {
+            let mut settled = false;
+            let mut differences = Vec::new();
+            for &dest_id in &existing {
+                match first_difference(sconn, src_id, tx, dest_id)? {
+                    Difference::None => {
+                        report.runs_identical += 1;
+                        mapped.insert(src_id, dest_id);
+                        settled = true;
+                        break;
+                    }
+                    Difference::Prefix(further) => {
+                        if further == Further::Source {
+                            // The source has the run further along (a later rung): the output takes
+                            // its copy.
+                            replace_run(tx, sconn, src_id, dest_id)?;
+                            report.runs_extended += 1;
+                        } else {
+                            report.runs_identical += 1;
+                        }
+                        mapped.insert(src_id, dest_id);
+                        settled = true;
+                        break;
+                    }
+                    Difference::Bits(d) => differences.push((dest_id, d)),
                 }
-                Difference::Prefix(further) => Some(further),
-                Difference::Bits(d) => {
-                    report.conflicts.push(conflict(
-                        sconn, src, src_id, &name, &hash, dest_id, &dest_host, &d,
-                    )?);
-                    None
-                }
-            };
-            match further {
-                Some(Further::Source) => {
-                    // The source has the run further along (a later rung): the output takes its copy.
-                    replace_run(tx, sconn, src_id, dest_id)?;
-                    report.runs_extended += 1;
-                }
-                Some(Further::Output) => report.runs_identical += 1,
-                None => {}
             }
-            continue;
+            if settled {
+                continue;
+            }
+            let (dest_id, d) = differences.swap_remove(0);
+            let kernels = (kernel_of(sconn, src_id)?, kernel_of(tx, dest_id)?);
+            let contract = |k: &Option<String>| {
+                k.as_deref()
+                    .map(|k| crate::core::kernel::Kernel::contract(k).to_string())
+            };
+            let host = |conn: &Connection, id: i64| -> String {
+                conn.query_row("SELECT host FROM runs WHERE id = ?1", [id], |r| {
+                    r.get::<_, Option<String>>(0)
+                })
+                .ok()
+                .flatten()
+                .map_or_else(|| "?".into(), |h| crate::text::clean(&h).into_owned())
+            };
+            let here = |id: i64| match origin.get(&id) {
+                Some((path, run)) => {
+                    format!("run {run} of {} (host {})", path.display(), host(tx, id))
+                }
+                None => format!("run {id} of the output (host {})", host(tx, id)),
+            };
+            if contract(&kernels.0) == contract(&kernels.1) {
+                report.conflicts.push(format!(
+                    "run {} (config {}): run {src_id} of {} (host {}) and {} were trained with the same \
+                     kernel ({}) but differ: {d}",
+                    crate::text::clean(&name),
+                    &hash[..hash.len().min(12)],
+                    src.path().display(),
+                    host(sconn, src_id),
+                    here(dest_id),
+                    crate::text::clean(kernels.0.as_deref().unwrap_or("unknown"))
+                ));
+                mapped.insert(src_id, dest_id);
+                continue;
+            }
+            beside = Some((current, kernels, here(current)));
         }
+        // The experiment row: the same invocation maps to one row (told apart by its `invocation`, or for
+        // a store of schema version 1 by its name, spec text and time).
         // The experiment row: the same invocation maps to one row (told apart by its `invocation`, or for
         // a store of schema version 1 by its name, spec text and time).
         let invocation_col = src.col("invocation", 2);
@@ -319,12 +407,91 @@ fn merge_one(tx: &Transaction<'_>, src: &Store, report: &mut MergeReport) -> Res
         )?;
         let new_id = tx.last_insert_rowid();
         copy_children(sconn, src_id, tx, new_id)?;
-        // A source of an older schema has no epoch hash: the output's is computed from the copied rows.
+        // A source of an older schema has no epoch hash nor result fingerprint: the output's are
+        // computed from the copied rows.
         tx.execute(
-            "UPDATE runs SET metrics_sha256 = ?2 WHERE id = ?1",
-            params![new_id, metrics_sha256(tx, new_id)?],
+            "UPDATE runs SET metrics_sha256 = ?2, result_sha256 = ?3 WHERE id = ?1",
+            params![
+                new_id,
+                metrics_sha256(tx, new_id)?,
+                result_sha256(tx, new_id)?
+            ],
         )?;
+        origin.insert(new_id, (src.path().to_path_buf(), src_id));
+        mapped.insert(src_id, new_id);
         report.runs_added += 1;
+        if let Some((current, (theirs, ours), where_ours)) = beside {
+            let (kept, history) = match prefer {
+                Prefer::Output => (current, new_id),
+                Prefer::Input => (new_id, current),
+            };
+            tx.execute(
+                "UPDATE runs SET superseded_by = ?2 WHERE id = ?1",
+                params![history, kept],
+            )?;
+            report.kernel_differences.push(format!(
+                "run {} (config {}): {where_ours} was trained with kernel {} and run {src_id} of {} with \
+                 kernel {}: different results of one configuration (each kernel gives its own bits); \
+                 both kept, run {kept} current and run {history} as history (ls --all)",
+                crate::text::clean(&name),
+                &hash[..hash.len().min(12)],
+                crate::text::clean(ours.as_deref().unwrap_or("unknown")),
+                src.path().display(),
+                crate::text::clean(theirs.as_deref().unwrap_or("unknown")),
+            ));
+        }
+    }
+    merge_members(tx, src, &mapped)
+}
+
+/// The kernel a stored run was trained with (its envelope's `gemm_kernel`).
+fn kernel_of(conn: &Connection, id: i64) -> Result<Option<String>> {
+    Ok(
+        conn.query_row("SELECT gemm_kernel FROM runs WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// The source's memberships of the runs it gave (`mapped`: its run id to the output's), each under its
+/// name in its experiment, and for an experiment the output has no row of, the source's latest row
+/// (its spec and selection metric).
+fn merge_members(tx: &Transaction<'_>, src: &Store, mapped: &HashMap<i64, i64>) -> Result<()> {
+    let sconn = src.connection();
+    let rows: Vec<(String, i64, String, String)> = sconn
+        .prepare(&format!(
+            "SELECT m.experiment, m.run_id, m.name, m.overrides FROM {} m ORDER BY m.run_id",
+            src.members()
+        ))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let exp_cols = shared_columns(tx, sconn, "experiments", &["id"])?;
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    for (experiment, src_id, name, overrides) in rows {
+        let Some(&dest_id) = mapped.get(&src_id) else {
+            continue;
+        };
+        if known.insert(experiment.clone()) {
+            let there: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM experiments WHERE name = ?1)",
+                [&experiment],
+                |r| r.get(0),
+            )?;
+            if !there {
+                let src_exp: i64 = sconn.query_row(
+                    "SELECT max(id) FROM experiments WHERE name = ?1",
+                    [&experiment],
+                    |r| r.get(0),
+                )?;
+                let values = row_values(sconn, "experiments", &exp_cols, src_exp)?;
+                insert(tx, "experiments", &exp_cols, &[], values)?;
+            }
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO members (experiment, run_id, name, overrides, added_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![experiment, dest_id, name, overrides, crate::store::now()],
+        )?;
     }
     Ok(())
 }
@@ -413,7 +580,9 @@ fn replace_run(tx: &Transaction<'_>, src: &Connection, src_id: i64, dest_id: i64
     let theirs: BTreeSet<String> = columns(src, "runs")?.into_iter().collect();
     let cols: Vec<String> = columns(tx, "runs")?
         .into_iter()
-        .filter(|c| theirs.contains(c) && c != "id" && c != "experiment_id")
+        .filter(|c| {
+            theirs.contains(c) && !["id", "experiment_id", "superseded_by"].contains(&c.as_str())
+        })
         .collect();
     let values = row_values(src, "runs", &cols, src_id)?;
     let sets: Vec<String> = cols
@@ -654,10 +823,13 @@ fn first_difference(
     for (ra, rb) in ea.iter().zip(&eb) {
         for (k, (x, y)) in ra.iter().zip(rb).enumerate() {
             if x.map(f64::to_bits) != y.map(f64::to_bits) {
+                let shown = |v: &Option<f64>| v.map_or("NULL (NaN)".to_string(), |v| v.to_string());
                 return Ok(Difference::Bits(format!(
-                    "epoch {}, {}: {x:?} vs {y:?}",
+                    "epoch {}, {}: {} vs {}",
                     ra[0].unwrap_or(0.0),
-                    names[k]
+                    names[k],
+                    shown(x),
+                    shown(y)
                 )));
             }
         }
@@ -713,32 +885,4 @@ fn first_difference(
         )));
     }
     Ok(Difference::None)
-}
-
-/// The report line of two copies of one run whose bits differ.
-#[allow(clippy::too_many_arguments)]
-fn conflict(
-    sconn: &Connection,
-    src: &Store,
-    src_id: i64,
-    name: &str,
-    hash: &str,
-    dest_id: i64,
-    dest_host: &str,
-    diff: &str,
-) -> Result<String> {
-    let host: String = sconn.query_row(
-        "SELECT coalesce(host, '') FROM runs WHERE id = ?1",
-        [src_id],
-        |r| r.get(0),
-    )?;
-    Ok(format!(
-        "run {} (config {}): run {src_id} of {} (host {}) and run {dest_id} of the output (host {}) differ: \
-         {diff}",
-        crate::text::clean(name),
-        &hash[..hash.len().min(12)],
-        src.path().display(),
-        crate::text::clean(&host),
-        crate::text::clean(dest_host)
-    ))
 }

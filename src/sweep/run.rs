@@ -271,6 +271,7 @@ pub fn run(
             spec_path: &exp.path,
             spec_text: &exp.text,
             search: exp.search.as_ref(),
+            metric: exp.metric,
         },
         &new_runs,
         opts.force,
@@ -386,7 +387,7 @@ pub fn run(
 
     let mut reports = Vec::new();
     for hash in &hashes {
-        if let Some(s) = store.latest_summary(hash)? {
+        if let Some(s) = store.latest_summary(&exp.name, hash)? {
             reports.push(RunReport {
                 trained_here: trained.contains(&s.id),
                 deleted: s.deleted,
@@ -522,6 +523,7 @@ impl Worker<'_> {
             token: claim.token,
             epochs: c.train.epochs,
             dataset_sha256,
+            data_path: absolute(&c.data.dir),
             progress: self.progress,
             bar: self.progress.run_started(&RunStart {
                 run_id,
@@ -603,6 +605,14 @@ impl Worker<'_> {
     }
 }
 
+/// A data folder as an absolute path (symbolic links resolved), as stored with each run so that `verify`
+/// finds the data from any working directory; the path as given if it cannot be resolved.
+fn absolute(dir: &str) -> String {
+    std::fs::canonicalize(dir)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| dir.to_string())
+}
+
 /// The samples a run trains on, of a training split of `len`: its limit, less what it holds out.
 fn train_samples(c: &RunConfig, len: usize) -> usize {
     c.data
@@ -654,6 +664,8 @@ struct StoreObserver<'a> {
     token: i64,
     epochs: usize,
     dataset_sha256: String,
+    /// The data folder as an absolute path.
+    data_path: String,
     progress: &'a dyn Progress,
     bar: Box<dyn RunProgress>,
     stop: &'a AtomicBool,
@@ -666,8 +678,13 @@ struct StoreObserver<'a> {
 
 impl Observer for StoreObserver<'_> {
     fn on_start(&mut self, initial: &Snapshot) -> Result<()> {
-        self.store
-            .start_run(self.run_id, self.token, &self.dataset_sha256, initial)
+        self.store.start_run(
+            self.run_id,
+            self.token,
+            &self.dataset_sha256,
+            &self.data_path,
+            initial,
+        )
     }
 
     fn on_batch(&mut self, epoch: usize, done: usize, _total: usize, loss_sum: f64) -> Control {

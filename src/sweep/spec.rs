@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::expand::{SearchKeys, SweepError, expand_sweep, set_path};
 use crate::core::config::{DataSpec, ModelSpec, RunConfig, TrainSpec};
-use crate::core::search::{Method, Plan, halving_rungs, hyperband_brackets};
+use crate::core::search::{Method, Metric, Plan, halving_rungs, hyperband_brackets};
 use crate::error::SpecError;
 use crate::text::nearest;
 
@@ -75,6 +75,9 @@ pub struct Experiment {
     pub keep_initial: bool,
     /// An adaptive search over the runs (`[sweep] method = "halving"` or `"hyperband"`).
     pub search: Option<Plan>,
+    /// How the experiment's best configuration is chosen: `[sweep] metric` (a search ranks by it too);
+    /// by default `val_acc` when every run holds a validation split out, otherwise `test_acc`.
+    pub metric: Metric,
 }
 
 impl Experiment {
@@ -245,17 +248,40 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
         let mut first = std::collections::HashSet::new();
         runs.retain(|r| first.insert(r.config.hash()));
     }
+    // The selection metric: the one named, or validation accuracy where every run has a validation split.
+    let all_validated = runs.iter().all(|r| r.config.data.validation.is_some());
+    let metric = expansion.metric.unwrap_or(if all_validated {
+        Metric::ValAcc
+    } else {
+        Metric::TestAcc
+    });
+    if metric.needs_validation()
+        && let Some(r) = runs.iter().find(|r| r.config.data.validation.is_none())
+    {
+        return Err(err(
+            locate(text, Some("sweep"), "metric").or_else(|| locate_table(text, "sweep")),
+            Some("sweep.metric"),
+            format!(
+                "{} is measured on a validation split, and run `{}` has none: set [data] validation = N \
+                 (e.g. 10000: the last N training samples are held out), or select by metric = \"{}\"",
+                metric.as_str(),
+                crate::text::clean(&r.name),
+                if metric.higher_is_better() {
+                    "test_acc"
+                } else {
+                    "test_loss"
+                }
+            ),
+        ));
+    }
     let search = match expansion.search {
         None => None,
         Some((keys, brackets)) => Some(search_plan(
-            keys,
+            SearchKeys { metric, ..keys },
             base.train.epochs,
             &brackets,
             &point_hashes,
-            &runs,
-            text,
-            file,
-        )?),
+        )),
     };
     let mut seen = std::collections::HashMap::new();
     for (i, run) in runs.iter().enumerate() {
@@ -280,44 +306,18 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
         runs,
         keep_initial: spec.store.initial_weights,
         search,
+        metric,
     })
 }
 
 /// The plan of an adaptive search: each bracket's candidates (by config hash, a repeat within a bracket
-/// kept once) and rungs. A validation metric needs every run to hold samples out.
+/// kept once) and rungs.
 fn search_plan(
     keys: SearchKeys,
     max_epochs: usize,
     brackets: &[Vec<usize>],
     point_hashes: &[String],
-    runs: &[PlannedRun],
-    text: &str,
-    file: &str,
-) -> Result<Plan, SpecError> {
-    let err = |key: &str, msg: String| SpecError {
-        file: file.to_string(),
-        line: locate(text, Some("sweep"), key).or_else(|| locate_table(text, "sweep")),
-        key: Some(format!("sweep.{key}")),
-        msg,
-    };
-    if keys.metric.needs_validation()
-        && let Some(r) = runs.iter().find(|r| r.config.data.validation.is_none())
-    {
-        return Err(err(
-            "metric",
-            format!(
-                "{} is measured on a validation split, and run `{}` has none: set [data] validation = N \
-                 (e.g. 10000: the last N training samples are held out), or rank by metric = \"{}\"",
-                keys.metric.as_str(),
-                crate::text::clean(&r.name),
-                if keys.metric.higher_is_better() {
-                    "test_acc"
-                } else {
-                    "test_loss"
-                }
-            ),
-        ));
-    }
+) -> Plan {
     // Each bracket's candidates by config hash, a repeat drawn within a bracket kept once.
     let members: Vec<Vec<String>> = brackets
         .iter()
@@ -348,14 +348,14 @@ fn search_plan(
             .collect(),
     };
     let plan_brackets = epochs_of.into_iter().zip(members).collect();
-    Ok(Plan::new(
+    Plan::new(
         keys.method,
         keys.eta,
         keys.min_epochs,
         max_epochs,
         keys.metric,
         plan_brackets,
-    ))
+    )
 }
 
 /// The line that sets a dotted key (`train.batch_size`): its `[sweep]` entry if it has one, else its

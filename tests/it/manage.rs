@@ -456,7 +456,10 @@ fn a_version_2_store_is_read_as_it_is_and_migrated_when_written() {
         .unwrap()
         .execute_batch(
             "DROP VIEW seed_stats; DROP VIEW best_runs; DROP VIEW run_summary; DROP VIEW run_summary_all;
-             DROP VIEW rungs; DROP TABLE rung_members; DROP TABLE searches; DROP INDEX experiments_by_name;
+             DROP VIEW rungs; DROP VIEW experiment_metrics; DROP TABLE members;
+             ALTER TABLE experiments DROP COLUMN metric; ALTER TABLE runs DROP COLUMN superseded_by;
+             ALTER TABLE runs DROP COLUMN result_sha256; ALTER TABLE runs DROP COLUMN data_path;
+             DROP TABLE rung_members; DROP TABLE searches; DROP INDEX experiments_by_name;
              ALTER TABLE epochs DROP COLUMN val_loss; ALTER TABLE epochs DROP COLUMN val_acc;
              ALTER TABLE runs DROP COLUMN validation; ALTER TABLE runs DROP COLUMN val_loss;
              ALTER TABLE runs DROP COLUMN val_acc; ALTER TABLE runs DROP COLUMN search;
@@ -483,7 +486,20 @@ fn a_version_2_store_is_read_as_it_is_and_migrated_when_written() {
     assert_eq!(file_sha(&db), sha);
     // A write migrates it; every run keeps its bits.
     run(d, &db, &["tag", "1", "old"]).ok();
-    assert_eq!(scalar(&db, "PRAGMA user_version"), "4");
+    assert_eq!(scalar(&db, "PRAGMA user_version"), "5");
+    // Version 5 gives every run its membership, a selection metric and a result fingerprint.
+    assert_eq!(scalar(&db, "SELECT count(*) FROM members"), "4");
+    assert_eq!(
+        scalar(&db, "SELECT group_concat(DISTINCT metric) FROM experiments"),
+        "test_acc"
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM runs WHERE length(result_sha256) = 64"
+        ),
+        "4"
+    );
     assert_eq!(
         scalar(&db, "SELECT count(*) FROM runs WHERE initial_stored = 1"),
         "4"

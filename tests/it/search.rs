@@ -514,7 +514,7 @@ fn bad_search_specs_are_refused_with_the_key() {
     let base = "[data]\ndir = \"{MNIST}\"\nlimit_train = 1000\n[train]\nepochs = 3\n[sweep]\n";
     for (sweep, needle) in [
         (
-            "method = \"halving\"\n\"train.seed\" = [1, 2, 3]\n",
+            "method = \"halving\"\nmetric = \"val_acc\"\n\"train.seed\" = [1, 2, 3]\n",
             "val_acc is measured on a validation split, and run `bad/seed=1` has none: set [data] validation",
         ),
         (

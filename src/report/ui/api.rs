@@ -155,18 +155,20 @@ pub fn version(store: &Store) -> Result<Json> {
     }))
 }
 
-/// `/api/experiments`: each experiment name with its runs by status, best run and time (three queries,
-/// whatever the number of experiments).
+/// `/api/experiments`: each experiment name with its runs by status, its best run (chosen by its
+/// selection metric, with that metric's name and value and the run's test accuracy) and time (three
+/// queries, whatever the number of experiments). A run shared by two experiments counts in both.
 pub fn experiments(store: &Store) -> Result<Json> {
-    let deleted = store.col_of("r", "deleted_at", 3);
-    let val = store.col_of("r", "val_acc", 4);
+    let members = store.members();
+    let current = store.current("r");
     let t = store.select(
         &format!(
-            "SELECT e.name, max(e.description), count(r.id), sum(r.seconds), min(e.created_at),
-                    max(CASE WHEN r.status = 'completed' THEN r.test_acc END),
-                    max(CASE WHEN r.status = 'completed' THEN {val} END)
-             FROM experiments e JOIN runs r ON r.experiment_id = e.id
-             WHERE {deleted} IS NULL GROUP BY e.name ORDER BY max(r.id) DESC"
+            "SELECT m.experiment,
+                    (SELECT description FROM experiments x WHERE x.name = m.experiment ORDER BY x.id DESC LIMIT 1),
+                    count(r.id), sum(r.seconds),
+                    (SELECT min(created_at) FROM experiments x WHERE x.name = m.experiment)
+             FROM {members} m JOIN runs r ON r.id = m.run_id
+             WHERE {current} GROUP BY m.experiment ORDER BY max(r.id) DESC"
         ),
         &[],
     )?;
@@ -174,8 +176,8 @@ pub fn experiments(store: &Store) -> Result<Json> {
     for r in store
         .select(
             &format!(
-                "SELECT e.name, r.status, count(*) FROM runs r JOIN experiments e ON e.id = r.experiment_id
-                 WHERE {deleted} IS NULL GROUP BY e.name, r.status ORDER BY e.name, r.status"
+                "SELECT m.experiment, r.status, count(*) FROM {members} m JOIN runs r ON r.id = m.run_id
+                 WHERE {current} GROUP BY m.experiment, r.status ORDER BY m.experiment, r.status"
             ),
             &[],
         )?
@@ -185,28 +187,45 @@ pub fn experiments(store: &Store) -> Result<Json> {
             .or_default()
             .insert(super::super::table::cell(&r[1]), json!(int(r.get(2))));
     }
-    let mut best: BTreeMap<String, Json> = BTreeMap::new();
-    for r in store
-        .select(
-            &format!(
-                "SELECT name, id FROM (
-                    SELECT e.name, r.id, ROW_NUMBER() OVER (PARTITION BY e.name
-                        ORDER BY coalesce({val}, r.test_acc) DESC, r.id) AS place
-                    FROM runs r JOIN experiments e ON e.id = r.experiment_id
-                    WHERE r.status = 'completed' AND {deleted} IS NULL
-                 ) WHERE place = 1"
-            ),
-            &[],
-        )?
-        .rows
-    {
-        best.insert(super::super::table::cell(&r[0]), cell_json(&r[1]));
+    // The best run of each experiment by its selection metric: the `best_runs` view (version 5); an
+    // older store, read as it is, by validation accuracy where there is one, else test accuracy.
+    let best_sql = if store.version() >= 5 {
+        "SELECT experiment, run_id, selected_by,
+                CASE selected_by WHEN 'val_acc' THEN val_acc WHEN 'val_loss' THEN val_loss
+                                 WHEN 'test_loss' THEN test_loss ELSE test_acc END,
+                test_acc FROM best_runs"
+            .to_string()
+    } else {
+        let val = store.col_of("r", "val_acc", 4);
+        format!(
+            "SELECT experiment, id, CASE WHEN v IS NULL THEN 'test_acc' ELSE 'val_acc' END,
+                    coalesce(v, test_acc), test_acc FROM (
+                SELECT m.experiment, r.id, {val} AS v, r.test_acc, ROW_NUMBER() OVER (
+                    PARTITION BY m.experiment ORDER BY coalesce({val}, r.test_acc) DESC, r.id) AS place
+                FROM {members} m JOIN runs r ON r.id = m.run_id
+                WHERE r.status = 'completed' AND {current}
+             ) WHERE place = 1"
+        )
+    };
+    let mut best: BTreeMap<String, [Json; 4]> = BTreeMap::new();
+    for r in store.select(&best_sql, &[])?.rows {
+        best.insert(
+            super::super::table::cell(&r[0]),
+            [
+                cell_json(&r[1]),
+                cell_json(&r[2]),
+                cell_json(&r[3]),
+                cell_json(&r[4]),
+            ],
+        );
     }
     let mut out = Vec::new();
     let mut total = 0;
     for row in &t.rows {
         let name = super::super::table::cell(&row[0]);
         total += int(row.get(2));
+        let [best_run, selected_by, best_value, best_test_acc] =
+            best.remove(&name).unwrap_or_default();
         out.push(json!({
             "name": name,
             "description": super::super::table::cell(&row[1]),
@@ -214,9 +233,10 @@ pub fn experiments(store: &Store) -> Result<Json> {
             "statuses": by.remove(&name).unwrap_or_default(),
             "seconds": cell_json(&row[3]),
             "created_at": cell_json(&row[4]),
-            "best_test_acc": cell_json(&row[5]),
-            "best_val_acc": cell_json(&row[6]),
-            "best_run": best.remove(&name).unwrap_or(Json::Null),
+            "best_run": best_run,
+            "selected_by": selected_by,
+            "best_value": best_value,
+            "best_test_acc": best_test_acc,
         }));
     }
     Ok(json!({ "experiments": out, "runs": total }))
@@ -358,7 +378,13 @@ fn flatten(cfg: &crate::core::config::RunConfig) -> BTreeMap<String, Json> {
 /// values of them, learning curves per configuration (mean and standard deviation over seeds, per
 /// epoch), and what its searches decided.
 pub fn experiment(store: &Store, name: &str) -> Result<Json> {
-    let known = store.select("SELECT count(*) FROM experiments WHERE name = ?1", &[&name])?;
+    let known = store.select(
+        &format!(
+            "SELECT count(*) FROM {} WHERE experiment = ?1",
+            store.members()
+        ),
+        &[&name],
+    )?;
     if int(known.rows.first().and_then(|r| r.first())) == 0 {
         return Err(Error::Usage(format!(
             "no experiment {}",
@@ -371,7 +397,8 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
         Ok(_) => super::super::compare::compare(store, &name)?,
         Err(_) => Table::new(&["best"]),
     };
-    let deleted = store.col_of("r", "deleted_at", 3);
+    let members = store.members();
+    let current = store.current("r");
     let val = store.col_of("r", "val_acc", 4);
     let description = store
         .select(
@@ -384,9 +411,9 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
         .unwrap_or_default();
     let runs = store.select(
         &format!(
-            "SELECT r.id, r.seed, r.status, r.test_acc, {val}, r.seed_group, r.overrides, r.config_toml
-             FROM runs r JOIN experiments e ON e.id = r.experiment_id
-             WHERE e.name = ?1 AND r.status IN {} AND {deleted} IS NULL ORDER BY r.id",
+            "SELECT r.id, r.seed, r.status, r.test_acc, {val}, r.seed_group, m.overrides, r.config_toml
+             FROM {members} m JOIN runs r ON r.id = m.run_id
+             WHERE m.experiment = ?1 AND r.status IN {} AND {current} ORDER BY r.id",
             RunStatus::sql_list(&RunStatus::FINISHED)
         ),
         &[&name],
@@ -443,8 +470,8 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
     let rows = store.select(
         &format!(
             "SELECT e.run_id, e.test_acc, e.test_loss, {val_cols} FROM epochs e
-             WHERE e.run_id IN (SELECT r.id FROM runs r JOIN experiments x ON x.id = r.experiment_id
-                                WHERE x.name = ?1 AND r.status IN {} AND {deleted} IS NULL)
+             WHERE e.run_id IN (SELECT r.id FROM {members} m JOIN runs r ON r.id = m.run_id
+                                WHERE m.experiment = ?1 AND r.status IN {} AND {current})
              ORDER BY e.run_id, e.epoch",
             RunStatus::sql_list(&RunStatus::FINISHED)
         ),
@@ -542,6 +569,7 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
         "description": description,
         "runs": runs.rows.len(),
         "compare": compact(&compare),
+        "selection": super::super::compare::selection_note(store, &name)?,
         "varying": varying,
         "points": points,
         "groups": curves,

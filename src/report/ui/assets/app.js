@@ -184,11 +184,11 @@
   async function experimentsPage() {
     setNav('experiments');
     const d = await get('/api/experiments');
-    const rows = d.experiments.map((e) => [e.name, e.description, e.runs, e.statuses, e.best_test_acc, e.best_val_acc, e.best_run, e.seconds, e.created_at]);
+    const rows = d.experiments.map((e) => [e.name, e.description, e.runs, e.statuses, e.best_run, e.selected_by, e.best_value, e.best_test_acc, e.seconds, e.created_at]);
     main.replaceChildren(
       el('h1', { text: 'Experiments' }),
-      el('p', { class: 'muted', text: d.experiments.length + ' experiments, ' + d.runs + ' runs' }),
-      table(['experiment', 'description', 'runs', 'by status', 'best test_acc', 'best val_acc', 'best run', 'time', 'created'], rows, {
+      el('p', { class: 'muted', text: d.experiments.length + ' experiments, ' + d.runs + ' runs; each best run is chosen by its experiment\'s selection metric, its test accuracy reported beside it' }),
+      table(['experiment', 'description', 'runs', 'by status', 'best run', 'chosen by', 'its value', 'its test_acc', 'time', 'created'], rows, {
         id: 'experiments',
         cell: (c, v) => c === 'experiment' ? link('#/experiment/' + encodeURIComponent(v), v)
           : c === 'best run' && v !== null ? link('#/run/' + v, '#' + v)
@@ -206,6 +206,7 @@
     kids.push(el('h2', { text: 'Configurations (mean and spread over seeds; best marked)' }));
     const bi = d.compare.columns.indexOf('best');
     kids.push(table(d.compare.columns, d.compare.rows, { id: 'compare', rowClass: (r) => r[bi] ? 'best' : null, cell: (c, v) => c === 'best' ? (v ? '*' : '') : null }));
+    kids.push(el('p', { class: 'muted', id: 'selection', text: d.selection }));
     // Final accuracy against each parameter that varies.
     const charts = [];
     for (const p of d.varying) {
@@ -267,6 +268,7 @@
     };
     let rows = d.rows.filter((r) => {
       if (!f.deleted && r[ix('deleted_at')] !== null) return false;
+      if (!f.deleted && ix('superseded_by') >= 0 && r[ix('superseded_by')] !== null) return false;
       if (f.experiment && r[ix('experiment')] !== f.experiment) return false;
       if (f.status && r[ix('status')] !== f.status) return false;
       const tags = r[ix('tags')] || [];
