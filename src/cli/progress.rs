@@ -30,6 +30,11 @@ impl Bars {
         }
     }
 
+    /// Are bars drawn (on a terminal)?
+    pub fn drawing(&self) -> bool {
+        self.multi.is_some()
+    }
+
     /// Remove the bars, leaving the printed lines.
     pub fn finish(&self) {
         if let Some(s) = self.sweep.get() {

@@ -1,7 +1,7 @@
 //! `verify` (re-train stored runs and compare them bit for bit) and `check` (every stored bit against its
 //! hash, without training).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::Result;
@@ -9,7 +9,8 @@ use clap::Args;
 use mlp_runner::core::data::DataCache;
 use mlp_runner::report::table::Format;
 use mlp_runner::store::{RunStatus, Store, Table, integrity};
-use mlp_runner::sweep::verify::verify_run;
+use mlp_runner::sweep::Progress;
+use mlp_runner::sweep::verify::{DataLocation, verify_run};
 use mlp_runner::text::clean;
 use mlp_runner::{Error, ErrorKind};
 use rusqlite::types::Value;
@@ -27,6 +28,10 @@ pub struct VerifyArgs {
     /// Verify the completed or diverged runs of this experiment.
     #[arg(long, conflicts_with = "runs", value_name = "NAME")]
     pub experiment: Option<String>,
+    /// Read the runs' data from this folder (default: each run's configured folder from here, else the
+    /// absolute path it was trained at); its hash must be the stored one.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub format: FormatArgs,
     #[command(flatten)]
@@ -74,10 +79,22 @@ pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> 
         "difference",
         "corrupt",
         "weights_sha256",
+        "result_sha256",
         "envelope_differs",
     ]);
+    let at = DataLocation {
+        dir: args.data_dir.as_deref(),
+    };
+    // A bar per run on a terminal; the epoch lines with the text output only.
+    let bars = super::progress::Bars::new(std::io::stderr().is_terminal());
+    let progress = Shown {
+        bars: &bars,
+        lines: text,
+    };
     for id in ids {
-        let r = match verify_run(&store, &mut cache, id) {
+        let verified = verify_run(&store, &mut cache, id, &at, &progress);
+        bars.finish();
+        let r = match verified {
             Ok(r) => r,
             // A run whose config cannot be read is reported and the others are still verified.
             Err(e) if e.kind() == ErrorKind::Corrupt => {
@@ -93,10 +110,19 @@ pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> 
                     Value::Text(e.to_string()),
                     Value::Null,
                     Value::Null,
+                    Value::Null,
                 ]);
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            // Every other error names the run it stopped at.
+            Err(e) => {
+                let named = e.to_string().starts_with(&format!("run {id} "));
+                return Err(if named {
+                    e.into()
+                } else {
+                    anyhow::Error::from(e).context(format!("verifying run {id}"))
+                });
+            }
         };
         let name = clean(&r.name);
         if !r.corrupt.is_empty() {
@@ -126,6 +152,7 @@ pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> 
                 Value::Text(r.corrupt.join("; "))
             },
             Value::Text(r.weights_sha256.clone()),
+            r.result_sha256.clone().map_or(Value::Null, Value::Text),
             Value::Text(envelope.join("; ")),
         ]);
         if !text {
@@ -143,8 +170,9 @@ pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> 
             )?,
             None => writeln!(
                 out,
-                "run {id} {name}: identical (weights sha256 {})",
-                r.weights_sha256
+                "run {id} {name}: identical (weights sha256 {}, result {})",
+                r.weights_sha256,
+                r.result_sha256.as_deref().unwrap_or("?")
             )?,
             Some(d) => writeln!(out, "run {id} {name}: MISMATCH: {d}")?,
         }
@@ -240,6 +268,27 @@ pub fn check(db: &Path, args: CheckArgs, out: &mut dyn Write) -> Result<Exit> {
         .into());
     }
     Ok(Exit::Ok)
+}
+
+/// Verify's progress: bars on a terminal, and the epoch lines only where the output is text.
+struct Shown<'a> {
+    bars: &'a super::progress::Bars,
+    lines: bool,
+}
+
+impl Progress for Shown<'_> {
+    fn log(&self, line: &str) {
+        if self.lines || self.bars.drawing() {
+            self.bars.log(line);
+        }
+    }
+
+    fn run_started(
+        &self,
+        run: &mlp_runner::sweep::RunStart<'_>,
+    ) -> Box<dyn mlp_runner::sweep::RunProgress> {
+        self.bars.run_started(run)
+    }
 }
 
 /// Run ids from the words a user gave (ids, names, unique name prefixes).

@@ -3,6 +3,16 @@
 
 use crate::core::rng::StreamRng;
 
+/// SGD steps in an epoch of `n` training samples: whole batches, and the last partial one unless it is
+/// dropped.
+pub fn batches(n: usize, batch_size: usize, drop_last: bool) -> usize {
+    if drop_last {
+        n / batch_size.max(1)
+    } else {
+        n.div_ceil(batch_size.max(1))
+    }
+}
+
 pub struct Loader {
     batch_size: usize,
     drop_last: bool,
@@ -42,11 +52,7 @@ impl Loader {
     }
 
     pub fn num_batches(&self) -> usize {
-        if self.drop_last {
-            self.order.len() / self.batch_size
-        } else {
-            self.order.len().div_ceil(self.batch_size)
-        }
+        batches(self.order.len(), self.batch_size, self.drop_last)
     }
 
     /// The shuffle stream, to save its position with a checkpoint.

@@ -79,18 +79,26 @@ pub(crate) fn metrics_sha256(conn: &Connection, run_id: i64) -> Result<Option<St
 }
 
 /// The result fingerprint of a finished run: SHA-256 over what `verify` compares and nothing else:
-/// `mlp-runner-result-1`, its config hash, its dataset's hash, its status, then for each epoch row in
-/// order its number and its six metrics (train loss and accuracy, test, validation: f64 bits, NULL as a
-/// distinct marker), then the hash of its final weights. No timings, ids, hosts or envelope: two runs
-/// with the same bits share it, whichever process, shard or store holds them. `None` for a run without
-/// final weights (not finished).
+/// `mlp-runner-result-1`, its config hash, its dataset's hash, its status, the hash of its initial
+/// weights, then for each epoch row in order its number and its six metrics (train loss and accuracy,
+/// test, validation: f64 bits, NULL as a distinct marker), then the hash of its final weights. No
+/// timings, ids, hosts or envelope: two runs with the same bits share it, whichever process, shard or
+/// store holds them. It also covers the initial weights' hash of a run that keeps only that hash.
+/// `None` for a run without final weights (not finished).
 pub(crate) fn result_sha256(conn: &Connection, run_id: i64) -> Result<Option<String>> {
-    let (config, dataset, status, weights): (String, Option<String>, String, Option<String>) = conn
-        .query_row(
-            "SELECT config_hash, dataset_sha256, status, weights_sha256 FROM runs WHERE id = ?1",
-            [run_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )?;
+    type Head = (
+        String,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+    );
+    let (config, dataset, status, init, weights): Head = conn.query_row(
+        "SELECT config_hash, dataset_sha256, status, init_weights_sha256, weights_sha256
+         FROM runs WHERE id = ?1",
+        [run_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )?;
     let Some(weights) = weights else {
         return Ok(None);
     };
@@ -100,6 +108,7 @@ pub(crate) fn result_sha256(conn: &Connection, run_id: i64) -> Result<Option<Str
         &config,
         dataset.as_deref().unwrap_or(""),
         &status,
+        init.as_deref().unwrap_or(""),
     ] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
@@ -344,6 +353,118 @@ struct Row {
     metrics_sha: Option<String>,
     summary: [Option<f64>; 4],
     initial_stored: bool,
+    result_sha: Option<String>,
+    /// The columns that restate the config, as stored (see [`PARAMETER_COLUMNS`]).
+    params: Vec<Value>,
+    /// The search that queued the run (schema 4).
+    search: Option<String>,
+}
+
+/// The `runs` columns that restate a run's config (or a value derived from it): each is checked against
+/// the hashed config, so an edit of one is found.
+const PARAMETER_COLUMNS: [&str; 16] = [
+    "seed",
+    "sizes",
+    "activation",
+    "init",
+    "dtype",
+    "batch_size",
+    "learning_rate",
+    "epochs",
+    "drop_last",
+    "data_dir",
+    "data_format",
+    "limit_train",
+    "limit_test",
+    "validation",
+    "seed_group",
+    "overrides",
+];
+
+/// What the config says each of [`PARAMETER_COLUMNS`] holds.
+fn parameter_values(c: &RunConfig) -> [Value; 15] {
+    let opt = |v: Option<usize>| v.map_or(Value::Null, |v| Value::Integer(v as i64));
+    [
+        Value::Integer(c.train.seed as i64),
+        Value::Text(serde_json::Value::from(c.model.sizes.clone()).to_string()),
+        Value::Text(c.model.activation.as_str().into()),
+        Value::Text(c.model.init.as_str().into()),
+        Value::Text(c.model.dtype.as_str().into()),
+        Value::Integer(c.train.batch_size as i64),
+        Value::Real(c.train.learning_rate),
+        Value::Integer(c.train.epochs as i64),
+        Value::Integer(i64::from(c.train.drop_last)),
+        Value::Text(c.data.dir.clone()),
+        Value::Text(c.data.format.as_str().into()),
+        opt(c.data.limit_train),
+        opt(c.data.limit_test),
+        opt(c.data.validation),
+        Value::Text(c.seed_group()),
+    ]
+}
+
+/// The findings of the columns that restate config `c`: each must hold what the config says, and each
+/// value in `overrides` (the sweep's) the config's value at its dotted key.
+fn check_parameters(c: &RunConfig, stored: &[Value], find: &mut dyn FnMut(String)) {
+    let same = |a: &Value, b: &Value| match (a, b) {
+        (Value::Real(x), Value::Real(y)) => x.to_bits() == y.to_bits(),
+        (Value::Real(x), Value::Integer(y)) | (Value::Integer(y), Value::Real(x)) => {
+            *x == *y as f64
+        }
+        _ => a == b,
+    };
+    for ((column, want), have) in PARAMETER_COLUMNS
+        .iter()
+        .zip(parameter_values(c))
+        .zip(stored)
+    {
+        // `validation` is a column of schema 4: a store before it has none to compare.
+        if !same(&want, have) {
+            find(format!(
+                "its column {column} holds {} but its hashed config says {} (the column was edited; the \
+                 config is what the run was trained with)",
+                show(have),
+                show(&want)
+            ));
+        }
+    }
+    let Some(Value::Text(overrides)) = stored.get(PARAMETER_COLUMNS.len() - 1) else {
+        return;
+    };
+    let Ok(map) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(overrides)
+    else {
+        find(format!(
+            "its column overrides is not a JSON object: {}",
+            crate::text::truncate(overrides, 80)
+        ));
+        return;
+    };
+    let config = serde_json::to_value(c).unwrap_or_default();
+    for (key, value) in map {
+        let at = key.split('.').try_fold(&config, |v, k| v.get(k));
+        let equal = match (at, &value) {
+            (Some(serde_json::Value::Number(a)), serde_json::Value::Number(b)) => {
+                a.as_f64() == b.as_f64()
+            }
+            (a, b) => a == Some(b),
+        };
+        if !equal {
+            find(format!(
+                "its column overrides says {key} = {value} but its hashed config says {}",
+                at.map_or("nothing".to_string(), |v| v.to_string())
+            ));
+        }
+    }
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Integer(i) => i.to_string(),
+        Value::Real(f) => f.to_string(),
+        Value::Text(t) => format!("{:?}", crate::text::truncate(t, 80)),
+        Value::Blob(b) => format!("a BLOB of {} bytes", b.len()),
+    }
 }
 
 /// Check every stored bit of run `run_id` against its hashes and its rows against each other. Errors
@@ -362,11 +483,22 @@ fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
     let sql = format!(
         "SELECT name, status, config_toml, config_hash, epochs, epochs_done, diverged_epoch,
                 init_weights_sha256, weights_sha256, {}, checkpoint_epoch, {},
-                train_loss, train_acc, test_loss, test_acc, coalesce({}, 1)
+                train_loss, train_acc, test_loss, test_acc, coalesce({}, 1), {}, {}, {}
          FROM runs WHERE id = ?1",
         store.col("checkpoint_sha256", 2),
         store.col("metrics_sha256", 2),
         store.col("initial_stored", 3),
+        store.col("result_sha256", 5),
+        store.col("search", 4),
+        PARAMETER_COLUMNS
+            .iter()
+            .map(|c| if *c == "validation" {
+                store.col(c, 4)
+            } else {
+                c
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     let row = conn
         .query_row(&sql, [run_id], |r| {
@@ -385,6 +517,11 @@ fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
                 metrics_sha: r.get(11)?,
                 summary: [r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?],
                 initial_stored: r.get(16)?,
+                result_sha: r.get(17)?,
+                search: r.get(18)?,
+                params: (0..PARAMETER_COLUMNS.len())
+                    .map(|i| r.get::<_, Value>(19 + i))
+                    .collect::<rusqlite::Result<_>>()?,
             })
         })
         .optional()?
@@ -405,7 +542,7 @@ fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
             c.hash(),
             row.config_hash
         )),
-        Ok(_) => {}
+        Ok(c) => check_parameters(&c, &row.params, &mut find),
         Err(e) => find(format!("its stored config does not parse: {e}")),
     }
     let status = RunStatus::parse(&row.status);
@@ -413,6 +550,13 @@ fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
         find(format!(
             "unknown status {:?}",
             crate::text::truncate(&row.status, 40)
+        ));
+    }
+    // Only a search pauses or prunes a run.
+    if matches!(status, Some(RunStatus::Pruned | RunStatus::Paused)) && row.search.is_none() {
+        find(format!(
+            "it is {} but no search queued it (a plain run is never paused or pruned)",
+            row.status
         ));
     }
 
@@ -509,6 +653,20 @@ fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
             "its checkpoint is of epoch {cp} but {} epochs are stored",
             row.epochs_done
         ));
+    }
+    // The result fingerprint (schema 5) of a finished run: over its config, data, status, initial weights'
+    // hash, epoch rows and final weights (an edited initial-weights hash of a run that keeps only the hash
+    // shows here).
+    if store.version() >= 5 && finished {
+        let actual = result_sha256(conn, run_id)?;
+        if actual != row.result_sha {
+            find(format!(
+                "its result fingerprint does not match its rows (stored {}, they hash to {}): a hash, a \
+                 metric or the status was edited",
+                row.result_sha.as_deref().unwrap_or("none"),
+                actual.as_deref().unwrap_or("none")
+            ));
+        }
     }
     if row.epochs_done > 0 && !numbers.is_empty() {
         let last: [Option<f64>; 4] = conn.query_row(

@@ -30,6 +30,10 @@ pub struct RunRow {
     pub dataset_sha256: Option<String>,
     pub weights_sha256: Option<String>,
     pub init_weights_sha256: Option<String>,
+    /// The data folder as an absolute path where the run was trained (schema 5).
+    pub data_path: Option<String>,
+    /// The result fingerprint (schema 5; a finished run).
+    pub result_sha256: Option<String>,
     /// The envelope fields that can change the bits ([`BIT_FIELDS`]), by name, as text (`None`: NULL).
     pub envelope: BTreeMap<&'static str, Option<String>>,
 }
@@ -104,8 +108,10 @@ impl Store {
         let sql = format!(
             "SELECT r.id, r.experiment_id, e.name, r.name, r.status, r.config_toml, r.config_hash,
                 r.epochs_done, r.test_acc, r.diverged_epoch, r.dataset_sha256, r.weights_sha256,
-                r.init_weights_sha256, {}
+                r.init_weights_sha256, {}, {}, {}
              FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE r.id = ?1",
+            self.col_of("r", "data_path", 5),
+            self.col_of("r", "result_sha256", 5),
             BIT_FIELDS
                 .iter()
                 .map(|c| format!("CAST(r.{c} AS TEXT)"))
@@ -116,7 +122,7 @@ impl Store {
             .query_row(&sql, [id], |r| {
                 let mut envelope = BTreeMap::new();
                 for (i, c) in BIT_FIELDS.iter().enumerate() {
-                    envelope.insert(*c, r.get::<_, Option<String>>(13 + i)?);
+                    envelope.insert(*c, r.get::<_, Option<String>>(15 + i)?);
                 }
                 Ok(RunRow {
                     id: r.get(0)?,
@@ -132,6 +138,8 @@ impl Store {
                     dataset_sha256: r.get(10)?,
                     weights_sha256: r.get(11)?,
                     init_weights_sha256: r.get(12)?,
+                    data_path: r.get(13)?,
+                    result_sha256: r.get(14)?,
                     envelope,
                 })
             })
@@ -327,6 +335,17 @@ impl Store {
         };
         let params = crate::core::model::initial_snapshot(&row.config(self)?);
         let now = params.sha256();
+        // The stored hash is covered by the result fingerprint: an edited one is a corrupt store, not
+        // another build.
+        if now != stored
+            && row.result_sha256.is_some()
+            && super::integrity::result_sha256(self.connection(), run_id)? != row.result_sha256
+        {
+            return Err(self.corrupt(format!(
+                "run {run_id}: its initial weights' hash {stored} does not match its result fingerprint \
+                 (the hash was edited); `runner check` lists every problem"
+            )));
+        }
         if now != stored {
             return Err(Error::Usage(format!(
                 "run {run_id}'s initial weights are kept as their hash only, and drawing them again from its \

@@ -614,7 +614,7 @@ fn absolute(dir: &str) -> String {
 }
 
 /// The samples a run trains on, of a training split of `len`: its limit, less what it holds out.
-fn train_samples(c: &RunConfig, len: usize) -> usize {
+pub(crate) fn train_samples(c: &RunConfig, len: usize) -> usize {
     c.data
         .limit_train
         .unwrap_or(len)
@@ -623,11 +623,7 @@ fn train_samples(c: &RunConfig, len: usize) -> usize {
 
 /// SGD steps in an epoch of `n` training samples.
 fn steps_per_epoch(n: usize, t: &crate::core::config::TrainSpec) -> usize {
-    if t.drop_last {
-        n / t.batch_size
-    } else {
-        n.div_ceil(t.batch_size)
-    }
+    crate::core::loader::batches(n, t.batch_size, t.drop_last)
 }
 
 /// A checkpoint whose tensors are not the run's layers is corrupt (its hash matched: the rows were

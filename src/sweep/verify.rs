@@ -1,7 +1,11 @@
 //! Exact re-runs: check a stored run's bits against their hashes, re-train it from its stored config, and
 //! compare, bit for bit, the dataset hash, the initial weights, every epoch's metrics and the final
-//! weights; report the first difference and the envelope fields (compiler, commit, GEMM kernel ...) that
-//! differ from the stored run.
+//! weights; report the first difference, the re-run's result fingerprint, and the envelope fields
+//! (compiler, commit, GEMM kernel ...) that differ from the stored run.
+//!
+//! The data is found from any working directory: the folder a `--data-dir` names, else the run's
+//! configured folder if it is there from here, else the absolute path the run was trained at (stored
+//! with it). Whichever it is, its hash must be the stored dataset hash.
 
 use crate::core::data::DataCache;
 use crate::core::envelope::{BIT_FIELDS, Envelope};
@@ -25,6 +29,18 @@ pub struct Report {
     pub corrupt: Vec<String>,
     /// A word on how the run was re-trained, when it matters (a matrixmultiply run).
     pub note: Option<String>,
+    /// The result fingerprint stored with the run, and the re-run's (when every bit compared equal).
+    pub stored_result: Option<String>,
+    pub result_sha256: Option<String>,
+    /// The data folder the re-run read.
+    pub data_dir: String,
+}
+
+/// Where `verify` may look for a run's data.
+#[derive(Debug, Clone, Default)]
+pub struct DataLocation<'a> {
+    /// A folder the user named (`--data-dir`): used instead of the stored one.
+    pub dir: Option<&'a std::path::Path>,
 }
 
 fn same(a: f64, b: f64) -> bool {
@@ -36,9 +52,18 @@ struct Comparer<'a> {
     stored: &'a [EpochMetrics],
     stored_init: Option<&'a str>,
     difference: Option<String>,
+    run_id: i64,
+    epochs: usize,
+    progress: &'a dyn super::Progress,
+    bar: Box<dyn super::RunProgress>,
 }
 
 impl Observer for Comparer<'_> {
+    fn on_batch(&mut self, epoch: usize, done: usize, _total: usize, loss_sum: f64) -> Control {
+        self.bar.batch(epoch, done, loss_sum);
+        Control::Continue
+    }
+
     fn on_start(&mut self, initial: &Snapshot) -> Result<()> {
         let now = initial.sha256();
         if let Some(stored) = self.stored_init
@@ -80,6 +105,10 @@ impl Observer for Comparer<'_> {
             ));
             return Ok(Control::Stop);
         }
+        self.progress.log(&format!(
+            "run {}: epoch {}/{} re-trained, equal to the stored one",
+            self.run_id, m.epoch, self.epochs
+        ));
         for (metric, a, b) in [
             ("train_loss", s.train_loss, m.train_loss),
             ("train_acc", s.train_acc, m.train_acc),
@@ -104,8 +133,14 @@ impl Observer for Comparer<'_> {
 
 /// Check run `run_id`'s stored bits against their hashes, then re-train it and compare it with what the
 /// store holds. Both results are in the report: a corrupt store says where its bits went wrong, and the
-/// re-run says what the right values are.
-pub fn verify_run(store: &Store, cache: &mut DataCache, run_id: i64) -> Result<Report> {
+/// re-run says what the right values are. Progress (per batch, and a line per epoch) goes to `progress`.
+pub fn verify_run(
+    store: &Store,
+    cache: &mut DataCache,
+    run_id: i64,
+    at: &DataLocation<'_>,
+    progress: &dyn super::Progress,
+) -> Result<Report> {
     let row = store.run(run_id)?;
     if !row.status.is_finished() {
         return Err(Error::Usage(format!(
@@ -153,6 +188,9 @@ pub fn verify_run(store: &Store, cache: &mut DataCache, run_id: i64) -> Result<R
         envelope_diffs,
         weights_sha256: String::new(),
         corrupt: stored_bits.findings.into_iter().map(|f| f.0).collect(),
+        stored_result: row.result_sha256.clone(),
+        result_sha256: None,
+        data_dir: String::new(),
         note: match kernel {
             Kernel::Gemm => Some(
                 "trained with matrixmultiply's GEMM (before the lanes8 kernels): re-trained with it, so its \
@@ -170,6 +208,8 @@ pub fn verify_run(store: &Store, cache: &mut DataCache, run_id: i64) -> Result<R
         },
     };
 
+    cfg.data.dir = locate_data(&row, &cfg.data.dir, at)?;
+    report.data_dir = cfg.data.dir.clone();
     let dataset_sha = cache.sha256(
         &cfg.data.dir,
         cfg.data.format,
@@ -186,18 +226,33 @@ pub fn verify_run(store: &Store, cache: &mut DataCache, run_id: i64) -> Result<R
         return Ok(report);
     }
     let stored = store.epochs(run_id)?;
+    let data = cache.get(&cfg.data.dir, cfg.data.format)?;
+    let name = crate::text::clean(&row.name).into_owned();
+    let batches = crate::core::loader::batches(
+        super::run::train_samples(&cfg, data.train.len()),
+        cfg.train.batch_size,
+        cfg.train.drop_last,
+    );
+    let bar = progress.run_started(&super::RunStart {
+        run_id,
+        name: &name,
+        epochs: cfg.train.epochs,
+        done: 0,
+        batches,
+        batch_size: cfg.train.batch_size,
+    });
     let mut cmp = Comparer {
         stored: &stored,
         stored_init: row.init_weights_sha256.as_deref(),
         difference: None,
+        run_id,
+        epochs: cfg.train.epochs,
+        progress,
+        bar,
     };
-    let outcome = train_with(
-        &cfg,
-        cache.get(&cfg.data.dir, cfg.data.format)?,
-        &mut cmp,
-        None,
-        kernel,
-    )?;
+    let outcome = train_with(&cfg, data, &mut cmp, None, kernel);
+    cmp.bar.finish();
+    let outcome = outcome?;
     report.difference = cmp.difference;
     if report.difference.is_some() {
         return Ok(report);
@@ -227,6 +282,55 @@ pub fn verify_run(store: &Store, cache: &mut DataCache, run_id: i64) -> Result<R
             row.weights_sha256.as_deref().unwrap_or("(none)"),
             report.weights_sha256
         ));
+        return Ok(report);
     }
+    // Every compared bit is equal: the re-run's fingerprint is that of the stored rows (recomputed, so
+    // that an edited stored fingerprint shows as corrupt in the check above, not as a difference here).
+    report.result_sha256 = integrity::result_sha256(store.connection(), run_id)?;
     Ok(report)
+}
+
+/// The folder to read run `row`'s data from (see the module doc); an error naming the run, the places
+/// looked at, and the fix when none holds it.
+fn locate_data(
+    row: &crate::store::RunRow,
+    configured: &str,
+    at: &DataLocation<'_>,
+) -> Result<String> {
+    if let Some(dir) = at.dir {
+        return if dir.is_dir() {
+            Ok(dir.display().to_string())
+        } else {
+            Err(Error::Usage(format!(
+                "--data-dir {}: not a folder",
+                crate::text::clean(&dir.display().to_string())
+            )))
+        };
+    }
+    if std::path::Path::new(configured).is_dir() {
+        return Ok(configured.to_string());
+    }
+    if let Some(p) = row
+        .data_path
+        .as_deref()
+        .filter(|p| std::path::Path::new(p).is_dir())
+    {
+        return Ok(p.to_string());
+    }
+    let here = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "?".into());
+    Err(Error::Usage(format!(
+        "run {} ({}): its data folder `{}` is not there from the working directory {}{}; run verify \
+         where the run was trained, or pass --data-dir <folder holding the same data> (its hash is \
+         checked against the stored one)",
+        row.id,
+        crate::text::clean(&row.name),
+        crate::text::clean(configured),
+        crate::text::clean(&here),
+        match &row.data_path {
+            Some(p) => format!(", nor at {}, where it was trained", crate::text::clean(p)),
+            None => String::new(),
+        }
+    )))
 }

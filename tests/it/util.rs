@@ -183,4 +183,71 @@ pub fn rehash_metrics(db: &Path, run_id: i64) {
         rusqlite::params![run_id, hex(&h.finalize())],
     )
     .unwrap();
+    rehash_result(db, run_id);
+}
+
+/// The result fingerprint of a finished run, computed as the README states it (independently of the
+/// tool's code): SHA-256 over `mlp-runner-result-1`, the config hash, the dataset hash, the status and
+/// the initial weights' hash (each as its byte length, u64 little-endian, then its bytes), then per
+/// epoch row its number (4, i64) and six metrics (1 and f64 bits, or 0 for NULL), then the final
+/// weights' hash.
+pub fn result_fingerprint(db: &Path, run_id: i64) -> String {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let head: [Option<String>; 5] = conn
+        .query_row(
+            "SELECT config_hash, dataset_sha256, status, init_weights_sha256, weights_sha256
+             FROM runs WHERE id = ?1",
+            [run_id],
+            |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?]),
+        )
+        .unwrap();
+    let mut h = Sha256::new();
+    for part in ["mlp-runner-result-1"]
+        .into_iter()
+        .chain(head[..4].iter().map(|p| p.as_deref().unwrap_or("")))
+    {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let mut stmt = conn
+        .prepare(
+            "SELECT epoch, train_loss, train_acc, test_loss, test_acc, val_loss, val_acc FROM epochs
+             WHERE run_id = ?1 ORDER BY epoch",
+        )
+        .unwrap();
+    let mut rows = stmt.query([run_id]).unwrap();
+    while let Some(r) = rows.next().unwrap() {
+        h.update([4u8]);
+        h.update(r.get::<_, i64>(0).unwrap().to_le_bytes());
+        for i in 1..7 {
+            match r.get::<_, Option<f64>>(i).unwrap() {
+                Some(v) => {
+                    h.update([1u8]);
+                    h.update(v.to_bits().to_le_bytes());
+                }
+                None => h.update([0u8]),
+            }
+        }
+    }
+    h.update(head[4].as_deref().unwrap_or("").as_bytes());
+    hex(&h.finalize())
+}
+
+/// Make a finished run's stored result fingerprint agree with its (edited) rows.
+pub fn rehash_result(db: &Path, run_id: i64) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let finished: bool = conn
+        .query_row(
+            "SELECT weights_sha256 IS NOT NULL FROM runs WHERE id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )
+        .unwrap_or(false);
+    if finished {
+        conn.execute(
+            "UPDATE runs SET result_sha256 = ?2 WHERE id = ?1",
+            rusqlite::params![run_id, result_fingerprint(db, run_id)],
+        )
+        .unwrap();
+    }
 }
