@@ -383,7 +383,7 @@ const ALIASES: &[(&str, &str)] = &[
 ];
 
 /// The default store, whose folder is created when missing.
-const DEFAULT_DB: &str = "results/results.db";
+pub(crate) const DEFAULT_DB: &str = "results/results.db";
 
 /// A store about to be written at `path`: the folder of an explicitly given path must exist (a mistyped
 /// `--db /nonexistent/dir/x.db` is refused, not created); the default `results/` is created.

@@ -265,11 +265,17 @@ fn train(exp: &Experiment, db: &Path, args: &RunArgs, out: &mut dyn Write) -> Re
             )?;
         }
     }
+    // What to look at next, with --db only where it is not the default.
+    let db_arg = if db == std::path::Path::new(super::DEFAULT_DB) {
+        String::new()
+    } else {
+        format!(" --db {}", db.display())
+    };
     writeln!(
         out,
-        "\nresults in {}; e.g. runner --db {} ls",
+        "\nresults in {}; next: runner compare {}{db_arg}, or runner ui{db_arg}",
         db.display(),
-        db.display()
+        mlp_runner::text::clean(&exp.name),
     )?;
     if stop.load(Ordering::SeqCst) {
         writeln!(out, "interrupted: run the same command again to resume")?;

@@ -278,6 +278,10 @@ pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
 /// before any configuration has a completed run.
 pub fn best_line(store: &Store, experiment: &str) -> Result<Option<String>> {
     let t = compare(store, experiment)?;
+    // One configuration has nothing to be best among.
+    if t.rows.len() < 2 {
+        return Ok(None);
+    }
     let Some(row) = t
         .rows
         .first()
@@ -305,9 +309,10 @@ pub fn best_line(store: &Store, experiment: &str) -> Result<Option<String>> {
         figures.push(format!("mean_test_acc {}", value("mean_test_acc")));
     }
     Ok(Some(format!(
-        "best configuration (by mean {} over its {} runs):\n  {}\n  {}",
+        "best configuration (by mean {} over its {} {}):\n  {}\n  {}",
         metric.as_str(),
         value("runs"),
+        if value("runs") == "1" { "run" } else { "runs" },
         crate::text::clean(&params.join(",")),
         figures.join(", "),
     )))

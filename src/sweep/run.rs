@@ -279,9 +279,10 @@ pub fn run(
     )?;
     let count = |f: &dyn Fn(&Queued) -> bool| queued.iter().filter(|q| f(q)).count();
     progress.log(&format!(
-        "experiment {}: {} runs ({}) -> {}",
+        "experiment {}: {} {} ({}) -> {}",
         crate::text::clean(&exp.name),
         exp.runs.len(),
+        if exp.runs.len() == 1 { "run" } else { "runs" },
         [
             (count(&|q| matches!(q, Queued::New { .. })), "new"),
             (

@@ -763,7 +763,7 @@ fn a_reused_pid_does_not_keep_a_dead_owners_run_and_limits_are_checked() {
     let out = runner(d, &[s, "--db", dbs]);
     let out = out.ok();
     assert!(
-        out.stdout.contains("1 runs (1 to resume or retry)"),
+        out.stdout.contains("1 run (1 to resume or retry)"),
         "{}",
         out.stdout
     );

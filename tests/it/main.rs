@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod conclusions;
 mod data;
+mod docs;
 mod integrity;
 mod layout;
 mod manage;

@@ -312,7 +312,7 @@ fn a_promoted_run_equals_the_same_config_trained_straight() {
     );
     assert!(plan.ok().stdout.contains("to train"), "{}", plan.stdout);
     let out = train(d, &s, &ref_db, &[]);
-    assert!(out.ok().stdout.contains("1 runs (1 new)"), "{}", out.stdout);
+    assert!(out.ok().stdout.contains("1 run (1 new)"), "{}", out.stdout);
     assert_eq!(
         query(
             &ref_db,
