@@ -47,6 +47,18 @@ fn absolute(path: &Path) -> Option<PathBuf> {
     Some(std::fs::canonicalize(parent).ok()?.join(name))
 }
 
+/// The database whose side file `path` would be (`X-wal`, `X-shm` or `X-journal` of `X`), when `X` is an
+/// existing SQLite database or one of `inputs`: SQLite deletes or replaces such a file when `X` is next
+/// opened, so an output written there is destroyed.
+pub fn side_file_of(path: &Path, inputs: &[&Path]) -> Option<PathBuf> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let base = ["-wal", "-shm", "-journal"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))?;
+    let db = path.with_file_name(base);
+    (is_sqlite_file(&db) || inputs.iter().any(|i| same_file(i, &db))).then_some(db)
+}
+
 /// What an output file must not replace.
 #[derive(Debug, Clone, Default)]
 pub struct Guard<'a> {
@@ -77,6 +89,14 @@ impl Guard<'_> {
                     ));
                 }
             }
+        }
+        if let Some(db) = side_file_of(out, self.inputs) {
+            return refuse(format!(
+                "is a side file of the SQLite database {} (its write-ahead log, shared memory or journal), \
+                 which SQLite removes or replaces when that database is next opened; choose another output \
+                 path",
+                db.display()
+            ));
         }
         if let Some(input) = self.inputs.iter().find(|i| same_file(i, out)) {
             return refuse(format!(
@@ -157,6 +177,11 @@ mod tests {
             ..guard
         };
         assert!(unforced.check(&other).is_err());
+        // A side file of any SQLite database, or of an input, is never an output.
+        for side in ["other.db-wal", "other.db-shm", "other.db-journal", "in.png-wal"] {
+            assert!(guard.check(&d.join(side)).is_err(), "{side}");
+        }
+        assert!(guard.check(&d.join("notadb-wal")).is_ok());
     }
 
     #[test]

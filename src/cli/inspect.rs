@@ -37,6 +37,9 @@ pub struct LsArgs {
     /// Print at most this many runs.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+    /// Stop a --where condition that runs longer than this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub timeout: f64,
     /// Only the deleted runs (`runner rm`).
     #[arg(long, conflicts_with = "all")]
     pub deleted: bool,
@@ -96,7 +99,7 @@ fn ls_source(store: &Store) -> &'static str {
 }
 
 pub fn ls(db: &Path, args: LsArgs, out: &mut dyn Write) -> Result<Exit> {
-    let store = Store::open_read_only(db)?;
+    let mut store = Store::open_read_only(db)?;
     if let Some(name) = &args.experiment {
         let known = store.select("SELECT DISTINCT name FROM experiments ORDER BY name", &[])?;
         let names: Vec<String> = known.rows.iter().map(|r| table::cell(&r[0])).collect();
@@ -210,8 +213,14 @@ pub fn ls(db: &Path, args: LsArgs, out: &mut dyn Write) -> Result<Exit> {
             "0",
         )
     };
+    let time_limit = Duration::from_secs_f64(args.timeout.clamp(0.001, 86_400.0));
     let mut t = store
-        .select_user(&sql, &[&args.experiment, &status, &tag_filter, &limit])
+        .select_user(
+            &sql,
+            condition,
+            &[&args.experiment, &status, &tag_filter, &limit],
+            time_limit,
+        )
         .map_err(|e| match (&args.condition, e) {
             (Some(c), mlp_runner::Error::Usage(msg)) => {
                 // "no such column: tset_acc": name the column meant.

@@ -44,7 +44,6 @@ pub fn serve(db: &Path, args: UiArgs, out: &mut dyn Write) -> Result<Exit> {
     let opts = ui::ServeOptions {
         db: db.to_path_buf(),
         addr: SocketAddr::new(args.host, args.port),
-        threads: 4,
     };
     let server = ui::Server::start(&opts)?;
     if !args.host.is_loopback() {

@@ -108,7 +108,6 @@ pub fn run(runs: usize, epochs: usize, log: &dyn Fn(&str)) -> Result<Vec<(String
     let server = ui::Server::start(&ui::ServeOptions {
         db: db.clone(),
         addr: "127.0.0.1:0".parse()?,
-        threads: 4,
     })?;
     let addr = server.addr;
     let mut out = Vec::new();

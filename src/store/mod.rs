@@ -160,6 +160,28 @@ impl Store {
         Ok(store)
     }
 
+    /// [`Store::open_read_only`], but `Ok(None)` for a file that exists and is still empty: a store a
+    /// sweep starting meanwhile has not created its tables in yet (the dashboard waits for it).
+    pub fn open_read_only_or_empty(path: &Path) -> Result<Option<Store>> {
+        if path.exists() {
+            let empty = std::fs::metadata(path).is_ok_and(|m| m.len() == 0)
+                || Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .ok()
+                .and_then(|c| {
+                    c.busy_timeout(BUSY_TIMEOUT).ok()?;
+                    schema::recognise(&c, path).ok()
+                })
+                .is_some_and(|r| r == schema::Recognised::Empty);
+            if empty {
+                return Ok(None);
+            }
+        }
+        Store::open_read_only(path).map(Some)
+    }
+
     /// Close the store, reporting an error that closing finds (e.g. a last WAL checkpoint that fails).
     pub fn close(self) -> Result<()> {
         let path = self.path;

@@ -90,6 +90,15 @@ impl Owner {
     }
 }
 
+/// Is a process with this pid alive on this host? (Where `/proc` cannot tell, it is taken as alive: a
+/// caller never removes what a live process may use.)
+pub fn pid_alive(pid: u32) -> bool {
+    if !std::path::Path::new("/proc/self").exists() {
+        return true;
+    }
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// `<boot id>/<pid namespace>/<start ticks>` of process `pid`, read from `/proc`.
 fn process_start(pid: u32) -> Option<String> {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;

@@ -426,28 +426,90 @@ impl Store {
 }
 
 impl Store {
-    /// Run SQL that embeds text a user typed (a `--where` clause) with bound `params`, refusing it unless
-    /// SQLite judges it read-only; SQLite's own message on an error.
-    pub fn select_user(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Table> {
+    /// Run SQL that embeds a condition a user typed (`ls --where`) with bound `params`. The condition must
+    /// be one expression ([`check_condition`]: balanced parentheses, no `;`, no comments), and while the
+    /// statement is prepared an authorizer lets it read the `run_summary` views (and `tags`) only: no
+    /// other table, no schema, no weights, no recursion, none of the functions that allocate at will. It
+    /// runs read-only and is stopped after `time_limit`. SQLite's own message on an error.
+    pub fn select_user(
+        &mut self,
+        sql: &str,
+        condition: &str,
+        params: &[&dyn rusqlite::ToSql],
+        time_limit: std::time::Duration,
+    ) -> Result<Table> {
+        check_condition(condition)?;
         // SQLite's message alone (rusqlite's Display adds the whole statement).
         let sql_err = |e: rusqlite::Error| {
             Error::Usage(match e {
                 rusqlite::Error::SqlInputError { msg, .. } => format!("SQL error: {msg}"),
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+                {
+                    format!(
+                        "the condition ran longer than its time limit of {} s and was stopped; narrow it, \
+                         or raise --timeout",
+                        time_limit.as_secs_f64()
+                    )
+                }
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::AuthorizationForStatementDenied =>
+                {
+                    "SQL error: the condition may read only the columns of run_summary (no other table, \
+                     no recursion, no randomblob/zeroblob/printf); for anything else use runner sql"
+                        .to_string()
+                }
                 rusqlite::Error::SqliteFailure(_, Some(msg)) => format!("SQL error: {msg}"),
                 e => format!("SQL error: {e}"),
             })
         };
-        let stmt = self.connection().prepare(sql).map_err(sql_err)?;
-        if !stmt.readonly() {
-            return Err(Error::Usage(
-                "SQL error: the clause would change the store; only read-only expressions are allowed".into(),
-            ));
-        }
-        drop(stmt);
-        self.select(sql, params).map_err(|e| match e {
-            Error::Sqlite { error, .. } => sql_err(error),
-            e => e,
-        })
+        self.conn.authorizer(Some(|ctx: rusqlite::hooks::AuthContext<'_>| {
+            use rusqlite::hooks::{AuthAction, Authorization};
+            const VIEWS: [&str; 2] = ["run_summary_all", "run_summary"];
+            let in_view = ctx.accessor.is_some_and(|a| VIEWS.contains(&a));
+            match ctx.action {
+                AuthAction::Select => Authorization::Allow,
+                // A read of no column (how SQLite counts a view's rows) reads no data.
+                AuthAction::Read {
+                    table_name,
+                    column_name,
+                } if in_view
+                    || VIEWS.contains(&table_name)
+                    || table_name == "tags"
+                    || column_name.is_empty() =>
+                {
+                    Authorization::Allow
+                }
+                AuthAction::Function { function_name }
+                    if !["randomblob", "zeroblob", "printf", "format", "load_extension"]
+                        .contains(&function_name.to_ascii_lowercase().as_str()) =>
+                {
+                    Authorization::Allow
+                }
+                _ => Authorization::Deny,
+            }
+        }))?;
+        let started = std::time::Instant::now();
+        self.conn
+            .progress_handler(10_000, Some(move || started.elapsed() > time_limit))?;
+        let result = (|| {
+            let stmt = self.connection().prepare(sql).map_err(sql_err)?;
+            if !stmt.readonly() {
+                return Err(Error::Usage(
+                    "SQL error: the clause would change the store; only read-only expressions are allowed"
+                        .into(),
+                ));
+            }
+            drop(stmt);
+            self.select(sql, params).map_err(|e| match e {
+                Error::Sqlite { error, .. } => sql_err(error),
+                e => e,
+            })
+        })();
+        self.conn.progress_handler(0, None::<fn() -> bool>)?;
+        self.conn
+            .authorizer(None::<fn(rusqlite::hooks::AuthContext<'_>) -> rusqlite::hooks::Authorization>)?;
+        result
     }
 
     /// The column names a query gives, without running it.
@@ -533,6 +595,58 @@ impl Store {
             on(QueryEvent::Row(&values))?;
         }
     }
+}
+
+/// A condition a user typed must be one expression: parentheses that balance (outside quotes), and no `;`
+/// or comment that could end it early or hide the rest of the statement.
+pub fn check_condition(condition: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::Usage(format!(
+            "{why}: give one condition, e.g. \"test_acc > 0.97 AND learning_rate < 0.5\""
+        )))
+    };
+    let mut depth = 0i64;
+    let mut chars = condition.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' | '`' => {
+                // A quoted string or name: a doubled quote inside it is the quote itself.
+                loop {
+                    match chars.next() {
+                        Some(q) if q == c => {
+                            if chars.peek() == Some(&c) {
+                                chars.next();
+                            } else {
+                                break;
+                            }
+                        }
+                        Some(_) => {}
+                        None => return bad("a quote is not closed"),
+                    }
+                }
+            }
+            '[' => {
+                if !chars.by_ref().any(|x| x == ']') {
+                    return bad("a [ is not closed");
+                }
+            }
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return bad("a `)` closes more than the condition opened");
+                }
+            }
+            ';' => return bad("a `;` would end the statement"),
+            '-' if chars.peek() == Some(&'-') => return bad("comments (`--`) are not allowed"),
+            '/' if chars.peek() == Some(&'*') => return bad("comments (`/*`) are not allowed"),
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return bad("a `(` is not closed");
+    }
+    Ok(())
 }
 
 /// Does `sql` start (after blanks and comments) with one of `words`, case-insensitively?

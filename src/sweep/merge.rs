@@ -104,6 +104,16 @@ pub fn merge(
     expected: &Expected,
     prefer: Prefer,
 ) -> Result<MergeReport> {
+    // 0. The output is not a side file of an input or of another database (SQLite would remove it).
+    if let Some(db) = crate::files::side_file_of(out, sources) {
+        return Err(Error::Usage(format!(
+            "-o {}: is a side file of the SQLite database {} (its write-ahead log, shared memory or \
+             journal), which SQLite removes or replaces when that database is next opened; merge into \
+             another path (nothing was written)",
+            out.display(),
+            db.display()
+        )));
+    }
     // 1. Every input, checked before anything is written.
     let mut inputs = Vec::with_capacity(sources.len());
     for src in sources {
@@ -140,6 +150,7 @@ pub fn merge(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "merged.db".into());
+        remove_leftovers(out, &name);
         let tmp = out.with_file_name(format!(".{name}.merging-{}", std::process::id()));
         let result = (|| {
             let dest = Store::open(&tmp)?;
@@ -154,6 +165,35 @@ pub fn merge(
             }
         }
         result
+    }
+}
+
+/// Remove what merges into `out` that were killed left behind: `.<name>.merging-<pid>` files (and their
+/// side files) of processes that are gone. A live merge's are left alone.
+fn remove_leftovers(out: &Path, name: &str) {
+    let prefix = format!(".{name}.merging-");
+    let folder = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Ok(entries) = std::fs::read_dir(&folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let pid = ["-wal", "-shm", "-journal"]
+            .iter()
+            .find_map(|s| rest.strip_suffix(s))
+            .unwrap_or(rest);
+        let gone = pid
+            .parse::<u32>()
+            .is_ok_and(|p| p != std::process::id() && !crate::store::owner::pid_alive(p));
+        if gone {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 

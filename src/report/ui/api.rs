@@ -356,6 +356,12 @@ pub fn run(store: &Store, id: i64) -> Result<Json> {
         "weights": compact(&weights),
         "eta_seconds": eta,
         "verify": format!("runner verify {id} --db {}", store.path().display()),
+        // Every stored bit of the run checked against its hashes: the page warns when one does not match.
+        "corrupt": crate::store::integrity::check_run(store, id)?
+            .findings
+            .into_iter()
+            .map(|f| f.0)
+            .collect::<Vec<_>>(),
     }))
 }
 

@@ -1,11 +1,13 @@
 //! The dashboard: `runner ui` serves the store read-only to a browser, and `runner report` writes the same
 //! views as one self-contained HTML file.
 //!
-//! **Safe by construction.** The store is opened read-only (a connection per worker thread); only `GET`
-//! (and `HEAD`) is answered, anything else is 405; the only files served are the page and its scripts,
-//! embedded in the binary (no part of a request path reaches the file system); every API answer comes
-//! from [`api`] with bound parameters and bounded results (no SQL from the browser); an unknown path or
-//! run is 404. It listens on 127.0.0.1 unless told otherwise.
+//! **Safe by construction.** The store is opened read-only (a pool of connections, one per request in
+//! flight); only `GET` (and `HEAD`) is answered, anything else is 405; the only files served are the page
+//! and its scripts, embedded in the binary (no part of a request path reaches the file system); every API
+//! answer comes from [`api`] with bound parameters and bounded results (no SQL from the browser); an
+//! unknown path or run is 404; a request for another host name is 421 ([`http`]: no DNS rebinding);
+//! every answer forbids sniffing, framing and any source but itself. It listens on 127.0.0.1 unless told
+//! otherwise. A store that a starting sweep has not filled yet is served as empty until it is.
 //!
 //! The front end (`assets/app.js`, plain JavaScript) draws its charts with uPlot, vendored in
 //! `assets/vendor` with its version and licence (`refresh.sh` there fetches another version from the
@@ -14,12 +16,12 @@
 //! Reads the store only; imports `store` and the rest of `report`, never `sweep` or the binary's code.
 
 pub mod api;
+pub mod http;
 
-use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value as Json, json};
 
@@ -178,56 +180,84 @@ fn route(store: &Store, path: &str) -> Result<Reply> {
 pub struct ServeOptions {
     pub db: PathBuf,
     pub addr: SocketAddr,
-    /// Threads answering requests, each with its own read-only connection.
-    pub threads: usize,
 }
+
+/// The headers every answer carries: nothing cached, no content sniffed, never framed by another page,
+/// no script, style, image or connection from anywhere but the page itself.
+const SAFETY_HEADERS: [(&str, &str); 7] = [
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
+         img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+];
 
 /// A running dashboard server.
 pub struct Server {
-    server: Arc<tiny_http::Server>,
-    stop: Arc<AtomicBool>,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    listener: http::Listener,
     pub addr: SocketAddr,
 }
 
 impl Server {
-    /// Open the store (read-only, once per worker) and listen; answers requests on background threads
-    /// until [`Server::stop`].
+    /// Check the store (read-only; it may still be empty) and listen; requests are answered on
+    /// background threads until [`Server::stop`].
     pub fn start(opts: &ServeOptions) -> Result<Server> {
-        // The store must be readable now: a mistyped --db is an error before anything listens.
-        Store::open_read_only(&opts.db)?;
-        let server = tiny_http::Server::http(opts.addr).map_err(|e| {
+        // The store must be there now: a mistyped --db is an error before anything listens.
+        if !opts.db.exists() {
+            Store::open_read_only(&opts.db)?;
+        }
+        Store::open_read_only_or_empty(&opts.db)?;
+        let pool: Arc<Mutex<Vec<Store>>> = Arc::new(Mutex::new(Vec::new()));
+        let db = opts.db.clone();
+        let handle = move |req: &http::Request| -> http::Response {
+            let store = pool.lock().ok().and_then(|mut p| p.pop());
+            let store = match store {
+                Some(s) => Ok(Some(s)),
+                None => Store::open_read_only_or_empty(&db),
+            };
+            let reply = match &store {
+                Ok(Some(s)) => answer(s, &req.method, &req.target),
+                Ok(None) => answer_empty(&req.method, &req.target),
+                Err(e) => Reply::text(500, &e.to_string()),
+            };
+            if let (Ok(Some(s)), Ok(mut p)) = (store, pool.lock()) {
+                p.push(s);
+            }
+            let mut headers: Vec<(String, String)> =
+                vec![("Content-Type".into(), reply.content_type.into())];
+            headers.extend(
+                SAFETY_HEADERS
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            );
+            headers.extend(reply.headers.into_iter().map(|(k, v)| (k.to_string(), v)));
+            http::Response {
+                status: reply.status,
+                headers,
+                body: reply.body,
+            }
+        };
+        let listener = http::Listener::start(opts.addr, Arc::new(handle)).map_err(|e| {
             Error::Usage(format!(
                 "cannot listen on {}: {e}; choose another --port (or --port 0 for a free one)",
                 opts.addr
             ))
         })?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| Error::internal("the server has no IP address"))?;
-        let server = Arc::new(server);
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut workers = Vec::new();
-        for _ in 0..opts.threads.max(1) {
-            let (server, stop, db) = (Arc::clone(&server), Arc::clone(&stop), opts.db.clone());
-            workers.push(std::thread::spawn(move || worker(&server, &stop, &db)));
-        }
         Ok(Server {
-            server,
-            stop,
-            workers,
-            addr,
+            addr: listener.addr,
+            listener,
         })
     }
 
-    /// Stop answering and wait for the workers.
+    /// Stop answering.
     pub fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.server.unblock();
-        for w in self.workers {
-            let _ = w.join();
-        }
+        self.listener.stop();
     }
 
     /// Serve until `stop` is set (Ctrl-C).
@@ -239,51 +269,25 @@ impl Server {
     }
 }
 
-fn worker(server: &tiny_http::Server, stop: &AtomicBool, db: &Path) {
-    let store = match Store::open_read_only(db) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("runner ui: {e}");
-            return;
-        }
-    };
-    while !stop.load(Ordering::SeqCst) {
-        let mut request = match server.recv_timeout(std::time::Duration::from_millis(200)) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(_) => break,
-        };
-        // A request body is never read beyond a small bound (GET has none).
-        let _ = request
-            .as_reader()
-            .take(64 * 1024)
-            .read_to_end(&mut Vec::new());
-        let method = request.method().as_str().to_string();
-        let reply = answer(&store, &method, request.url());
-        let mut response = tiny_http::Response::from_data(if method == "HEAD" {
-            Vec::new()
-        } else {
-            reply.body
-        })
-        .with_status_code(reply.status);
-        let mut headers = vec![
-            ("Content-Type", reply.content_type.to_string()),
-            ("Cache-Control", "no-store".to_string()),
-            ("X-Content-Type-Options", "nosniff".to_string()),
-            (
-                "Content-Security-Policy",
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-                 connect-src 'self'; img-src 'self' data:"
-                    .to_string(),
-            ),
-        ];
-        headers.extend(reply.headers);
-        for (k, v) in headers {
-            if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
-                response.add_header(h);
-            }
-        }
-        let _ = request.respond(response);
+/// The answers for a store that exists but holds nothing yet (a sweep is creating it): the page, and
+/// empty lists, so that the page shows that it waits for the first run.
+fn answer_empty(method: &str, target: &str) -> Reply {
+    if method != "GET" && method != "HEAD" {
+        return Reply::text(405, "only GET is served");
+    }
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    match path.trim_end_matches('/') {
+        "" | "/index.html" => Reply {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: page("").into_bytes(),
+            headers: Vec::new(),
+        },
+        "/api/version" => Reply::json(&json!({"version": "empty", "runs": 0, "running": 0})),
+        "/api/experiments" => Reply::json(&json!({"experiments": [], "runs": 0, "empty": true})),
+        "/api/runs" => Reply::json(&json!({"columns": [], "rows": [], "empty": true})),
+        "/api/store" => Reply::json(&json!({"empty": true})),
+        _ => Reply::text(404, "the store holds no runs yet"),
     }
 }
 

@@ -184,6 +184,7 @@
   async function experimentsPage() {
     setNav('experiments');
     const d = await get('/api/experiments');
+    if (d.empty) { main.replaceChildren(el('h1', { text: 'Experiments' }), el('p', { class: 'muted', id: 'waiting', text: 'The store holds no runs yet: this page shows them as soon as a sweep stores its first one.' })); return; }
     const rows = d.experiments.map((e) => [e.name, e.description, e.runs, e.statuses, e.best_run, e.selected_by, e.best_value, e.best_test_acc, e.seconds, e.created_at]);
     main.replaceChildren(
       el('h1', { text: 'Experiments' }),
@@ -339,6 +340,7 @@
     return el('div', { class: 'kv' }, Object.entries(obj).flatMap(([k, v]) => [el('div', { text: k }), el('div', { text: fmt(v) })]));
   }
 
+  const FINISHED = ['completed', 'diverged', 'pruned'];
   async function runPage(id) {
     setNav('runs');
     const d = await get('/api/run/' + id);
@@ -347,8 +349,10 @@
     main.replaceChildren(
       el('h1', {}, 'Run ' + r.id + ' ', el('span', { class: 'muted', text: r.name }), ' ', statusPill(r.status), running),
       el('p', {}, link('#/experiment/' + encodeURIComponent(d.experiment), 'experiment ' + d.experiment), d.tags.length ? ' · tags: ' + d.tags.join(', ') : '', r.note ? ' · note: ' + r.note : ''),
-      el('div', { class: 'card' }, el('h2', { text: 'Verify it' }), el('pre', { text: d.verify }),
-        STATIC ? null : el('p', {}, el('a', { href: '/api/run/' + r.id + '/export.safetensors', download: 'run-' + r.id + '.safetensors', text: 'Download its final weights (safetensors)' }))),
+      d.corrupt && d.corrupt.length ? el('div', { class: 'card error', id: 'corrupt' }, el('h2', { text: 'Corrupt: stored bits that do not match their hashes' }),
+        el('ul', {}, d.corrupt.map((f) => el('li', { text: f }))), el('p', { text: 'Do not trust the figures below; runner check lists every problem, runner verify ' + r.id + ' re-trains it.' })) : null,
+      FINISHED.includes(r.status) ? el('div', { class: 'card' }, el('h2', { text: 'Verify it' }), el('pre', { text: d.verify }),
+        STATIC || (d.corrupt && d.corrupt.length) ? null : el('p', {}, el('a', { href: '/api/run/' + r.id + '/export.safetensors', download: 'run-' + r.id + '.safetensors', text: 'Download its final weights (safetensors)' }))) : null,
       el('h2', { text: 'Curves' }), curves([{ label: '#' + r.id, epochs: d.epochs }]),
       el('h2', { text: 'Epochs' }), table(d.epochs.columns, d.epochs.rows, { id: 'epochs' }),
       el('h2', { text: 'Parameters' }), kv(d.config),
