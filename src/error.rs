@@ -94,6 +94,30 @@ impl Error {
         }
     }
 
+    /// The same error naming `to` wherever it named `from` (a temporary file is the user's output file to
+    /// the user).
+    pub(crate) fn renamed(self, from: &std::path::Path, to: &std::path::Path) -> Self {
+        let text = |s: String| s.replace(&from.display().to_string(), &to.display().to_string());
+        let path = |p: PathBuf| if p == from { to.to_path_buf() } else { p };
+        match self {
+            Error::Io { path: p, error } => Error::Io {
+                path: path(p),
+                error: std::io::Error::new(error.kind(), text(error.to_string())),
+            },
+            Error::Data { path: p, msg } => Error::Data {
+                path: path(p),
+                msg: text(msg),
+            },
+            Error::Usage(msg) => Error::Usage(text(msg)),
+            Error::Internal(msg) => Error::Internal(text(msg)),
+            Error::Store { path: p, msg } => Error::Store {
+                path: path(p),
+                msg: text(msg),
+            },
+            other => other,
+        }
+    }
+
     /// Name the database file an SQLite error happened on, if it does not say yet.
     pub(crate) fn on_file(self, file: &std::path::Path) -> Self {
         match self {

@@ -138,8 +138,9 @@ pub fn write_atomically(
         std::process::id(),
         name.to_string_lossy()
     ));
-    let result =
-        write(&tmp).and_then(|()| std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e)));
+    let result = write(&tmp)
+        .map_err(|e| e.renamed(&tmp, out))
+        .and_then(|()| std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e)));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -178,7 +179,12 @@ mod tests {
         };
         assert!(unforced.check(&other).is_err());
         // A side file of any SQLite database, or of an input, is never an output.
-        for side in ["other.db-wal", "other.db-shm", "other.db-journal", "in.png-wal"] {
+        for side in [
+            "other.db-wal",
+            "other.db-shm",
+            "other.db-journal",
+            "in.png-wal",
+        ] {
             assert!(guard.check(&d.join(side)).is_err(), "{side}");
         }
         assert!(guard.check(&d.join("notadb-wal")).is_ok());
@@ -194,6 +200,15 @@ mod tests {
         });
         assert!(r.is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // An error about the temporary file names the output the user asked for.
+        let r = write_atomically(&out, &Guard::default(), |tmp| {
+            Err(Error::io(
+                tmp,
+                std::io::Error::other(format!("{} is full", tmp.display())),
+            ))
+        });
+        let msg = r.unwrap_err().to_string();
+        assert!(!msg.contains(".partial-") && msg.contains("x.bin"), "{msg}");
         write_atomically(&out, &Guard::default(), |tmp| {
             std::fs::write(tmp, b"whole").map_err(|e| Error::io(tmp, e))
         })

@@ -25,10 +25,10 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "f32,f64", value_parser = parse_dtype)]
     pub dtype: Vec<Dtype>,
     /// Timed epochs per configuration (the median is reported).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
     pub reps: u16,
     /// Training samples per timed epoch (default: all).
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, long)]
     pub samples: Option<usize>,
     /// Layer widths, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "784,512,10")]

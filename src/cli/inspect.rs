@@ -35,10 +35,15 @@ pub struct LsArgs {
     #[arg(long, value_name = "[-]COLUMN,...", allow_hyphen_values = true)]
     pub sort: Option<String>,
     /// Print at most this many runs.
-    #[arg(long, value_name = "N")]
+    #[arg(allow_negative_numbers = true, long, value_name = "N")]
     pub limit: Option<u64>,
     /// Stop a --where condition that runs longer than this many seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10.0
+    )]
     pub timeout: f64,
     /// Only the deleted runs (`runner rm`).
     #[arg(long, conflicts_with = "all")]
@@ -64,6 +69,7 @@ pub fn parse_status(s: &str) -> std::result::Result<RunStatus, String> {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// The run: its id, its name, or a prefix of exactly one run's name.
+    #[arg(allow_negative_numbers = true)]
     pub run: String,
     /// Print one JSON object: the run's row, its tags, its epochs, and its stored weights' shapes.
     #[arg(long, conflicts_with = "csv")]
@@ -80,7 +86,7 @@ pub struct SqlArgs {
     /// The query (read-only), e.g. 'SELECT * FROM run_summary'.
     pub query: String,
     /// Stop the query after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(allow_negative_numbers = true, long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
     #[command(flatten)]
     pub format: FormatArgs,
@@ -383,8 +389,12 @@ impl Sink<'_> {
         match event {
             QueryEvent::Columns(columns) => {
                 if let Some(out) = self.out.take() {
-                    self.writer =
-                        Some(TableWriter::new(out, self.format, columns).map_err(out_err)?);
+                    use std::io::IsTerminal;
+                    let terminal = std::io::stdout().is_terminal();
+                    self.writer = Some(
+                        TableWriter::on_terminal(out, self.format, columns, terminal)
+                            .map_err(out_err)?,
+                    );
                 }
                 Ok(())
             }

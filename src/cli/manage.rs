@@ -31,6 +31,7 @@ pub struct TagArgs {
 #[derive(Debug, Args)]
 pub struct NoteArgs {
     /// The run: its id, its name, or a prefix of exactly one run's name.
+    #[arg(allow_negative_numbers = true)]
     pub run: String,
     /// The note (quote it); an empty text clears the note.
     pub text: String,
@@ -41,7 +42,11 @@ pub struct NoteArgs {
 #[derive(Debug, Args)]
 pub struct RmArgs {
     /// Runs to delete: ids, names or unique name prefixes.
-    #[arg(required_unless_present = "experiment", conflicts_with = "experiment")]
+    #[arg(
+        allow_negative_numbers = true,
+        required_unless_present = "experiment",
+        conflicts_with = "experiment"
+    )]
     pub runs: Vec<String>,
     /// Delete the runs of this experiment (with --status, only those in that status).
     #[arg(long, value_name = "NAME")]
@@ -55,7 +60,11 @@ pub struct RmArgs {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Deleted runs to restore: ids, names or unique name prefixes.
-    #[arg(required_unless_present = "experiment", conflicts_with = "experiment")]
+    #[arg(
+        allow_negative_numbers = true,
+        required_unless_present = "experiment",
+        conflicts_with = "experiment"
+    )]
     pub runs: Vec<String>,
     /// Restore every deleted run of this experiment.
     #[arg(long, value_name = "NAME")]
@@ -73,8 +82,10 @@ pub struct GcArgs {
 #[derive(Debug, Args)]
 pub struct DiffArgs {
     /// The first run: an id, a name or a unique name prefix.
+    #[arg(allow_negative_numbers = true)]
     pub a: String,
     /// The second run.
+    #[arg(allow_negative_numbers = true)]
     pub b: String,
     /// Print one JSON object with the four tables.
     #[arg(long)]

@@ -68,7 +68,7 @@ pub struct DbArg {
 pub struct ThreadsArg {
     /// Threads for the matrix products inside each run (1 to 4) [default: 1]; the bits do not depend
     /// on it. Keep 1 when --jobs trains several runs at once.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=4))]
+    #[arg(allow_negative_numbers = true, long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=4))]
     pub threads: Option<u8>,
 }
 
@@ -523,7 +523,8 @@ fn label(e: std::io::Error) -> std::io::Error {
 
 /// Print a table in the chosen format.
 fn print_table(t: &Table, format: Format, out: &mut dyn Write) -> Result<()> {
-    table::write(t, format, out)?;
+    use std::io::IsTerminal;
+    table::write_on(t, format, out, std::io::stdout().is_terminal())?;
     Ok(())
 }
 

@@ -33,6 +33,7 @@ pub struct CompareArgs {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// The run: its id, its name, or a prefix of exactly one run's name.
+    #[arg(allow_negative_numbers = true)]
     pub run: String,
     /// Output file.
     #[arg(short, long, value_name = "PATH")]
@@ -50,12 +51,13 @@ pub struct ExportArgs {
 #[derive(Debug, Args)]
 pub struct PredictArgs {
     /// The run whose final weights classify: its id, its name, or a unique name prefix.
+    #[arg(allow_negative_numbers = true)]
     pub run: String,
     /// PNG images of digits (any size, dark on light or light on dark, with or without transparency).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// How many classes to show per image, most probable first.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10))]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10))]
     pub top: u8,
     #[command(flatten)]
     pub format: FormatArgs,
@@ -67,6 +69,7 @@ pub struct PredictArgs {
 pub struct PlotArgs {
     /// Runs to plot: ids, names or unique name prefixes (default: the finished runs of --experiment,
     /// or of the newest experiment).
+    #[arg(allow_negative_numbers = true)]
     pub runs: Vec<String>,
     /// The experiment whose finished runs to plot (default: the newest).
     #[arg(long, value_name = "NAME", conflicts_with = "runs")]

@@ -31,7 +31,7 @@ pub struct RunArgs {
     pub force: bool,
     /// Train this many runs at once, one thread each; 0 (the default) means one per CPU core. The bits
     /// do not depend on it: every run is the same with --jobs 1.
-    #[arg(long, short = 'j', default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256))]
+    #[arg(allow_negative_numbers = true, long, short = 'j', default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256))]
     pub jobs: u16,
     #[command(flatten)]
     pub liveness: Liveness,
@@ -77,10 +77,15 @@ const TASK_ENV: &str = "MLP_RUNNER_TASK";
 pub struct Liveness {
     /// Take over a `running` run whose owner has given no sign of life for this many seconds (at least
     /// three heartbeats).
-    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        default_value_t = 600,
+        value_name = "SECONDS"
+    )]
     pub stale_after: u64,
     /// Tell the store every this many seconds that this process is alive (1 to 3600).
-    #[arg(long, default_value_t = 20, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 20, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat: u64,
 }
 
@@ -110,6 +115,7 @@ pub struct PlanArgs {
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
     /// The run to resume: its id, its name, or a prefix of exactly one run's name.
+    #[arg(allow_negative_numbers = true)]
     pub run: String,
     #[command(flatten)]
     pub liveness: Liveness,

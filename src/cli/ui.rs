@@ -16,7 +16,7 @@ use super::{DbArg, Exit};
 #[derive(Debug, Args)]
 pub struct UiArgs {
     /// The port to listen on (0: any free port).
-    #[arg(long, default_value_t = 8000)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 8000)]
     pub port: u16,
     /// The address to listen on. Anything but a loopback address serves the store to the network, with no
     /// authentication.

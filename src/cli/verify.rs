@@ -20,7 +20,7 @@ use super::{DbArg, Exit, FormatArgs, ThreadsArg, print_table};
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Runs to verify: ids, names or unique name prefixes.
-    #[arg(required_unless_present_any = ["all", "experiment"])]
+    #[arg(allow_negative_numbers = true, required_unless_present_any = ["all", "experiment"])]
     pub runs: Vec<String>,
     /// Verify every completed or diverged run.
     #[arg(long, conflicts_with = "runs")]
@@ -43,6 +43,7 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Runs to check: ids, names or unique name prefixes (default: every run, deleted ones too).
+    #[arg(allow_negative_numbers = true)]
     pub runs: Vec<String>,
     #[command(flatten)]
     pub db: DbArg,
@@ -69,6 +70,11 @@ pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> 
     };
     let mut cache = DataCache::default();
     let (mut mismatches, mut corrupt) = (0, 0);
+    // SQLite's own check of the file first: pages it calls malformed make every answer below suspect.
+    let structure = store.quick_check()?;
+    for problem in &structure {
+        writeln!(out, "SQLite: {}", clean(problem))?;
+    }
     // CSV and JSON: one row per run, printed at the end; text: lines as each run is verified.
     let format = args.format.format();
     let text = format == Format::Text;
@@ -191,14 +197,20 @@ pub fn verify(db: &Path, args: VerifyArgs, out: &mut dyn Write) -> Result<Exit> 
     if !text {
         print_table(&table, format, out)?;
     }
-    if corrupt > 0 {
+    if corrupt > 0 || !structure.is_empty() {
         return Err(Error::Corrupt {
             path: db.to_path_buf(),
-            msg: format!(
-                "{corrupt} {} stored bits that do not match their hashes (see above); `runner check` lists \
-                 every problem",
-                if corrupt == 1 { "run holds" } else { "runs hold" }
-            ),
+            msg: if corrupt > 0 {
+                format!(
+                    "{corrupt} {} stored bits that do not match their hashes (see above); `runner check` \
+                     lists every problem",
+                    if corrupt == 1 { "run holds" } else { "runs hold" }
+                )
+            } else {
+                "SQLite's structural check of the file fails (see above): restore the store from a copy; \
+                 `runner check` lists every problem"
+                    .to_string()
+            },
         }
         .into());
     }

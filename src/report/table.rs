@@ -125,16 +125,20 @@ pub fn json_rows(t: &Table) -> serde_json::Value {
     t.rows.iter().map(|r| json_object(&t.columns, r)).collect()
 }
 
-fn csv_field(s: &str) -> String {
-    // Control characters other than line breaks and tabs (which quoting carries) are escaped.
-    let s: String = s
-        .chars()
-        .map(|c| match c {
-            '\n' | '\r' | '\t' => c.to_string(),
-            c if c.is_control() => format!("\\u{{{:x}}}", c as u32),
-            c => c.to_string(),
-        })
-        .collect();
+/// A CSV field: the value whole (quoted when it must be), or with control characters other than line
+/// breaks and tabs escaped when `escape` (CSV shown on a terminal, where an escape sequence would act).
+fn csv_field(s: &str, escape: bool) -> String {
+    let s: String = if escape {
+        s.chars()
+            .map(|c| match c {
+                '\n' | '\r' | '\t' => c.to_string(),
+                c if c.is_control() => format!("\\u{{{:x}}}", c as u32),
+                c => c.to_string(),
+            })
+            .collect()
+    } else {
+        s.to_string()
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -152,11 +156,25 @@ pub struct TableWriter<'a> {
     numeric: Vec<bool>,
     widths: Option<Vec<usize>>,
     rows: usize,
+    /// CSV: escape control characters (for a terminal); otherwise every value is written whole.
+    escape: bool,
 }
 
 impl<'a> TableWriter<'a> {
-    /// Start a table with these columns (CSV writes its header at once).
+    /// Start a table with these columns (CSV writes its header at once). CSV keeps every value whole
+    /// (see [`TableWriter::on_terminal`]).
     pub fn new(out: &'a mut dyn Write, format: Format, columns: &[String]) -> io::Result<Self> {
+        Self::on_terminal(out, format, columns, false)
+    }
+
+    /// [`TableWriter::new`] for output that a terminal shows (`terminal`): CSV then escapes control
+    /// characters in values, as text tables always do, so that no escape sequence from the store acts.
+    pub fn on_terminal(
+        out: &'a mut dyn Write,
+        format: Format,
+        columns: &[String],
+        terminal: bool,
+    ) -> io::Result<Self> {
         let w = TableWriter {
             out,
             format,
@@ -165,9 +183,10 @@ impl<'a> TableWriter<'a> {
             numeric: vec![true; columns.len()],
             widths: None,
             rows: 0,
+            escape: terminal,
         };
         if format == Format::Csv {
-            let header: Vec<String> = columns.iter().map(|c| csv_field(c)).collect();
+            let header: Vec<String> = columns.iter().map(|c| csv_field(c, terminal)).collect();
             writeln!(w.out, "{}", header.join(","))?;
         }
         Ok(w)
@@ -182,7 +201,7 @@ impl<'a> TableWriter<'a> {
                     .iter()
                     .map(|v| match v {
                         Value::Real(f) => f.to_string(),
-                        other => csv_field(&cell(other)),
+                        other => csv_field(&cell(other), self.escape),
                     })
                     .collect();
                 writeln!(self.out, "{}", fields.join(","))
@@ -287,7 +306,12 @@ impl<'a> TableWriter<'a> {
 
 /// Write a whole table.
 pub fn write(t: &Table, format: Format, out: &mut dyn Write) -> io::Result<()> {
-    let mut w = TableWriter::new(out, format, &t.columns)?;
+    write_on(t, format, out, false)
+}
+
+/// [`write`] for output a terminal shows (see [`TableWriter::on_terminal`]).
+pub fn write_on(t: &Table, format: Format, out: &mut dyn Write, terminal: bool) -> io::Result<()> {
+    let mut w = TableWriter::on_terminal(out, format, &t.columns, terminal)?;
     for r in &t.rows {
         w.row(r)?;
     }
@@ -324,7 +348,14 @@ mod tests {
         assert_eq!(text.lines().count(), 4);
         let csv = render(&t, Format::Csv);
         assert!(csv.contains(&"x".repeat(70_000)), "CSV keeps values whole");
-        assert!(!csv.contains('\x1b'));
+        assert!(csv.contains("\"evil\n\x1b[2J\""), "{csv:?}");
+        let mut shown = Vec::new();
+        write_on(&t, Format::Csv, &mut shown, true).unwrap();
+        let shown = String::from_utf8(shown).unwrap();
+        assert!(
+            !shown.contains('\x1b') && shown.contains("\\u{1b}"),
+            "{shown:?}"
+        );
         let json = render(&t, Format::Json);
         let back: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back[0]["name"].as_str().unwrap().len(), 70_000);

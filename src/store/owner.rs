@@ -54,9 +54,7 @@ impl Owner {
         let Some(pid) = pid.and_then(|p| u32::try_from(p).ok()) else {
             return Some(false);
         };
-        let same_process =
-            pid == me.pid && host == Some(me.host.as_str()) && start == me.start.as_deref();
-        if same_process {
+        if me.is(pid, host, start) {
             return Some(true);
         }
         // A retried attempt of the same scheduler task: the earlier attempt is over.

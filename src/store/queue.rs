@@ -133,10 +133,6 @@ impl OwnerRow {
 
     /// Is the owner gone, as `c` judges it now?
     fn gone(&self, c: &Claimant<'_>) -> bool {
-        if c.private {
-            let pid = self.pid.and_then(|p| u32::try_from(p).ok());
-            return !pid.is_some_and(|p| c.me.is(p, self.host.as_deref(), self.start.as_deref()));
-        }
         let judged = Owner::judge(
             c.me,
             self.pid,
@@ -146,6 +142,12 @@ impl OwnerRow {
         );
         if judged == Some(false) {
             return true;
+        }
+        // A private store (a node-local copy for one shard): an owner that is not certainly alive on this
+        // host is an earlier attempt, gone; a live process on this host holding a run means the store is
+        // not private after all, and its run is left to it (the sweep then refuses to go on).
+        if c.private {
+            return judged != Some(true);
         }
         let limit = c
             .stale_after

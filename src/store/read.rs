@@ -463,32 +463,39 @@ impl Store {
                 e => format!("SQL error: {e}"),
             })
         };
-        self.conn.authorizer(Some(|ctx: rusqlite::hooks::AuthContext<'_>| {
-            use rusqlite::hooks::{AuthAction, Authorization};
-            const VIEWS: [&str; 2] = ["run_summary_all", "run_summary"];
-            let in_view = ctx.accessor.is_some_and(|a| VIEWS.contains(&a));
-            match ctx.action {
-                AuthAction::Select => Authorization::Allow,
-                // A read of no column (how SQLite counts a view's rows) reads no data.
-                AuthAction::Read {
-                    table_name,
-                    column_name,
-                } if in_view
-                    || VIEWS.contains(&table_name)
-                    || table_name == "tags"
-                    || column_name.is_empty() =>
-                {
-                    Authorization::Allow
-                }
-                AuthAction::Function { function_name }
-                    if !["randomblob", "zeroblob", "printf", "format", "load_extension"]
+        self.conn
+            .authorizer(Some(|ctx: rusqlite::hooks::AuthContext<'_>| {
+                use rusqlite::hooks::{AuthAction, Authorization};
+                const VIEWS: [&str; 2] = ["run_summary_all", "run_summary"];
+                let in_view = ctx.accessor.is_some_and(|a| VIEWS.contains(&a));
+                match ctx.action {
+                    AuthAction::Select => Authorization::Allow,
+                    // A read of no column (how SQLite counts a view's rows) reads no data.
+                    AuthAction::Read {
+                        table_name,
+                        column_name,
+                    } if in_view
+                        || VIEWS.contains(&table_name)
+                        || table_name == "tags"
+                        || column_name.is_empty() =>
+                    {
+                        Authorization::Allow
+                    }
+                    AuthAction::Function { function_name }
+                        if ![
+                            "randomblob",
+                            "zeroblob",
+                            "printf",
+                            "format",
+                            "load_extension",
+                        ]
                         .contains(&function_name.to_ascii_lowercase().as_str()) =>
-                {
-                    Authorization::Allow
+                    {
+                        Authorization::Allow
+                    }
+                    _ => Authorization::Deny,
                 }
-                _ => Authorization::Deny,
-            }
-        }))?;
+            }))?;
         let started = std::time::Instant::now();
         self.conn
             .progress_handler(10_000, Some(move || started.elapsed() > time_limit))?;
@@ -507,8 +514,9 @@ impl Store {
             })
         })();
         self.conn.progress_handler(0, None::<fn() -> bool>)?;
-        self.conn
-            .authorizer(None::<fn(rusqlite::hooks::AuthContext<'_>) -> rusqlite::hooks::Authorization>)?;
+        self.conn.authorizer(
+            None::<fn(rusqlite::hooks::AuthContext<'_>) -> rusqlite::hooks::Authorization>,
+        )?;
         result
     }
 

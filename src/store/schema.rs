@@ -319,6 +319,16 @@ pub(crate) fn recognise(conn: &Connection, path: &std::path::Path) -> Result<Rec
         let msg = e.to_string();
         if msg.contains("not a database") || msg.contains("file is encrypted") {
             err("is not a SQLite database (another kind of file?); pass another --db path".into())
+        } else if matches!(&e, rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::DatabaseCorrupt)
+        {
+            Error::Corrupt {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "SQLite cannot read its structure ({msg}): the file was cut short or overwritten; \
+                     restore it from a copy (runner check lists what it can still read)"
+                ),
+            }
         } else {
             err(format!("cannot read it: {msg}"))
         }
@@ -346,8 +356,14 @@ pub(crate) fn recognise(conn: &Connection, path: &std::path::Path) -> Result<Rec
              {tables} tables, not the mlp-runner schema); pass another --db"
         ))
     };
-    if app == 0 && version == 0 && tables == 0 {
+    if (app == 0 || app == APPLICATION_ID) && version == 0 && tables == 0 {
         return Ok(Recognised::Empty);
+    }
+    if app == APPLICATION_ID && version == 0 {
+        return Err(err(format!(
+            "is an mlp-runner store whose creation did not finish (application_id {app}, schema version 0, \
+             {tables} tables): it holds no runs; delete it, or pass another --db"
+        )));
     }
     let ours = app == APPLICATION_ID || (app == 0 && version == 1 && v1_tables);
     if !ours {

@@ -310,6 +310,17 @@ pub fn run(
         .join(", "),
         db.display()
     ));
+    if opts.private_store
+        && let Some(Queued::Held { id, owner }) =
+            queued.iter().find(|q| matches!(q, Queued::Held { .. }))
+    {
+        return Err(Error::Usage(format!(
+            "--private-store, but run {id} is being trained by {owner}, a live process on this host: {} is \
+             not this process's alone; drop --private-store (runs that live processes hold are then left to \
+             them), or give this process a store of its own",
+            db.display()
+        )));
+    }
     for q in &queued {
         if let Queued::Held { id, owner } = q {
             progress.log(&format!(
@@ -479,17 +490,22 @@ impl Worker<'_> {
                     c.data.dir
                 ))
             })?;
-        // A checkpoint that does not match its hash is not resumed from: the run fails, and the next
-        // invocation trains it again from the start.
+        // A checkpoint that does not match its hash is not resumed from, nor thrown away: the run is left
+        // interrupted as it was, and the sweep stops with the corrupt store named (exit 3), for the user to
+        // restore the store or to train the run again on purpose.
         let checkpoint = match store
             .checkpoint(claim)
             .and_then(|cp| fits(store, claim, c, cp))
         {
             Ok(cp) => cp,
             Err(e) if e.kind() == ErrorKind::Corrupt => {
-                self.progress
-                    .log(&format!("run {run_id} {name}: failed: {e}"));
-                return self.end(store, claim, RunStatus::Failed, Some(&e.to_string()));
+                self.progress.log(&format!(
+                    "run {run_id} {name}: its checkpoint is corrupt; left interrupted, not trained: restore \
+                     the store from a copy, or `runner rm {run_id}` and train the spec again with --force \
+                     (from the start)"
+                ));
+                self.end(store, claim, RunStatus::Interrupted, None)?;
+                return Err(e);
             }
             Err(e) => return Err(e),
         };

@@ -46,10 +46,7 @@ impl Response {
     pub fn text(status: u16, msg: &str) -> Response {
         Response {
             status,
-            headers: vec![(
-                "Content-Type".into(),
-                "text/plain; charset=utf-8".into(),
-            )],
+            headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
             body: msg.as_bytes().to_vec(),
         }
     }
@@ -352,7 +349,10 @@ mod tests {
         assert_eq!(read_head(&mut crlf).unwrap().unwrap().len(), 2);
         let mut lf = BufReader::new(&b"GET / HTTP/1.1\nHost: x\n\n"[..]);
         let (r, keep) = parse(&read_head(&mut lf).unwrap().unwrap()).unwrap();
-        assert_eq!((r.method.as_str(), r.host.as_deref(), keep), ("GET", Some("x"), true));
+        assert_eq!(
+            (r.method.as_str(), r.host.as_deref(), keep),
+            ("GET", Some("x"), true)
+        );
         let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
         assert_eq!(read_head(&mut BufReader::new(huge.as_bytes())), Err(431));
         let mut closed = BufReader::new(&b""[..]);
