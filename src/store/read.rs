@@ -633,11 +633,7 @@ pub fn check_condition(condition: &str) -> Result<()> {
                     }
                 }
             }
-            '[' => {
-                if !chars.by_ref().any(|x| x == ']') {
-                    return bad("a [ is not closed");
-                }
-            }
+            '[' if !chars.by_ref().any(|x| x == ']') => return bad("a [ is not closed"),
             '(' => depth += 1,
             ')' => {
                 depth -= 1;
