@@ -7,6 +7,7 @@ mod cluster;
 mod conclusions;
 mod data;
 mod docs;
+mod hardening;
 mod integrity;
 mod layout;
 mod manage;

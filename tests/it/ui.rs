@@ -19,9 +19,9 @@ const SPEC: &str = "name = \"web\"\n[data]\ndir = \"{MNIST}\"\nlimit_train = 100
                     [model]\nsizes = [784, 16, 10]\n[train]\nepochs = 2\n[sweep]\n\
                     \"train.learning_rate\" = [0.3, 0.1, 0.03]\n\"train.seed\" = [1, 2]\n";
 
-struct Ui {
+pub struct Ui {
     child: Child,
-    addr: String,
+    pub addr: String,
 }
 
 impl Drop for Ui {
@@ -32,7 +32,7 @@ impl Drop for Ui {
 }
 
 /// `runner ui --port 0` over `db`, and the address it printed.
-fn serve(d: &Path, db: &Path, extra: &[&str]) -> Ui {
+pub fn serve(d: &Path, db: &Path, extra: &[&str]) -> Ui {
     let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
         .args(["ui", "--port", "0", "--db", db.to_str().unwrap()])
         .args(extra)
