@@ -35,15 +35,21 @@ if [ ! -f "$scratch/$store" ] && [ -n "${FROM:-}" ] && [ -f "$FROM" ]; then
     cp "$FROM" "$scratch/$store" || exit 2
 fi
 
-# Copy the store (and a WAL that a killed runner left) back to shared storage, each file whole.
+# Copy the store (and a WAL that a killed runner left) back to shared storage, each file whole, in an
+# order where a reader never meets the new database with the old WAL: both copied beside their targets
+# first, then the old WAL removed, then the database renamed into place, then the new WAL. (A database
+# without its WAL is an older consistent state; a new database with an old WAL would be corrupt.)
 save() {
-    for f in "$store" "$store-wal"; do
-        if [ -f "$scratch/$f" ]; then
-            cp "$scratch/$f" "$RESULTS/.$f.partial" && mv -f "$RESULTS/.$f.partial" "$RESULTS/$f"
-        else
-            rm -f "$RESULTS/$f"
-        fi
-    done
+    [ -f "$scratch/$store" ] || return 0
+    cp "$scratch/$store" "$RESULTS/.$store.partial" || return 1
+    if [ -f "$scratch/$store-wal" ]; then
+        cp "$scratch/$store-wal" "$RESULTS/.$store-wal.partial" || return 1
+    fi
+    rm -f "$RESULTS/$store-wal" || return 1
+    mv -f "$RESULTS/.$store.partial" "$RESULTS/$store" || return 1
+    if [ -f "$RESULTS/.$store-wal.partial" ]; then
+        mv -f "$RESULTS/.$store-wal.partial" "$RESULTS/$store-wal" || return 1
+    fi
 }
 
 echo "shard $shard of $shards on $(hostname): $SPEC -> $scratch/$store -> $RESULTS/$store"

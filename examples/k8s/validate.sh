@@ -23,3 +23,31 @@ assert count(sweep) == n, f"sweep-job.yaml: MLP_RUNNER_SHARD_COUNT {count(sweep)
 assert count(merge) == n, f"merge-job.yaml: MLP_RUNNER_SHARD_COUNT {count(merge)} != completions {n}"
 print(f"shard count {n}: the same in completions and both Jobs")
 PY
+# What the schemas cannot see: $(VAR) in an env value only expands a variable defined earlier in the same
+# list (the Job controller appends JOB_COMPLETION_INDEX after it); $(VAR) in command and args only the
+# container's own env; an image pulled by a name the cluster resolves; volumes writable by the image's
+# user; the merge copying the shard stores' write-ahead logs.
+"$venv/bin/python" - "$here" <<'PY'
+import re, sys, yaml, pathlib
+here = pathlib.Path(sys.argv[1])
+uid = int(re.search(r"useradd --uid (\d+)", (here / "Dockerfile").read_text()).group(1))
+ref = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+for name in ["sweep-job.yaml", "merge-job.yaml"]:
+    job = yaml.safe_load((here / name).read_text())
+    pod = job["spec"]["template"]["spec"]
+    assert pod.get("securityContext", {}).get("fsGroup") == uid, f"{name}: fsGroup must be the image's uid {uid}"
+    for c in pod["containers"]:
+        assert not c["image"].endswith(":latest") and ":" in c["image"], f"{name}: pin the image's tag"
+        assert c.get("imagePullPolicy") in ("IfNotPresent", "Always", "Never"), f"{name}: set imagePullPolicy"
+        defined = []
+        for e in c.get("env", []):
+            for v in ref.findall(str(e.get("value", ""))):
+                assert v in defined, f"{name}: env {e['name']} uses $({v}), which is not defined before it"
+            defined.append(e["name"])
+        for part in c.get("command", []) + c.get("args", []):
+            for v in ref.findall(part):
+                assert v in defined, f"{name}: $({v}) in command/args is not in the container's env"
+merge = (here / "merge-job.yaml").read_text()
+assert "-wal" in merge, "merge-job.yaml: copy each shard store's -wal file too"
+print("env references, image, volume ownership and the merge's copies: checked")
+PY

@@ -4,7 +4,8 @@
 # starts from the store merged after the round before), then a merge that completes the round's rung and
 # decides it from the merged store, with the decisions one process would make. Round r + 1 starts once
 # merge r succeeded (--dependency=afterok); a merge fails, naming the round to re-submit, when a shard of
-# its round did not finish.
+# its round did not finish, and Slurm then cancels the rounds after it (--kill-on-invalid-dep=yes), so
+# none is left pending forever: `ROUND=<the failed round> examples/slurm/search.sh` submits them again.
 #
 #   SPEC=experiments/halving.toml examples/slurm/search.sh        # every round (runner plan --rounds)
 #   ROUND=1 SPEC=experiments/halving.toml examples/slurm/search.sh # again from round 1 (after a failure)
@@ -36,5 +37,7 @@ for ((r = first; r < rounds; r++)); do
         --export=ALL ${SBATCH_ARGS:-} "$here/merge.sbatch")
     merge=${merge%%;*}
     echo "$sweep $merge"
-    after=(--dependency=afterok:"$merge")
+    # A later round waits for this round's merge; if the merge fails, Slurm cancels the later rounds
+    # (--kill-on-invalid-dep) instead of leaving them pending forever: re-submit from the failed round.
+    after=(--dependency=afterok:"$merge" --kill-on-invalid-dep=yes)
 done

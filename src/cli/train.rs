@@ -35,9 +35,10 @@ pub struct RunArgs {
     pub jobs: u16,
     #[command(flatten)]
     pub liveness: Liveness,
-    /// Train only shard I of N (0 <= I < N), chosen by each run's config hash. Without it, Slurm's
-    /// SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT or Kubernetes' JOB_COMPLETION_INDEX (with
-    /// MLP_RUNNER_SHARD_COUNT) are used when set.
+    /// Train only shard I of N (0 <= I < N), chosen by each run's config hash. Without it, a Slurm array
+    /// task (SLURM_ARRAY_TASK_ID, with MLP_RUNNER_SHARD_FIRST and MLP_RUNNER_SHARD_STEP for an array that
+    /// does not count 0, 1, 2 ...) or a Kubernetes index (JOB_COMPLETION_INDEX) gives the shard, with the
+    /// shard count stated in MLP_RUNNER_SHARD_COUNT.
     #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
     pub shard: Option<Shard>,
     /// This store is used by this process alone (e.g. one shard's node-local copy on a cluster): a run it
@@ -106,6 +107,11 @@ pub struct PlanArgs {
     /// a search (each round a job array, then a merge that decides the rung), 1 otherwise.
     #[arg(long)]
     pub rounds: bool,
+    /// Print only the shard (I/N) this process is assigned by its scheduler's environment (a Slurm array
+    /// task, a Kubernetes index, with MLP_RUNNER_SHARD_COUNT), checked as a training run checks it: a task
+    /// that maps to no shard, or to one another task has too, is an error (exit 2).
+    #[arg(long, conflicts_with = "rounds")]
+    pub assigned_shard: bool,
     #[command(flatten)]
     pub format: FormatArgs,
     #[command(flatten)]
@@ -459,6 +465,17 @@ pub fn resume(db: &Path, args: ResumeArgs, out: &mut dyn Write) -> Result<Exit> 
 /// `runner plan <spec>`.
 pub fn plan(args: &PlanArgs, db: &Path, out: &mut dyn Write) -> Result<Exit> {
     let exp = load_spec(&args.spec)?;
+    if args.assigned_shard {
+        let assigned = Shard::from_env(|k| std::env::var(k).ok())?.ok_or_else(|| {
+            Error::Usage(
+                "no scheduler shard in the environment: SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX, with \
+                 MLP_RUNNER_SHARD_COUNT"
+                    .into(),
+            )
+        })?;
+        writeln!(out, "{}/{}", assigned.shard.index, assigned.shard.count)?;
+        return Ok(Exit::Ok);
+    }
     if args.rounds {
         let rounds = exp.search.as_ref().map_or(1, |p| {
             p.brackets.iter().map(|b| b.rungs.len()).max().unwrap_or(1)

@@ -4,82 +4,17 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use mlp_runner::core::config::RunConfig;
 use mlp_runner::report::ui;
-use mlp_runner::store::Store;
-use rusqlite::params;
-
-/// Fill a new store at `path` with `runs` completed runs of `epochs` epochs each (no weights), in 100-run
-/// experiments, as fast as SQLite takes them: a store of the size a long-lived project reaches.
-pub fn synthetic_store(path: &Path, runs: usize, epochs: usize) -> Result<()> {
-    Store::open(path)?.close()?;
-    let mut conn = rusqlite::Connection::open(path)?;
-    let tx = conn.transaction()?;
-    let mut experiment = 0;
-    for i in 0..runs {
-        if i % 100 == 0 {
-            tx.execute(
-                "INSERT INTO experiments (name, description, spec_path, spec_toml, created_at, invocation)
-                 VALUES (?1, 'synthetic', 'synthetic.toml', '', '2026-01-01T00:00:00Z', ?2)",
-                params![format!("synthetic-{}", i / 100), format!("bench:{i}")],
-            )?;
-            experiment = tx.last_insert_rowid();
-        }
-        let mut c = RunConfig::default();
-        c.train.seed = (i % 5) as u64;
-        c.train.learning_rate = [1.0, 0.3, 0.1, 0.03, 0.01][(i / 5) % 5];
-        c.train.batch_size = [10, 32, 100, 128][(i / 25) % 4];
-        c.train.epochs = epochs;
-        let acc = 0.9 + 0.09 * ((i * 7919) % 1000) as f64 / 1000.0;
-        tx.execute(
-            "INSERT INTO runs (experiment_id, name, status, seed, sizes, activation, init, dtype, batch_size,
-                learning_rate, epochs, drop_last, data_dir, data_format, overrides, config_toml, config_hash,
-                seed_group, created_at, epochs_done, train_loss, train_acc, test_loss, test_acc, seconds,
-                finished_at)
-             VALUES (?1, ?2, 'completed', ?3, '[784,512,10]', 'relu', 'he', 'f32', ?4, ?5, ?6, 1, 'data/mnist',
-                'auto', ?7, ?8, ?9, ?10, '2026-01-01T00:00:00Z', ?6, ?11, ?12, ?11, ?12, ?13,
-                '2026-01-01T00:00:00Z')",
-            params![
-                experiment,
-                format!("synthetic-{}/run={i}", i / 100),
-                c.train.seed as i64,
-                c.train.batch_size as i64,
-                c.train.learning_rate,
-                epochs as i64,
-                serde_json::json!({ "train.seed": c.train.seed, "train.learning_rate": c.train.learning_rate }).to_string(),
-                format!("[train]\nseed = {}\nepochs = {epochs}\n", c.train.seed),
-                format!("{i:064x}"),
-                c.seed_group(),
-                1.0 - acc,
-                acc,
-                epochs as f64 * 1.5,
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
-        let mut ep = tx.prepare_cached(
-            "INSERT INTO epochs (run_id, epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds)
-             VALUES (?1, ?2, ?3, ?4, ?3, ?4, 1.5, 1.0)",
-        )?;
-        for e in 1..=epochs {
-            let a = acc * (1.0 - 0.5 / (e as f64 + 1.0));
-            ep.execute(params![id, e as i64, 1.0 - a, a])?;
-        }
-    }
-    tx.commit()?;
-    Ok(())
-}
 
 /// GET `path` from the server, returning the body's length and the time to the last byte.
 fn get(addr: SocketAddr, path: &str) -> Result<(usize, Duration)> {
     let start = Instant::now();
     let mut s = TcpStream::connect(addr)?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
     )?;
     let mut body = Vec::new();
     s.read_to_end(&mut body)?;
@@ -93,6 +28,50 @@ fn get(addr: SocketAddr, path: &str) -> Result<(usize, Duration)> {
     Ok((body.len(), took))
 }
 
+/// Read one response of a keep-alive connection: its head, then `Content-Length` bytes of body.
+fn read_response(r: &mut impl std::io::BufRead) -> Result<usize> {
+    let mut length = 0;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            bail!("the connection closed in a response");
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse()?;
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body)?;
+    Ok(length)
+}
+
+/// The median time of `n` requests for `path` on one keep-alive connection, and on a new connection each.
+fn keep_alive(addr: SocketAddr, path: &str, n: usize) -> Result<(f64, f64)> {
+    let s = TcpStream::connect(addr)?;
+    let mut w = s.try_clone()?;
+    let mut r = std::io::BufReader::new(s);
+    let mut kept = Vec::new();
+    for _ in 0..n {
+        let start = Instant::now();
+        // One write, as a browser sends a request: pieces would wait for each other's ACK (Nagle).
+        w.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+        read_response(&mut r)?;
+        kept.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mut fresh = Vec::new();
+    for _ in 0..n {
+        fresh.push(get(addr, path)?.1.as_secs_f64() * 1000.0);
+    }
+    kept.sort_by(f64::total_cmp);
+    fresh.sort_by(f64::total_cmp);
+    Ok((kept[n / 2], fresh[n / 2]))
+}
+
 /// Timings of the dashboard over a synthetic store, one line each.
 pub fn run(runs: usize, epochs: usize, log: &dyn Fn(&str)) -> Result<Vec<(String, String)>> {
     let dir = std::env::temp_dir().join(format!("mlp-runner-uibench-{}", std::process::id()));
@@ -100,7 +79,7 @@ pub fn run(runs: usize, epochs: usize, log: &dyn Fn(&str)) -> Result<Vec<(String
     let db = dir.join("synthetic.db");
     let _ = std::fs::remove_file(&db);
     let started = Instant::now();
-    synthetic_store(&db, runs, epochs)?;
+    mlp_runner::store::synthetic::fill(&db, runs, epochs)?;
     log(&format!(
         "synthetic store: {runs} runs of {epochs} epochs in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -136,6 +115,17 @@ pub fn run(runs: usize, epochs: usize, log: &dyn Fn(&str)) -> Result<Vec<(String
             ),
         ));
     }
+    // A response of a few KB on a kept-alive connection against one on a new connection each: with Nagle's
+    // algorithm and delayed ACKs a response written in pieces waits ~40 ms on a kept connection.
+    let (kept, fresh) = keep_alive(addr, "/api/run/5000", 21)?;
+    out.push((
+        "keep-alive".into(),
+        format!(
+            "/api/run/<id> on one kept-alive connection: median {kept:.2} ms; on a new connection each: \
+             {fresh:.2} ms ({:.2}x)",
+            kept / fresh
+        ),
+    ));
     match super::browser::find() {
         None => out.push((
             "runs page".into(),
@@ -154,8 +144,11 @@ pub fn run(runs: usize, epochs: usize, log: &dyn Fn(&str)) -> Result<Vec<(String
                 )?;
                 let rows = b.eval("document.querySelectorAll('#runs tbody tr').length")?;
                 let count = b.eval("document.getElementById('runs-count').textContent")?;
+                let text = |v: &serde_json::Value| v.as_str().map_or(v.to_string(), str::to_string);
                 log(&format!(
-                    "runs page ready after {ms} ms: {rows} rows drawn, {count}"
+                    "runs page ready after {} ms: {rows} rows drawn, {}",
+                    text(&ms),
+                    text(&count)
                 ));
                 times.push(
                     ms.as_str()

@@ -25,6 +25,7 @@ pub mod read;
 pub mod schema;
 pub mod search;
 pub mod status;
+pub mod synthetic;
 pub mod writes;
 
 pub use integrity::{Finding, RunCheck};

@@ -249,13 +249,31 @@ fn merge_into(
             });
         }
     }
+    // A run of a search copied paused at its rung is there, waiting for a later round to train it on.
+    let paused = |hash: &str| -> Result<Option<i64>> {
+        Ok(tx
+            .query_row(
+                "SELECT max(epochs_done) FROM runs WHERE config_hash = ?1 AND status = 'paused'",
+                [hash],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()?
+            .flatten())
+    };
     for (name, hash) in &expected.runs {
         if !finished(hash)? && seen.insert(hash.clone()) {
+            let state = match paused(hash)? {
+                Some(epochs) => format!(
+                    "paused at its rung after epoch {epochs} in the merged store: a later round of its \
+                     search trains it on"
+                ),
+                None => "in no input".into(),
+            };
             missing.push(Missing {
                 name: name.clone(),
                 config_hash: hash.clone(),
                 shard: shard_of(hash),
-                state: "in no input".into(),
+                state,
             });
         }
     }

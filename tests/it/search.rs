@@ -436,6 +436,7 @@ fn shards_merged_rung_by_rung_decide_as_one_process() {
     // Rung by rung, as a cluster would run it: each shard trains on its own copy of the merged store,
     // and merging the shards decides the rung.
     let mut rounds = 0;
+    let mut saw_paused = false;
     loop {
         let mut shards = Vec::new();
         for i in 0..2 {
@@ -455,6 +456,8 @@ fn shards_merged_rung_by_rung_decide_as_one_process() {
             "-o".into(),
             merged.display().to_string(),
             "--allow-incomplete".into(),
+            "--spec".into(),
+            s.display().to_string(),
         ]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = runner(d, &args);
@@ -463,6 +466,14 @@ fn shards_merged_rung_by_rung_decide_as_one_process() {
             "{}",
             out.stdout
         );
+        // A run copied paused at its rung is there, waiting for a later round: not "in no input".
+        for line in out.stdout.lines().filter(|l| l.starts_with("MISSING")) {
+            assert!(!line.contains("in no input"), "{line}");
+        }
+        if scalar(&merged, "SELECT count(*) FROM runs WHERE status = 'paused'") != "0" {
+            assert!(out.stdout.contains("paused at its rung"), "{}", out.stdout);
+            saw_paused = true;
+        }
         rounds += 1;
         if scalar(
             &merged,
@@ -475,6 +486,7 @@ fn shards_merged_rung_by_rung_decide_as_one_process() {
     }
     // One round per rung at most: a shard that holds every run of a rung decides it in its own round.
     assert!((2..=3).contains(&rounds), "{rounds} rounds for 3 rungs");
+    assert!(saw_paused, "a round ended with runs paused at their rung");
     assert_eq!(outcome(&merged), expect);
     // A copy with other bits is reported, never taken.
     let bad = d.join("bad.db");

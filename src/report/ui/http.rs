@@ -261,24 +261,23 @@ impl Listener {
     ) -> std::io::Result<Listener> {
         let listener = TcpListener::bind(addr)?;
         let bound = listener.local_addr()?;
-        listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(AtomicUsize::new(0));
         let s = Arc::clone(&stop);
         let acceptor = std::thread::spawn(move || {
+            // Blocking accepts; `stop` wakes this thread with a connection of its own.
             while !s.load(Ordering::SeqCst) {
                 let stream = match listener.accept() {
                     Ok((stream, _)) => stream,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(20));
-                        continue;
-                    }
                     Err(_) => {
+                        // Out of file descriptors, say: wait a little rather than spin.
                         std::thread::sleep(Duration::from_millis(20));
                         continue;
                     }
                 };
-                let _ = stream.set_nonblocking(false);
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
                 if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
                     let mut stream = stream;
                     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
@@ -304,6 +303,15 @@ impl Listener {
     /// Stop accepting; connections end at their next request or idle timeout.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocked accept (an unspecified bound address is reached on loopback).
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
+                SocketAddr::V6(_) => IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();
         }
