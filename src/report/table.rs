@@ -309,7 +309,7 @@ pub fn write(t: &Table, format: Format, out: &mut dyn Write) -> io::Result<()> {
     write_on(t, format, out, false)
 }
 
-/// [`write`] for output a terminal shows (see [`TableWriter::on_terminal`]).
+/// [`write()`] for output a terminal shows (see [`TableWriter::on_terminal`]).
 pub fn write_on(t: &Table, format: Format, out: &mut dyn Write, terminal: bool) -> io::Result<()> {
     let mut w = TableWriter::on_terminal(out, format, &t.columns, terminal)?;
     for r in &t.rows {
