@@ -52,17 +52,37 @@ pub fn data(cmd: DataCommand, out: &mut dyn Write) -> Result<Exit> {
         }
         DataCommand::Info { dir, format } => {
             let ds = data::load(&dir, format)?;
+            let checked = ds.format == DataFormat::Idx && dir.join("SHA256SUMS").is_file();
             writeln!(
                 out,
-                "{}: format {:?}, {} training and {} test images of {}x{}, dataset sha256 {}",
+                "{}: format {}, {} training and {} test images of {}x{}, dataset sha256 {}",
                 dir.display(),
-                ds.format,
+                ds.format.as_str(),
                 ds.train.len(),
                 ds.test.len(),
                 ds.train.rows,
                 ds.train.cols,
                 ds.sha256(None, None, None)
             )?;
+            writeln!(
+                out,
+                "  files {}",
+                if checked {
+                    "checked against SHA256SUMS"
+                } else if ds.format == DataFormat::Idx {
+                    "not checked: no SHA256SUMS in the folder"
+                } else {
+                    "in the PNG layout (no checksums)"
+                }
+            )?;
+            for (split, s) in [("training", &ds.train), ("test", &ds.test)] {
+                let mut counts = [0usize; data::NUM_CLASSES];
+                for &l in &s.labels {
+                    counts[l as usize] += 1;
+                }
+                let per: Vec<String> = counts.iter().map(usize::to_string).collect();
+                writeln!(out, "  {split:<8} images per label 0-9: {}", per.join(" "))?;
+            }
         }
     }
     Ok(Exit::Ok)

@@ -23,7 +23,8 @@ pub struct LsArgs {
     /// Only runs with this tag (`runner tag`).
     #[arg(long, value_name = "TAG")]
     pub tag: Option<String>,
-    /// Only runs in this status (pending, running, completed, diverged, failed, interrupted).
+    /// Only runs in this status: pending, running, completed, diverged, failed, interrupted, or for a
+    /// search's runs paused (at a rung, waiting for its decision) and pruned.
     #[arg(long, value_name = "STATUS", value_parser = parse_status)]
     pub status: Option<RunStatus>,
     /// An SQL condition on the columns of the `run_summary` view, e.g. "test_acc > 0.97 AND learning_rate < 0.5"

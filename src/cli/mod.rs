@@ -46,7 +46,9 @@ Examples:
                   A TOML spec describes the runs (with sweeps); every run is trained deterministically\n\
                   and stored in a SQLite file that plain SQL can query, and can be re-run bit for bit.",
     after_help = EXAMPLES,
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    override_usage = "runner <SPEC> [OPTIONS]      train a spec's runs (the same as runner run <SPEC>)\n       \
+                      runner <COMMAND> [ARGS]      any other command (runner <COMMAND> --help)"
 )]
 pub struct Cli {
     #[command(subcommand)]

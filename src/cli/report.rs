@@ -169,20 +169,49 @@ pub fn predict(db: &Path, args: PredictArgs, out: &mut dyn Write) -> Result<Exit
     let store = Store::open_read_only(db)?;
     let run = store.resolve(&args.run, Deleted::Avoid)?;
     let m = exp::load(&store, run, WeightsKind::Final)?;
-    let mut t = Table::new(&["image", "rank", "class", "probability"]);
+    // The run, not an image, at fault (it diverged): one error for all of them.
+    pred::usable(&m)?;
+    let mut t = Table::new(&["image", "rank", "class", "probability", "note"]);
+    let mut failed = 0;
     for path in &args.images {
-        let p = pred::predict_file(&m, path)?;
-        for (rank, (class, prob)) in pred::top_k(&p, args.top as usize).into_iter().enumerate() {
-            t.rows.push(vec![
-                Value::Text(path.display().to_string()),
-                Value::Integer(rank as i64 + 1),
-                Value::Integer(class as i64),
-                Value::Real((prob * 1e4).round() / 1e4),
-            ]);
+        // An image that cannot be classified (blank, unreadable, not a PNG) gets its own row saying why;
+        // the others their answers. A corrupt store still stops everything.
+        match pred::predict_file(&m, path) {
+            Ok(p) => {
+                for (rank, (class, prob)) in
+                    pred::top_k(&p, args.top as usize).into_iter().enumerate()
+                {
+                    t.rows.push(vec![
+                        Value::Text(path.display().to_string()),
+                        Value::Integer(rank as i64 + 1),
+                        Value::Integer(class as i64),
+                        Value::Real((prob * 1e4).round() / 1e4),
+                        Value::Text(String::new()),
+                    ]);
+                }
+            }
+            Err(e) if e.kind() == mlp_runner::ErrorKind::Input => {
+                failed += 1;
+                t.rows.push(vec![
+                    Value::Text(path.display().to_string()),
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                    Value::Text(e.to_string()),
+                ]);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The note column only when an image failed.
+    if failed == 0 {
+        t.columns.pop();
+        for r in &mut t.rows {
+            r.pop();
         }
     }
     print_table(&t, args.format.format(), out)?;
-    Ok(Exit::Ok)
+    Ok(if failed > 0 { Exit::Failure } else { Exit::Ok })
 }
 
 pub fn plot(db: &Path, args: PlotArgs, out: &mut dyn Write) -> Result<Exit> {

@@ -115,9 +115,8 @@ pub fn probabilities(m: &StoredModel, pixels: &[u8]) -> Result<Vec<f64>> {
     }
 }
 
-/// Classify an image file with a stored model: the class probabilities of its MNIST-like pixels.
-/// A diverged run, or weights whose output is not a probability distribution, give an error, not numbers.
-pub fn predict_file(m: &StoredModel, path: &Path) -> Result<Vec<f64>> {
+/// Can the stored model classify anything? A diverged run's weights cannot.
+pub fn usable(m: &StoredModel) -> Result<()> {
     if m.status == RunStatus::Diverged {
         return Err(Error::Usage(format!(
             "run {} diverged (its loss was not finite at epoch {}): its weights predict nothing meaningful",
@@ -125,6 +124,13 @@ pub fn predict_file(m: &StoredModel, path: &Path) -> Result<Vec<f64>> {
             m.diverged_epoch.map_or("?".into(), |e| e.to_string())
         )));
     }
+    Ok(())
+}
+
+/// Classify an image file with a stored model: the class probabilities of its MNIST-like pixels.
+/// A diverged run, or weights whose output is not a probability distribution, give an error, not numbers.
+pub fn predict_file(m: &StoredModel, path: &Path) -> Result<Vec<f64>> {
+    usable(m)?;
     let img = decode_picture(path)?;
     let pixels = mnist_like(&img).ok_or_else(|| {
         Error::Usage(format!(

@@ -37,11 +37,44 @@ pub fn cell(v: &Value) -> String {
     }
 }
 
-/// A cell as an aligned text table shows it: on one line, control characters escaped, long text cut.
+/// A cell as an aligned text table shows it: on one line, control characters escaped, long text cut, a
+/// real number to 4 significant digits ([`text_real`]); CSV and JSON keep full precision.
 fn text_cell(v: &Value) -> String {
     match v {
         Value::Text(s) => clean(&truncate(s, MAX_CELL_CHARS)).into_owned(),
+        Value::Real(f) => text_real(*f),
         other => cell(other),
+    }
+}
+
+/// A real number as text tables show it: 4 significant digits, trailing zeros dropped (`0.9576`,
+/// `0.974`, `3.724`, `0.001273`), a whole number with one decimal (`1.0`), 10 000 and more without
+/// decimals, below 0.0001 in scientific notation (`8.485e-5`).
+pub fn text_real(f: f64) -> String {
+    if !f.is_finite() {
+        return f.to_string();
+    }
+    if f == f.trunc() && f.abs() < 1e15 {
+        return format!("{f:.1}");
+    }
+    let a = f.abs();
+    if a >= 1e4 {
+        return format!("{f:.0}");
+    }
+    if a < 1e-4 {
+        return format!("{f:.3e}");
+    }
+    let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
+    let s = format!("{f:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    };
+    if s.contains('.') || s.contains('e') {
+        s
+    } else {
+        format!("{s}.0")
     }
 }
 
@@ -360,6 +393,25 @@ mod tests {
         let back: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back[0]["name"].as_str().unwrap().len(), 70_000);
         assert_eq!(back, json_rows(&t));
+    }
+
+    #[test]
+    fn text_tables_show_four_significant_digits() {
+        for (x, shown) in [
+            (0.95755, "0.9576"),
+            (0.974, "0.974"),
+            (3.723627, "3.724"),
+            (1.546842, "1.547"),
+            (0.0012733, "0.001273"),
+            (8.485e-5, "8.485e-5"),
+            (1.0, "1.0"),
+            (0.03, "0.03"),
+            (12345.678, "12346"),
+            (-0.5, "-0.5"),
+            (999.96, "1000.0"),
+        ] {
+            assert_eq!(text_real(x), shown, "{x}");
+        }
     }
 
     #[test]

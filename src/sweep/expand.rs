@@ -71,6 +71,21 @@ pub(crate) fn expand_sweep(
             continue;
         }
         if !SWEEPABLE.contains(&key.as_str()) {
+            // `train.learning_rate = [...]` unquoted: TOML reads a table `train` with a key inside.
+            if let toml::Value::Table(inner) = value
+                && let Some(sub) = inner
+                    .keys()
+                    .map(|k| format!("{key}.{k}"))
+                    .find(|p| SWEEPABLE.contains(&p.as_str()))
+            {
+                return Err(SweepError(
+                    Some(key.clone()),
+                    format!(
+                        "a dotted sweep key must be quoted: write \"{sub}\" = [...]; unquoted, TOML reads \
+                         `{sub} = ...` as a table `{key}` holding a key, not as one dotted key"
+                    ),
+                ));
+            }
             let hint = nearest(key, SWEEPABLE)
                 .or_else(|| nearest(key, CONTROL_KEYS))
                 .map(|s| format!("did you mean \"{s}\"? "))

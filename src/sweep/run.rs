@@ -86,6 +86,52 @@ pub fn check_data(exp: &Experiment, cache: &mut DataCache) -> Result<()> {
         })?;
         c.validate_against_data(ds.train.pixels(), ds.train.len(), ds.test.len())
             .map_err(|e| spec_error(e.key, format!("{}{}", e.msg, in_run(&run.name))))?;
+        // A limit takes the first samples in the data's order: refused when those are not a sample of
+        // the split (the PNG layout, grouped by label, gives one or two digits), rather than training on
+        // it silently.
+        let n = c.data.limit_train.unwrap_or(ds.train.len());
+        let held = c.data.validation.unwrap_or(0);
+        let train_labels = &ds.train.labels[..n.min(ds.train.labels.len())];
+        let checks = [
+            (
+                "data.limit_train",
+                &ds.train.labels[..],
+                &train_labels[..train_labels.len().saturating_sub(held)],
+                c.data.limit_train.is_some() || held > 0,
+            ),
+            (
+                "data.validation",
+                &ds.train.labels[..],
+                &train_labels[train_labels.len().saturating_sub(held)..],
+                held > 0,
+            ),
+            (
+                "data.limit_test",
+                &ds.test.labels[..],
+                &ds.test.labels[..c
+                    .data
+                    .limit_test
+                    .unwrap_or(ds.test.len())
+                    .min(ds.test.len())],
+                c.data.limit_test.is_some(),
+            ),
+        ];
+        for (key, split, subset, limited) in checks {
+            if let Some(why) = limited
+                .then(|| crate::core::data::unbalanced(split, subset))
+                .flatten()
+            {
+                return Err(spec_error(
+                    key,
+                    format!(
+                        "the samples this takes (the first ones, in the data's order) are not a sample of \
+                         the data: {why}. The PNG layout lists samples digit by digit; train on the whole \
+                         split, or keep the data as IDX files in a shuffled order (as MNIST's are){}",
+                        in_run(&run.name)
+                    ),
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -137,6 +137,22 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
     };
     let spec: SpecFile = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
+        // `epochs = ` with nothing after it: TOML's own message ("string values must be quoted") is about
+        // a value that is not there.
+        let empty = line
+            .and_then(|l| text.lines().nth(l - 1))
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .and_then(|l| l.strip_suffix('=').map(str::trim));
+        if let Some(key) = empty.filter(|k| !k.is_empty()) {
+            return err(
+                line,
+                None,
+                format!(
+                    "`{key} =` has no value: give one (e.g. `{key} = 3`), or remove the line to take the \
+                     default"
+                ),
+            );
+        }
         err(line, None, with_suggestion(e.message().trim()))
     })?;
     let name = spec
@@ -399,6 +415,15 @@ fn locate(text: &str, section: Option<&str>, key: &str) -> Option<usize> {
         let lhs = line.split('=').next().unwrap_or("").trim();
         let lhs = lhs.trim_matches('"').trim_matches('\'');
         if line.contains('=') && lhs == key && in_section {
+            return Some(i + 1);
+        }
+        // `train.learning_rate = [...]` unquoted inside the section: its first part is the key TOML saw.
+        if line.contains('=')
+            && in_section
+            && !line.trim_start().starts_with(['"', '\''])
+            && let Some((first, _)) = lhs.split_once('.')
+            && first.trim() == key
+        {
             return Some(i + 1);
         }
         // `train.batch_size = 1` written with a dotted key at the top level.

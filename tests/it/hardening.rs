@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::util::{Out, file_sha, query, runner, scalar, spec, tmp};
+use crate::util::{Out, file_sha, query, runner, scalar, spec, tmp, try_scalar};
 
 const SPEC: &str = "name = \"h\"
 [data]
@@ -351,11 +351,11 @@ fn damaged_stores_and_corrupt_checkpoints_exit_3_and_change_nothing() {
         .spawn()
         .unwrap();
     let start = std::time::Instant::now();
-    while !(db.exists()
-        && scalar(
-            &db,
-            "SELECT count(*) FROM weights WHERE kind = 'checkpoint'",
-        ) != "0")
+    while try_scalar(
+        &db,
+        "SELECT count(*) FROM weights WHERE kind = 'checkpoint'",
+    )
+    .is_none_or(|n| n == "0")
     {
         assert!(
             start.elapsed() < Duration::from_secs(60),
@@ -416,7 +416,7 @@ fn a_private_store_is_refused_when_a_live_process_trains_in_it() {
         .spawn()
         .unwrap();
     let start = std::time::Instant::now();
-    while !(db.exists() && scalar(&db, "SELECT count(*) FROM epochs") != "0") {
+    while try_scalar(&db, "SELECT count(*) FROM epochs").is_none_or(|n| n == "0") {
         assert!(start.elapsed() < Duration::from_secs(60), "no epoch stored");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -276,8 +276,8 @@ fn predict_classifies_real_digits_at_any_size_and_polarity() {
             db.to_str().unwrap(),
         ],
     );
-    assert_eq!(bad.code, 2);
-    assert!(bad.stderr.contains("not a readable PNG"), "{}", bad.stderr);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stdout.contains("not a readable PNG"), "{}", bad.stdout);
 
     // Dark ink on a transparent background, as drawing programs export it: the transparent pixels are
     // black with alpha 0, so ignoring alpha would make the whole image black. Ten digits, as RGBA.
@@ -314,8 +314,34 @@ fn predict_classifies_real_digits_at_any_size_and_polarity() {
             blank.to_str().unwrap(),
         ],
     );
-    assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("no digit found in"), "{}", out.stderr);
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.contains("no digit found in"), "{}", out.stdout);
+    // With good images beside it, they get their answers and the blank one its own row; the exit code
+    // says that one failed.
+    let seven = mlp_runner_root().join("data/examples/seven.png");
+    let out = runner(
+        d,
+        &[
+            "predict",
+            "1",
+            "--json",
+            "--db",
+            db.to_str().unwrap(),
+            seven.to_str().unwrap(),
+            blank.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["class"], 7, "{rows:?}");
+    assert!(rows[0]["note"].as_str().unwrap().is_empty());
+    assert!(rows[1]["class"].is_null());
+    assert!(rows[1]["note"].as_str().unwrap().contains("no digit found"));
+}
+
+fn mlp_runner_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]

@@ -81,6 +81,21 @@ pub fn query(db: &Path, sql: &str) -> Vec<Vec<String>> {
     rows.map(Result::unwrap).collect()
 }
 
+/// [`scalar`], or `None` while the store cannot answer it yet (a sweep creating it meanwhile), read
+/// through a read-only connection.
+pub fn try_scalar(db: &Path, sql: &str) -> Option<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    conn.query_row(sql, [], |r| r.get::<_, rusqlite::types::Value>(0))
+        .ok()
+        .map(|v| match v {
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            other => format!("{other:?}"),
+        })
+}
+
 pub fn scalar(db: &Path, sql: &str) -> String {
     query(db, sql).remove(0).remove(0)
 }

@@ -226,17 +226,35 @@ pub(super) fn read_sha256sums(dir: &Path) -> Result<HashMap<String, String>> {
     Ok(sums)
 }
 
-/// The path of `<name>` or `<name>.gz` in `dir`.
+/// The names an IDX file goes by: `train-images-idx3-ubyte` as published, and with a dot before the
+/// `idx` part (`train-images.idx3-ubyte`, as Kaggle's copies and some mirrors name them); each raw or
+/// gzipped.
+pub(super) fn idx_names(name: &str) -> Vec<String> {
+    let mut bases = vec![name.to_string()];
+    if let Some(at) = name.rfind("-idx") {
+        bases.push(format!("{}.{}", &name[..at], &name[at + 1..]));
+    }
+    bases
+        .iter()
+        .flat_map(|b| [b.clone(), format!("{b}.gz")])
+        .collect()
+}
+
+/// The path of `<name>` (or one of its other names, see [`idx_names`]) in `dir`.
 fn find_idx_file(dir: &Path, name: &str) -> Result<PathBuf> {
-    for candidate in [name.to_string(), format!("{name}.gz")] {
-        let p = dir.join(&candidate);
+    let names = idx_names(name);
+    for candidate in &names {
+        let p = dir.join(candidate);
         if p.is_file() {
             return Ok(p);
         }
     }
     Err(Error::data(
         dir.join(format!("{name}.gz")),
-        format!("missing IDX file: neither {name} nor {name}.gz exists in this folder"),
+        format!(
+            "missing IDX file: none of {} exists in this folder",
+            names.join(", ")
+        ),
     ))
 }
 
@@ -253,11 +271,19 @@ fn check_sum(path: &Path, sums: &HashMap<String, String>) -> Result<()> {
     std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
     let actual = hex(&h.finalize());
     if &actual != expected {
+        // The repository's own copy can be restored from git; any other folder's file by its source.
+        let shipped = path.parent().is_some_and(|d| d.ends_with("data/mnist"));
+        let fix = if shipped {
+            "restore the shipped copy with `git checkout -- data/mnist`"
+        } else {
+            "download the file again, or, if it was replaced on purpose, write its new hash in \
+             SHA256SUMS (`sha256sum <file>`; a folder without SHA256SUMS is not checked)"
+        };
         return Err(Error::data(
             path,
             format!(
-                "checksum mismatch: SHA256SUMS says {expected}, the file hashes to {actual}; \
-                 the file is corrupt or was replaced (restore it, e.g. `git checkout -- data/mnist`)"
+                "checksum mismatch: SHA256SUMS says {expected}, the file hashes to {actual}; the file is \
+                 corrupt or was replaced: {fix}"
             ),
         ));
     }

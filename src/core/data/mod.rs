@@ -258,7 +258,7 @@ pub fn load(dir: &Path, format: DataFormat) -> Result<Dataset> {
 }
 
 fn detect(dir: &Path) -> Result<DataFormat> {
-    let has_idx = ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"]
+    let has_idx = idx::idx_names("train-images-idx3-ubyte")
         .iter()
         .any(|f| dir.join(f).is_file());
     if has_idx {
@@ -271,6 +271,55 @@ fn detect(dir: &Path) -> Result<DataFormat> {
             "no MNIST data here: expected train-images-idx3-ubyte[.gz] (IDX) or a training/ folder (PNG)",
         ))
     }
+}
+
+/// Why a subset of a split's labels is not a sample of the split, if it is not: a few of its classes hold
+/// most of it where the whole split is balanced (the first N files of the PNG layout, which groups samples
+/// by label, are one or two digits), or, for a subset of 200 samples or more, a class of the split is
+/// missing from it. `None` for a subset that looks like the split.
+pub fn unbalanced(split: &[u8], subset: &[u8]) -> Option<String> {
+    let count = |labels: &[u8]| {
+        let mut c = [0usize; NUM_CLASSES];
+        for &l in labels {
+            if (l as usize) < NUM_CLASSES {
+                c[l as usize] += 1;
+            }
+        }
+        c
+    };
+    let (all, part) = (count(split), count(subset));
+    let share = |c: &[usize; NUM_CLASSES], n: usize| {
+        c.iter().copied().max().unwrap_or(0) as f64 / n.max(1) as f64
+    };
+    let (whole, sub) = (share(&all, split.len()), share(&part, subset.len()));
+    let missing: Vec<usize> = (0..NUM_CLASSES)
+        .filter(|&k| all[k] > 0 && part[k] == 0)
+        .collect();
+    let lopsided = subset.len() >= 10 && sub > (2.5 * whole).max(0.5);
+    if !lopsided && (subset.len() < 200 || missing.is_empty()) {
+        return None;
+    }
+    let per: Vec<String> = part.iter().map(usize::to_string).collect();
+    Some(format!(
+        "its {} samples hold labels 0-9 {} times ({:.0}% one digit, where the whole split has at most \
+         {:.0}% of any){}",
+        subset.len(),
+        per.join("/"),
+        100.0 * sub,
+        100.0 * whole,
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; no sample of {}",
+                missing
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    ))
 }
 
 /// Datasets loaded once per process and shared by every run that names the same folder and format, with

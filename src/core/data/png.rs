@@ -66,8 +66,10 @@ fn unreadable(path: &Path, e: image::ImageError) -> Error {
     Error::data(
         path,
         format!(
-            "not a readable PNG image: {e} (runner reads PNG files; convert others first, e.g. \
-             `convert digit.jpg digit.png` with ImageMagick)"
+            "not a readable PNG image: {e}. Every file in a label folder is read as one digit image: move \
+             a file that is not one out of the folder (or give it a name starting with `.`, which is \
+             skipped), and convert other image formats first (e.g. `convert digit.jpg digit.png` with \
+             ImageMagick)"
         ),
     )
 }

@@ -189,12 +189,12 @@
     main.replaceChildren(
       el('h1', { text: 'Experiments' }),
       el('p', { class: 'muted', text: d.experiments.length + ' experiments, ' + d.runs + ' runs; each best run is chosen by its experiment\'s selection metric, its test accuracy reported beside it' }),
-      table(['experiment', 'description', 'runs', 'by status', 'best run', 'chosen by', 'its value', 'its test_acc', 'time', 'created'], rows, {
+      table(['experiment', 'description', 'runs', 'by status', 'best run', 'chosen by', 'its value', 'its test_acc', 'run time (sum)', 'created'], rows, {
         id: 'experiments',
         cell: (c, v) => c === 'experiment' ? link('#/experiment/' + encodeURIComponent(v), v)
           : c === 'best run' && v !== null ? link('#/run/' + v, '#' + v)
             : c === 'by status' ? el('span', {}, Object.entries(v).map(([s, n]) => el('span', { class: 'pill' }, s + ' ' + n)))
-              : c === 'time' ? duration(v) : null,
+              : c === 'run time (sum)' ? duration(v) : null,
       }),
     );
   }
