@@ -218,13 +218,13 @@ fn connection(
             Err(status) => {
                 let r = Response::text(status, "bad request");
                 let _ = writer.write_all(&encode(&r, false, false));
-                return;
+                return close(&writer, reader);
             }
         };
         let Some((request, keep_alive)) = parse(&lines) else {
             let r = Response::text(400, "bad request");
             let _ = writer.write_all(&encode(&r, false, false));
-            return;
+            return close(&writer, reader);
         };
         let response = match &request.host {
             Some(h) if host_allowed(h, bound) => handle(&request),
@@ -244,6 +244,20 @@ fn connection(
             return;
         }
     }
+}
+
+/// Close a connection after an error answer without losing the answer: a socket closed with unread
+/// input (the rest of an oversized request) is reset, and a reset can reach the client before the answer
+/// does. So: no more writes, then what the client still sends is read and dropped (up to a bound, briefly).
+fn close(writer: &TcpStream, mut reader: BufReader<TcpStream>) {
+    let _ = writer.shutdown(std::net::Shutdown::Write);
+    let _ = reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = std::io::copy(
+        &mut std::io::Read::take(&mut reader, 1 << 20),
+        &mut std::io::sink(),
+    );
 }
 
 /// A listening server: an accepting thread and a thread per connection.
