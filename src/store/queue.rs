@@ -17,6 +17,7 @@ use std::time::Duration;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::owner::Owner;
+use super::status::set_status;
 use super::{RunStatus, Store, WeightsKind, now, unix_now};
 use crate::core::config::RunConfig;
 use crate::core::envelope::{Envelope, Field};
@@ -603,30 +604,6 @@ fn classify(id: i64, status: RunStatus, owner: &OwnerRow, c: &Claimant<'_>) -> Q
         },
         s => Queued::Unfinished { id, status: s },
     }
-}
-
-/// Change a run's status from `from` to `to`, a transition [`RunStatus::can_become`] allows.
-pub(super) fn set_status(
-    tx: &Transaction<'_>,
-    id: i64,
-    from: RunStatus,
-    to: RunStatus,
-) -> Result<()> {
-    if !from.can_become(to) {
-        return Err(Error::internal(format!(
-            "run {id}: the queue tried to make a {from} run {to}"
-        )));
-    }
-    let n = tx.execute(
-        "UPDATE runs SET status = ?3 WHERE id = ?1 AND status = ?2",
-        params![id, from, to],
-    )?;
-    if n != 1 {
-        return Err(Error::internal(format!(
-            "run {id}: expected it {from} to make it {to}"
-        )));
-    }
-    Ok(())
 }
 
 /// Insert a `pending` row for a planned run, a member of its experiment (see [`add_member`] for its

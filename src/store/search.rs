@@ -166,7 +166,7 @@ impl Store {
         let mut after = AfterEpoch::Continue;
         let target = Store::target_epochs(tx, hash)?;
         if still_running && epochs_done < max_epochs && target.is_none_or(|t| t <= epochs_done) {
-            super::queue::set_status(tx, run_id, RunStatus::Running, RunStatus::Paused)?;
+            super::status::set_status(tx, run_id, RunStatus::Running, RunStatus::Paused)?;
             decided += settle_tx(tx)?;
             let status: RunStatus =
                 tx.query_row("SELECT status FROM runs WHERE id = ?1", [run_id], |r| {
@@ -509,7 +509,7 @@ fn prune(tx: &Transaction<'_>) -> Result<()> {
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for id in ids {
-        super::queue::set_status(tx, id, RunStatus::Paused, RunStatus::Pruned)?;
+        super::status::set_status(tx, id, RunStatus::Paused, RunStatus::Pruned)?;
         let moved = tx.execute(
             "UPDATE weights SET kind = ?2 WHERE run_id = ?1 AND kind = ?3",
             params![

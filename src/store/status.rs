@@ -1,4 +1,5 @@
-//! A run's lifecycle: its status, as stored in `runs.status`, and the transitions the queue may make.
+//! A run's lifecycle: its status, as stored in `runs.status`, the transitions allowed, and the one
+//! function that changes a stored status ([`set_status`]).
 //!
 //! ```text
 //!   pending ──claim──> running ──last epoch──> completed | diverged
@@ -13,6 +14,9 @@
 //! goes through [`RunStatus::can_become`].
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use rusqlite::{Transaction, params};
+
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RunStatus {
@@ -116,6 +120,30 @@ impl FromSql for RunStatus {
             )
         })
     }
+}
+
+/// Change a run's status from `from` to `to`, a transition [`RunStatus::can_become`] allows.
+pub(crate) fn set_status(
+    tx: &Transaction<'_>,
+    id: i64,
+    from: RunStatus,
+    to: RunStatus,
+) -> Result<()> {
+    if !from.can_become(to) {
+        return Err(Error::internal(format!(
+            "run {id}: the queue tried to make a {from} run {to}"
+        )));
+    }
+    let n = tx.execute(
+        "UPDATE runs SET status = ?3 WHERE id = ?1 AND status = ?2",
+        params![id, from, to],
+    )?;
+    if n != 1 {
+        return Err(Error::internal(format!(
+            "run {id}: expected it {from} to make it {to}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::integrity::{metrics_sha256, result_sha256};
-use super::queue::{OwnerRow, set_status};
+use super::queue::OwnerRow;
 use super::search::AfterEpoch;
+use super::status::set_status;
 use super::{RunStatus, Store, WeightsKind, now, unix_now};
 use crate::core::model::Snapshot;
 use crate::core::train::{Checkpoint, EpochMetrics};

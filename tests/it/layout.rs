@@ -38,8 +38,15 @@ fn module_of(src: &Path, file: &Path) -> String {
     parts.join("::")
 }
 
-/// The crate modules a file names in `use crate::...` and `crate::...` paths (test modules excluded).
-fn imports(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
+/// The crate modules a file names: in `crate::...` paths, in `super::...` paths (resolved from the file's
+/// module `me`), and through associated functions of `impl Store` blocks called as `Store::f(` (`methods`:
+/// which module defines each), test modules excluded.
+fn imports(
+    text: &str,
+    me: &str,
+    modules: &BTreeSet<String>,
+    methods: &BTreeMap<String, String>,
+) -> BTreeSet<String> {
     let code: String = text
         .split("#[cfg(test)]")
         .next()
@@ -49,13 +56,8 @@ fn imports(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
         .collect::<Vec<_>>()
         .join("\n");
     let mut found = BTreeSet::new();
-    for (i, _) in code.match_indices("crate::") {
-        let path: String = code[i + 7..]
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
-            .collect();
+    let mut resolve = |segments: Vec<String>| {
         // The longest prefix of the path that is a module.
-        let segments: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
         for n in (1..=segments.len()).rev() {
             let m = segments[..n].join("::");
             if modules.contains(&m) {
@@ -63,8 +65,84 @@ fn imports(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
                 break;
             }
         }
+    };
+    let path_after = |at: usize| -> String {
+        code[at..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+            .collect()
+    };
+    for (i, _) in code.match_indices("crate::") {
+        let path = path_after(i + 7);
+        resolve(
+            path.split("::")
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        );
+    }
+    // `super::x` from module `a::b::c` (a file) is `a::b::x`; a `mod.rs` module's parent the same way.
+    for (i, _) in code.match_indices("super::") {
+        if i > 0 && code[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        let mut base: Vec<String> = me.split("::").map(String::from).collect();
+        let mut rest = &code[i..];
+        while let Some(r) = rest.strip_prefix("super::") {
+            base.pop();
+            rest = r;
+        }
+        let path: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+            .collect();
+        base.extend(path.split("::").filter(|s| !s.is_empty()).map(String::from));
+        resolve(base);
+    }
+    // `Store::f(` calls the `impl Store` block that defines `f`.
+    for (i, _) in code.match_indices("Store::") {
+        let name = path_after(i + 7);
+        if let Some(m) = methods.get(name.split("::").next().unwrap_or("")) {
+            found.insert(m.clone());
+        }
     }
     found
+}
+
+/// The associated functions each module's `impl Store` blocks define, by name.
+fn store_methods(files: &[(String, String)]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (module, text) in files {
+        let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+        let mut depth = 0i32;
+        let mut in_impl: Option<i32> = None;
+        for line in code.lines() {
+            let t = line.trim_start();
+            if t.starts_with("impl Store") || t.starts_with("impl<'a> Store") {
+                in_impl = Some(depth);
+            }
+            if let Some(d) = in_impl
+                && depth == d + 1
+            {
+                let f = t
+                    .trim_start_matches("pub(crate) ")
+                    .trim_start_matches("pub(super) ")
+                    .trim_start_matches("pub ");
+                if let Some(rest) = f.strip_prefix("fn ") {
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    out.insert(name, module.clone());
+                }
+            }
+            depth += line.matches('{').count() as i32 - line.matches('}').count() as i32;
+            if in_impl.is_some_and(|d| depth <= d) {
+                in_impl = None;
+            }
+        }
+    }
+    out
 }
 
 fn layer(module: &str) -> usize {
@@ -87,10 +165,14 @@ fn layers_import_downwards_only_and_modules_form_no_circle() {
         })
         .collect();
     let modules: BTreeSet<String> = lib.iter().map(|f| module_of(&src, f)).collect();
+    let texts: Vec<(String, String)> = lib
+        .iter()
+        .map(|f| (module_of(&src, f), std::fs::read_to_string(f).unwrap()))
+        .collect();
+    let methods = store_methods(&texts);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for f in &lib {
-        let text = std::fs::read_to_string(f).unwrap();
-        let me = module_of(&src, f);
+    for (me, text) in &texts {
+        let me = me.clone();
         assert!(
             text.trim_start().starts_with("//!"),
             "{me} has no module doc saying what it owns"
@@ -101,7 +183,7 @@ fn layers_import_downwards_only_and_modules_form_no_circle() {
                 "the library module {me} uses {banned}: that belongs to the binary"
             );
         }
-        let deps = imports(&text, &modules);
+        let deps = imports(text, &me, &modules, &methods);
         for d in &deps {
             assert!(
                 layer(d) <= layer(&me),
