@@ -221,10 +221,7 @@ fn sweep_rates(spec: &std::path::Path) -> Result<Vec<(String, String)>> {
             );
         }
         let store = mlp_runner::store::Store::open_read_only(&db)?;
-        let r = store.select(
-            "SELECT (SELECT count(*) FROM runs), sum(seconds - train_seconds) / sum(seconds) FROM epochs",
-            &[],
-        )?;
+        let r = store.evaluation_share()?;
         let row = r.rows.first().cloned().unwrap_or_default();
         let runs = match row.first() {
             Some(Value::Integer(n)) => *n as f64,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use mlp_runner::report::table::{self, Format, TableWriter};
+use mlp_runner::store::listing::{Hidden, Listing};
 use mlp_runner::store::manage::Deleted;
 use mlp_runner::store::read::{QueryEvent, UserQuery};
 use mlp_runner::store::{RunStatus, Store};
@@ -95,21 +96,10 @@ pub struct SqlArgs {
     pub db: DbArg,
 }
 
-/// The rows `ls` lists from: every run with the columns of `run_summary` (deleted ones too, told by
-/// `deleted_at`); for a store older than version 3, `run_summary` with those columns empty.
-fn ls_source(store: &Store) -> &'static str {
-    if store.manages_runs() {
-        "run_summary_all"
-    } else {
-        "(SELECT *, NULL AS tags, NULL AS note, NULL AS deleted_at FROM run_summary)"
-    }
-}
-
 pub fn ls(db: &Path, args: LsArgs, out: &mut dyn Write) -> Result<Exit> {
     let mut store = Store::open_read_only(db)?;
     if let Some(name) = &args.experiment {
-        let known = store.select("SELECT DISTINCT name FROM experiments ORDER BY name", &[])?;
-        let names: Vec<String> = known.rows.iter().map(|r| table::cell(&r[0])).collect();
+        let names = store.experiment_names()?;
         if !names.contains(name) {
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             let hint = mlp_runner::text::nearest(name, &refs)
@@ -128,11 +118,8 @@ pub fn ls(db: &Path, args: LsArgs, out: &mut dyn Write) -> Result<Exit> {
             .into());
         }
     }
-    let source = ls_source(&store);
-    let columns = store.columns_of(&format!("SELECT * FROM {source}"))?;
+    let columns = store.listing_columns()?;
     let listed = || columns.join(", ");
-    // Attempts a later one superseded (--force) are history: listed with --all.
-    let versioned = columns.iter().any(|c| c == "superseded_by");
     // --sort: known columns only (they are interpolated), each ascending or (-) descending.
     let mut order = Vec::new();
     for key in args.sort.as_deref().unwrap_or("run_id").split(',') {
@@ -153,81 +140,28 @@ pub fn ls(db: &Path, args: LsArgs, out: &mut dyn Write) -> Result<Exit> {
             ))
             .into());
         }
-        order.push(format!("{col} {dir} NULLS LAST"));
+        order.push((col.to_string(), dir == "DESC"));
     }
-    if !order.iter().any(|o| o.starts_with("run_id ")) {
-        order.push("run_id ASC".into());
-    }
-    // Text shows epochs as "done/total"; CSV and JSON give the two numbers.
-    let epochs = match args.format.format() {
-        Format::Text => "epochs_done || '/' || epochs AS epochs",
-        _ => "epochs_done, epochs",
-    };
-    let deleted = if args.deleted {
-        "deleted_at IS NOT NULL"
-    } else if args.all {
-        "1"
-    } else if versioned {
-        "deleted_at IS NULL AND superseded_by IS NULL"
-    } else {
-        "deleted_at IS NULL"
-    };
-    let condition = args.condition.as_deref().unwrap_or("1");
-    let limit = args.limit.map_or(-1, |n| n.min(i64::MAX as u64) as i64);
-    let shown_deleted = match (args.deleted || args.all, versioned && args.all) {
-        (true, true) => ", deleted_at, superseded_by",
-        (true, false) => ", deleted_at",
-        _ => "",
-    };
-    let val = if columns.iter().any(|c| c == "val_acc")
-        && matches!(
-            store
-                .select(
-                    &format!("SELECT EXISTS (SELECT 1 FROM {source} WHERE val_acc IS NOT NULL)"),
-                    &[]
-                )?
-                .rows
-                .first()
-                .map(|r| &r[0]),
-            Some(Value::Integer(1))
-        ) {
-        "val_acc, "
-    } else {
-        ""
-    };
-    let sql = format!(
-        "SELECT run_id, experiment, name, status, {epochs}, {val}test_acc, test_loss, round(seconds, 2) AS seconds,
-                tags, note{shown_deleted}
-         FROM {source} s
-         WHERE {deleted} AND (?1 IS NULL OR experiment = ?1) AND (?2 IS NULL OR status = ?2)
-           AND (?3 IS NULL OR EXISTS (SELECT 1 FROM tags t WHERE t.run_id = s.run_id AND t.tag = ?3))
-           AND ({condition})
-         ORDER BY {} LIMIT ?4",
-        order.join(", ")
-    );
-    let status = args.status.map(|s| s.as_str());
-    let tag_filter: Option<&str> = match (&args.tag, store.manages_runs()) {
-        (Some(t), true) => Some(t),
-        // A store without tags: no run has one.
-        (Some(_), false) => Some("\u{0}no tags in this store"),
-        (None, _) => None,
-    };
-    let sql = if store.manages_runs() {
-        sql
-    } else {
-        sql.replace(
-            "EXISTS (SELECT 1 FROM tags t WHERE t.run_id = s.run_id AND t.tag = ?3)",
-            "0",
-        )
-    };
     let time_limit = Duration::from_secs_f64(args.timeout.clamp(0.001, 86_400.0));
+    let listing = Listing {
+        experiment: args.experiment.as_deref(),
+        status: args.status,
+        tag: args.tag.as_deref(),
+        condition: args.condition.as_deref(),
+        order: &order,
+        limit: args.limit,
+        hidden: if args.deleted {
+            Hidden::Only
+        } else if args.all {
+            Hidden::Too
+        } else {
+            Hidden::Not
+        },
+        epochs_as_text: args.format.format() == Format::Text,
+        time_limit,
+    };
     let mut t = store
-        .select_user(
-            &sql,
-            condition,
-            &[&args.experiment, &status, &tag_filter, &limit],
-            time_limit,
-        )
+        .list_runs(&listing)
         .map_err(|e| match (&args.condition, e) {
             (Some(c), mlp_runner::Error::Usage(msg)) => {
                 // "no such column: tset_acc": name the column meant.
@@ -274,7 +208,7 @@ pub fn show(db: &Path, args: ShowArgs, out: &mut dyn Write) -> Result<Exit> {
     let store = Store::open_read_only(db)?;
     let run = store.resolve(&args.run, Deleted::Avoid)?;
     let row = store.run(run)?;
-    let mut t = store.select("SELECT * FROM runs WHERE id = ?1", &[&run])?;
+    let mut t = store.run_columns(run)?;
     let tags = store.tags(run)?;
     t.columns.push("tags".into());
     if let Some(r) = t.rows.first_mut() {

@@ -99,13 +99,7 @@ pub struct DiffArgs {
 pub fn tag(db: &Path, args: TagArgs, out: &mut dyn Write) -> Result<Exit> {
     let store = Store::open(db)?;
     let is_run = |w: &str| -> Result<bool> {
-        Ok(w.chars().all(|c| c.is_ascii_digit())
-            || w.contains('/')
-            || store
-                .select("SELECT 1 FROM runs WHERE name = ?1 LIMIT 1", &[&w])?
-                .rows
-                .len()
-                == 1)
+        Ok(w.chars().all(|c| c.is_ascii_digit()) || w.contains('/') || store.has_run_named(w)?)
     };
     let mut runs = Vec::new();
     let mut at = 0;

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
-use mlp_runner::sweep::{merge, spec};
+use mlp_runner::store::merge;
+use mlp_runner::sweep::spec;
 use mlp_runner::text::clean;
 
 use super::Exit;

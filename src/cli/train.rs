@@ -343,10 +343,7 @@ fn best_of(store: &Store, rungs: &[RungState]) -> Result<Option<String>> {
     let Some(id) = last.1.run_id else {
         return Ok(None);
     };
-    let t = store.select(
-        "SELECT name, val_acc, test_acc, epochs_done FROM runs WHERE id = ?1",
-        &[&id],
-    )?;
+    let t = store.run_figures(id)?;
     let row = t.rows.first().cloned().unwrap_or_default();
     let cell = |i: usize| {
         row.get(i)

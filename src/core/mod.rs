@@ -6,7 +6,7 @@
 //! threads) does the f32 matrix products with bits fixed on every CPU; [`envelope`] records what else the
 //! bits depend on; [`mod@reference`] is the tutorial's per-sample algorithm the batched code is tested against;
 //! [`mod@bench`] times all of it on this machine; [`search`] holds the schedules and the rung decisions of
-//! adaptive search, as pure functions of stored metrics.
+//! adaptive search, as pure functions of stored metrics; [`shard`] which runs of a sweep a shard owns.
 //!
 //! Must not import `store`, `sweep` or `report`: a run is a pure function of its config and data, and is
 //! trained, verified and benchmarked through the [`train::Observer`] it is given.
@@ -23,5 +23,6 @@ pub mod real;
 pub mod reference;
 pub mod rng;
 pub mod search;
+pub mod shard;
 pub mod train;
 pub mod workspace;

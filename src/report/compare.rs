@@ -13,24 +13,8 @@ use std::collections::BTreeMap;
 use rusqlite::types::Value;
 
 use super::stats;
-use crate::core::search::Metric;
 use crate::error::{Error, Result};
-use crate::store::{RunStatus, Store, Table};
-
-/// The run parameters a comparison may group by: `runs` columns, a fixed list (never user input).
-const PARAMS: &[&str] = &[
-    "sizes",
-    "activation",
-    "init",
-    "dtype",
-    "batch_size",
-    "learning_rate",
-    "epochs",
-    "drop_last",
-    "limit_train",
-    "limit_test",
-    "data_dir",
-];
+use crate::store::{Store, Table};
 
 /// The newest experiment name with finished runs, or the one given after checking it exists.
 pub fn experiment_name(store: &Store, given: Option<&str>) -> Result<String> {
@@ -61,43 +45,6 @@ pub fn experiment_name(store: &Store, given: Option<&str>) -> Result<String> {
     }
 }
 
-/// The parameters that vary across an experiment's finished runs (a few defaults when none does).
-fn varying(store: &Store, experiment: &str, filter: &str) -> Result<Vec<&'static str>> {
-    let mut varying = Vec::new();
-    for p in PARAMS {
-        let t = store.select(
-            &format!("SELECT count(DISTINCT coalesce(r.{p}, '')) {filter}"),
-            &[&experiment],
-        )?;
-        if matches!(t.rows.first().map(|r| &r[0]), Some(Value::Integer(n)) if *n > 1) {
-            varying.push(*p);
-        }
-    }
-    if varying.is_empty() {
-        varying.extend(["sizes", "batch_size", "learning_rate"]);
-    }
-    Ok(varying)
-}
-
-/// `min(r.p) AS p` for each parameter: its value in a group of runs that share it.
-fn min_columns(params: &[&str]) -> Vec<String> {
-    params
-        .iter()
-        .map(|p| format!("min(r.{p}) AS {p}"))
-        .collect()
-}
-
-/// The finished current runs (not deleted, not superseded) of experiment `?1`: its members.
-fn finished_filter(store: &Store) -> String {
-    format!(
-        "FROM runs r JOIN {} m ON m.run_id = r.id WHERE m.experiment = ?1 AND r.status IN {}
-         AND {}",
-        store.members(),
-        RunStatus::sql_list(&RunStatus::FINISHED),
-        store.current("r")
-    )
-}
-
 /// How the best of experiment `experiment` is chosen, in words, for beside every best: the metric, and
 /// for a test metric that the figure of the best is then not an unbiased estimate.
 pub fn selection_note(store: &Store, experiment: &str) -> Result<String> {
@@ -118,111 +65,14 @@ pub fn selection_note(store: &Store, experiment: &str) -> Result<String> {
     })
 }
 
-/// Each configuration's completed test accuracies by seed (the latest run of each seed).
-fn accuracies(store: &Store, experiment: &str) -> Result<BTreeMap<String, BTreeMap<i64, f64>>> {
-    let t = store.select(
-        &format!(
-            "SELECT r.seed_group, r.seed, r.test_acc {} AND r.status = 'completed' AND r.test_acc IS NOT NULL
-             ORDER BY r.id",
-            finished_filter(store)
-        ),
-        &[&experiment],
-    )?;
-    let mut groups: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
-    for row in t.rows {
-        if let [Value::Text(g), Value::Integer(seed), Value::Real(acc)] = row.as_slice() {
-            groups.entry(g.clone()).or_default().insert(*seed, *acc);
-        }
-    }
-    Ok(groups)
-}
-
-/// The tags of each configuration's finished runs (by seed group), sorted; empty for a store without tags.
-fn group_tags(store: &Store, experiment: &str) -> Result<BTreeMap<String, Vec<String>>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    if !store.manages_runs() {
-        return Ok(out);
-    }
-    let t = store.select(
-        &format!(
-            "SELECT DISTINCT r.seed_group, t.tag {} AND t.run_id = r.id ORDER BY t.tag",
-            finished_filter(store).replacen("FROM runs r", "FROM tags t, runs r", 1)
-        ),
-        &[&experiment],
-    )?;
-    for row in t.rows {
-        if let [Value::Text(g), Value::Text(tag)] = row.as_slice() {
-            out.entry(g.clone()).or_default().push(tag.clone());
-        }
-    }
-    Ok(out)
-}
-
 /// One row per configuration of the experiment (runs that differ only by seed grouped), with the
 /// parameters that vary, the mean of test accuracy over seeds with its 95% confidence interval (Student t),
 /// spread, min and max; sorted by the selection metric's mean, the best first and marked.
 pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
-    let filter = finished_filter(store);
     let metric = store.selection_metric(experiment)?;
-    let varying = varying(store, experiment, &filter)?;
-    let cols = min_columns(&varying);
-    let acc = "CASE WHEN r.status = 'completed' THEN r.test_acc END";
-    // A search's pruned runs are counted (with the most epochs a run of the group got), and a validation
-    // split adds its mean accuracy; neither column appears without them.
-    let any = |cond: &str| -> Result<bool> {
-        let t = store.select(
-            &format!("SELECT EXISTS (SELECT 1 {filter} AND {cond})"),
-            &[&experiment],
-        )?;
-        Ok(matches!(
-            t.rows.first().map(|r| &r[0]),
-            Some(Value::Integer(1))
-        ))
-    };
-    let mut extra = String::new();
-    if any("r.status = 'pruned'")? {
-        extra.push_str("sum(r.status = 'pruned') AS pruned, max(r.epochs_done) AS most_epochs, ");
-    }
-    if store.version() >= 4 && any("r.val_acc IS NOT NULL")? {
-        extra
-            .push_str("avg(CASE WHEN r.status = 'completed' THEN r.val_acc END) AS mean_val_acc, ");
-        if metric == Metric::ValLoss {
-            extra.push_str(
-                "avg(CASE WHEN r.status = 'completed' THEN r.val_loss END) AS mean_val_loss, ",
-            );
-        }
-    }
-    // Column names come from the fixed metric list; lower is better for a loss.
-    let selection = format!(
-        "avg(CASE WHEN r.status = 'completed' THEN r.{} END)",
-        metric.as_str()
-    );
-    // Ties broken as a search breaks them: by the partner metric of the same split.
-    let direction = |m: Metric| if m.higher_is_better() { "DESC" } else { "ASC" };
-    let order = format!(
-        "{selection} {} NULLS LAST, avg(CASE WHEN r.status = 'completed' THEN r.{} END) {} NULLS LAST",
-        direction(metric),
-        metric.partner().as_str(),
-        direction(metric.partner())
-    );
-    let mut t = store.select(
-        &format!(
-            "SELECT {}, count(*) AS runs, sum(r.status = 'diverged') AS diverged, {extra}
-                avg({acc}) AS mean_test_acc,
-                CASE WHEN count({acc}) > 1 THEN sqrt(max(0.0, (sum({acc} * {acc}) - count({acc}) * avg({acc}) * avg({acc}))
-                     / (count({acc}) - 1))) END AS std_test_acc,
-                min({acc}) AS min_test_acc, max({acc}) AS max_test_acc,
-                avg(CASE WHEN r.status = 'completed' THEN r.test_loss END) AS mean_test_loss,
-                avg(r.seconds) AS mean_seconds, {selection} IS NOT NULL AS selectable,
-                r.seed_group AS seed_group
-             {filter} GROUP BY r.seed_group ORDER BY {order}, {}",
-            cols.join(", "),
-            varying.join(", ")
-        ),
-        &[&experiment],
-    )?;
+    let mut t = store.configurations(experiment, metric)?;
     // The 95% interval of each mean, after the mean; the grouping key is not shown.
-    let groups = accuracies(store, experiment)?;
+    let groups = store.seed_accuracies(experiment)?;
     let at = t
         .columns
         .iter()
@@ -234,7 +84,7 @@ pub fn compare(store: &Store, experiment: &str) -> Result<Table> {
     t.columns.pop();
     t.columns.pop();
     let mut selectable = Vec::with_capacity(t.rows.len());
-    let tags = group_tags(store, experiment)?;
+    let tags = store.configuration_tags(experiment)?;
     if !tags.is_empty() {
         t.columns.push("tags".into());
     }
@@ -323,17 +173,8 @@ pub fn best_line(store: &Store, experiment: &str) -> Result<Option<String>> {
 /// Welch's test when they share fewer than two), and the verdict in words. The baseline is a run id (its
 /// configuration) or `key=value,...` over the parameters that vary (e.g. `learning_rate=0.1`).
 pub fn compare_baseline(store: &Store, experiment: &str, baseline: &str) -> Result<Table> {
-    let filter = finished_filter(store);
-    let varying = varying(store, experiment, &filter)?;
-    let cols = min_columns(&varying);
-    let configs = store.select(
-        &format!(
-            "SELECT r.seed_group, {} {filter} GROUP BY r.seed_group ORDER BY {}",
-            cols.join(", "),
-            varying.join(", ")
-        ),
-        &[&experiment],
-    )?;
+    let varying = store.varying_params(experiment)?;
+    let configs = store.configuration_list(experiment, &varying)?;
     let describe = |row: &[Value]| -> String {
         varying
             .iter()
@@ -354,14 +195,8 @@ pub fn compare_baseline(store: &Store, experiment: &str, baseline: &str) -> Resu
     let base_group = match as_run {
         Some(id) => {
             let row = store.run(id)?;
-            let g: Vec<Value> = store
-                .select("SELECT seed_group FROM runs WHERE id = ?1", &[&id])?
-                .rows
-                .into_iter()
-                .next()
-                .unwrap_or_default();
-            match g.first() {
-                Some(Value::Text(g)) if configs.rows.iter().any(|r| &group_of(r) == g) => g.clone(),
+            match store.seed_group_of(id)? {
+                Some(g) if configs.rows.iter().any(|r| group_of(r) == g) => g,
                 _ => {
                     return Err(Error::Usage(format!(
                         "run {id} ({}) is not a finished run of experiment `{}`",
@@ -419,7 +254,7 @@ pub fn compare_baseline(store: &Store, experiment: &str, baseline: &str) -> Resu
             }
         }
     };
-    let groups = accuracies(store, experiment)?;
+    let groups = store.seed_accuracies(experiment)?;
     let empty = BTreeMap::new();
     let base = groups.get(&base_group).unwrap_or(&empty);
     let mut columns: Vec<&str> = varying.clone();

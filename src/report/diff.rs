@@ -84,14 +84,7 @@ pub fn diff(store: &Store, a: i64, b: i64) -> Result<RunDiff> {
 
     let mut envelope = Table::new(&["field", "a", "b"]);
     let read = |id: i64| -> Result<Vec<Option<String>>> {
-        let cols: Vec<String> = ENVELOPE
-            .iter()
-            .map(|c| format!("CAST({c} AS TEXT)"))
-            .collect();
-        let t = store.select(
-            &format!("SELECT {} FROM runs WHERE id = ?1", cols.join(", ")),
-            &[&id],
-        )?;
+        let t = store.run_fields_as_text(id, ENVELOPE)?;
         Ok(t.rows
             .first()
             .map(|r| {

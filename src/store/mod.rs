@@ -17,8 +17,12 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, Transactio
 
 use crate::error::{Error, Result};
 
+pub mod compare;
+pub mod dashboard;
 pub mod integrity;
+pub mod listing;
 pub mod manage;
+pub mod merge;
 pub mod owner;
 pub mod queue;
 pub mod read;

@@ -394,6 +394,46 @@ impl Store {
         self.at(row.optional().map_err(Error::from))
     }
 
+    /// Is there a run named `name` (its name where it was first queued)?
+    pub fn has_run_named(&self, name: &str) -> Result<bool> {
+        Ok(!self
+            .select("SELECT 1 FROM runs WHERE name = ?1 LIMIT 1", &[&name])?
+            .rows
+            .is_empty())
+    }
+
+    /// How many runs the store holds, and the share of their epochs' time spent evaluating (outside the
+    /// SGD steps).
+    pub fn evaluation_share(&self) -> Result<Table> {
+        self.select(
+            "SELECT (SELECT count(*) FROM runs), sum(seconds - train_seconds) / sum(seconds) FROM epochs",
+            &[],
+        )
+    }
+
+    /// A run's name, validation and test accuracy, and epochs, for a one-line report.
+    pub fn run_figures(&self, id: i64) -> Result<Table> {
+        self.select(
+            &format!(
+                "SELECT name, {}, test_acc, epochs_done FROM runs WHERE id = ?1",
+                self.col("val_acc", 4)
+            ),
+            &[&id],
+        )
+    }
+
+    /// Columns of run `id` (`fields`: names from a fixed list of the caller's, never input), each as text.
+    pub fn run_fields_as_text(&self, id: i64, fields: &[&str]) -> Result<Table> {
+        let cols: Vec<String> = fields
+            .iter()
+            .map(|c| format!("CAST({c} AS TEXT)"))
+            .collect();
+        self.select(
+            &format!("SELECT {} FROM runs WHERE id = ?1", cols.join(", ")),
+            &[&id],
+        )
+    }
+
     /// Names of the experiments with finished runs, the one with the newest finished run first.
     pub(crate) fn experiments_with_finished_runs(&self) -> Result<Vec<String>> {
         let sql = format!(
@@ -411,7 +451,7 @@ impl Store {
     }
 
     /// Run `sql` with bound `params` and collect the result (for the tool's own queries).
-    pub fn select(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Table> {
+    pub(crate) fn select(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Table> {
         let run = || -> rusqlite::Result<Table> {
             let mut stmt = self.connection().prepare(sql)?;
             let columns: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();

@@ -1,5 +1,5 @@
 //! A run's lifecycle: its status, as stored in `runs.status`, the transitions allowed, and the one
-//! function that changes a stored status ([`set_status`]).
+//! function that changes a stored status (`set_status`).
 //!
 //! ```text
 //!   pending ──claim──> running ──last epoch──> completed | diverged

@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use super::heartbeat::Heartbeat;
 use super::progress::{Progress, RunProgress, RunStart};
-use super::shard::Shard;
 use super::spec::{Experiment, PlannedRun};
 use crate::core::config::RunConfig;
 use crate::core::data::DataCache;
 use crate::core::envelope::Envelope;
 use crate::core::kernel::Kernel;
 use crate::core::model::Snapshot;
+use crate::core::shard::Shard;
 use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, Outcome, train_with};
 use crate::error::{Error, ErrorKind, Result, SpecError};
 use crate::store::queue::{Claimant, MISSED_HEARTBEATS};

@@ -225,3 +225,41 @@ fn layers_import_downwards_only_and_modules_form_no_circle() {
     }
     assert!(graph.len() > 30, "found only {} modules", graph.len());
 }
+
+#[test]
+fn sql_is_written_only_in_the_store() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut found = Vec::new();
+    for f in files.iter().filter(|f| !f.starts_with(src.join("store"))) {
+        let text = std::fs::read_to_string(f).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or(&text);
+        for (n, line) in code.lines().enumerate() {
+            let t = line.trim_start();
+            // Comments, and the examples `runner sql --help` shows, are prose.
+            if t.starts_with("//") || line.contains("runner sql") {
+                continue;
+            }
+            for word in [
+                "SELECT ",
+                "INSERT INTO",
+                "DELETE FROM",
+                "CREATE TABLE",
+                "PRAGMA ",
+            ] {
+                if line.contains(word) {
+                    found.push(format!("{}:{}: {}", f.display(), n + 1, t));
+                }
+            }
+            if line.contains("UPDATE ") && line.contains(" SET ") {
+                found.push(format!("{}:{}: {}", f.display(), n + 1, t));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "SQL outside src/store (give the store a typed function instead):\n{}",
+        found.join("\n")
+    );
+}

@@ -17,82 +17,6 @@ pub const MAX_RUNS: usize = 200_000;
 /// The most configurations whose curves an experiment page draws.
 pub const MAX_GROUPS: usize = 50;
 
-/// The result of `sql` as `{columns, rows}` JSON text, written cell by cell from SQLite's values (no table
-/// in between), with typed cells (tags and sizes as lists): the runs list, the one answer that grows with
-/// the store, stays fast.
-pub(crate) fn query_compact_text(
-    store: &Store,
-    sql: &str,
-    params: &[&dyn rusqlite::ToSql],
-    extra: &[(&str, Json)],
-) -> Result<String> {
-    use std::io::Write as _;
-
-    use rusqlite::types::ValueRef;
-    let run = || -> std::result::Result<Vec<u8>, Box<dyn std::error::Error>> {
-        let mut stmt = store.connection().prepare(sql)?;
-        let columns: Vec<String> = stmt.column_names().map(String::from).collect();
-        let (tags, sizes) = (
-            columns.iter().position(|c| c == "tags"),
-            columns.iter().position(|c| c == "sizes"),
-        );
-        let mut out: Vec<u8> = Vec::with_capacity(1 << 21);
-        out.extend_from_slice(b"{\"columns\":");
-        serde_json::to_writer(&mut out, &columns)?;
-        out.extend_from_slice(b",\"rows\":[");
-        let mut rows = stmt.query(params)?;
-        let mut first = true;
-        while let Some(r) = rows.next()? {
-            out.extend_from_slice(if first { b"[" } else { b",[" });
-            first = false;
-            for i in 0..columns.len() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                match r.get_ref(i)? {
-                    ValueRef::Null if Some(i) == tags => out.extend_from_slice(b"[]"),
-                    ValueRef::Null => out.extend_from_slice(b"null"),
-                    ValueRef::Integer(v) => write!(out, "{v}")?,
-                    ValueRef::Real(v) if v.is_finite() => serde_json::to_writer(&mut out, &v)?,
-                    ValueRef::Real(_) => out.extend_from_slice(b"null"),
-                    ValueRef::Text(t) => {
-                        let t = String::from_utf8_lossy(t);
-                        if Some(i) == tags {
-                            let list: Vec<&str> = t.split(',').filter(|x| !x.is_empty()).collect();
-                            serde_json::to_writer(&mut out, &list)?;
-                        } else if Some(i) == sizes {
-                            // Parsed, never pasted: a stored text that is not a list of sizes stays a string.
-                            match serde_json::from_str::<Vec<u64>>(&t) {
-                                Ok(v) => serde_json::to_writer(&mut out, &v)?,
-                                Err(_) => serde_json::to_writer(&mut out, &t)?,
-                            }
-                        } else {
-                            // serde_json escapes every character JSON needs escaped.
-                            serde_json::to_writer(&mut out, &t)?;
-                        }
-                    }
-                    ValueRef::Blob(b) => {
-                        serde_json::to_writer(&mut out, &format!("<{} bytes>", b.len()))?
-                    }
-                }
-            }
-            out.push(b']');
-        }
-        out.push(b']');
-        for (k, v) in extra {
-            out.push(b',');
-            serde_json::to_writer(&mut out, k)?;
-            out.push(b':');
-            serde_json::to_writer(&mut out, v)?;
-        }
-        out.push(b'}');
-        Ok(out)
-    };
-    let bytes = run().map_err(|e| store.store_err(format!("cannot list its runs: {e}")))?;
-    String::from_utf8(bytes)
-        .map_err(|e| Error::internal(format!("the runs list is not UTF-8: {e}")))
-}
-
 /// A table as `{columns, rows}` with typed cells (rows as arrays: a quarter of the bytes of objects).
 fn compact(t: &Table) -> Json {
     let rows: Vec<Json> = json_rows(t)
@@ -128,25 +52,7 @@ pub fn store_info(store: &Store) -> Json {
 /// epoch, beats its heartbeat, is deleted or annotated, or a rung is decided. With the counts for the
 /// header.
 pub fn version(store: &Store) -> Result<Json> {
-    let tags = if store.manages_runs() {
-        "(SELECT count(*) FROM tags) || '-' || total(length(note)) || '-' || count(deleted_at)"
-    } else {
-        "''"
-    };
-    let rungs = if store.version() >= 4 {
-        "(SELECT count(decided_at) FROM rung_members)"
-    } else {
-        "0"
-    };
-    let t = store.select(
-        &format!(
-            "SELECT count(*) || '-' || max(id) || '-' || total(epochs_done) || '-' || total(length(status) * id)
-                    || '-' || coalesce(max(heartbeat_at), 0) || '-' || {tags} || '-' || {rungs},
-                    count(*), sum(status = 'running')
-             FROM runs"
-        ),
-        &[],
-    )?;
+    let t = store.dashboard_version()?;
     let row = t.rows.first().cloned().unwrap_or_default();
     Ok(json!({
         "version": row.first().map(super::super::table::cell).unwrap_or_default(),
@@ -159,56 +65,15 @@ pub fn version(store: &Store) -> Result<Json> {
 /// selection metric, with that metric's name and value and the run's test accuracy) and time (three
 /// queries, whatever the number of experiments). A run shared by two experiments counts in both.
 pub fn experiments(store: &Store) -> Result<Json> {
-    let members = store.members();
-    let current = store.current("r");
-    let t = store.select(
-        &format!(
-            "SELECT m.experiment,
-                    (SELECT description FROM experiments x WHERE x.name = m.experiment ORDER BY x.id DESC LIMIT 1),
-                    count(r.id), sum(r.seconds),
-                    (SELECT min(created_at) FROM experiments x WHERE x.name = m.experiment)
-             FROM {members} m JOIN runs r ON r.id = m.run_id
-             WHERE {current} GROUP BY m.experiment ORDER BY max(r.id) DESC"
-        ),
-        &[],
-    )?;
+    let t = store.experiment_overview()?;
     let mut by: BTreeMap<String, serde_json::Map<String, Json>> = BTreeMap::new();
-    for r in store
-        .select(
-            &format!(
-                "SELECT m.experiment, r.status, count(*) FROM {members} m JOIN runs r ON r.id = m.run_id
-                 WHERE {current} GROUP BY m.experiment, r.status ORDER BY m.experiment, r.status"
-            ),
-            &[],
-        )?
-        .rows
-    {
+    for r in store.experiment_statuses()?.rows {
         by.entry(super::super::table::cell(&r[0]))
             .or_default()
             .insert(super::super::table::cell(&r[1]), json!(int(r.get(2))));
     }
-    // The best run of each experiment by its selection metric: the `best_runs` view (version 5); an
-    // older store, read as it is, by validation accuracy where there is one, else test accuracy.
-    let best_sql = if store.version() >= 5 {
-        "SELECT experiment, run_id, selected_by,
-                CASE selected_by WHEN 'val_acc' THEN val_acc WHEN 'val_loss' THEN val_loss
-                                 WHEN 'test_loss' THEN test_loss ELSE test_acc END,
-                test_acc FROM best_runs"
-            .to_string()
-    } else {
-        let val = store.col_of("r", "val_acc", 4);
-        format!(
-            "SELECT experiment, id, CASE WHEN v IS NULL THEN 'test_acc' ELSE 'val_acc' END,
-                    coalesce(v, test_acc), test_acc FROM (
-                SELECT m.experiment, r.id, {val} AS v, r.test_acc, ROW_NUMBER() OVER (
-                    PARTITION BY m.experiment ORDER BY coalesce({val}, r.test_acc) DESC, r.id) AS place
-                FROM {members} m JOIN runs r ON r.id = m.run_id
-                WHERE r.status = 'completed' AND {current}
-             ) WHERE place = 1"
-        )
-    };
     let mut best: BTreeMap<String, [Json; 4]> = BTreeMap::new();
-    for r in store.select(&best_sql, &[])?.rows {
+    for r in store.experiment_bests()?.rows {
         best.insert(
             super::super::table::cell(&r[0]),
             [
@@ -261,30 +126,14 @@ pub fn runs(store: &Store) -> Result<Json> {
 
 /// [`runs`] as JSON text, written as the rows come.
 pub fn runs_text(store: &Store) -> Result<String> {
-    let source = if store.manages_runs() {
-        "run_summary_all"
-    } else {
-        "(SELECT *, NULL AS tags, NULL AS note, NULL AS deleted_at FROM run_summary)"
-    };
-    query_compact_text(
-        store,
-        &format!(
-            "SELECT * FROM (
-                SELECT s.*, CASE WHEN s.status = 'running' AND s.epochs_done > 0
-                    THEN (s.epochs - s.epochs_done) * s.seconds / s.epochs_done END AS eta_seconds
-                FROM {source} s ORDER BY s.run_id DESC LIMIT ?1
-             ) ORDER BY run_id"
-        ),
-        &[&(MAX_RUNS as i64)],
-        &[("limit", json!(MAX_RUNS))],
-    )
+    store.runs_json(MAX_RUNS, &[("limit", json!(MAX_RUNS))])
 }
 
 /// `/api/run/<id>`: one run: its row, parameters (a flat map of its config), provenance and hashes,
 /// tags, epochs, weights (shapes and bytes), the command that verifies it.
 pub fn run(store: &Store, id: i64) -> Result<Json> {
     let row = store.run(id)?;
-    let t = store.select("SELECT * FROM runs WHERE id = ?1", &[&id])?;
+    let t = store.run_columns(id)?;
     let cols = &t.columns;
     let values = t.rows.first().cloned().unwrap_or_default();
     let get = |c: &str| {
@@ -384,14 +233,7 @@ fn flatten(cfg: &crate::core::config::RunConfig) -> BTreeMap<String, Json> {
 /// values of them, learning curves per configuration (mean and standard deviation over seeds, per
 /// epoch), and what its searches decided.
 pub fn experiment(store: &Store, name: &str) -> Result<Json> {
-    let known = store.select(
-        &format!(
-            "SELECT count(*) FROM {} WHERE experiment = ?1",
-            store.members()
-        ),
-        &[&name],
-    )?;
-    if int(known.rows.first().and_then(|r| r.first())) == 0 {
+    if !store.has_experiment(name)? {
         return Err(Error::Usage(format!(
             "no experiment {}",
             crate::text::clean(&crate::text::truncate(name, 200))
@@ -403,27 +245,8 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
         Ok(_) => super::super::compare::compare(store, &name)?,
         Err(_) => Table::new(&["best"]),
     };
-    let members = store.members();
-    let current = store.current("r");
-    let val = store.col_of("r", "val_acc", 4);
-    let description = store
-        .select(
-            "SELECT description FROM experiments WHERE name = ?1 ORDER BY id DESC LIMIT 1",
-            &[&name],
-        )?
-        .rows
-        .first()
-        .map(|r| super::super::table::cell(&r[0]))
-        .unwrap_or_default();
-    let runs = store.select(
-        &format!(
-            "SELECT r.id, r.seed, r.status, r.test_acc, {val}, r.seed_group, m.overrides, r.config_toml
-             FROM {members} m JOIN runs r ON r.id = m.run_id
-             WHERE m.experiment = ?1 AND r.status IN {} AND {current} ORDER BY r.id",
-            RunStatus::sql_list(&RunStatus::FINISHED)
-        ),
-        &[&name],
-    )?;
+    let description = store.experiment_description(&name)?;
+    let runs = store.experiment_finished_runs(&name)?;
     // The parameters that vary: the sweep's keys (seed aside) that take more than one value.
     let mut values: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
     let mut points = Vec::new();
@@ -468,21 +291,7 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
         .collect();
     // Every epoch of the experiment's finished runs, read at once.
     let mut by_run: BTreeMap<i64, Vec<crate::core::train::EpochMetrics>> = BTreeMap::new();
-    let val_cols = if store.version() >= 4 {
-        "e.val_loss, e.val_acc"
-    } else {
-        "NULL, NULL"
-    };
-    let rows = store.select(
-        &format!(
-            "SELECT e.run_id, e.test_acc, e.test_loss, {val_cols} FROM epochs e
-             WHERE e.run_id IN (SELECT r.id FROM {members} m JOIN runs r ON r.id = m.run_id
-                                WHERE m.experiment = ?1 AND r.status IN {} AND {current})
-             ORDER BY e.run_id, e.epoch",
-            RunStatus::sql_list(&RunStatus::FINISHED)
-        ),
-        &[&name],
-    )?;
+    let rows = store.experiment_epochs(&name)?;
     for r in rows.rows {
         let real = |v: &Value| match v {
             Value::Real(f) => Some(*f),

@@ -6,6 +6,10 @@
 //! merge leaves the output as it was. It is idempotent; provenance is kept (every copied row keeps its
 //! host, pid, times and envelope); and a run present in two stores must be bit-identical in both (its
 //! weights, hashed from the bytes, and every epoch's metrics), or it is reported, never overwritten.
+//! A config trained with two kernel contracts is two results of one configuration: both are kept, one as
+//! history ([`Prefer`]). Experiments' memberships of the runs come along.
+//!
+//! Part of the store (it reads and writes the schema); imports `core` (shards, kernels), never `sweep`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,7 +17,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::shard::Shard;
+use crate::core::shard::Shard;
 use crate::error::{Error, Result};
 use crate::files::same_file;
 use crate::store::integrity::{
