@@ -11,7 +11,7 @@ use mlp_runner::report::table::Format;
 use mlp_runner::store::Table;
 use rusqlite::types::Value;
 
-use super::{Exit, FormatArgs, print_table};
+use super::args::{CommandFacts, Exit, FormatArgs, ThreadsArg, print_table};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -62,7 +62,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub format: FormatArgs,
     #[command(flatten)]
-    pub threads: super::ThreadsArg,
+    pub threads: ThreadsArg,
 }
 
 fn parse_dtype(s: &str) -> std::result::Result<Dtype, String> {
@@ -243,4 +243,10 @@ fn sweep_rates(spec: &std::path::Path) -> Result<Vec<(String, String)>> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(out)
+}
+
+impl CommandFacts for BenchArgs {
+    fn threads(&self) -> Option<ThreadsArg> {
+        Some(self.threads)
+    }
 }

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use mlp_runner::core::data::{self, DataFormat};
 
-use super::Exit;
+use super::args::{CommandFacts, Exit};
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
@@ -87,3 +87,5 @@ pub fn data(cmd: DataCommand, out: &mut dyn Write) -> Result<Exit> {
     }
     Ok(Exit::Ok)
 }
+
+impl CommandFacts for DataCommand {}

@@ -14,7 +14,7 @@ use mlp_runner::store::{RunStatus, Store};
 use mlp_runner::text::clean;
 use rusqlite::types::Value;
 
-use super::{DbArg, Exit, FormatArgs, print_table};
+use super::args::{CommandFacts, DbArg, Exit, FormatArgs, parse_status, print_table};
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
@@ -57,15 +57,6 @@ pub struct LsArgs {
     pub format: FormatArgs,
     #[command(flatten)]
     pub db: DbArg,
-}
-
-pub fn parse_status(s: &str) -> std::result::Result<RunStatus, String> {
-    RunStatus::parse(s).ok_or_else(|| {
-        format!(
-            "expected one of {}",
-            RunStatus::ALL.map(RunStatus::as_str).join(", ")
-        )
-    })
 }
 
 #[derive(Debug, Args)]
@@ -338,5 +329,23 @@ impl Sink<'_> {
                 None => Ok(()),
             },
         }
+    }
+}
+
+impl CommandFacts for LsArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
+}
+
+impl CommandFacts for ShowArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
+}
+
+impl CommandFacts for SqlArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
     }
 }

@@ -12,8 +12,7 @@ use mlp_runner::store::manage::Deleted;
 use mlp_runner::store::{RunStatus, Store};
 use mlp_runner::text::clean;
 
-use super::inspect::parse_status;
-use super::{DbArg, Exit, print_table};
+use super::args::{CommandFacts, DbArg, Exit, parse_status, print_table};
 
 #[derive(Debug, Args)]
 pub struct TagArgs {
@@ -287,4 +286,55 @@ pub fn diff(db: &Path, args: DiffArgs, out: &mut dyn Write) -> Result<Exit> {
         }
     }
     Ok(Exit::Ok)
+}
+
+impl CommandFacts for TagArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
+    fn writes(&self) -> bool {
+        true
+    }
+}
+
+impl CommandFacts for NoteArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
+    fn writes(&self) -> bool {
+        true
+    }
+}
+
+impl CommandFacts for RmArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
+    fn writes(&self) -> bool {
+        true
+    }
+}
+
+impl CommandFacts for RestoreArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
+    fn writes(&self) -> bool {
+        true
+    }
+}
+
+impl CommandFacts for GcArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
+    fn writes(&self) -> bool {
+        true
+    }
+}
+
+impl CommandFacts for DiffArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
 }

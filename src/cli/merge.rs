@@ -9,7 +9,7 @@ use mlp_runner::store::merge;
 use mlp_runner::sweep::spec;
 use mlp_runner::text::clean;
 
-use super::Exit;
+use super::args::{CommandFacts, Exit};
 
 #[derive(Debug, Args)]
 pub struct MergeArgs {
@@ -61,7 +61,7 @@ pub fn merge(args: MergeArgs, out: &mut dyn Write) -> Result<Exit> {
             .map(|r| (r.name.clone(), r.config.hash()))
             .collect();
     }
-    super::check_store_folder(&output)?;
+    super::args::check_store_folder(&output)?;
     let srcs: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
     let r = merge::merge(&srcs, &output, &expected, prefer)?;
     writeln!(
@@ -129,3 +129,5 @@ pub fn merge(args: MergeArgs, out: &mut dyn Write) -> Result<Exit> {
         },
     )
 }
+
+impl CommandFacts for MergeArgs {}

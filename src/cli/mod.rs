@@ -6,11 +6,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use clap::{Args, Parser, Subcommand};
+use args::{CommandFacts, DbArg, ThreadsArg, check_store_folder};
+pub use args::{DEFAULT_DB, Exit};
+use clap::{Parser, Subcommand};
 use mlp_runner::ErrorKind;
-use mlp_runner::report::table::{self, Format};
-use mlp_runner::store::Table;
 
+mod args;
 mod bench;
 mod browser;
 mod data;
@@ -23,6 +24,58 @@ mod train;
 mod ui;
 mod uibench;
 mod verify;
+
+/// Declare the commands once (see the invocation below): `commands! { $(#[attrs])* Variant(Args) = "name"
+/// => |db, args, out| body, ... }` makes the `Command` enum for clap, `Command::name`, `db`, `threads`,
+/// `trains`, `writes` (from each argument type's [`CommandFacts`]), `Command::execute`, and `SUBCOMMANDS`.
+macro_rules! commands {
+    ($( $(#[$meta:meta])* $variant:ident($args:ty) = $name:literal => $exec:expr ),* $(,)?) => {
+        #[derive(Debug, Subcommand)]
+        pub enum Command {
+            $( $(#[$meta])* $variant($args), )*
+        }
+
+        impl Command {
+            fn name(&self) -> &'static str {
+                match self { $( Command::$variant(_) => $name, )* }
+            }
+
+            fn facts(&self) -> &dyn CommandFacts {
+                match self { $( Command::$variant(a) => a, )* }
+            }
+
+            /// The command's `--db`, if it takes one.
+            fn db(&self) -> Option<&DbArg> {
+                self.facts().db()
+            }
+
+            /// The command's `--threads`, if it trains.
+            fn threads(&self) -> Option<ThreadsArg> {
+                self.facts().threads()
+            }
+
+            fn trains(&self) -> bool {
+                self.facts().trains()
+            }
+
+            fn writes(&self) -> bool {
+                self.facts().writes()
+            }
+
+            fn execute(self, db: &Path, out: &mut dyn Write) -> Result<Exit> {
+                match self {
+                    $( Command::$variant(a) => {
+                        let run: fn(&Path, $args, &mut dyn Write) -> Result<Exit> = $exec;
+                        run(db, a, out)
+                    } )*
+                }
+            }
+        }
+
+        /// The command names (and `help`), for suggestions.
+        const SUBCOMMANDS: &[&str] = &[$( $name, )* "help"];
+    };
+}
 
 const EXAMPLES: &str = "\
 Examples:
@@ -57,71 +110,44 @@ pub struct Cli {
     pub run: train::RunArgs,
 }
 
-/// `--db PATH`, on every command that reads or writes the results store.
-#[derive(Debug, Args, Clone, Default)]
-pub struct DbArg {
-    /// The results database [default: results/results.db].
-    #[arg(long, value_name = "PATH")]
-    pub db: Option<PathBuf>,
-}
+// Every command once: its doc and clap attributes, its arguments, its name, and what runs it. The enum,
+// its name, its `--db` and `--threads`, the dispatch and the list of names are all derived from this.
+commands! {
 
-/// `--threads N`, on the commands that train (run, resume, verify, bench).
-#[derive(Debug, Args, Clone, Copy, Default)]
-pub struct ThreadsArg {
-    /// Threads for the matrix products inside each run (1 to 4) [default: 1]; the bits do not depend
-    /// on it. Keep 1 when --jobs trains several runs at once.
-    #[arg(allow_negative_numbers = true, long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=4))]
-    pub threads: Option<u8>,
-}
-
-#[derive(Debug, Args, Clone, Copy)]
-pub struct FormatArgs {
-    /// Print comma-separated values.
-    #[arg(long, conflicts_with = "json")]
-    pub csv: bool,
-    /// Print a JSON array of objects.
-    #[arg(long)]
-    pub json: bool,
-}
-
-impl FormatArgs {
-    fn format(self) -> Format {
-        if self.csv {
-            Format::Csv
-        } else if self.json {
-            Format::Json
-        } else {
-            Format::Text
-        }
-    }
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
     /// Train every run of a spec that is not already done (the same as `runner <SPEC>`).
     #[command(after_help = "Example:\n  runner run experiments/smoke.toml --db /tmp/smoke.db")]
-    Run(train::RunArgs),
+    Run(train::RunArgs) = "run" => |db, a, out| match &a.spec {
+            Some(spec) => train::run(spec, db, &a, out),
+            None => bail!(mlp_runner::Error::Usage(
+                "`runner run` needs a spec, e.g. runner run experiments/smoke.toml".into(),
+            )),
+        },
+
     /// Print the runs a spec expands to, with their config hashes and whether they are done; trains nothing.
     #[command(after_help = "Example:\n  runner plan experiments/lr_sweep.toml")]
-    Plan(train::PlanArgs),
+    Plan(train::PlanArgs) = "plan" => |db, a, out| train::plan(&a, db, out),
+
     /// Re-train stored runs from their stored configs and compare every epoch and the weights bit for
     /// bit (after checking their stored bits against their hashes).
     #[command(
         after_help = "Examples:\n  runner verify 7\n  runner verify lr_sweep/learning_rate=0.1,seed=1\n  \
                       runner verify --experiment lr_sweep\n  runner verify --all"
     )]
-    Verify(verify::VerifyArgs),
+    Verify(verify::VerifyArgs) = "verify" => |db, a, out| verify::verify(db, a, out),
+
     /// Check every stored bit against its hash, without training: weights, epoch rows and configs of
     /// every run (or the runs given), and SQLite's own integrity check. Exit 3 if anything is corrupt.
     #[command(after_help = "Examples:\n  runner check\n  runner check 5 6 --db shard-0.db")]
-    Check(verify::CheckArgs),
+    Check(verify::CheckArgs) = "check" => |db, a, out| verify::check(db, a, out),
+
     /// Run a read-only SQL query on the results database and print the rows as they come.
     #[command(
         after_help = "Examples:\n  runner sql 'SELECT * FROM run_summary ORDER BY test_acc DESC'\n  \
                             runner sql --csv 'SELECT run_id, epoch, test_acc FROM epochs'\n  \
                             runner sql --timeout 10 'SELECT count(*) FROM weights'"
     )]
-    Sql(inspect::SqlArgs),
+    Sql(inspect::SqlArgs) = "sql" => |db, a, out| inspect::sql(db, a, out),
+
     /// Compare an experiment's configurations: the parameters that vary, test accuracy over seeds (mean
     /// with its 95% interval, spread, min, max), diverged runs, time; the best mean marked. With
     /// --baseline, each configuration against one: the difference, its 95% interval, p-value and verdict.
@@ -130,20 +156,23 @@ pub enum Command {
         after_help = "Examples:\n  runner compare\n  runner compare lr_sweep --csv\n  \
                       runner compare lr_sweep --baseline learning_rate=0.1\n  runner compare --baseline 5"
     )]
-    Compare(report::CompareArgs),
+    Compare(report::CompareArgs) = "compare" => |db, a, out| report::compare(db, a, out),
+
     /// Write a run's weights as a safetensors file (architecture and provenance in its metadata), loadable
     /// by the Python `safetensors` package and PyTorch without this tool.
     #[command(after_help = "Examples:\n  runner export 5 -o model.safetensors\n  \
                             runner export 5 --weights initial -o init.safetensors\n\n\
                             In Python: from safetensors.numpy import load_file; w = load_file('model.safetensors')\n\
                             Tensors: layer1.weight [out, in] (as torch.nn.Linear), layer1.bias [out], layer2....")]
-    Export(report::ExportArgs),
+    Export(report::ExportArgs) = "export" => |db, a, out| report::export(db, a, out),
+
     /// Classify digit images with a stored run: any size and either polarity, brought to MNIST's 28 x 28
     /// form (cropped, scaled to 20 x 20, centred by mass) first.
     #[command(
         after_help = "Examples:\n  runner predict 5 digit.png\n  runner predict 5 --top 3 *.png --json"
     )]
-    Predict(report::PredictArgs),
+    Predict(report::PredictArgs) = "predict" => |db, a, out| report::predict(db, a, out),
+
     /// Plot learning curves (loss and accuracy per epoch, train and test) of runs or of an experiment, or
     /// with --lr the final test accuracy against learning rate (log axis, a point per seed, the mean line).
     /// PNG or SVG, by the output's extension.
@@ -151,29 +180,34 @@ pub enum Command {
         after_help = "Examples:\n  runner plot --experiment lr_sweep -o curves.png\n  \
                             runner plot 5 6 -o curves.svg\n  runner plot --lr --experiment lr_sweep -o lr.png"
     )]
-    Plot(report::PlotArgs),
+    Plot(report::PlotArgs) = "plot" => |db, a, out| report::plot(db, a, out),
+
     /// List stored runs (deleted ones only with --deleted or --all), filtered and sorted.
     #[command(
         after_help = "Examples:\n  runner ls --experiment lr_sweep\n  runner ls --tag baseline\n  \
                       runner ls --where 'test_acc > 0.97 AND learning_rate < 0.5' --sort -test_acc --limit 10\n  \
                       runner ls --deleted"
     )]
-    Ls(inspect::LsArgs),
+    Ls(inspect::LsArgs) = "ls" => |db, a, out| inspect::ls(db, a, out),
+
     /// Show one run: parameters, provenance, hashes, tags and note, epochs and stored weights.
     #[command(
         after_help = "Examples:\n  runner show 7\n  runner show lr_sweep/learning_rate=0.1,seed=1\n  \
                             runner show 7 --json\n  runner show 7 --csv"
     )]
-    Show(inspect::ShowArgs),
+    Show(inspect::ShowArgs) = "show" => |db, a, out| inspect::show(db, a, out),
+
     /// Resume an interrupted run from its last stored epoch (or train a pending or failed one), from its
     /// stored config; `runner <spec>` does the same for every unfinished run of a spec.
     #[command(after_help = "Example:\n  runner resume 7")]
-    Resume(train::ResumeArgs),
+    Resume(train::ResumeArgs) = "resume" => |db, a, out| train::resume(db, a, out),
+
     /// Merge result stores (e.g. one per shard) into one; a run stored twice must match bit for bit.
     #[command(
         after_help = "Example:\n  runner merge shard-0.db shard-1.db shard-2.db -o results/all.db"
     )]
-    Merge(merge::MergeArgs),
+    Merge(merge::MergeArgs) = "merge" => |_db, a, out| merge::merge(a, out),
+
     /// Time training, evaluation and loading on this machine, and the efficiency against its own GEMM.
     #[command(
         after_help = "Examples:\n  runner bench\n  runner bench --batch 128 --dtype f32 --reps 5\n  \
@@ -181,120 +215,61 @@ pub enum Command {
                             runner bench --ui   (the dashboard on 10 000 synthetic runs)\n  \
                             runner bench --kernels   (each matrix product alone, best of 30 runs)"
     )]
-    Bench(bench::BenchArgs),
+    Bench(bench::BenchArgs) = "bench" => |_db, a, out| bench::bench(a, out),
+
     /// Add tags to runs (or take them away with --remove); `ls --tag` finds them.
     #[command(
         override_usage = "runner tag [OPTIONS] <RUN>... <TAG>...",
         after_help = "Examples:\n  runner tag 7 8 baseline paper\n  runner tag lr_sweep/learning_rate=0.1,seed=1 best\n  \
                       runner tag 7 --remove paper"
     )]
-    Tag(manage::TagArgs),
+    Tag(manage::TagArgs) = "tag" => |db, a, out| manage::tag(db, a, out),
+
     /// Set a run's note (an empty text clears it); shown by `show` and `ls`.
     #[command(after_help = "Example:\n  runner note 7 'lr 0.1 is the tutorial default'")]
-    Note(manage::NoteArgs),
+    Note(manage::NoteArgs) = "note" => |db, a, out| manage::note(db, a, out),
+
     /// Delete runs softly: hidden from ls, compare, plots and the views, not trained again by their spec
     /// (unless --force), until `restore`; `gc` removes them for good. A running run cannot be removed.
     #[command(
         visible_alias = "delete",
         after_help = "Examples:\n  runner rm 9 10\n  runner rm --experiment smoke --status diverged\n  runner restore 9"
     )]
-    Rm(manage::RmArgs),
+    Rm(manage::RmArgs) = "rm" => |db, a, out| manage::rm(db, a, out),
+
     /// Undo `rm`.
     #[command(after_help = "Examples:\n  runner restore 9\n  runner restore --experiment smoke")]
-    Restore(manage::RestoreArgs),
+    Restore(manage::RestoreArgs) = "restore" => |db, a, out| manage::restore(db, a, out),
+
     /// Remove deleted runs and their weights for good, then VACUUM the store; prints the bytes freed.
     #[command(after_help = "Example:\n  runner gc --db results/results.db")]
-    Gc(manage::GcArgs),
+    Gc(manage::GcArgs) = "gc" => |db, a, out| manage::gc(db, a, out),
+
     /// Two runs side by side: the config and envelope fields that differ, their epochs, and per layer
     /// whether the weights are bit-identical or their largest absolute difference.
     #[command(after_help = "Examples:\n  runner diff 5 6\n  runner diff 5 6 --json")]
-    Diff(manage::DiffArgs),
+    Diff(manage::DiffArgs) = "diff" => |db, a, out| manage::diff(db, a, out),
+
     /// Serve the store read-only to a browser: experiments, runs (filter, sort, compare), one run, live
     /// while a sweep trains. On 127.0.0.1 unless --host says otherwise.
     #[command(
         after_help = "Examples:\n  runner ui\n  runner ui --db results/results.db --port 8080"
     )]
-    Ui(ui::UiArgs),
+    Ui(ui::UiArgs) = "ui" => |db, a, out| ui::serve(db, a, out),
+
     /// Write the dashboard's views of experiments as one self-contained HTML file (a CI artifact, an
     /// email attachment): data, scripts and styles inline, nothing fetched when it opens.
     #[command(
         after_help = "Examples:\n  runner report -o report.html\n  runner report lr_sweep -o lr_sweep.html"
     )]
-    Report(ui::ReportArgs),
+    Report(ui::ReportArgs) = "report" => |db, a, out| ui::report(db, a, out),
+
     /// Data tools: export the PNG layout, describe a data folder.
     #[command(
         subcommand,
         after_help = "Examples:\n  runner data info data/mnist\n  runner data export-png data/mnist /tmp/mnist-png"
     )]
-    Data(data::DataCommand),
-}
-
-impl Command {
-    /// The command's `--db`, if it takes one.
-    fn db(&self) -> Option<&DbArg> {
-        Some(match self {
-            Command::Run(a) => &a.db,
-            Command::Plan(a) => &a.db,
-            Command::Verify(a) => &a.db,
-            Command::Check(a) => &a.db,
-            Command::Sql(a) => &a.db,
-            Command::Compare(a) => &a.db,
-            Command::Export(a) => &a.db,
-            Command::Predict(a) => &a.db,
-            Command::Plot(a) => &a.db,
-            Command::Ls(a) => &a.db,
-            Command::Show(a) => &a.db,
-            Command::Resume(a) => &a.db,
-            Command::Tag(a) => &a.db,
-            Command::Note(a) => &a.db,
-            Command::Rm(a) => &a.db,
-            Command::Restore(a) => &a.db,
-            Command::Gc(a) => &a.db,
-            Command::Diff(a) => &a.db,
-            Command::Ui(a) => &a.db,
-            Command::Report(a) => &a.db,
-            Command::Merge(_) | Command::Bench(_) | Command::Data(_) => return None,
-        })
-    }
-
-    /// The command's `--threads`, if it trains.
-    fn threads(&self) -> Option<ThreadsArg> {
-        Some(match self {
-            Command::Run(a) => a.threads,
-            Command::Verify(a) => a.threads,
-            Command::Resume(a) => a.threads,
-            Command::Bench(a) => a.threads,
-            _ => return None,
-        })
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Command::Run(_) => "run",
-            Command::Plan(_) => "plan",
-            Command::Verify(_) => "verify",
-            Command::Check(_) => "check",
-            Command::Sql(_) => "sql",
-            Command::Compare(_) => "compare",
-            Command::Export(_) => "export",
-            Command::Predict(_) => "predict",
-            Command::Plot(_) => "plot",
-            Command::Ls(_) => "ls",
-            Command::Show(_) => "show",
-            Command::Resume(_) => "resume",
-            Command::Merge(_) => "merge",
-            Command::Bench(_) => "bench",
-            Command::Tag(_) => "tag",
-            Command::Note(_) => "note",
-            Command::Rm(_) => "rm",
-            Command::Restore(_) => "restore",
-            Command::Gc(_) => "gc",
-            Command::Diff(_) => "diff",
-            Command::Ui(_) => "ui",
-            Command::Report(_) => "report",
-            Command::Data(_) => "data",
-        }
-    }
+    Data(data::DataCommand) = "data" => |_db, a, out| data::data(a, out),
 }
 
 impl Cli {
@@ -354,22 +329,6 @@ impl Cli {
     }
 }
 
-/// What `main` should exit with after a command that did not fail outright.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Ok,
-    /// A verify mismatch, a run that failed, a merge that is missing runs.
-    Failure,
-    /// Stopped by Ctrl-C or SIGTERM.
-    Interrupted,
-}
-
-const SUBCOMMANDS: &[&str] = &[
-    "run", "plan", "verify", "check", "sql", "ls", "show", "resume", "merge", "bench", "compare",
-    "export", "predict", "plot", "data", "help", "tag", "note", "rm", "restore", "gc", "diff",
-    "ui", "report",
-];
-
 /// Words users type for a command under another name.
 const ALIASES: &[(&str, &str)] = &[
     ("delete", "rm"),
@@ -383,35 +342,6 @@ const ALIASES: &[(&str, &str)] = &[
     ("dashboard", "ui"),
     ("serve", "ui"),
 ];
-
-/// The default store, whose folder is created when missing.
-pub(crate) const DEFAULT_DB: &str = "results/results.db";
-
-/// A store about to be written at `path`: the folder of an explicitly given path must exist (a mistyped
-/// `--db /nonexistent/dir/x.db` is refused, not created); the default `results/` is created.
-pub fn check_store_folder(path: &Path) -> Result<()> {
-    if path == Path::new(DEFAULT_DB) {
-        return Ok(());
-    }
-    match path.parent() {
-        Some(parent) if parent.exists() && !parent.is_dir() => {
-            bail!(mlp_runner::Error::Usage(format!(
-                "{}: cannot create the folder {}: it is a file; give another path",
-                path.display(),
-                parent.display()
-            )))
-        }
-        Some(parent) if !parent.as_os_str().is_empty() && !parent.is_dir() => {
-            bail!(mlp_runner::Error::Usage(format!(
-                "{}: the folder {} does not exist; create it (mkdir -p {}) or give another path",
-                path.display(),
-                parent.display(),
-                parent.display()
-            )))
-        }
-        _ => Ok(()),
-    }
-}
 
 /// Run the parsed command line, writing reports to `out`.
 pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
@@ -428,57 +358,18 @@ pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                 "give a spec to train or a command; see `runner --help`.\n\n{EXAMPLES}"
             ))),
         },
-        Some(Command::Run(args)) => match &args.spec {
-            Some(spec) => train::run(spec, db, &args, out),
-            None => bail!(mlp_runner::Error::Usage(
-                "`runner run` needs a spec, e.g. runner run experiments/smoke.toml".into(),
-            )),
-        },
-        Some(Command::Plan(args)) => train::plan(&args, db, out),
-        Some(Command::Resume(args)) => train::resume(db, args, out),
-        Some(Command::Verify(args)) => verify::verify(db, args, out),
-        Some(Command::Check(args)) => verify::check(db, args, out),
-        Some(Command::Sql(args)) => inspect::sql(db, args, out),
-        Some(Command::Ls(args)) => inspect::ls(db, args, out),
-        Some(Command::Show(args)) => inspect::show(db, args, out),
-        Some(Command::Compare(args)) => report::compare(db, args, out),
-        Some(Command::Export(args)) => report::export(db, args, out),
-        Some(Command::Predict(args)) => report::predict(db, args, out),
-        Some(Command::Plot(args)) => report::plot(db, args, out),
-        Some(Command::Merge(args)) => merge::merge(args, out),
-        Some(Command::Bench(args)) => bench::bench(args, out),
-        Some(Command::Tag(args)) => manage::tag(db, args, out),
-        Some(Command::Note(args)) => manage::note(db, args, out),
-        Some(Command::Rm(args)) => manage::rm(db, args, out),
-        Some(Command::Restore(args)) => manage::restore(db, args, out),
-        Some(Command::Gc(args)) => manage::gc(db, args, out),
-        Some(Command::Diff(args)) => manage::diff(db, args, out),
-        Some(Command::Ui(args)) => ui::serve(db, args, out),
-        Some(Command::Report(args)) => ui::report(db, args, out),
-        Some(Command::Data(cmd)) => data::data(cmd, out),
+        Some(cmd) => cmd.execute(db, out),
     }
 }
 
 /// Does this command change the store without training (tags, notes, deletes)?
 fn writes(cli: &Cli) -> bool {
-    matches!(
-        cli.command,
-        Some(
-            Command::Tag(_)
-                | Command::Note(_)
-                | Command::Rm(_)
-                | Command::Restore(_)
-                | Command::Gc(_)
-        )
-    )
+    cli.command.as_ref().is_some_and(Command::writes)
 }
 
 /// Does this command train (and so write log lines from worker threads to standard output)?
 pub fn trains(cli: &Cli) -> bool {
-    matches!(
-        cli.command,
-        None | Some(Command::Run(_)) | Some(Command::Resume(_))
-    )
+    cli.command.as_ref().is_none_or(Command::trains)
 }
 
 /// The exit code for an error: 0 for a closed output pipe (`runner ls | head -1`), 3 for a corrupt store,
@@ -523,13 +414,6 @@ fn label(e: std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("writing to standard output: {e}"))
 }
 
-/// Print a table in the chosen format.
-fn print_table(t: &Table, format: Format, out: &mut dyn Write) -> Result<()> {
-    use std::io::IsTerminal;
-    table::write_on(t, format, out, std::io::stdout().is_terminal())?;
-    Ok(())
-}
-
 /// For a command line clap rejected: if its first positional word is neither a file nor a command but close
 /// to one, the message to print instead of clap's.
 pub fn suggest_command(args: impl Iterator<Item = String>) -> Option<String> {
@@ -569,4 +453,27 @@ pub fn suggest(word: &str) -> Option<&'static str> {
         .find(|(alias, _)| *alias == word)
         .map(|(_, cmd)| *cmd)
         .or_else(|| mlp_runner::text::nearest(word, SUBCOMMANDS))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// The names `commands!` declares are the names clap derives for the same variants: suggestions and
+    /// messages name real commands.
+    #[test]
+    fn declared_names_are_clap_names() {
+        let clap_names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        let declared: Vec<&str> = SUBCOMMANDS
+            .iter()
+            .copied()
+            .filter(|n| *n != "help")
+            .collect();
+        assert_eq!(clap_names, declared);
+    }
 }

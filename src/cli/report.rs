@@ -14,7 +14,7 @@ use mlp_runner::store::{RunStatus, Store, Table, WeightsKind};
 use mlp_runner::text::clean;
 use rusqlite::types::Value;
 
-use super::{DbArg, Exit, FormatArgs, print_table};
+use super::args::{CommandFacts, DbArg, Exit, FormatArgs, print_table};
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
@@ -284,4 +284,28 @@ pub fn plot(db: &Path, args: PlotArgs, out: &mut dyn Write) -> Result<Exit> {
     }
     writeln!(out, "wrote {} ({} runs)", output.display(), ids.len())?;
     Ok(Exit::Ok)
+}
+
+impl CommandFacts for CompareArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
+}
+
+impl CommandFacts for ExportArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
+}
+
+impl CommandFacts for PredictArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
+}
+
+impl CommandFacts for PlotArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
 }

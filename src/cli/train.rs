@@ -18,8 +18,8 @@ use mlp_runner::store::{Queued, RunStatus, Store, Table};
 use mlp_runner::sweep::{self, Experiment, PlannedRun, Shard, spec};
 use rusqlite::types::Value;
 
+use super::args::{CommandFacts, DbArg, Exit, FormatArgs, ThreadsArg, print_table};
 use super::progress::Bars;
-use super::{DbArg, Exit, FormatArgs, ThreadsArg, print_table};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -278,7 +278,7 @@ fn train(exp: &Experiment, db: &Path, args: &RunArgs, out: &mut dyn Write) -> Re
         }
     }
     // What to look at next, with --db only where it is not the default.
-    let db_arg = if db == std::path::Path::new(super::DEFAULT_DB) {
+    let db_arg = if db == std::path::Path::new(super::args::DEFAULT_DB) {
         String::new()
     } else {
         format!(" --db {}", db.display())
@@ -537,4 +537,34 @@ pub fn plan(args: &PlanArgs, db: &Path, out: &mut dyn Write) -> Result<Exit> {
     }
     print_table(&t, format, out)?;
     Ok(Exit::Ok)
+}
+
+impl CommandFacts for RunArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
+    fn threads(&self) -> Option<ThreadsArg> {
+        Some(self.threads)
+    }
+    fn trains(&self) -> bool {
+        true
+    }
+}
+
+impl CommandFacts for PlanArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
+}
+
+impl CommandFacts for ResumeArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
+    fn threads(&self) -> Option<ThreadsArg> {
+        Some(self.threads)
+    }
+    fn trains(&self) -> bool {
+        true
+    }
 }

@@ -11,7 +11,7 @@ use mlp_runner::report::ui;
 use mlp_runner::store::Store;
 use mlp_runner::{Error, text::clean};
 
-use super::{DbArg, Exit};
+use super::args::{CommandFacts, DbArg, Exit};
 
 #[derive(Debug, Args)]
 pub struct UiArgs {
@@ -84,4 +84,16 @@ pub fn report(db: &Path, args: ReportArgs, out: &mut dyn Write) -> Result<Exit> 
         html.len() / 1024
     )?;
     Ok(Exit::Ok)
+}
+
+impl CommandFacts for UiArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
+}
+
+impl CommandFacts for ReportArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
 }

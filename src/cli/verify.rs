@@ -15,7 +15,7 @@ use mlp_runner::text::clean;
 use mlp_runner::{Error, ErrorKind};
 use rusqlite::types::Value;
 
-use super::{DbArg, Exit, FormatArgs, ThreadsArg, print_table};
+use super::args::{CommandFacts, DbArg, Exit, FormatArgs, ThreadsArg, print_table};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -309,4 +309,19 @@ fn resolve_all(store: &Store, words: &[String]) -> Result<Vec<i64>> {
         .iter()
         .map(|w| Ok(store.resolve(w, mlp_runner::store::manage::Deleted::Avoid)?))
         .collect()
+}
+
+impl CommandFacts for VerifyArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
+    fn threads(&self) -> Option<ThreadsArg> {
+        Some(self.threads)
+    }
+}
+
+impl CommandFacts for CheckArgs {
+    fn db(&self) -> Option<&DbArg> {
+        Some(&self.db)
+    }
 }
