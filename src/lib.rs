@@ -5,11 +5,14 @@
 //! imports from a layer above its own:
 //!
 //! - [`core`]: a run as a pure function of its config and data: config types, MNIST readers, the model,
-//!   the lanes16 kernels, the training loop. No SQL.
-//! - [`store`]: the SQLite results store: schema and migrations, the run queue (claims, fencing,
-//!   heartbeats, takeovers), reads that check every stored bit against its hash.
-//! - [`sweep`]: specs and their expansion, training a spec's runs into a store, shards and merge, verify.
-//! - [`report`]: compare, plots, safetensors export, predictions, tables.
+//!   the matrix kernels (the chain contract, and the lanes one that older runs verify with, in f32 and
+//!   f64), the training loop, search schedules, shards. No SQL.
+//! - [`store`]: the SQLite results store and every SQL statement of the tool: schema and migrations,
+//!   experiments and their members, the run queue (claims, fencing, heartbeats, takeovers), reads that
+//!   check every stored bit against its hash, merging stores, the queries of compare, ls and the
+//!   dashboard.
+//! - [`sweep`]: specs and their expansion, training a spec's runs into a store, verify.
+//! - [`report`]: compare's statistics, plots, safetensors export, predictions, tables, the dashboard.
 //!
 //! Below them all: [`error`] (typed errors and their kinds), [`text`] (hex, suggestions, safe rendering
 //! of untrusted text) and [`files`] (output files that never replace the store and never appear half

@@ -871,10 +871,9 @@ mod avx512 {
     /// Rows of W per tile of [`abt`]: 4, so that the trees of a tile's accumulators are summed L at a
     /// time ([`Simd::tree_sums`]; 4 rows of A by 4 of W is one f32 group, two f64 groups) instead of one
     /// register at a time (4 shuffles and 4 additions for each of 20 accumulators in 5 x 4 tiles). The
-    /// same bits; measured 1.07-1.11x on Z = A W^T for [784, 512] at 128 and 1000 rows of A (min of 40
-    /// runs interleaved with the 5 x 4 tiles), 0.97x at 10 rows and 0.82-0.94x for W of 10 rows (whose
-    /// edge of 2 rows falls to one-row tiles): so only products with at least [`GROUPED_MIN`] rows of A
-    /// and of W take them; the rest keep 5 rows of W by 4 of A.
+    /// same bits. They help tall products and not short ones or a W of few rows (whose edge falls to
+    /// one-row tiles), so only products with at least [`GROUPED_MIN`] rows of A and of W take them; the
+    /// rest keep 5 rows of W by 4 of A (measurements in the changelog).
     const GROUP_COLS: usize = 4;
     const GROUPED_MIN: usize = 32;
 
@@ -1296,9 +1295,8 @@ mod avx512 {
 
     /// Output rows per tile of [`combine`] when W is the output (the SGD update: many rows, a batch of
     /// terms): 6 rows by 4 vectors, 24 accumulators, loading 4 + 6 values per 24 multiply-adds where 4 x 4
-    /// loads 8 per 16. Measured 1.08-1.10x on the update of [784, 512] at batch 128 (min of 40 runs
-    /// interleaved with 4 x 4), the same at batch 10, slower on W of 10 rows (whose rows fall to edges):
-    /// so only for at least [`TALL_MIN`] output rows and terms.
+    /// loads 8 per 16. A W of few rows falls to edges, so only for at least [`TALL_MIN`] output rows and
+    /// terms.
     const TALL_ROWS: usize = 6;
     const TALL_MIN: usize = 32;
     /// Output rows per tile where 2 vectors of columns are left (2 but not 4: the chain kernels' update
@@ -1419,12 +1417,10 @@ mod avx512 {
 /// With 16 registers (not 32), the tiles are smaller than on AVX-512: [`abt`] keeps 3 rows of W by 2
 /// rows of A in flight (12 accumulators, loading 10 registers per 12 multiply-adds; 3 rows of W rather
 /// than 2 by 3 of A, so that the operand streamed from L2 is loaded less often), [`combine`] 6 output
-/// rows by 2 registers of columns (12 accumulators, 2 loads and 6 broadcasts per 12; 4 by 3 left one
-/// accumulator spilled, a store-to-load round trip on its chain at every term: 0.37-0.48 of the peak
-/// for the update of [784, 512] where 6 by 2 reads 0.53-0.63 on Zen 3), walked in bands of rows
-/// ([`BAND_ROWS`]). Before this module, AVX2 ran the portable code compiled for it, a 5 x 4 tile of
-/// L-lane arrays: 40 registers of accumulators, spilled on every multiply-add (0.18 to 0.27 of the FMA
-/// peak on Zen 3 for the first layer's products, where these tiles reach 0.53-0.77).
+/// rows by 2 registers of columns (12 accumulators, 2 loads and 6 broadcasts per 12; 4 by 3 leaves one
+/// accumulator spilled, a store-to-load round trip on its chain at every term), walked in bands of rows
+/// ([`BAND_ROWS`]). The portable code compiled for AVX2 cannot stand in for this: its 5 x 4 tile of
+/// L-lane arrays needs 40 registers of accumulators and spills on every multiply-add.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -1446,9 +1442,7 @@ mod avx2 {
     /// terms (the update at batch 128), bands of 48 rows, so that a column block of the terms' rows
     /// stays in L1 while the band's tiles pass and the band of W (150 KB in f32) stays in L2 while the
     /// column blocks pass; with few terms (batch 10), bands of one tile, so that W's rows stream in
-    /// order. Measured on the update of [784, 512] (`runner bench --kernels`, twice each, Zen 3): at
-    /// batch 128, 0.63-0.65 of the peak with one-tile bands against 0.74-0.77 with 48 rows in f32, and
-    /// 0.38-0.40 against 0.45-0.60 in f64; at batch 10, 0.66 against 0.56-0.57 in f32.
+    /// order (the choice was measured with `runner bench --kernels`; see the changelog).
     const BAND_ROWS: usize = 48;
     const BAND_MIN_TERMS: usize = 32;
 

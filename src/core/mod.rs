@@ -3,7 +3,8 @@
 //! The path of one run: [`config`] (the checked [`config::RunConfig`]) -> [`data`] (MNIST in memory as u8)
 //! -> [`train`] (the epoch loop over [`loader`] batches and the [`model`], run through a [`workspace`]).
 //! [`rng`] gives every consumer of randomness its own ChaCha stream; [`kernel`] (with [`pool`] for
-//! threads) does the f32 matrix products with bits fixed on every CPU; [`envelope`] records what else the
+//! threads) does the matrix products (f32 and f64) with bits fixed by a written contract on every CPU;
+//! [`envelope`] records what else the
 //! bits depend on; [`mod@reference`] is the tutorial's per-sample algorithm the batched code is tested against;
 //! [`mod@bench`] times all of it on this machine; [`search`] holds the schedules and the rung decisions of
 //! adaptive search, as pure functions of stored metrics; [`shard`] which runs of a sweep a shard owns.

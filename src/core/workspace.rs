@@ -511,9 +511,9 @@ fn softmax_rows<F: Real>(z: &mut [F], b: &[F], labels: &[u8]) -> BatchStats {
 const CONTIGUOUS: &str = "workspace and parameter arrays are contiguous and row-major";
 
 /// The largest batch whose steps [`Workspace::sgd_step`] fuses. A pass over W^1 costs the same at any
-/// batch size, and the products grow with it: at batch 10 in f64 (W^1 of [784, 512] is 3.2 MB, more than
-/// a core's L2) the fusion makes a step 1.2-1.3x faster, at 128 it gains nothing (measured with `runner
-/// bench`, its `fusion_gain` column). The bits are the same either way.
+/// batch size while the products grow with it: the fusion saves a pass over W^1 a step, which matters
+/// when W^1 does not fit a core's L2 and the batch is small, and not at large batches (`runner bench`,
+/// its `fusion_gain` column, measures it). The bits are the same either way.
 pub const FUSE_MAX_ROWS: usize = 64;
 
 /// Rows per block when evaluating a whole split.

@@ -10,11 +10,11 @@
 //!   [`super::combine`] of the lanes contract as it stands (its definition is this one).
 //!
 //! Only Z = A W^T differs from lanes16/lanes8, whose dot products sum in L lanes and a tree: there each
-//! output needs a register of its own for the whole row of k and a tree at the end, and the tiles read
-//! as many values as they multiply-add (0.57-0.70 of the FMA peak on AVX-512 for the first layer). Here
-//! Z is an outer-product walk: for each k, one value of A broadcast against a contiguous row of a panel
-//! of W, with 10 rows of A by 2 vectors of columns in flight (AVX-512) and no tree (0.82-0.87 of the
-//! peak for the same product, measured in one process beside the lanes kernel).
+//! output needs a register of its own for the whole row of k and a tree at the end, and the tiles load
+//! as many values as they multiply-add. Here Z is an outer-product walk: for each k, one value of A
+//! broadcast against a contiguous row of a panel of W, with 10 rows of A by 2 vectors of columns in
+//! flight (AVX-512) and no tree: one load of W per 20 multiply-adds. (What each form reaches is in
+//! `docs/performance.md` and the changelog.)
 //!
 //! # Panels
 //! The walk needs W's columns of Z contiguous for each k, so a training workspace keeps each W^l as
@@ -313,9 +313,9 @@ pub fn update_then_forward<T: Lane + Vector>(
     pool::run(parts, &run);
 }
 
-/// Bytes of A (terms by columns of W) that a block of the update keeps in L1. Measured on the update
-/// of W^1 [512, 784] at batch 128 (`runner bench --kernels`, AVX-512, 2 MB L2): f64 0.61-0.62 of the
-/// FMA peak without blocks, 0.645-0.65 with blocks of 12 to 24 KB, 0.63 with 48 KB; f32 0.71 either way.
+/// Bytes of A (terms by columns of W) that a block of the update keeps in L1 while every panel takes
+/// them: half of a 48 KB L1, so that the panel's rows passing through do not evict them (chosen with
+/// `runner bench --kernels` among 12 to 48 KB; see the changelog).
 const UPDATE_BLOCK_BYTES: usize = 24 * 1024;
 /// Columns of W per block: a multiple of the update's tallest tile (12 rows), whole k when A fits.
 fn update_block<T>(terms: usize, k: usize) -> usize {
@@ -516,9 +516,8 @@ mod x86 {
     }
 
     /// Rows of A per AVX-512 tile of a panel of at most one register of W's rows (W^L of 10 rows in
-    /// f32): 16 by 1 register, then halves, where 10 by 2 would multiply-add 22 columns of padding.
-    /// Measured on Z = A (W^2)^T for W^2 [10, 512] (`runner bench --kernels --sizes 512,10`): 1.15x
-    /// at batch 10, 1.6x at batch 128, 1.5x in blocks of 1000 rows.
+    /// f32): 16 by 1 register, then halves, where 10 by 2 would multiply-add 22 columns of padding
+    /// (`runner bench --kernels --sizes 512,10` times the difference).
     const ROWS_NARROW: usize = 16;
 
     /// The narrow tile of the largest power of two rows <= `s` (at most [`ROWS_NARROW`]).
