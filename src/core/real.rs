@@ -1,11 +1,10 @@
 //! The float types a model is trained in (f32, f64): conversions, little-endian bytes as stored, and the
-//! hooks through which their products reach the kernels of [`crate::core::kernel`] (the chain kernels,
-//! and the lanes kernels: lanes16 for f32, lanes8 for f64).
+//! bridge through which their products reach the kernels of [`crate::core::kernel`].
 
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, s};
+use ndarray::{Array1, Array2, s};
 
 use crate::core::config::Dtype;
-use crate::core::kernel;
+use crate::core::kernel::{self, Kernel, products::Products};
 
 /// The float types a model can be trained in.
 pub trait Real:
@@ -18,266 +17,23 @@ pub trait Real:
     fn extend_le(xs: &[Self], out: &mut Vec<u8>);
     /// Read little-endian bytes written by [`Real::extend_le`].
     fn from_le(bytes: &[u8]) -> Vec<Self>;
-    /// Z = A W^T with the lanes kernel ([`crate::core::kernel::abt`]); false if this type has none.
-    fn lanes_abt(
-        _a: ArrayView2<'_, Self>,
-        _w: ArrayView2<'_, Self>,
-        _z: ArrayViewMut2<'_, Self>,
-    ) -> bool {
-        false
-    }
-    /// `out[r][c] = sum_t coef[r * row_stride + t * term_stride] src[t][c]`, assigned (`alpha` None) or
-    /// added as out = fma(alpha, sum, out), with the lanes kernel ([`crate::core::kernel::combine`]); false if
-    /// this type has none.
-    fn lanes_combine(
-        _coef: (&[Self], usize, usize),
-        _src: ArrayView2<'_, Self>,
-        _out: ArrayViewMut2<'_, Self>,
-        _alpha: Option<Self>,
-    ) -> bool {
-        false
-    }
-    /// The SGD update `w[r][c] = fma(alpha, sum_t coef[r * row_stride + t * term_stride] src[t][c], w[r][c])`
-    /// and then Z = A W^T with the updated W, in one pass over W
-    /// ([`crate::core::kernel::update_then_abt`]); false if this type has no lanes kernel.
-    /// Z = A W^T with W in panels, on the chain kernels ([`kernel::chain::forward`]); false if this
-    /// type has none or a view is not contiguous.
-    fn chain_forward(
-        _a: ArrayView2<'_, Self>,
-        _w: &kernel::chain::Panels<Self>,
-        _z: ArrayViewMut2<'_, Self>,
-    ) -> bool {
-        false
-    }
-    /// The SGD update of W in panels, then the next product if `next` is given
-    /// ([`kernel::chain::update_then_forward`]); false as [`Real::chain_forward`].
-    fn chain_update(
-        _delta: ArrayView2<'_, Self>,
-        _a: ArrayView2<'_, Self>,
-        _w: &mut kernel::chain::Panels<Self>,
-        _alpha: Self,
-        _next: Option<(ArrayView2<'_, Self>, ArrayViewMut2<'_, Self>)>,
-    ) -> bool {
-        false
-    }
-    fn lanes_update_abt(
-        _coef: (&[Self], usize, usize),
-        _src: ArrayView2<'_, Self>,
-        _w: ArrayViewMut2<'_, Self>,
-        _alpha: Self,
-        _a: ArrayView2<'_, Self>,
-        _z: ArrayViewMut2<'_, Self>,
-    ) -> bool {
-        false
-    }
+    /// The matrix products of `kernel` in this type, for a network with layer sizes `sizes`
+    /// (`training`: with what backward passes need). The one bridge from a float type to the kernels
+    /// (`core::kernel::products::build`), whose element traits are the crate's own.
+    fn products(kernel: Kernel, sizes: &[usize], training: bool) -> Box<dyn Products<Self>>;
 }
 
-/// A contiguous row-major view as a kernel matrix.
-fn mat<T>(a: ArrayView2<'_, T>) -> Option<kernel::Mat<'_, T>> {
-    let (rows, cols) = a.dim();
-    let data = a.to_slice()?;
-    Some(kernel::Mat {
-        data,
-        rows,
-        cols,
-        ld: cols,
-    })
-}
-
-/// Z = A W^T through the lanes kernel, for contiguous views; false otherwise.
-fn abt_lanes<T: kernel::Lane + kernel::Vector>(
-    a: ArrayView2<'_, T>,
-    w: ArrayView2<'_, T>,
-    mut z: ArrayViewMut2<'_, T>,
-) -> bool {
-    let (rows, cols) = z.dim();
-    match (mat(a), mat(w), z.as_slice_mut()) {
-        (Some(a), Some(w), Some(data)) => {
-            kernel::abt(
-                a,
-                w,
-                kernel::MatMut {
-                    data,
-                    rows,
-                    cols,
-                    ld: cols,
-                },
-            );
-            true
-        }
-        _ => false,
-    }
-}
-
-/// Rows as combinations of rows through the lanes kernel, for contiguous views; false otherwise.
-fn combine_lanes<T: kernel::Lane + kernel::Vector>(
-    (data, row_stride, term_stride): (&[T], usize, usize),
-    src: ArrayView2<'_, T>,
-    mut out: ArrayViewMut2<'_, T>,
-    alpha: Option<T>,
-) -> bool {
-    let (rows, cols) = out.dim();
-    let coef = kernel::Coef {
-        data,
-        row_stride,
-        term_stride,
-    };
-    let epilogue = alpha.map_or(kernel::Epilogue::Assign, kernel::Epilogue::Axpy);
-    match (mat(src), out.as_slice_mut()) {
-        (Some(src), Some(data)) => {
-            kernel::combine(
-                coef,
-                src,
-                kernel::MatMut {
-                    data,
-                    rows,
-                    cols,
-                    ld: cols,
-                },
-                epilogue,
-            );
-            true
-        }
-        _ => false,
-    }
-}
-
-/// The SGD update and the next product through the lanes kernels, for contiguous views; false otherwise.
-fn update_abt_lanes<T: kernel::Lane + kernel::Vector>(
-    (data, row_stride, term_stride): (&[T], usize, usize),
-    src: ArrayView2<'_, T>,
-    mut w: ArrayViewMut2<'_, T>,
-    alpha: T,
-    a: ArrayView2<'_, T>,
-    mut z: ArrayViewMut2<'_, T>,
-) -> bool {
-    let ((rows, cols), (zr, zc)) = (w.dim(), z.dim());
-    let coef = kernel::Coef {
-        data,
-        row_stride,
-        term_stride,
-    };
-    match (mat(src), mat(a), w.as_slice_mut(), z.as_slice_mut()) {
-        (Some(src), Some(a), Some(wd), Some(zd)) => {
-            let w = kernel::MatMut {
-                data: wd,
-                rows,
-                cols,
-                ld: cols,
-            };
-            let z = kernel::MatMut {
-                data: zd,
-                rows: zr,
-                cols: zc,
-                ld: zc,
-            };
-            kernel::update_then_abt(coef, src, w, alpha, a, z);
-            true
-        }
-        _ => false,
-    }
-}
-
-/// The [`Real`] hooks of a type with lanes kernels: each product through them, for contiguous views.
-fn mat_mut<T>(mut z: ArrayViewMut2<'_, T>) -> Option<kernel::MatMut<'_, T>> {
-    let (rows, cols) = z.dim();
-    // as_slice_mut borrows z; into_slice keeps the lifetime of the view
-    z.as_slice_mut()?;
-    let data = z.into_slice()?;
-    Some(kernel::MatMut {
-        data,
-        rows,
-        cols,
-        ld: cols,
-    })
-}
-
-fn forward_chain<T: kernel::Lane + kernel::Vector>(
-    a: ArrayView2<'_, T>,
-    w: &kernel::chain::Panels<T>,
-    z: ArrayViewMut2<'_, T>,
-) -> bool {
-    match (mat(a), mat_mut(z)) {
-        (Some(a), Some(z)) => {
-            kernel::chain::forward(a, w, z);
-            true
-        }
-        _ => false,
-    }
-}
-
-fn update_chain<T: kernel::Lane + kernel::Vector>(
-    delta: ArrayView2<'_, T>,
-    a: ArrayView2<'_, T>,
-    w: &mut kernel::chain::Panels<T>,
-    alpha: T,
-    next: Option<(ArrayView2<'_, T>, ArrayViewMut2<'_, T>)>,
-) -> bool {
-    let next = match next {
-        Some((a2, z)) => match (mat(a2), mat_mut(z)) {
-            (Some(a2), Some(z)) => Some((a2, z)),
-            _ => return false,
-        },
-        None => None,
-    };
-    match (mat(delta), mat(a)) {
-        (Some(d), Some(a)) => {
-            kernel::chain::update_then_forward(d, a, w, alpha, next);
-            true
-        }
-        _ => false,
-    }
-}
-
-macro_rules! lanes_hooks {
+macro_rules! products {
     ($t:ty) => {
-        fn chain_forward(
-            a: ArrayView2<'_, $t>,
-            w: &kernel::chain::Panels<$t>,
-            z: ArrayViewMut2<'_, $t>,
-        ) -> bool {
-            forward_chain(a, w, z)
-        }
-        fn chain_update(
-            delta: ArrayView2<'_, $t>,
-            a: ArrayView2<'_, $t>,
-            w: &mut kernel::chain::Panels<$t>,
-            alpha: $t,
-            next: Option<(ArrayView2<'_, $t>, ArrayViewMut2<'_, $t>)>,
-        ) -> bool {
-            update_chain(delta, a, w, alpha, next)
-        }
-        fn lanes_abt(
-            a: ArrayView2<'_, $t>,
-            w: ArrayView2<'_, $t>,
-            z: ArrayViewMut2<'_, $t>,
-        ) -> bool {
-            abt_lanes(a, w, z)
-        }
-        fn lanes_combine(
-            coef: (&[$t], usize, usize),
-            src: ArrayView2<'_, $t>,
-            out: ArrayViewMut2<'_, $t>,
-            alpha: Option<$t>,
-        ) -> bool {
-            combine_lanes(coef, src, out, alpha)
-        }
-        fn lanes_update_abt(
-            coef: (&[$t], usize, usize),
-            src: ArrayView2<'_, $t>,
-            w: ArrayViewMut2<'_, $t>,
-            alpha: $t,
-            a: ArrayView2<'_, $t>,
-            z: ArrayViewMut2<'_, $t>,
-        ) -> bool {
-            update_abt_lanes(coef, src, w, alpha, a, z)
+        fn products(kernel: Kernel, sizes: &[usize], training: bool) -> Box<dyn Products<$t>> {
+            kernel::products::build(kernel, sizes, training)
         }
     };
 }
 
 impl Real for f32 {
     const DTYPE: Dtype = Dtype::F32;
-    lanes_hooks!(f32);
+    products!(f32);
     fn from_f64(x: f64) -> Self {
         x as f32
     }
@@ -299,7 +55,7 @@ impl Real for f32 {
 
 impl Real for f64 {
     const DTYPE: Dtype = Dtype::F64;
-    lanes_hooks!(f64);
+    products!(f64);
     fn from_f64(x: f64) -> Self {
         x
     }

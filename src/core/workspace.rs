@@ -11,20 +11,19 @@
 //! (Delta^l)^T A^(l-1). SGD, w -= (lr / n) * sum of per-sample gradients, is fused into that last product
 //! (W <- W + (-lr / n) Delta^T A), so W is read and written once per step.
 //!
-//! The three products run on the run's [`Kernel`]: the chain kernels of [`crate::core::kernel::chain`] (every
-//! new run, f32 and f64: each W^l held in panels while steps run, the model's W^l synced after them), the
-//! lanes kernels of [`crate::core::kernel`] (runs of earlier versions), both the same bits on every CPU, or
-//! matrixmultiply's GEMM (`general_mat_mul`; f64 runs of versions before lanes8).
+//! The products run on the run's [`Kernel`], through [`Products`], chosen once when the workspace is
+//! built: the chain kernels (every new run, f32 and f64: each W^l held in panels while steps run, the
+//! model's W^l synced after them), the lanes kernels (runs of earlier versions), both the same bits on
+//! every CPU, or matrixmultiply's GEMM (f64 runs of versions before lanes8).
 
 use std::sync::Mutex;
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{Array1, Array2, ArrayView2, Axis, s};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis, s};
 
 use crate::core::config::Activation;
 use crate::core::data::SplitRef;
 use crate::core::kernel::Kernel;
-use crate::core::kernel::chain::Panels;
+use crate::core::kernel::products::Products;
 use crate::core::model::Mlp;
 use crate::core::pool;
 use crate::core::real::{Real, aligned_zeros};
@@ -58,8 +57,11 @@ pub struct Workspace<F> {
     labels: Vec<u8>,
     /// The 256 values p / 255 in F: a^0 = x is read from u8 pixels through this table.
     scale: [F; 256],
-    /// Which matrix products to use ([`Kernel::Gemm`] unless [`Workspace::with_kernel`] says otherwise).
-    kernel: Kernel,
+    /// The matrix products, of [`Kernel::Gemm`] unless [`Workspace::with_kernel`] says otherwise. With
+    /// the chain kernels they hold each W^l in panels from [`Workspace::forward`] on; the SGD steps update
+    /// those, and the model's W^l follow at the end of a run of steps ([`Workspace::sgd_step`] without a
+    /// staged batch, or [`Workspace::sync_model`]).
+    products: Box<dyn Products<F>>,
     /// The next batch's a^0 and labels, staged by [`Workspace::stage`] for [`Workspace::sgd_step`]: [rows,
     /// n_0] (empty for an evaluation-only workspace).
     next_input: Array2<F>,
@@ -70,14 +72,6 @@ pub struct Workspace<F> {
     fuse: bool,
     /// Whether the last [`Workspace::sgd_step`] did (what a test checks the fused path by).
     fused_last: bool,
-    /// With [`Kernel::Chain`]: each W^l in panels (the layout its products need), packed from the model
-    /// by [`Workspace::forward`]; the SGD steps update these, and the model's W^l follow at the end of a
-    /// run of steps ([`Workspace::sgd_step`] without a staged batch, or [`Workspace::sync_model`]).
-    panels: Vec<Panels<F>>,
-    /// Whether `panels` hold steps the model's W^l do not have yet.
-    model_behind: bool,
-    /// With [`Kernel::Chain`], for l >= 2: W^l row-major before its update, for Delta^(l-1) = Delta^l W^l.
-    unpacked: Vec<Array2<F>>,
 }
 
 impl<F: Real> Workspace<F> {
@@ -100,73 +94,34 @@ impl<F: Real> Workspace<F> {
             bias_sums: Vec::new(),
             labels: Vec::with_capacity(rows),
             scale: std::array::from_fn(|p| F::from_f64(p as f64 / 255.0)),
-            kernel: Kernel::Gemm,
+            products: F::products(Kernel::Gemm, sizes, false),
             next_input: Array2::zeros((0, 0)),
             next_labels: Vec::new(),
             staged: false,
             fuse: true,
             fused_last: false,
-            panels: Vec::new(),
-            model_behind: false,
-            unpacked: Vec::new(),
         }
     }
 
     /// Use `kernel` for the matrix products.
     pub fn with_kernel(mut self, kernel: Kernel) -> Self {
-        self.kernel = kernel;
         let sizes: Vec<usize> = self.acts.iter().map(|a| a.ncols()).collect();
-        if kernel == Kernel::Chain {
-            self.panels = sizes.windows(2).map(|s| Panels::new(s[1], s[0])).collect();
-            if !self.deltas.is_empty() {
-                self.unpacked = sizes
-                    .windows(2)
-                    .skip(1)
-                    .map(|s| Array2::zeros((s[1], s[0])))
-                    .collect();
-            }
-        } else {
-            self.panels.clear();
-            self.unpacked.clear();
-        }
+        self.products = F::products(kernel, &sizes, !self.deltas.is_empty());
         self
     }
 
-    /// With [`Kernel::Chain`], copy the model's W^l into the panels its products read.
+    /// Give the model's W^l to the products (the chain kernels copy them into panels).
     fn pack(&mut self, model: &Mlp<F>) {
-        assert!(
-            !self.model_behind,
-            "the workspace holds SGD steps the model does not have: sync_model first"
-        );
-        for (p, layer) in self.panels.iter_mut().zip(&model.layers) {
-            let w = layer.w.as_slice().expect(CONTIGUOUS);
-            let (rows, cols) = layer.w.dim();
-            p.pack(crate::core::kernel::Mat {
-                data: w,
-                rows,
-                cols,
-                ld: cols,
-            });
-        }
+        let w: Vec<ArrayView2<'_, F>> = model.layers.iter().map(|l| l.w.view()).collect();
+        self.products.load(&w);
     }
 
-    /// Bring the model's W^l up to date with the SGD steps taken on this workspace's panels (with
-    /// [`Kernel::Chain`]; a no-op otherwise or when it already is).
+    /// Bring the model's W^l up to date with the SGD steps the products took on their own copy (the
+    /// chain kernels' panels; a no-op otherwise or when it already is).
     pub fn sync_model(&mut self, model: &mut Mlp<F>) {
-        if !self.model_behind {
-            return;
-        }
-        for (p, layer) in self.panels.iter().zip(&mut model.layers) {
-            let (rows, cols) = layer.w.dim();
-            let w = layer.w.as_slice_mut().expect(CONTIGUOUS);
-            p.unpack(crate::core::kernel::MatMut {
-                data: w,
-                rows,
-                cols,
-                ld: cols,
-            });
-        }
-        self.model_behind = false;
+        let mut w: Vec<ArrayViewMut2<'_, F>> =
+            model.layers.iter_mut().map(|l| l.w.view_mut()).collect();
+        self.products.store(&mut w);
     }
 
     /// Whether [`Workspace::sgd_step`] may fuse the update of W^1 with the next batch's first product
@@ -236,15 +191,9 @@ impl<F: Real> Workspace<F> {
             let (prev, next) = self.acts.split_at_mut(l + 1);
             let a_prev = prev[l].slice(s![..n, ..]);
             let mut z = next[0].slice_mut(s![..n, ..]);
-            let done = l == 0 && z1_done;
-            let lanes = done
-                || match self.kernel {
-                    Kernel::Lanes => F::lanes_abt(a_prev.view(), layer.w.view(), z.view_mut()),
-                    Kernel::Chain => F::chain_forward(a_prev.view(), &self.panels[l], z.view_mut()),
-                    Kernel::Gemm => false,
-                };
-            if !lanes {
-                general_mat_mul(F::one(), &a_prev, &layer.w.t(), F::zero(), &mut z);
+            if !(l == 0 && z1_done) {
+                self.products
+                    .forward(l, a_prev, layer.w.view(), z.view_mut());
             }
             if l + 1 < last {
                 bias_activate(
@@ -275,7 +224,7 @@ impl<F: Real> Workspace<F> {
     /// w -= (lr / n) * sum of gradients. If a next batch was staged ([`Workspace::stage`]), it is then
     /// loaded and its forward pass run, and its stats returned: with this crate's kernels and batches of up to
     /// [`FUSE_MAX_ROWS`], the update of W^1 and the next Z^1 = A^0 (W^1)^T are one pass over W^1
-    /// ([`crate::core::kernel::update_then_abt`]), with the same bits as the two products one after the other.
+    /// (`core::kernel::update_then_abt`), with the same bits as the two products one after the other.
     pub fn sgd_step(&mut self, model: &mut Mlp<F>, learning_rate: f64) -> Option<BatchStats> {
         let staged = std::mem::take(&mut self.staged);
         let fuse = staged && self.fuse && self.labels.len() <= FUSE_MAX_ROWS;
@@ -321,29 +270,8 @@ impl<F: Real> Workspace<F> {
                 let (lower, upper) = self.deltas.split_at_mut(l);
                 let d = upper[0].slice(s![..n, ..]);
                 let mut d_prev = lower[l - 1].slice_mut(s![..n, ..]);
-                // d_prev[i][k] = sum_j d[i][j] W^l[j][k]: coefficients d[i * n_l + j]
-                let n_l = d.ncols();
-                // With the chain kernels, W^l as it is now lives in its panels.
-                let w_l = if self.kernel == Kernel::Chain {
-                    let u = &mut self.unpacked[l - 1];
-                    let (rows, cols) = u.dim();
-                    self.panels[l].unpack(crate::core::kernel::MatMut {
-                        data: u.as_slice_mut().expect(CONTIGUOUS),
-                        rows,
-                        cols,
-                        ld: cols,
-                    });
-                    u.view()
-                } else {
-                    model.layers[l].w.view()
-                };
-                let lanes = self.kernel != Kernel::Gemm
-                    && d.to_slice().is_some_and(|c| {
-                        F::lanes_combine((c, n_l, 1), w_l, d_prev.view_mut(), None)
-                    });
-                if !lanes {
-                    general_mat_mul(F::one(), &d, &w_l, F::zero(), &mut d_prev);
-                }
+                self.products
+                    .backward(l, d, model.layers[l].w.view(), d_prev.view_mut());
                 let a = self.acts[l].slice(s![..n, ..]);
                 activation_grad(
                     d_prev.as_slice_mut().expect(CONTIGUOUS),
@@ -359,56 +287,30 @@ impl<F: Real> Workspace<F> {
             for row in d.axis_iter(Axis(0)) {
                 sums.zip_mut_with(&row, |s, &x| *s = *s + x);
             }
-            let target = match &mut update {
-                Update::Sgd { .. } => &mut model.layers[l],
-                Update::Gradient(g) => &mut g.layers[l],
-            };
             // W^l <- beta W^l + alpha (delta^l)^T a^(l-1);  b^l <- beta b^l + alpha colsum(delta^l).
-            // With chain or lanes: W[j][k] = fma(alpha, sum_i d[i][j] a[i][k], W[j][k]), or the sum when
-            // beta = 0.
-            let n_l = d.ncols();
-            let axpy = (beta == F::one()).then_some(alpha);
-            let lanes = if self.kernel == Kernel::Chain && axpy.is_some() {
-                // W^l (in panels) <- fma(alpha, chain over i of delta[i][j] a[i][k], W^l); for W^1 with a
-                // staged batch, that batch's Z^1 panel by panel as each is updated.
-                let next = (l == 0 && fuse_next).then(|| {
-                    let m = self.next_labels.len();
-                    (
-                        self.next_input.slice(s![..m, ..]),
-                        acts_above[0].slice_mut(s![..m, ..]),
-                    )
-                });
-                let with_next = next.is_some();
-                let done = F::chain_update(d, a_prev, &mut self.panels[l], alpha, next);
-                assert!(done, "{CONTIGUOUS}");
-                fused |= with_next;
-                self.model_behind = true;
-                true
-            } else {
-                self.kernel != Kernel::Gemm
-                    && d.to_slice().is_some_and(|c| {
-                        if l == 0 && fuse_next && axpy.is_some() {
-                            // The next batch's Z^1 into a^1's buffer, which this batch no longer needs.
-                            let m = self.next_labels.len();
-                            let next = self.next_input.slice(s![..m, ..]);
-                            let z = acts_above[0].slice_mut(s![..m, ..]);
-                            fused = F::lanes_update_abt(
-                                (c, 1, n_l),
-                                a_prev,
-                                target.w.view_mut(),
-                                alpha,
-                                next,
-                                z,
-                            );
-                            fused
-                        } else {
-                            F::lanes_combine((c, 1, n_l), a_prev.view(), target.w.view_mut(), axpy)
-                        }
-                    })
+            let target = match &mut update {
+                Update::Sgd { .. } => {
+                    // For W^1 with a staged batch: that batch's Z^1 into a^1's buffer (free by now),
+                    // in the same pass over W^1 if the kernel can.
+                    let next = (l == 0 && fuse_next).then(|| {
+                        let m = self.next_labels.len();
+                        (
+                            self.next_input.slice(s![..m, ..]),
+                            acts_above[0].slice_mut(s![..m, ..]),
+                        )
+                    });
+                    let target = &mut model.layers[l];
+                    fused |= self
+                        .products
+                        .update(l, d, a_prev, target.w.view_mut(), alpha, next);
+                    target
+                }
+                Update::Gradient(g) => {
+                    let target = &mut g.layers[l];
+                    self.products.gradient(d, a_prev, target.w.view_mut());
+                    target
+                }
             };
-            if !lanes {
-                general_mat_mul(alpha, &d.t(), &a_prev, beta, &mut target.w);
-            }
             target
                 .b
                 .zip_mut_with(sums, |b, &s| *b = beta * *b + alpha * s);
@@ -530,7 +432,7 @@ pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace
     let blocks = split.len().div_ceil(rows);
     // matrixmultiply's GEMM splits its own products over the threads: only this crate's kernels run a
     // block on one thread.
-    let parts = if ws.kernel != Kernel::Gemm {
+    let parts = if ws.products.blocks_on_threads() {
         pool::available(blocks)
     } else {
         1
@@ -546,8 +448,7 @@ pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace
         (0..blocks).map(|b| block_stats(ws, b)).collect()
     } else {
         let sizes: Vec<usize> = ws.acts.iter().map(|a| a.ncols()).collect();
-        let kernel = ws.kernel;
-        let panels = ws.panels.clone();
+        let products = ws.products.boxed_clone();
         let mine = Mutex::new(Some(ws));
         let slots: Vec<Mutex<BatchStats>> = (0..blocks).map(|_| Mutex::default()).collect();
         pool::run(parts, &|p| {
@@ -561,8 +462,7 @@ pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace
                 Some(ws) => ws,
                 None => {
                     own = Workspace::for_eval(&sizes, rows);
-                    own.kernel = kernel;
-                    own.panels = panels.clone();
+                    own.products = products.boxed_clone();
                     &mut own
                 }
             };

@@ -26,10 +26,8 @@
 //! Each element is computed whole by one thread, so the bits do not depend on tiling, alignment, threads
 //! or instruction set; the AVX-512, AVX2+FMA and portable paths are tested against [`mod@reference`].
 
-use super::{
-    Coef, Epilogue, Implementation, Lane, Mat, MatMut, SharedOut, Vector, combine_raw, fits,
-    implementation,
-};
+use super::lanes::{Coef, Epilogue, Lane, Mat, MatMut, SharedOut, Vector, combine_raw, fits};
+use super::{Implementation, implementation};
 use crate::core::pool;
 
 /// Bytes per panel row: two AVX-512 registers, four AVX2 ones.
@@ -68,16 +66,6 @@ impl<T: Copy + Default> Panels<T> {
             rows,
             cols,
         }
-    }
-
-    /// Rows of W.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Columns of W.
-    pub fn cols(&self) -> usize {
-        self.cols
     }
 
     /// Number of panels.
@@ -326,41 +314,45 @@ fn update_block<T>(terms: usize, k: usize) -> usize {
     (UPDATE_BLOCK_BYTES / row / 12).max(1) * 12
 }
 
-/// The contract written plainly, one element at a time.
-pub mod reference {
-    use super::super::{Lane, Mat, MatMut};
-
-    /// Z = A W^T, each element one chain over k from +0 (W row-major).
-    pub fn forward<T: Lane>(a: Mat<'_, T>, w: Mat<'_, T>, z: MatMut<'_, T>) {
-        for i in 0..a.rows {
-            for j in 0..w.rows {
-                let mut acc = T::default();
-                for t in 0..a.cols {
-                    acc = a.data[i * a.ld + t].mul_add(w.data[j * w.ld + t], acc);
-                }
-                z.data[i * z.ld + j] = acc;
-            }
-        }
-    }
-}
-
 /// AVX-512 and AVX2+FMA tiles: one generic walk over the register type of each.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::{Mat, avx2::Simd2, avx512::Simd};
     use super::width;
+    use crate::core::kernel::lanes::Mat;
+    use crate::core::kernel::lanes::simd::{avx2::Simd2, avx512::Simd};
 
     /// A register of one instruction set for one element type.
+    ///
+    /// Every method is `unsafe` for the same two reasons: it may only run on a CPU with the register's
+    /// instruction set (`Zmm`: AVX-512F, `Ymm`: AVX2+FMA; the dispatch checks it once
+    /// per product), and a pointer argument must be valid for the reads or writes the method names.
     trait Regs<T> {
         type R: Copy;
         /// Values per register.
         const LEN: usize;
+        /// # Safety
+        /// The register's instruction set is present.
         unsafe fn zero() -> Self::R;
+        /// # Safety
+        /// As [`Regs::zero`], and `p` valid for LEN reads.
         unsafe fn load(p: *const T) -> Self::R;
+        /// a * b + c, rounded once.
+        ///
+        /// # Safety
+        /// As [`Regs::zero`].
         unsafe fn fmadd(a: Self::R, b: Self::R, c: Self::R) -> Self::R;
+        /// `*p` in every value.
+        ///
+        /// # Safety
+        /// As [`Regs::zero`], and `p` valid for one read.
         unsafe fn splat(p: *const T) -> Self::R;
+        /// # Safety
+        /// As [`Regs::zero`], and `p` valid for LEN writes.
         unsafe fn store(p: *mut T, v: Self::R);
         /// Store the first `n` (< LEN) values.
+        ///
+        /// # Safety
+        /// As [`Regs::zero`], and `p` valid for `n` writes.
         unsafe fn store_first(p: *mut T, n: usize, v: Self::R);
     }
 
@@ -479,6 +471,10 @@ mod x86 {
 
     macro_rules! tiles {
         ($name:ident, $isa:ident, $bound:ident, $feature:literal, $vecs:literal) => {
+            /// `tile` compiled for one instruction set.
+            ///
+            /// # Safety
+            /// As `tile`, on a CPU with that instruction set.
             #[target_feature(enable = $feature)]
             #[allow(clippy::too_many_arguments)]
             unsafe fn $name<T: $bound, const R: usize>(
@@ -619,7 +615,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::super::tests::random;
-    use super::super::{Implementation, supported};
+    use super::super::{Implementation, reference, supported};
     use super::*;
 
     fn mat<T>(data: &[T], rows: usize, cols: usize) -> Mat<'_, T> {
@@ -660,7 +656,7 @@ mod tests {
             let a2 = random::<T>(n2 * k, 4);
             let (am, wm, dm, a2m) = (mat(&a, n, k), mat(&w, h, k), mat(&d, n, h), mat(&a2, n2, k));
             let mut want = vec![T::default(); n * h];
-            reference::forward(am, wm, out(&mut want, n, h));
+            reference::chain::forward(am, wm, out(&mut want, n, h));
             // The update as the lanes contract's combine defines it, then the next product.
             let mut want_w = w.clone();
             let coef = Coef {
@@ -668,14 +664,9 @@ mod tests {
                 row_stride: 1,
                 term_stride: h,
             };
-            super::super::reference::combine(
-                coef,
-                am,
-                out(&mut want_w, h, k),
-                Epilogue::Axpy(alpha),
-            );
+            reference::combine(coef, am, out(&mut want_w, h, k), Epilogue::Axpy(alpha));
             let mut want_next = vec![T::default(); n2 * h];
-            reference::forward(a2m, mat(&want_w, h, k), out(&mut want_next, n2, h));
+            reference::chain::forward(a2m, mat(&want_w, h, k), out(&mut want_next, n2, h));
             // the reference is the product it claims to be
             for i in 0..n {
                 for j in 0..h {
