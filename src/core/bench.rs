@@ -19,7 +19,7 @@ use crate::core::model::{Mlp, Snapshot};
 use crate::core::real::Real;
 use crate::core::reference;
 use crate::core::rng::{Stream, StreamRng};
-use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, Steps, train, train_steps};
+use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, Steps, Training, train};
 use crate::core::workspace::{EVAL_BLOCK, Workspace, evaluate};
 use crate::error::{Error, Result};
 
@@ -144,7 +144,7 @@ fn training_row<F: Real>(ds: &Dataset, opts: &Options, batch: usize) -> Result<R
     gemm_seconds::<F>(&opts.sizes, batch, steps / 10 + 1);
     let epoch = |steps: Steps| -> Result<f64> {
         let mut t = Times(Vec::new());
-        train_steps(&cfg, ds, &mut t, None, Kernel::for_run(F::DTYPE), steps)?;
+        Training::new(&cfg, ds).steps(steps).run(&mut t)?;
         Ok(t.0.first().copied().unwrap_or(f64::NAN))
     };
     let threads = crate::core::pool::threads() as f64;

@@ -85,35 +85,20 @@ pub trait Observer {
     fn on_epoch(&mut self, metrics: &EpochMetrics, checkpoint: &Checkpoint) -> Result<Control>;
 }
 
-/// Train one run, from the start or from `resume`. The config must have passed `validate` and
-/// `validate_against_data` for `data`. A resumed run ends bit-identical to the same run left alone.
+/// Train one run, from the start or from `resume`, with the kernel of every new run. The config must
+/// have passed `validate` and `validate_against_data` for `data`. A resumed run ends bit-identical to the
+/// same run left alone. [`Training`] says more (another kernel, separate steps).
 pub fn train(
     cfg: &RunConfig,
     data: &Dataset,
     observer: &mut dyn Observer,
     resume: Option<&Checkpoint>,
 ) -> Result<Outcome> {
-    train_with(
-        cfg,
-        data,
-        observer,
-        resume,
-        Kernel::for_run(cfg.model.dtype),
-    )
-}
-
-/// [`train`] with the matrix products of `kernel`: the chain kernels for every new run; `verify` and a
-/// resumed run keep the kernel a stored run was trained with (the lanes kernels for runs of versions
-/// before the chain kernels; an f64 run of a version before lanes8
-/// used matrixmultiply's GEMM).
-pub fn train_with(
-    cfg: &RunConfig,
-    data: &Dataset,
-    observer: &mut dyn Observer,
-    resume: Option<&Checkpoint>,
-    kernel: Kernel,
-) -> Result<Outcome> {
-    train_steps(cfg, data, observer, resume, kernel, Steps::Fused)
+    let mut training = Training::new(cfg, data);
+    if let Some(c) = resume {
+        training = training.resume_from(c);
+    }
+    training.run(observer)
 }
 
 /// How a step meets the next one. The bits are the same either way (a test compares them); the bench
@@ -127,134 +112,172 @@ pub enum Steps {
     Separate,
 }
 
-/// [`train_with`], scheduling the steps as `steps` says.
-pub fn train_steps(
-    cfg: &RunConfig,
-    data: &Dataset,
-    observer: &mut dyn Observer,
-    resume: Option<&Checkpoint>,
+/// One run to train: its config and data, and how (defaults: from the start, the kernel of every new
+/// run, fused steps). [`Training::run`] trains it.
+#[derive(Clone, Copy)]
+pub struct Training<'a> {
+    cfg: &'a RunConfig,
+    data: &'a Dataset,
+    resume: Option<&'a Checkpoint>,
     kernel: Kernel,
     steps: Steps,
-) -> Result<Outcome> {
-    match cfg.model.dtype {
-        Dtype::F32 => train_typed::<f32>(cfg, data, observer, resume, kernel, steps),
-        Dtype::F64 => train_typed::<f64>(cfg, data, observer, resume, kernel, steps),
-    }
 }
 
-fn train_typed<F: Real>(
-    cfg: &RunConfig,
-    data: &Dataset,
-    observer: &mut dyn Observer,
-    resume: Option<&Checkpoint>,
-    kernel: Kernel,
-    steps: Steps,
-) -> Result<Outcome> {
-    let (model_cfg, t) = (&cfg.model, &cfg.train);
-    let d = &cfg.data;
-    let splits = data.splits(d.limit_train, d.validation, d.limit_test);
-    let (train_set, val_set, test_set) = (splits.train, splits.validation, splits.test);
-
-    // Parameters from the init stream; data order from the shuffle stream (independent of the
-    // architecture). A resumed run takes both from its checkpoint instead.
-    let (mut model, shuffle, first_epoch) = match resume {
-        None => {
-            let mut init = StreamRng::new(t.seed, Stream::Init);
-            let model = Mlp::<F>::init(
-                &model_cfg.sizes,
-                model_cfg.activation,
-                model_cfg.init,
-                &mut init,
-            );
-            observer.on_start(&model.snapshot())?;
-            (model, StreamRng::new(t.seed, Stream::Shuffle), 1)
-        }
-        Some(c) => {
-            let model = Mlp::<F>::from_snapshot(&c.params, model_cfg.activation)
-                .filter(|m| m.sizes() == model_cfg.sizes)
-                .ok_or_else(|| {
-                    // The caller checks a checkpoint against its run's config before resuming from it.
-                    Error::internal(format!(
-                        "the checkpoint of epoch {} does not fit the model {:?} {}",
-                        c.epoch,
-                        model_cfg.sizes,
-                        model_cfg.dtype.as_str()
-                    ))
-                })?;
-            (model, StreamRng::from_state(c.shuffle), c.epoch + 1)
-        }
-    };
-    model.realign();
-    let mut loader = Loader::new(train_set.len(), t.batch_size, t.drop_last, shuffle);
-    // The run's kernel does its products in training and evaluation alike (see `kernel`).
-    let mut ws = Workspace::<F>::new(&model_cfg.sizes, t.batch_size)
-        .with_kernel(kernel)
-        .with_fusion(steps == Steps::Fused);
-    let eval_rows = EVAL_BLOCK.min(
-        train_set
-            .len()
-            .max(test_set.len())
-            .max(val_set.map_or(0, |v| v.len())),
-    );
-    let mut eval_ws = Workspace::<F>::for_eval(&model_cfg.sizes, eval_rows).with_kernel(kernel);
-    let batches = loader.num_batches();
-
-    for epoch in first_epoch..=t.epochs {
-        let start = Instant::now();
-        loader.shuffle(); // this epoch's order, from the shuffle stream
-        let mut order = loader.batches();
-        let mut stats = order.next().map(|first| {
-            ws.gather(train_set, first.iter().copied()); // a^0 = x / 255, one sample per row
-            ws.forward(&model) // z^l = W^l a^(l-1) + b^l, a^l = act(z^l), a^L = softmax(z^L)
-        });
-        let mut done = 0;
-        while let Some(batch_stats) = stats {
-            // The next batch is staged so that its forward pass follows this step's update of W^1 in the
-            // same pass over W^1 (the same bits as one step after the other).
-            if let Some(next) = order.next() {
-                ws.stage(train_set, next.iter().copied());
-            }
-            // delta^L = a^L - y, delta^l, w -= (lr / n) sum of gradients; then the next batch's forward.
-            stats = ws.sgd_step(&mut model, t.learning_rate);
-            done += 1;
-            if observer.on_batch(epoch, done, batches, batch_stats.loss_sum) == Control::Stop {
-                return Ok(Outcome::Stopped { epoch: epoch - 1 });
-            }
-        }
-        let train_seconds = start.elapsed().as_secs_f64();
-
-        // Evaluate the model at the end of the epoch on every split; hand over metrics and checkpoint.
-        let (train_loss, train_acc) = evaluate(&model, train_set, &mut eval_ws);
-        let val = val_set.map(|v| evaluate(&model, v, &mut eval_ws));
-        let (test_loss, test_acc) = evaluate(&model, test_set, &mut eval_ws);
-        let metrics = EpochMetrics {
-            epoch,
-            train_loss,
-            train_acc,
-            test_loss,
-            test_acc,
-            val_loss: val.map(|v| v.0),
-            val_acc: val.map(|v| v.1),
-            train_seconds,
-            seconds: start.elapsed().as_secs_f64(),
-        };
-        let checkpoint = Checkpoint {
-            epoch,
-            params: model.snapshot(),
-            shuffle: loader.rng().state(),
-        };
-        let control = observer.on_epoch(&metrics, &checkpoint)?;
-        if metrics.diverged() {
-            return Ok(Outcome::Diverged {
-                epoch,
-                last: checkpoint.params,
-            });
-        }
-        if control == Control::Stop && epoch < t.epochs {
-            return Ok(Outcome::Stopped { epoch });
+impl<'a> Training<'a> {
+    /// `cfg` on `data`, which it must have been validated against.
+    pub fn new(cfg: &'a RunConfig, data: &'a Dataset) -> Self {
+        Training {
+            cfg,
+            data,
+            resume: None,
+            kernel: Kernel::for_run(cfg.model.dtype),
+            steps: Steps::Fused,
         }
     }
-    Ok(Outcome::Completed(model.snapshot()))
+
+    /// Continue from `checkpoint` (its parameters and shuffle stream) instead of initialising.
+    pub fn resume_from(mut self, checkpoint: &'a Checkpoint) -> Self {
+        self.resume = Some(checkpoint);
+        self
+    }
+
+    /// The matrix products of `kernel`: `verify` and a resumed run keep the kernel a stored run was
+    /// trained with (the lanes kernels for runs of versions before the chain kernels; an f64 run of a
+    /// version before lanes8 used matrixmultiply's GEMM).
+    pub fn kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    /// Schedule the steps as `steps` says (the same bits either way).
+    pub fn steps(mut self, steps: Steps) -> Self {
+        self.steps = steps;
+        self
+    }
+
+    /// Train, reporting to `observer`.
+    pub fn run(&self, observer: &mut dyn Observer) -> Result<Outcome> {
+        match self.cfg.model.dtype {
+            Dtype::F32 => self.run_typed::<f32>(observer),
+            Dtype::F64 => self.run_typed::<f64>(observer),
+        }
+    }
+
+    /// The training loop, top to bottom.
+    fn run_typed<F: Real>(&self, observer: &mut dyn Observer) -> Result<Outcome> {
+        let Training {
+            cfg,
+            data,
+            resume,
+            kernel,
+            steps,
+        } = *self;
+        let (model_cfg, t) = (&cfg.model, &cfg.train);
+        let d = &cfg.data;
+        let splits = data.splits(d.limit_train, d.validation, d.limit_test);
+        let (train_set, val_set, test_set) = (splits.train, splits.validation, splits.test);
+
+        // Parameters from the init stream; data order from the shuffle stream (independent of the
+        // architecture). A resumed run takes both from its checkpoint instead.
+        let (mut model, shuffle, first_epoch) = match resume {
+            None => {
+                let mut init = StreamRng::new(t.seed, Stream::Init);
+                let model = Mlp::<F>::init(
+                    &model_cfg.sizes,
+                    model_cfg.activation,
+                    model_cfg.init,
+                    &mut init,
+                );
+                observer.on_start(&model.snapshot())?;
+                (model, StreamRng::new(t.seed, Stream::Shuffle), 1)
+            }
+            Some(c) => {
+                let model = Mlp::<F>::from_snapshot(&c.params, model_cfg.activation)
+                    .filter(|m| m.sizes() == model_cfg.sizes)
+                    .ok_or_else(|| {
+                        // The caller checks a checkpoint against its run's config before resuming from it.
+                        Error::internal(format!(
+                            "the checkpoint of epoch {} does not fit the model {:?} {}",
+                            c.epoch,
+                            model_cfg.sizes,
+                            model_cfg.dtype.as_str()
+                        ))
+                    })?;
+                (model, StreamRng::from_state(c.shuffle), c.epoch + 1)
+            }
+        };
+        model.realign();
+        let mut loader = Loader::new(train_set.len(), t.batch_size, t.drop_last, shuffle);
+        // The run's kernel does its products in training and evaluation alike (see `kernel`).
+        let mut ws = Workspace::<F>::new(&model_cfg.sizes, t.batch_size)
+            .with_kernel(kernel)
+            .with_fusion(steps == Steps::Fused);
+        let eval_rows = EVAL_BLOCK.min(
+            train_set
+                .len()
+                .max(test_set.len())
+                .max(val_set.map_or(0, |v| v.len())),
+        );
+        let mut eval_ws = Workspace::<F>::for_eval(&model_cfg.sizes, eval_rows).with_kernel(kernel);
+        let batches = loader.num_batches();
+
+        for epoch in first_epoch..=t.epochs {
+            let start = Instant::now();
+            loader.shuffle(); // this epoch's order, from the shuffle stream
+            let mut order = loader.batches();
+            let mut stats = order.next().map(|first| {
+                ws.gather(train_set, first.iter().copied()); // a^0 = x / 255, one sample per row
+                ws.forward(&model) // z^l = W^l a^(l-1) + b^l, a^l = act(z^l), a^L = softmax(z^L)
+            });
+            let mut done = 0;
+            while let Some(batch_stats) = stats {
+                // The next batch is staged so that its forward pass follows this step's update of W^1 in the
+                // same pass over W^1 (the same bits as one step after the other).
+                if let Some(next) = order.next() {
+                    ws.stage(train_set, next.iter().copied());
+                }
+                // delta^L = a^L - y, delta^l, w -= (lr / n) sum of gradients; then the next batch's forward.
+                stats = ws.sgd_step(&mut model, t.learning_rate);
+                done += 1;
+                if observer.on_batch(epoch, done, batches, batch_stats.loss_sum) == Control::Stop {
+                    return Ok(Outcome::Stopped { epoch: epoch - 1 });
+                }
+            }
+            let train_seconds = start.elapsed().as_secs_f64();
+
+            // Evaluate the model at the end of the epoch on every split; hand over metrics and checkpoint.
+            let (train_loss, train_acc) = evaluate(&model, train_set, &mut eval_ws);
+            let val = val_set.map(|v| evaluate(&model, v, &mut eval_ws));
+            let (test_loss, test_acc) = evaluate(&model, test_set, &mut eval_ws);
+            let metrics = EpochMetrics {
+                epoch,
+                train_loss,
+                train_acc,
+                test_loss,
+                test_acc,
+                val_loss: val.map(|v| v.0),
+                val_acc: val.map(|v| v.1),
+                train_seconds,
+                seconds: start.elapsed().as_secs_f64(),
+            };
+            let checkpoint = Checkpoint {
+                epoch,
+                params: model.snapshot(),
+                shuffle: loader.rng().state(),
+            };
+            let control = observer.on_epoch(&metrics, &checkpoint)?;
+            if metrics.diverged() {
+                return Ok(Outcome::Diverged {
+                    epoch,
+                    last: checkpoint.params,
+                });
+            }
+            if control == Control::Stop && epoch < t.epochs {
+                return Ok(Outcome::Stopped { epoch });
+            }
+        }
+        Ok(Outcome::Completed(model.snapshot()))
+    }
 }
 
 #[cfg(test)]
@@ -280,7 +303,11 @@ mod tests {
         steps: Steps,
     ) -> (String, Vec<EpochMetrics>) {
         let mut obs = Last(Vec::new());
-        let out = train_steps(cfg, ds, &mut obs, None, kernel, steps).expect("trains");
+        let out = Training::new(cfg, ds)
+            .kernel(kernel)
+            .steps(steps)
+            .run(&mut obs)
+            .expect("trains");
         let Outcome::Completed(snapshot) = out else {
             panic!("the run did not complete: {out:?}");
         };

@@ -22,7 +22,7 @@ use crate::core::envelope::Envelope;
 use crate::core::kernel::Kernel;
 use crate::core::model::Snapshot;
 use crate::core::shard::Shard;
-use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, Outcome, train_with};
+use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, Outcome, Training};
 use crate::error::{Error, ErrorKind, Result, SpecError};
 use crate::store::queue::{Claimant, MISSED_HEARTBEATS};
 use crate::store::search::AfterEpoch;
@@ -323,37 +323,12 @@ pub fn run(
         opts.force,
         &claimant,
     )?;
-    let count = |f: &dyn Fn(&Queued) -> bool| queued.iter().filter(|q| f(q)).count();
     progress.log(&format!(
         "experiment {}: {} {} ({}) -> {}",
         crate::text::clean(&exp.name),
         exp.runs.len(),
         if exp.runs.len() == 1 { "run" } else { "runs" },
-        [
-            (count(&|q| matches!(q, Queued::New { .. })), "new"),
-            (
-                count(&|q| matches!(q, Queued::Unfinished { .. })),
-                "to resume or retry",
-            ),
-            (
-                count(&|q| matches!(q, Queued::Held { .. })),
-                "running elsewhere",
-            ),
-            (count(&|q| matches!(q, Queued::Done { .. })), "already done"),
-            (
-                count(&|q| matches!(q, Queued::Paused { .. })),
-                "paused at their rung",
-            ),
-            (
-                count(&|q| matches!(q, Queued::Deleted { .. })),
-                "deleted, not trained again: runner restore, or --force",
-            ),
-        ]
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, what)| format!("{n} {what}"))
-        .collect::<Vec<_>>()
-        .join(", "),
+        queue_summary(&queued),
         db.display()
     ));
     if opts.private_store
@@ -375,36 +350,8 @@ pub fn run(
             ));
         }
     }
-    // Epochs to train: those of new runs and what unfinished ones have left.
-    let to_train: Vec<(&Queued, &PlannedRun)> = queued
-        .iter()
-        .zip(&exp.runs)
-        .filter(|(q, _)| matches!(q, Queued::New { .. } | Queued::Unfinished { .. }))
-        .collect();
-    let steps_left = to_train
-        .iter()
-        .map(|(q, r)| {
-            let done = match q {
-                Queued::Unfinished { id, .. } => store.epochs_done(*id).unwrap_or(0),
-                _ => 0,
-            };
-            let c = &r.config;
-            let n = cache
-                .loaded(&c.data.dir, c.data.format)
-                .map_or(0, |d| train_samples(c, d.train.len()));
-            // A search's run: the share of its schedule's epochs (a rough count: who is promoted is
-            // not known yet).
-            let epochs = match &exp.search {
-                Some(plan) => {
-                    let (planned, _) = plan.epochs();
-                    planned.div_ceil(exp.runs.len().max(1))
-                }
-                None => c.train.epochs,
-            };
-            (epochs.saturating_sub(done) * steps_per_epoch(n, &c.train)) as u64
-        })
-        .sum();
-    progress.sweep_started(to_train.len() as u64, steps_left);
+    let (to_train, steps_left) = work_left(&store, &cache, exp, &queued);
+    progress.sweep_started(to_train, steps_left);
 
     let runs: HashMap<String, &PlannedRun> =
         exp.runs.iter().map(|r| (r.config.hash(), r)).collect();
@@ -443,8 +390,84 @@ pub fn run(
         trained.extend(r?);
     }
 
+    reports(&store, exp, &hashes, &runs, &trained)
+}
+
+/// What `enqueue` found, as "2 new, 1 already done".
+fn queue_summary(queued: &[Queued]) -> String {
+    let count = |f: &dyn Fn(&Queued) -> bool| queued.iter().filter(|q| f(q)).count();
+    [
+        (count(&|q| matches!(q, Queued::New { .. })), "new"),
+        (
+            count(&|q| matches!(q, Queued::Unfinished { .. })),
+            "to resume or retry",
+        ),
+        (
+            count(&|q| matches!(q, Queued::Held { .. })),
+            "running elsewhere",
+        ),
+        (count(&|q| matches!(q, Queued::Done { .. })), "already done"),
+        (
+            count(&|q| matches!(q, Queued::Paused { .. })),
+            "paused at their rung",
+        ),
+        (
+            count(&|q| matches!(q, Queued::Deleted { .. })),
+            "deleted, not trained again: runner restore, or --force",
+        ),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+/// The runs this process may train (new and unfinished ones) and their steps: the epochs of new runs and
+/// what unfinished ones have left, for the progress estimate.
+fn work_left(store: &Store, cache: &DataCache, exp: &Experiment, queued: &[Queued]) -> (u64, u64) {
+    let to_train: Vec<(&Queued, &PlannedRun)> = queued
+        .iter()
+        .zip(&exp.runs)
+        .filter(|(q, _)| matches!(q, Queued::New { .. } | Queued::Unfinished { .. }))
+        .collect();
+    let steps_left = to_train
+        .iter()
+        .map(|(q, r)| {
+            let done = match q {
+                Queued::Unfinished { id, .. } => store.epochs_done(*id).unwrap_or(0),
+                _ => 0,
+            };
+            let c = &r.config;
+            let n = cache
+                .loaded(&c.data.dir, c.data.format)
+                .map_or(0, |d| train_samples(c, d.train.len()));
+            // A search's run: the share of its schedule's epochs (a rough count: who is promoted is
+            // not known yet).
+            let epochs = match &exp.search {
+                Some(plan) => {
+                    let (planned, _) = plan.epochs();
+                    planned.div_ceil(exp.runs.len().max(1))
+                }
+                None => c.train.epochs,
+            };
+            (epochs.saturating_sub(done) * steps_per_epoch(n, &c.train)) as u64
+        })
+        .sum();
+    (to_train.len() as u64, steps_left)
+}
+
+/// One report per run of the experiment, as the store has it now (`trained`: the runs this process
+/// trained).
+fn reports(
+    store: &Store,
+    exp: &Experiment,
+    hashes: &[String],
+    runs: &HashMap<String, &PlannedRun>,
+    trained: &[i64],
+) -> Result<Vec<RunReport>> {
     let mut reports = Vec::new();
-    for hash in &hashes {
+    for hash in hashes {
         if let Some(s) = store.latest_summary(&exp.name, hash)? {
             reports.push(RunReport {
                 trained_here: trained.contains(&s.id),
@@ -602,7 +625,11 @@ impl Worker<'_> {
             after: AfterEpoch::Continue,
         };
         let kernel = Kernel::of_stored(claim.trained_with.as_deref(), c.model.dtype);
-        let outcome = train_with(c, data, &mut obs, checkpoint.as_ref(), kernel);
+        let mut training = Training::new(c, data).kernel(kernel);
+        if let Some(cp) = checkpoint.as_ref() {
+            training = training.resume_from(cp);
+        }
+        let outcome = training.run(&mut obs);
         obs.bar.finish();
         match outcome {
             Ok(Outcome::Completed(_)) => Ok(()),

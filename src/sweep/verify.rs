@@ -11,7 +11,7 @@ use crate::core::data::DataCache;
 use crate::core::envelope::{BIT_FIELDS, Envelope};
 use crate::core::kernel::Kernel;
 use crate::core::model::Snapshot;
-use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, Outcome, train_with};
+use crate::core::train::{Checkpoint, Control, EpochMetrics, Observer, Outcome, Training};
 use crate::error::{Error, Result};
 use crate::store::{RunStatus, Store, integrity};
 
@@ -250,7 +250,7 @@ pub fn verify_run(
         progress,
         bar,
     };
-    let outcome = train_with(&cfg, data, &mut cmp, None, kernel);
+    let outcome = Training::new(&cfg, data).kernel(kernel).run(&mut cmp);
     cmp.bar.finish();
     let outcome = outcome?;
     report.difference = cmp.difference;
