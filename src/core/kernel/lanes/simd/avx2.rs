@@ -73,17 +73,37 @@ pub trait Simd2: Lane {
     unsafe fn tree_sum(lo: Self::R, hi: Self::R) -> Self;
 }
 
+/// The methods of [`Simd2`] that are one intrinsic each: for element type `$t` and register `$r`, the
+/// intrinsics that zero, load, store, multiply-add and broadcast.
+macro_rules! one_instruction_ops {
+    ($t:ty, $r:ty: $zero:ident, $loadu:ident, $storeu:ident, $fmadd:ident, $set1:ident) => {
+        #[inline(always)]
+        unsafe fn zero() -> $r {
+            unsafe { $zero() }
+        }
+        #[inline(always)]
+        unsafe fn loadu(p: *const $t) -> $r {
+            unsafe { $loadu(p) }
+        }
+        #[inline(always)]
+        unsafe fn storeu(p: *mut $t, v: $r) {
+            unsafe { $storeu(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: $r, b: $r, c: $r) -> $r {
+            unsafe { $fmadd(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn set1(x: $t) -> $r {
+            unsafe { $set1(x) }
+        }
+    };
+}
+
 impl Simd2 for f32 {
     type R = __m256;
     const HALF: usize = 8;
-    #[inline(always)]
-    unsafe fn zero() -> __m256 {
-        unsafe { _mm256_setzero_ps() }
-    }
-    #[inline(always)]
-    unsafe fn loadu(p: *const f32) -> __m256 {
-        unsafe { _mm256_loadu_ps(p) }
-    }
+    one_instruction_ops!(f32, __m256: _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_set1_ps);
     #[inline(always)]
     unsafe fn load_first(p: *const f32, width: usize) -> __m256 {
         unsafe {
@@ -92,23 +112,11 @@ impl Simd2 for f32 {
         }
     }
     #[inline(always)]
-    unsafe fn storeu(p: *mut f32, v: __m256) {
-        unsafe { _mm256_storeu_ps(p, v) }
-    }
-    #[inline(always)]
     unsafe fn store_first(p: *mut f32, width: usize, v: __m256) {
         unsafe {
             let m = _mm256_loadu_si256(MASKS.as_ptr().add(8 - width).cast());
             _mm256_maskstore_ps(p, m, v)
         }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
-        unsafe { _mm256_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    unsafe fn set1(x: f32) -> __m256 {
-        unsafe { _mm256_set1_ps(x) }
     }
     /// l + (l+8) across the pair, then + 4 across the halves of 128 bits, + 2, + 1.
     #[inline(always)]
@@ -126,14 +134,7 @@ impl Simd2 for f32 {
 impl Simd2 for f64 {
     type R = __m256d;
     const HALF: usize = 4;
-    #[inline(always)]
-    unsafe fn zero() -> __m256d {
-        unsafe { _mm256_setzero_pd() }
-    }
-    #[inline(always)]
-    unsafe fn loadu(p: *const f64) -> __m256d {
-        unsafe { _mm256_loadu_pd(p) }
-    }
+    one_instruction_ops!(f64, __m256d: _mm256_setzero_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_fmadd_pd, _mm256_set1_pd);
     #[inline(always)]
     unsafe fn load_first(p: *const f64, width: usize) -> __m256d {
         unsafe {
@@ -142,23 +143,11 @@ impl Simd2 for f64 {
         }
     }
     #[inline(always)]
-    unsafe fn storeu(p: *mut f64, v: __m256d) {
-        unsafe { _mm256_storeu_pd(p, v) }
-    }
-    #[inline(always)]
     unsafe fn store_first(p: *mut f64, width: usize, v: __m256d) {
         unsafe {
             let m = _mm256_loadu_si256(MASKS.as_ptr().add(2 * (4 - width)).cast());
             _mm256_maskstore_pd(p, m, v)
         }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: __m256d, b: __m256d, c: __m256d) -> __m256d {
-        unsafe { _mm256_fmadd_pd(a, b, c) }
-    }
-    #[inline(always)]
-    unsafe fn set1(x: f64) -> __m256d {
-        unsafe { _mm256_set1_pd(x) }
     }
     /// l + (l+4) across the pair, then + 2 across the halves of 128 bits, + 1.
     #[inline(always)]

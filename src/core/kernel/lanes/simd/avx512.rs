@@ -64,37 +64,46 @@ pub trait Simd: Lane {
     fn mask4(lo: usize) -> Self::M;
 }
 
+/// The methods of [`Simd`] that are one intrinsic each: for element type `$t`, register `$r` and mask
+/// `$m`, the intrinsics that zero, load, load masked, multiply-add, broadcast, store and store masked.
+macro_rules! one_instruction_ops {
+    ($t:ty, $r:ty, $m:ty: $zero:ident, $loadu:ident, $maskz_loadu:ident, $fmadd:ident, $set1:ident,
+     $storeu:ident, $mask_storeu:ident) => {
+        type R = $r;
+        type M = $m;
+        #[inline(always)]
+        unsafe fn zero() -> $r {
+            unsafe { $zero() }
+        }
+        #[inline(always)]
+        unsafe fn loadu(p: *const $t) -> $r {
+            unsafe { $loadu(p) }
+        }
+        #[inline(always)]
+        unsafe fn maskz_loadu(m: $m, p: *const $t) -> $r {
+            unsafe { $maskz_loadu(m, p) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: $r, b: $r, c: $r) -> $r {
+            unsafe { $fmadd(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn set1(x: $t) -> $r {
+            unsafe { $set1(x) }
+        }
+        #[inline(always)]
+        unsafe fn storeu(p: *mut $t, v: $r) {
+            unsafe { $storeu(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn mask_storeu(p: *mut $t, m: $m, v: $r) {
+            unsafe { $mask_storeu(p, m, v) }
+        }
+    };
+}
+
 impl Simd for f32 {
-    type R = __m512;
-    type M = __mmask16;
-    #[inline(always)]
-    unsafe fn zero() -> __m512 {
-        unsafe { _mm512_setzero_ps() }
-    }
-    #[inline(always)]
-    unsafe fn loadu(p: *const f32) -> __m512 {
-        unsafe { _mm512_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn maskz_loadu(m: __mmask16, p: *const f32) -> __m512 {
-        unsafe { _mm512_maskz_loadu_ps(m, p) }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
-        unsafe { _mm512_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    unsafe fn set1(x: f32) -> __m512 {
-        unsafe { _mm512_set1_ps(x) }
-    }
-    #[inline(always)]
-    unsafe fn storeu(p: *mut f32, v: __m512) {
-        unsafe { _mm512_storeu_ps(p, v) }
-    }
-    #[inline(always)]
-    unsafe fn mask_storeu(p: *mut f32, m: __mmask16, v: __m512) {
-        unsafe { _mm512_mask_storeu_ps(p, m, v) }
-    }
+    one_instruction_ops!(f32, __m512, __mmask16: _mm512_setzero_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps, _mm512_fmadd_ps, _mm512_set1_ps, _mm512_storeu_ps, _mm512_mask_storeu_ps);
     /// l + (l+8), + 4, + 2, + 1.
     #[inline(always)]
     unsafe fn tree_sum(v: __m512) -> f32 {
@@ -155,36 +164,7 @@ impl Simd for f32 {
 }
 
 impl Simd for f64 {
-    type R = __m512d;
-    type M = __mmask8;
-    #[inline(always)]
-    unsafe fn zero() -> __m512d {
-        unsafe { _mm512_setzero_pd() }
-    }
-    #[inline(always)]
-    unsafe fn loadu(p: *const f64) -> __m512d {
-        unsafe { _mm512_loadu_pd(p) }
-    }
-    #[inline(always)]
-    unsafe fn maskz_loadu(m: __mmask8, p: *const f64) -> __m512d {
-        unsafe { _mm512_maskz_loadu_pd(m, p) }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: __m512d, b: __m512d, c: __m512d) -> __m512d {
-        unsafe { _mm512_fmadd_pd(a, b, c) }
-    }
-    #[inline(always)]
-    unsafe fn set1(x: f64) -> __m512d {
-        unsafe { _mm512_set1_pd(x) }
-    }
-    #[inline(always)]
-    unsafe fn storeu(p: *mut f64, v: __m512d) {
-        unsafe { _mm512_storeu_pd(p, v) }
-    }
-    #[inline(always)]
-    unsafe fn mask_storeu(p: *mut f64, m: __mmask8, v: __m512d) {
-        unsafe { _mm512_mask_storeu_pd(p, m, v) }
-    }
+    one_instruction_ops!(f64, __m512d, __mmask8: _mm512_setzero_pd, _mm512_loadu_pd, _mm512_maskz_loadu_pd, _mm512_fmadd_pd, _mm512_set1_pd, _mm512_storeu_pd, _mm512_mask_storeu_pd);
     /// l + (l+4), + 2, + 1: halves of 256 bits, then of 128, then neighbours.
     #[inline(always)]
     unsafe fn tree_sum(v: __m512d) -> f64 {
