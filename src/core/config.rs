@@ -1,4 +1,4 @@
-//! A run's configuration: the serde types of `[data]`, `[model]` and `[train]` with their documented
+//! A run's configuration: the serde types of `[data]`, `[model]`, `[train]` and `[optimizer]` with their documented
 //! defaults, and the checks that turn a parsed config into one that may be trained ([`RunConfig::validate`],
 //! [`RunConfig::validate_against_data`]). A run is a pure function of its [`RunConfig`] and its data bytes.
 //!
@@ -19,6 +19,8 @@ pub const MAX_PARAMS: usize = 128_000_000;
 pub const MAX_TENSOR_BYTES: usize = 1_000_000_000;
 /// The most epochs accepted: about two years of full-MNIST epochs at a second each.
 pub const MAX_EPOCHS: usize = 100_000;
+/// The longest warmup accepted, in steps.
+pub const MAX_WARMUP_STEPS: usize = 1_000_000_000;
 /// The longest `data.dir` accepted (Linux's PATH_MAX).
 pub const MAX_PATH_LEN: usize = 4096;
 
@@ -219,6 +221,224 @@ impl Default for TrainSpec {
     }
 }
 
+/// Which rule turns the batch's mean gradient into a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Stochastic gradient descent, optionally with momentum (heavy-ball or Nesterov) and L2 decay.
+    #[default]
+    Sgd,
+    /// Adam (Kingma and Ba, 2015), with L2 decay added to the gradient.
+    Adam,
+    /// Adam with decoupled weight decay (Loshchilov and Hutter, 2019).
+    Adamw,
+}
+
+impl OptimizerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::Adamw => "adamw",
+        }
+    }
+}
+
+/// How the learning rate changes with the step index (a linear warmup may precede any of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// lr at every step.
+    #[default]
+    Constant,
+    /// lr * gamma^floor(e / step_epochs), e the 0-based epoch of the step.
+    Step,
+    /// lr * gamma^e, e the 0-based epoch of the step.
+    Exponential,
+    /// From lr down to min_lr over the run: min_lr + (lr - min_lr) (1 + cos(pi t / T)) / 2, t the 0-based
+    /// step, T the run's steps.
+    Cosine,
+}
+
+impl Schedule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Schedule::Constant => "constant",
+            Schedule::Step => "step",
+            Schedule::Exponential => "exponential",
+            Schedule::Cosine => "cosine",
+        }
+    }
+}
+
+/// `[optimizer]`: the update rule and the learning-rate schedule. Every default keeps plain SGD at a
+/// constant rate, w -= (lr / n) * sum of per-sample gradients; a config that leaves a key at its default
+/// hashes as if the key did not exist, so runs from before this section keep their hashes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSpec {
+    /// `"sgd"` (default), `"adam"` or `"adamw"`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub kind: OptimizerKind,
+    /// SGD's momentum mu, in [0, 1): v = mu v + g. Default 0 (none).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub momentum: f64,
+    /// SGD with momentum: step along g + mu v (Nesterov) instead of v. Default false.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub nesterov: bool,
+    /// L2 decay lambda >= 0: g += lambda w (sgd, adam), or w -= lr lambda w before the step (adamw).
+    /// Default 0.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub weight_decay: f64,
+    /// Adam's decay of the first moment, in [0, 1). Default 0.9.
+    #[serde(default = "default_beta1", skip_serializing_if = "is_default_beta1")]
+    pub beta1: f64,
+    /// Adam's decay of the second moment, in [0, 1). Default 0.999.
+    #[serde(default = "default_beta2", skip_serializing_if = "is_default_beta2")]
+    pub beta2: f64,
+    /// Adam's epsilon, > 0. Default 1e-8.
+    #[serde(default = "default_eps", skip_serializing_if = "is_default_eps")]
+    pub eps: f64,
+    /// `"constant"` (default), `"step"`, `"exponential"` or `"cosine"`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub schedule: Schedule,
+    /// `step`: epochs between decays, >= 1. Default 1.
+    #[serde(default = "default_one", skip_serializing_if = "is_one")]
+    pub step_epochs: usize,
+    /// `step` and `exponential`: the factor per decay, in (0, 1]. Default 0.1.
+    #[serde(default = "default_gamma", skip_serializing_if = "is_default_gamma")]
+    pub gamma: f64,
+    /// `cosine`: the rate it ends at, in [0, lr). Default 0.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub min_lr: f64,
+    /// Steps of linear warmup before the schedule: the rate of step t < N is scaled by (t + 1) / N.
+    /// Default 0 (none).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub warmup_steps: usize,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn is_default_beta1(v: &f64) -> bool {
+    *v == default_beta1()
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn is_default_beta2(v: &f64) -> bool {
+    *v == default_beta2()
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn is_default_eps(v: &f64) -> bool {
+    *v == default_eps()
+}
+fn default_one() -> usize {
+    1
+}
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+fn default_gamma() -> f64 {
+    0.1
+}
+fn is_default_gamma(v: &f64) -> bool {
+    *v == default_gamma()
+}
+
+impl Default for OptimizerSpec {
+    fn default() -> Self {
+        Self {
+            kind: OptimizerKind::Sgd,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            beta1: default_beta1(),
+            beta2: default_beta2(),
+            eps: default_eps(),
+            schedule: Schedule::Constant,
+            step_epochs: 1,
+            gamma: default_gamma(),
+            min_lr: 0.0,
+            warmup_steps: 0,
+        }
+    }
+}
+
+impl OptimizerSpec {
+    /// Whether the update is today's plain SGD step, w = fma(-lr_t / n, sum of gradients, w) (whatever
+    /// the schedule): no momentum, no decay, not Adam. Such steps carry no state.
+    pub fn is_plain_sgd(&self) -> bool {
+        self.kind == OptimizerKind::Sgd && self.momentum == 0.0 && self.weight_decay == 0.0
+    }
+
+    /// Every key as JSON, those at their defaults included (the config's own JSON leaves them out).
+    pub fn to_full_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kind": self.kind.as_str(),
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "eps": self.eps,
+            "schedule": self.schedule.as_str(),
+            "step_epochs": self.step_epochs,
+            "gamma": self.gamma,
+            "min_lr": self.min_lr,
+            "warmup_steps": self.warmup_steps,
+        })
+    }
+
+    /// Whether the rule keeps state between steps (a velocity, or Adam's moments).
+    pub fn is_stateful(&self) -> bool {
+        self.kind != OptimizerKind::Sgd || self.momentum > 0.0
+    }
+
+    /// The section in one line, every key that is not at its default (the `runs.optimizer` column, what
+    /// compare groups by): `sgd`, `sgd momentum=0.9 nesterov`, `adamw weight_decay=0.01 cosine(min_lr=0)
+    /// warmup_steps=500`. Keys that the kind does not read are left out.
+    pub fn describe(&self) -> String {
+        let d = OptimizerSpec::default();
+        let mut s = vec![self.kind.as_str().to_string()];
+        let mut key = |name: &str, v: f64, default: f64| {
+            if v != default {
+                s.push(format!("{name}={v}"));
+            }
+        };
+        match self.kind {
+            OptimizerKind::Sgd => key("momentum", self.momentum, 0.0),
+            OptimizerKind::Adam | OptimizerKind::Adamw => {
+                key("beta1", self.beta1, d.beta1);
+                key("beta2", self.beta2, d.beta2);
+                key("eps", self.eps, d.eps);
+            }
+        }
+        key("weight_decay", self.weight_decay, 0.0);
+        if self.nesterov {
+            s.push("nesterov".into());
+        }
+        match self.schedule {
+            Schedule::Constant => {}
+            Schedule::Step => s.push(format!(
+                "step(step_epochs={},gamma={})",
+                self.step_epochs, self.gamma
+            )),
+            Schedule::Exponential => s.push(format!("exponential(gamma={})", self.gamma)),
+            Schedule::Cosine => s.push(format!("cosine(min_lr={})", self.min_lr)),
+        }
+        if self.warmup_steps > 0 {
+            s.push(format!("warmup_steps={}", self.warmup_steps));
+        }
+        s.join(" ")
+    }
+}
+
 /// Everything one run depends on besides the data bytes: a run is a pure function of this and the data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +449,9 @@ pub struct RunConfig {
     pub model: ModelSpec,
     #[serde(default)]
     pub train: TrainSpec,
+    /// Left out of the config's JSON (and so of its hash) when every key is at its default.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub optimizer: OptimizerSpec,
 }
 
 /// The keys a sweep may vary, as dotted paths.
@@ -247,9 +470,32 @@ pub const SWEEPABLE: &[&str] = &[
     "train.learning_rate",
     "train.epochs",
     "train.drop_last",
+    "optimizer.kind",
+    "optimizer.momentum",
+    "optimizer.nesterov",
+    "optimizer.weight_decay",
+    "optimizer.beta1",
+    "optimizer.beta2",
+    "optimizer.eps",
+    "optimizer.schedule",
+    "optimizer.step_epochs",
+    "optimizer.gamma",
+    "optimizer.min_lr",
+    "optimizer.warmup_steps",
 ];
 
 impl RunConfig {
+    /// The config as JSON with every `[optimizer]` key present (at its default when left out of the
+    /// config's own JSON, which omits them so that older configs keep their hashes): what a dotted key
+    /// such as `optimizer.momentum` is looked up in.
+    pub fn to_full_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = v.as_object_mut() {
+            map.insert("optimizer".into(), self.optimizer.to_full_json());
+        }
+        v
+    }
+
     /// Check the values that types alone cannot; the error names the dotted key at fault and what is allowed.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |key: &'static str, msg: String| Err(ConfigError { key, msg });
@@ -359,6 +605,100 @@ impl RunConfig {
             return err(
                 "train.epochs",
                 format!("must be from 1 to {MAX_EPOCHS}; got {}", self.train.epochs),
+            );
+        }
+        self.validate_optimizer()
+    }
+
+    /// The `[optimizer]` checks: each value in its range, and the keys that need another kind refused.
+    fn validate_optimizer(&self) -> Result<(), ConfigError> {
+        let err = |key: &'static str, msg: String| Err(ConfigError { key, msg });
+        let o = &self.optimizer;
+        let unit = |key: &'static str, v: f64, what: &str| {
+            if v.is_finite() && (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                err(
+                    key,
+                    format!("{what} must be in [0, 1) (0 <= x < 1); got {v}"),
+                )
+            }
+        };
+        unit("optimizer.momentum", o.momentum, "the momentum")?;
+        unit(
+            "optimizer.beta1",
+            o.beta1,
+            "beta1 (the first moment's decay)",
+        )?;
+        unit(
+            "optimizer.beta2",
+            o.beta2,
+            "beta2 (the second moment's decay)",
+        )?;
+        if o.kind != OptimizerKind::Sgd && o.momentum != 0.0 {
+            return err(
+                "optimizer.momentum",
+                format!(
+                    "momentum is SGD's; kind = \"{}\" keeps its own running mean of the gradient (beta1): \
+                     remove momentum, or set kind = \"sgd\"",
+                    o.kind.as_str()
+                ),
+            );
+        }
+        if o.nesterov && (o.kind != OptimizerKind::Sgd || o.momentum == 0.0) {
+            return err(
+                "optimizer.nesterov",
+                "Nesterov momentum needs kind = \"sgd\" and a momentum > 0 (e.g. momentum = 0.9)"
+                    .into(),
+            );
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return err(
+                "optimizer.weight_decay",
+                format!("must be a finite number >= 0; got {}", o.weight_decay),
+            );
+        }
+        if !(o.eps.is_finite() && o.eps > 0.0) {
+            return err(
+                "optimizer.eps",
+                format!("must be a finite number > 0 (e.g. 1e-8); got {}", o.eps),
+            );
+        }
+        if o.step_epochs == 0 || o.step_epochs > MAX_EPOCHS {
+            return err(
+                "optimizer.step_epochs",
+                format!("must be from 1 to {MAX_EPOCHS}; got {}", o.step_epochs),
+            );
+        }
+        if !(o.gamma.is_finite() && o.gamma > 0.0 && o.gamma <= 1.0) {
+            return err(
+                "optimizer.gamma",
+                format!(
+                    "must be in (0, 1] (the factor the rate is multiplied by); got {}",
+                    o.gamma
+                ),
+            );
+        }
+        let lr = self.train.learning_rate;
+        if !(o.min_lr.is_finite() && o.min_lr >= 0.0) {
+            return err(
+                "optimizer.min_lr",
+                format!("must be a finite number >= 0; got {}", o.min_lr),
+            );
+        }
+        if o.schedule == Schedule::Cosine && o.min_lr >= lr {
+            return err(
+                "optimizer.min_lr",
+                format!(
+                    "the cosine schedule's floor {} must be below its start, train.learning_rate = {lr}",
+                    o.min_lr
+                ),
+            );
+        }
+        if o.warmup_steps > MAX_WARMUP_STEPS {
+            return err(
+                "optimizer.warmup_steps",
+                format!("must be at most {MAX_WARMUP_STEPS}; got {}", o.warmup_steps),
             );
         }
         Ok(())

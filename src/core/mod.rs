@@ -19,6 +19,7 @@ pub mod envelope;
 pub mod kernel;
 pub mod loader;
 pub mod model;
+pub mod optim;
 pub mod pool;
 pub mod real;
 pub mod reference;

@@ -4,11 +4,19 @@
 use ndarray::{Array1, Array2, s};
 
 use crate::core::config::Dtype;
+use crate::core::kernel::rule::RuleElem;
 use crate::core::kernel::{self, Kernel, products::Products};
 
 /// The float types a model can be trained in.
 pub trait Real:
-    ndarray::LinalgScalar + num_traits::Float + Default + Send + Sync + std::fmt::Debug + 'static
+    ndarray::LinalgScalar
+    + num_traits::Float
+    + RuleElem
+    + Default
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + 'static
 {
     const DTYPE: Dtype;
     fn from_f64(x: f64) -> Self;

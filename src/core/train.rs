@@ -2,7 +2,7 @@
 //!
 //! [`train`] reads top to bottom: init from the init stream; per epoch, a fresh permutation from the shuffle
 //! stream, then for each batch gather, forward, backward with the fused SGD update (the next batch's forward pass
-//! starting inside the update of W^1, see [`Workspace::sgd_step`]); then evaluate the
+//! starting inside the update of W^1, see [`Workspace::step`]); then evaluate the
 //! training, validation (if held out) and test samples and hand the epoch to an [`Observer`] (the store
 //! writes it; `verify` compares it).
 
@@ -13,6 +13,7 @@ use crate::core::data::Dataset;
 use crate::core::kernel::Kernel;
 use crate::core::loader::Loader;
 use crate::core::model::{Mlp, Snapshot};
+use crate::core::optim::Optimizer;
 use crate::core::real::Real;
 use crate::core::rng::{Stream, StreamRng, StreamState};
 use crate::core::workspace::{EVAL_BLOCK, Workspace, evaluate};
@@ -30,6 +31,9 @@ pub struct EpochMetrics {
     /// On the held-out validation samples (`data.validation`); `None` without a split.
     pub val_loss: Option<f64>,
     pub val_acc: Option<f64>,
+    /// The learning rate of the epoch's first step (its schedule's value there; `core::optim`); `None`
+    /// in epochs stored before version 6 of the store.
+    pub learning_rate: Option<f64>,
     /// Wall seconds of the SGD steps.
     pub train_seconds: f64,
     /// Wall seconds of the epoch, evaluation included.
@@ -56,13 +60,17 @@ pub enum Outcome {
     Stopped { epoch: usize },
 }
 
-/// Everything needed to continue a run exactly after `epoch`: its parameters then, and where the shuffle
-/// stream stood (the init stream is not needed after initialisation).
+/// Everything needed to continue a run exactly after `epoch`: its parameters then, where the shuffle
+/// stream stood (the init stream is not needed after initialisation) and the optimizer's state (the
+/// step count is epoch * steps per epoch, so only the rule's arrays are kept).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
     pub epoch: usize,
     pub params: Snapshot,
     pub shuffle: StreamState,
+    /// Velocities or Adam's moments, as tensors `weight.<slot>` / `bias.<slot>` per layer; `None` for
+    /// plain SGD.
+    pub state: Option<Snapshot>,
 }
 
 /// What the observer wants.
@@ -106,7 +114,7 @@ pub fn train(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Steps {
     /// The update of W^1 and the next batch's Z^1 = A^0 (W^1)^T in one pass over W^1 (with the chain or lanes
-    /// kernels; see [`Workspace::sgd_step`]).
+    /// kernels; see [`Workspace::step`]).
     Fused,
     /// Every product on its own: the update of W^1 ends one step, the next step reads W^1 again.
     Separate,
@@ -220,9 +228,27 @@ impl<'a> Training<'a> {
         );
         let mut eval_ws = Workspace::<F>::for_eval(&model_cfg.sizes, eval_rows).with_kernel(kernel);
         let batches = loader.num_batches();
+        // The learning rate and rule of each step, from the step's index alone.
+        let optimizer = Optimizer::new(cfg, batches);
+        if let Some(c) = resume {
+            match &c.state {
+                Some(state) => ws.set_optimizer_state(state).map_err(|e| {
+                    Error::internal(format!("the checkpoint of epoch {}: {e}", c.epoch))
+                })?,
+                None if !optimizer.is_plain() => {
+                    return Err(Error::internal(format!(
+                        "the checkpoint of epoch {} has no optimizer state for {}",
+                        c.epoch,
+                        cfg.optimizer.describe()
+                    )));
+                }
+                None => {}
+            }
+        }
 
         for epoch in first_epoch..=t.epochs {
             let start = Instant::now();
+            let first_step = (epoch as u64 - 1) * optimizer.steps_per_epoch();
             loader.shuffle(); // this epoch's order, from the shuffle stream
             let mut order = loader.batches();
             let mut stats = order.next().map(|first| {
@@ -236,8 +262,10 @@ impl<'a> Training<'a> {
                 if let Some(next) = order.next() {
                     ws.stage(train_set, next.iter().copied());
                 }
-                // delta^L = a^L - y, delta^l, w -= (lr / n) sum of gradients; then the next batch's forward.
-                stats = ws.sgd_step(&mut model, t.learning_rate);
+                // delta^L = a^L - y, delta^l, the update (plain SGD: w -= (lr_t / n) sum of gradients);
+                // then the next batch's forward.
+                let rule = optimizer.rule::<F>(first_step + done as u64, ws.batch_len());
+                stats = ws.step(&mut model, rule);
                 done += 1;
                 if observer.on_batch(epoch, done, batches, batch_stats.loss_sum) == Control::Stop {
                     return Ok(Outcome::Stopped { epoch: epoch - 1 });
@@ -257,6 +285,7 @@ impl<'a> Training<'a> {
                 test_acc,
                 val_loss: val.map(|v| v.0),
                 val_acc: val.map(|v| v.1),
+                learning_rate: Some(optimizer.learning_rate(first_step)),
                 train_seconds,
                 seconds: start.elapsed().as_secs_f64(),
             };
@@ -264,6 +293,7 @@ impl<'a> Training<'a> {
                 epoch,
                 params: model.snapshot(),
                 shuffle: loader.rng().state(),
+                state: ws.optimizer_state(),
             };
             let control = observer.on_epoch(&metrics, &checkpoint)?;
             if metrics.diverged() {

@@ -24,13 +24,18 @@ use crate::core::config::Activation;
 use crate::core::data::SplitRef;
 use crate::core::kernel::Kernel;
 use crate::core::kernel::products::Products;
+use crate::core::kernel::rule::{self, Rule};
 use crate::core::model::Mlp;
+use crate::core::model::{Snapshot, Tensor};
 use crate::core::pool;
 use crate::core::real::{Real, aligned_zeros};
 
 pub enum Update<'a, F> {
-    /// SGD step: w -= (lr / n) * sum over the batch of per-sample gradients, fused into the gradient product.
+    /// Plain SGD step: w -= (lr / n) * sum over the batch of per-sample gradients, fused into the gradient
+    /// product ([`Rule::Plain`] with alpha = -lr / n).
     Sgd { learning_rate: f64 },
+    /// One step of a run's optimizer, with its coefficients for this batch (`core::optim`).
+    Rule(Rule<F>),
     /// Store the batch's summed gradients (dC/dW^l, dC/db^l) in a model-shaped buffer; the model is unchanged.
     Gradient(&'a mut Mlp<F>),
 }
@@ -53,6 +58,8 @@ pub struct Workspace<F> {
     deltas: Vec<Array2<F>>,
     /// Column sums of delta^l: [n_l] (index l - 1).
     bias_sums: Vec<Array1<F>>,
+    /// A rule's state for b^l (index l - 1), one array per slot; the products hold W^l's.
+    bias_state: Vec<Vec<Array1<F>>>,
     /// Labels of the rows currently loaded: [rows].
     labels: Vec<u8>,
     /// The 256 values p / 255 in F: a^0 = x is read from u8 pixels through this table.
@@ -80,6 +87,7 @@ impl<F: Real> Workspace<F> {
         let mut ws = Self::for_eval(sizes, rows);
         ws.deltas = sizes[1..].iter().map(|&n| aligned_zeros(rows, n)).collect();
         ws.bias_sums = sizes[1..].iter().map(|&n| Array1::zeros(n)).collect();
+        ws.bias_state = vec![Vec::new(); sizes.len() - 1];
         ws.next_input = aligned_zeros(rows, sizes[0]);
         ws.next_labels = Vec::with_capacity(rows);
         ws
@@ -92,6 +100,7 @@ impl<F: Real> Workspace<F> {
             acts: sizes.iter().map(|&n| aligned_zeros(rows, n)).collect(),
             deltas: Vec::new(),
             bias_sums: Vec::new(),
+            bias_state: Vec::new(),
             labels: Vec::with_capacity(rows),
             scale: std::array::from_fn(|p| F::from_f64(p as f64 / 255.0)),
             products: F::products(Kernel::Gemm, sizes, false),
@@ -220,15 +229,106 @@ impl<F: Real> Workspace<F> {
         self.sync_model(model);
     }
 
-    /// One SGD step on the loaded batch, after [`Workspace::forward`]: [`Workspace::backward`] with
-    /// w -= (lr / n) * sum of gradients. If a next batch was staged ([`Workspace::stage`]), it is then
-    /// loaded and its forward pass run, and its stats returned: with this crate's kernels and batches of up to
-    /// [`FUSE_MAX_ROWS`], the update of W^1 and the next Z^1 = A^0 (W^1)^T are one pass over W^1
-    /// (`core::kernel::update_then_abt`), with the same bits as the two products one after the other.
-    pub fn sgd_step(&mut self, model: &mut Mlp<F>, learning_rate: f64) -> Option<BatchStats> {
+    /// The optimizer's state (what [`Workspace::step`] keeps between steps with a rule that has any), as
+    /// tensors named `weight.<slot>` and `bias.<slot>` per layer, W^l's row-major: layer 1's slots of W,
+    /// then of b, then layer 2's ... `None` when no state is held (plain SGD, or before the first step).
+    pub fn optimizer_state(&self) -> Option<Snapshot> {
+        let mut tensors = Vec::new();
+        for (l, b_slots) in self.bias_state.iter().enumerate() {
+            let w_slots = self.products.state(l);
+            for (name, w) in state_names(w_slots.len()).iter().zip(&w_slots) {
+                let mut data = Vec::new();
+                F::extend_le(w.as_slice().expect(CONTIGUOUS), &mut data);
+                tensors.push(Tensor {
+                    layer: l + 1,
+                    param: name.0,
+                    shape: w.shape().to_vec(),
+                    data,
+                });
+            }
+            for (name, b) in state_names(b_slots.len()).iter().zip(b_slots) {
+                let mut data = Vec::new();
+                F::extend_le(b.as_slice().expect(CONTIGUOUS), &mut data);
+                tensors.push(Tensor {
+                    layer: l + 1,
+                    param: name.1,
+                    shape: vec![b.len()],
+                    data,
+                });
+            }
+        }
+        (!tensors.is_empty()).then_some(Snapshot {
+            dtype: F::DTYPE,
+            tensors,
+        })
+    }
+
+    /// Take a checkpoint's optimizer state (written by [`Workspace::optimizer_state`]) as the state of
+    /// the next steps. An error says what does not fit (the caller reports the stored state as corrupt).
+    pub fn set_optimizer_state(&mut self, state: &Snapshot) -> Result<(), String> {
+        if state.dtype != F::DTYPE {
+            return Err(format!(
+                "its optimizer state is {}, the run is {}",
+                state.dtype.as_str(),
+                F::DTYPE.as_str()
+            ));
+        }
+        let sizes: Vec<usize> = self.acts.iter().map(|a| a.ncols()).collect();
+        for l in 0..self.bias_state.len() {
+            let (rows, cols) = (sizes[l + 1], sizes[l]);
+            let count = |param: &str| {
+                state
+                    .tensors
+                    .iter()
+                    .filter(|t| t.layer == l + 1 && t.param.starts_with(param))
+                    .count()
+            };
+            let (slots, bias_slots) = (count("weight."), count("bias."));
+            if bias_slots != slots || slots > 2 {
+                return Err(format!(
+                    "layer {} has {slots} weight slots and {bias_slots} bias slots",
+                    l + 1
+                ));
+            }
+            let names = state_names(slots);
+            let mut w_slots = Vec::new();
+            let mut b_slots = Vec::new();
+            for (wn, bn) in names {
+                let find = |name: &str, shape: &[usize]| {
+                    state
+                        .tensors
+                        .iter()
+                        .find(|t| t.layer == l + 1 && t.param == name && t.shape == shape)
+                        .map(|t| F::from_le(&t.data))
+                        .filter(|v| v.len() == shape.iter().product::<usize>())
+                        .ok_or_else(|| format!("layer {} has no {name} of shape {shape:?}", l + 1))
+                };
+                let w = find(wn, &[rows, cols])?;
+                w_slots.push(Array2::from_shape_vec((rows, cols), w).map_err(|e| e.to_string())?);
+                b_slots.push(Array1::from_vec(find(bn, &[rows])?));
+            }
+            let views: Vec<ArrayView2<'_, F>> = w_slots.iter().map(|w| w.view()).collect();
+            self.products.set_state(l, &views);
+            self.bias_state[l] = b_slots;
+        }
+        Ok(())
+    }
+
+    /// Rows of the loaded batch (n).
+    pub fn batch_len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// One optimizer step on the loaded batch, after [`Workspace::forward`]: [`Workspace::backward`]
+    /// with `rule` (plain SGD: w -= (lr / n) * sum of gradients). If a next batch was staged
+    /// ([`Workspace::stage`]), it is then loaded and its forward pass run, and its stats returned: with this
+    /// crate's kernels, a plain step and batches of up to [`FUSE_MAX_ROWS`], the update of W^1 and the next
+    /// Z^1 = A^0 (W^1)^T are one pass over W^1 (`core::kernel::update_then_abt`), with the same bits as the
+    /// two products one after the other.
+    pub fn step(&mut self, model: &mut Mlp<F>, rule: Rule<F>) -> Option<BatchStats> {
         let staged = std::mem::take(&mut self.staged);
         let fuse = staged && self.fuse && self.labels.len() <= FUSE_MAX_ROWS;
-        let fused = self.backward_fused(model, Update::Sgd { learning_rate }, fuse);
+        let fused = self.backward_fused(model, Update::Rule(rule), fuse);
         self.fused_last = fused;
         if !staged {
             self.sync_model(model);
@@ -259,9 +359,17 @@ impl<F: Real> Workspace<F> {
                 row[y as usize] = row[y as usize] - F::one();
             }
         }
+        // A plain step's alpha = -lr / n: W^l <- W^l + alpha S^l in the gradient product itself.
+        let update = match update {
+            Update::Sgd { learning_rate } => Update::Rule(Rule::Plain {
+                alpha: F::from_f64(-learning_rate / n as f64),
+            }),
+            u => u,
+        };
         let (alpha, beta) = match &update {
-            Update::Sgd { learning_rate } => (F::from_f64(-learning_rate / n as f64), F::one()),
-            Update::Gradient(_) => (F::one(), F::zero()),
+            Update::Rule(Rule::Plain { alpha }) => (*alpha, F::one()),
+            Update::Rule(_) => (F::zero(), F::one()),
+            Update::Sgd { .. } | Update::Gradient(_) => (F::one(), F::zero()),
         };
         let mut update = update;
         for l in (0..last).rev() {
@@ -289,7 +397,28 @@ impl<F: Real> Workspace<F> {
             }
             // W^l <- beta W^l + alpha (delta^l)^T a^(l-1);  b^l <- beta b^l + alpha colsum(delta^l).
             let target = match &mut update {
-                Update::Sgd { .. } => {
+                Update::Rule(rule @ (Rule::Sgd { .. } | Rule::Adam { .. })) => {
+                    // S^l, then the rule on W^l and its state (held by the products), then on b^l.
+                    let target = &mut model.layers[l];
+                    self.products
+                        .update_rule(l, d, a_prev, target.w.view_mut(), rule);
+                    let state = &mut self.bias_state[l];
+                    while state.len() < rule.slots() {
+                        state.push(Array1::zeros(sums.len()));
+                    }
+                    let mut slots: Vec<&mut [F]> = state
+                        .iter_mut()
+                        .map(|x| x.as_slice_mut().expect(CONTIGUOUS))
+                        .collect();
+                    rule::apply(
+                        rule,
+                        target.b.as_slice_mut().expect(CONTIGUOUS),
+                        sums.as_slice().expect(CONTIGUOUS),
+                        &mut slots,
+                    );
+                    continue;
+                }
+                Update::Sgd { .. } | Update::Rule(_) => {
                     // For W^1 with a staged batch: that batch's Z^1 into a^1's buffer (free by now),
                     // in the same pass over W^1 if the kernel can.
                     let next = (l == 0 && fuse_next).then(|| {
@@ -316,6 +445,15 @@ impl<F: Real> Workspace<F> {
                 .zip_mut_with(sums, |b, &s| *b = beta * *b + alpha * s);
         }
         fused
+    }
+}
+
+/// The tensor names of `slots` state slots: (W's, b's) for each, velocity for one, m and v for two.
+fn state_names(slots: usize) -> &'static [(&'static str, &'static str)] {
+    match slots {
+        0 => &[],
+        1 => &[("weight.velocity", "bias.velocity")],
+        _ => &[("weight.m", "bias.m"), ("weight.v", "bias.v")],
     }
 }
 
@@ -652,7 +790,12 @@ mod tests {
             w2.next_labels = y2.clone();
             w2.staged = true;
             let got = w2
-                .sgd_step(&mut m2, 0.3)
+                .step(
+                    &mut m2,
+                    Rule::Plain {
+                        alpha: (-0.3 / rows as f64) as f32,
+                    },
+                )
                 .expect("a staged batch gives stats");
             assert_eq!(w2.fused_last, fuses, "rows {rows}");
             // With the chain kernels the model's W catch up with the panels when asked (or at the

@@ -21,6 +21,7 @@ pub(crate) const PARAMS: &[&str] = &[
     "learning_rate",
     "epochs",
     "drop_last",
+    "optimizer",
     "limit_train",
     "limit_test",
     "data_dir",
@@ -52,6 +53,10 @@ impl Store {
         let filter = &finished_filter(store);
         let mut varying = Vec::new();
         for p in PARAMS {
+            // `optimizer` is a column of schema 6; every run of an older store trained plain SGD.
+            if *p == "optimizer" && store.version() < 6 {
+                continue;
+            }
             let t = store.select(
                 &format!("SELECT count(DISTINCT coalesce(r.{p}, '')) {filter}"),
                 &[&experiment],

@@ -26,14 +26,16 @@ use crate::text::hex;
 /// validation metric (schema 4), a 3 byte and `val_loss`, `val_acc` the same way. A row without one
 /// hashes as in schema 2.
 pub(crate) fn metrics_sha256(conn: &Connection, run_id: i64) -> Result<Option<String>> {
-    let val = has_column(conn, "epochs", "val_loss")?;
-    let mut stmt = conn.prepare_cached(if val {
-        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, val_loss, val_acc
-         FROM epochs WHERE run_id = ?1 ORDER BY epoch"
+    let val = if has_column(conn, "epochs", "val_loss")? {
+        "val_loss, val_acc"
     } else {
-        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, NULL, NULL
+        "NULL, NULL"
+    };
+    let lr = lr_column(conn)?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, {val}, {lr}
          FROM epochs WHERE run_id = ?1 ORDER BY epoch"
-    })?;
+    ))?;
     let mut rows = stmt.query([run_id])?;
     let mut h = Sha256::new();
     let mut any = false;
@@ -74,8 +76,34 @@ pub(crate) fn metrics_sha256(conn: &Connection, run_id: i64) -> Result<Option<St
                 }
             }
         }
+        hash_learning_rate(&mut h, r.get_ref(9)?);
     }
     Ok(any.then(|| hex(&h.finalize())))
+}
+
+/// `learning_rate` in a SELECT of epochs: the column from schema 6 on, NULL before.
+fn lr_column(conn: &Connection) -> Result<&'static str> {
+    Ok(if has_column(conn, "epochs", "learning_rate")? {
+        "learning_rate"
+    } else {
+        "NULL"
+    })
+}
+
+/// An epoch's learning rate in a hash: nothing when NULL (rows written before schema 6 keep the hashes
+/// they had), else a marker and its bits (anything an edit left there, as what it is).
+fn hash_learning_rate(h: &mut Sha256, v: ValueRef<'_>) {
+    match v {
+        ValueRef::Null => {}
+        ValueRef::Real(v) => {
+            h.update([5u8]);
+            h.update(v.to_bits().to_le_bytes());
+        }
+        other => {
+            h.update([6u8]);
+            h.update(format!("{other:?}").as_bytes());
+        }
+    }
 }
 
 /// The result fingerprint of a finished run: SHA-256 over what `verify` compares and nothing else:
@@ -113,14 +141,16 @@ pub(crate) fn result_sha256(conn: &Connection, run_id: i64) -> Result<Option<Str
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
-    let val = has_column(conn, "epochs", "val_loss")?;
-    let mut stmt = conn.prepare_cached(if val {
-        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, val_loss, val_acc
-         FROM epochs WHERE run_id = ?1 ORDER BY epoch"
+    let val = if has_column(conn, "epochs", "val_loss")? {
+        "val_loss, val_acc"
     } else {
-        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, NULL, NULL
+        "NULL, NULL"
+    };
+    // Not the epochs' learning rates: they are a function of the config, whose hash is above.
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT epoch, train_loss, train_acc, test_loss, test_acc, {val}
          FROM epochs WHERE run_id = ?1 ORDER BY epoch"
-    })?;
+    ))?;
     let mut rows = stmt.query([run_id])?;
     while let Some(r) = rows.next()? {
         for i in 0..7 {
@@ -321,6 +351,110 @@ fn snapshot_from_rows(
     }
 }
 
+/// The optimizer state of a run's checkpoint (`checkpoint_state`), checked against `expected` (its
+/// hash) and for its structure: known slot names, a dtype, JSON shapes, bytes that fill them. Whether the
+/// shapes fit the run's layers is checked when training resumes from it. `None` if the run has none.
+pub(crate) fn read_state(
+    conn: &Connection,
+    run_id: i64,
+    expected: Option<&str>,
+) -> Result<Option<std::result::Result<Snapshot, String>>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT layer, param, shape, dtype, data FROM checkpoint_state WHERE run_id = ?1
+         ORDER BY layer, param LIKE 'bias.%', param",
+    )?;
+    let rows: Vec<(Value, String, String, String, Value)> = stmt
+        .query_map([run_id], |r| {
+            let text = |i: usize| -> rusqlite::Result<String> {
+                Ok(match r.get_ref(i)? {
+                    ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    other => format!("{other:?}"),
+                })
+            };
+            Ok((
+                r.get::<_, Value>(0)?,
+                text(1)?,
+                text(2)?,
+                text(3)?,
+                r.get::<_, Value>(4)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    const NAMES: [&str; 6] = [
+        "weight.velocity",
+        "bias.velocity",
+        "weight.m",
+        "bias.m",
+        "weight.v",
+        "bias.v",
+    ];
+    let what = "optimizer state";
+    let check = || -> std::result::Result<Snapshot, String> {
+        let dtype = Dtype::parse(&rows[0].3).ok_or_else(|| {
+            format!(
+                "{what}: unknown dtype {:?}",
+                crate::text::truncate(&rows[0].3, 20)
+            )
+        })?;
+        let mut h = Sha256::new();
+        let mut tensors = Vec::with_capacity(rows.len());
+        for (layer, param, shape, dt, data) in &rows {
+            let layer = match layer {
+                Value::Integer(l) if *l >= 1 => *l as usize,
+                other => return Err(format!("{what}: a layer number {other:?}")),
+            };
+            let Value::Blob(data) = data else {
+                return Err(format!(
+                    "{what}: layer {layer} {param} is not a BLOB of values"
+                ));
+            };
+            h.update(data);
+            let name = NAMES.iter().find(|n| **n == param).ok_or_else(|| {
+                format!(
+                    "{what}: layer {layer} has an unknown slot {:?}",
+                    crate::text::truncate(param, 20)
+                )
+            })?;
+            if dt != dtype.as_str() {
+                return Err(format!(
+                    "{what}: layer {layer} {param} is {dt}, not {}",
+                    dtype.as_str()
+                ));
+            }
+            let shape: Vec<usize> = serde_json::from_str(shape).map_err(|_| {
+                format!("{what}: layer {layer} {param}: shape is not a JSON list of sizes")
+            })?;
+            let bytes = shape
+                .iter()
+                .try_fold(dtype.size(), |a, &d| a.checked_mul(d));
+            if shape.is_empty() || shape.len() > 2 || bytes != Some(data.len()) {
+                return Err(format!(
+                    "{what}: layer {layer} {param} of shape {shape:?} holds {} bytes",
+                    data.len()
+                ));
+            }
+            tensors.push(Tensor {
+                layer,
+                param: name,
+                shape,
+                data: data.clone(),
+            });
+        }
+        let actual = hex(&h.finalize());
+        match expected {
+            Some(e) if e == actual => Ok(Snapshot { dtype, tensors }),
+            Some(e) => Err(format!(
+                "{what} does not match its hash (stored sha256 {e}, the stored bytes hash to {actual})"
+            )),
+            None => Err(format!("{what} is stored without a hash")),
+        }
+    };
+    Ok(Some(check()))
+}
+
 /// One problem found in a run's stored rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding(pub String);
@@ -362,7 +496,7 @@ struct Row {
 
 /// The `runs` columns that restate a run's config (or a value derived from it): each is checked against
 /// the hashed config, so an edit of one is found.
-const PARAMETER_COLUMNS: [&str; 16] = [
+const PARAMETER_COLUMNS: [&str; 17] = [
     "seed",
     "sizes",
     "activation",
@@ -378,11 +512,12 @@ const PARAMETER_COLUMNS: [&str; 16] = [
     "limit_test",
     "validation",
     "seed_group",
+    "optimizer",
     "overrides",
 ];
 
 /// What the config says each of [`PARAMETER_COLUMNS`] holds.
-fn parameter_values(c: &RunConfig) -> [Value; 15] {
+fn parameter_values(c: &RunConfig) -> [Value; 16] {
     let opt = |v: Option<usize>| v.map_or(Value::Null, |v| Value::Integer(v as i64));
     [
         Value::Integer(c.train.seed as i64),
@@ -400,6 +535,7 @@ fn parameter_values(c: &RunConfig) -> [Value; 15] {
         opt(c.data.limit_test),
         opt(c.data.validation),
         Value::Text(c.seed_group()),
+        Value::Text(c.optimizer.describe()),
     ]
 }
 
@@ -418,8 +554,11 @@ fn check_parameters(c: &RunConfig, stored: &[Value], find: &mut dyn FnMut(String
         .zip(parameter_values(c))
         .zip(stored)
     {
-        // `validation` is a column of schema 4: a store before it has none to compare.
-        if !same(&want, have) {
+        // `validation` is a column of schema 4, `optimizer` of schema 6: a store before them (read as it
+        // is) has NULL there, and every run of it is plain SGD.
+        let before_column =
+            *column == "optimizer" && *have == Value::Null && c.optimizer.describe() == "sgd";
+        if !same(&want, have) && !before_column {
             find(format!(
                 "its column {column} holds {} but its hashed config says {} (the column was edited; the \
                  config is what the run was trained with)",
@@ -439,7 +578,7 @@ fn check_parameters(c: &RunConfig, stored: &[Value], find: &mut dyn FnMut(String
         ));
         return;
     };
-    let config = serde_json::to_value(c).unwrap_or_default();
+    let config = c.to_full_json();
     for (key, value) in map {
         let at = key.split('.').try_fold(&config, |v, k| v.get(k));
         let equal = match (at, &value) {
@@ -492,10 +631,10 @@ fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
         store.col("search", 4),
         PARAMETER_COLUMNS
             .iter()
-            .map(|c| if *c == "validation" {
-                store.col(c, 4)
-            } else {
-                c
+            .map(|c| match *c {
+                "validation" => store.col(c, 4),
+                "optimizer" => store.col(c, 6),
+                c => c,
             })
             .collect::<Vec<_>>()
             .join(", "),
@@ -536,7 +675,9 @@ fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
     };
     let mut find = |s: String| out.findings.push(Finding(s));
 
-    match RunConfig::from_toml(&row.config_toml) {
+    let config = RunConfig::from_toml(&row.config_toml);
+    let stateful = config.as_ref().is_ok_and(|c| !c.optimizer.is_plain_sgd());
+    match config {
         Ok(c) if c.hash() != row.config_hash => find(format!(
             "its stored config hashes to {}, not to its config_hash {}",
             c.hash(),
@@ -623,6 +764,34 @@ fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
                 if hash.is_none() && (kind != WeightsKind::Checkpoint || v2) {
                     find(format!("its {} weights have no stored hash", kind.as_str()));
                 }
+                out.tensors += s.tensors.len();
+                out.bytes += s.tensors.iter().map(|t| t.data.len()).sum::<usize>();
+            }
+        }
+    }
+
+    // The optimizer state of a checkpoint (schema 6): there exactly when a run with a rule that keeps
+    // state has a checkpoint, and matching its hash.
+    if store.version() >= 6 {
+        let expected: Option<String> = conn.query_row(
+            "SELECT checkpoint_state_sha256 FROM runs WHERE id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )?;
+        let needed = stateful && !finished && row.checkpoint_epoch.is_some();
+        match read_state(conn, run_id, expected.as_deref())? {
+            None if needed => find("its checkpoint's optimizer state is missing".into()),
+            None if expected.is_some() => {
+                find("it has a hash of optimizer state but no rows of it".into())
+            }
+            None => {}
+            Some(_) if !needed => find(format!(
+                "it holds optimizer state it should not have as a {} run{}",
+                row.status,
+                if stateful { "" } else { " of plain SGD" }
+            )),
+            Some(Err(e)) => find(format!("its checkpoint's {e}")),
+            Some(Ok(s)) => {
                 out.tensors += s.tensors.len();
                 out.bytes += s.tensors.iter().map(|t| t.data.len()).sum::<usize>();
             }

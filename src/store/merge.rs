@@ -585,23 +585,40 @@ fn insert(
 /// Copy a run's epochs and its weights under its new id: initial and final, and the checkpoint of a run
 /// paused at a rung (what its next rung continues from); a source without validation columns gives NULL.
 fn copy_children(src: &Connection, src_id: i64, tx: &Transaction<'_>, new_id: i64) -> Result<()> {
-    let val = has_column(src, "epochs", "val_loss")?;
-    let epoch_cols = if val {
-        "epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, val_loss, val_acc"
+    let val = if has_column(src, "epochs", "val_loss")? {
+        "val_loss, val_acc"
     } else {
-        "epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, NULL, NULL"
+        "NULL, NULL"
     };
+    let lr = if has_column(src, "epochs", "learning_rate")? {
+        "learning_rate"
+    } else {
+        "NULL"
+    };
+    let epoch_cols = format!(
+        "epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, {val}, {lr}"
+    );
     let paused: bool = src.query_row(
         "SELECT status = 'paused' FROM runs WHERE id = ?1",
         [src_id],
         |r| r.get(0),
     )?;
+    // A paused run's optimizer state goes with its checkpoint (sources before schema 6 have none).
+    let state = has_column(src, "checkpoint_state", "data")? && paused;
+    let state_cols = "epoch, layer, param, shape, dtype, data";
     for (read_columns, write_columns, table, filter) in [
         (
-            epoch_cols,
-            "epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, val_loss, val_acc",
+            epoch_cols.as_str(),
+            "epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, val_loss, val_acc, \
+             learning_rate",
             "epochs",
             "",
+        ),
+        (
+            state_cols,
+            state_cols,
+            "checkpoint_state",
+            if state { "" } else { "AND 0" },
         ),
         (
             "kind, epoch, layer, param, shape, dtype, data",
@@ -661,6 +678,7 @@ fn replace_run(tx: &Transaction<'_>, src: &Connection, src_id: i64, dest_id: i64
     )?;
     tx.execute("DELETE FROM epochs WHERE run_id = ?1", [dest_id])?;
     tx.execute("DELETE FROM weights WHERE run_id = ?1", [dest_id])?;
+    tx.execute("DELETE FROM checkpoint_state WHERE run_id = ?1", [dest_id])?;
     copy_children(src, src_id, tx, dest_id)?;
     tx.execute(
         "UPDATE runs SET metrics_sha256 = ?2 WHERE id = ?1",

@@ -494,10 +494,38 @@ impl Store {
                 "run {id}, its checkpoint of epoch {epoch} has no weights"
             ))
         })?;
+        let state = if self.version() >= 6 {
+            let expected: Option<String> = self.at(self
+                .connection()
+                .query_row(
+                    "SELECT checkpoint_state_sha256 FROM runs WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .map_err(Error::from))?;
+            match super::integrity::read_state(self.connection(), id, expected.as_deref())? {
+                None if expected.is_some() => {
+                    return Err(self.corrupt(format!(
+                        "run {id}, its checkpoint of epoch {epoch} has a hash of optimizer state but no \
+                         rows of it"
+                    )));
+                }
+                None => None,
+                Some(Ok(s)) => Some(s),
+                Some(Err(e)) => {
+                    return Err(
+                        self.corrupt(format!("run {id}, its checkpoint of epoch {epoch}: {e}"))
+                    );
+                }
+            }
+        } else {
+            None
+        };
         Ok(Some(Checkpoint {
             epoch,
             params,
             shuffle,
+            state,
         }))
     }
 }
@@ -624,9 +652,9 @@ fn insert_pending(
     tx.execute(
         "INSERT INTO runs (experiment_id, name, status, seed, sizes, activation, init, dtype, batch_size,
             learning_rate, epochs, drop_last, data_dir, data_format, limit_train, limit_test, overrides,
-            config_toml, config_hash, seed_group, created_at, initial_stored, validation, search)
+            config_toml, config_hash, seed_group, created_at, initial_stored, validation, search, optimizer)
          VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20, ?21, ?22, ?23)",
+            ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
         params![
             experiment_id,
             run.name,
@@ -651,6 +679,7 @@ fn insert_pending(
             run.keep_initial,
             c.data.validation.map(|v| v as i64),
             search.and_then(|e| e.search).map(|p| p.hash()),
+            c.optimizer.describe(),
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -684,12 +713,13 @@ fn reset_run(tx: &Transaction<'_>, id: i64) -> Result<()> {
 fn clear_progress(tx: &Transaction<'_>, id: i64) -> Result<()> {
     tx.execute("DELETE FROM epochs WHERE run_id = ?1", [id])?;
     tx.execute("DELETE FROM weights WHERE run_id = ?1", [id])?;
+    tx.execute("DELETE FROM checkpoint_state WHERE run_id = ?1", [id])?;
     tx.execute(
         "UPDATE runs SET epochs_done = 0, train_loss = NULL, train_acc = NULL, test_loss = NULL,
             test_acc = NULL, val_loss = NULL, val_acc = NULL, diverged_epoch = NULL, error = NULL,
             started_at = NULL, finished_at = NULL,
             seconds = NULL, checkpoint_epoch = NULL, checkpoint_rng = NULL, checkpoint_sha256 = NULL,
-            metrics_sha256 = NULL, init_weights_sha256 = NULL, weights_sha256 = NULL, dataset_sha256 = NULL,
+            checkpoint_state_sha256 = NULL, metrics_sha256 = NULL, init_weights_sha256 = NULL, weights_sha256 = NULL, dataset_sha256 = NULL,
             result_sha256 = NULL, data_path = NULL
          WHERE id = ?1",
         [id],

@@ -212,9 +212,23 @@ impl Store {
                 Some(Value::Integer(1))
             );
         let val = if split { "val_loss, val_acc, " } else { "" };
+        // The learning rate of each epoch, when a schedule or warmup made it differ from the config's.
+        let scheduled = self.version() >= 6
+            && matches!(
+                self.select(
+                    "SELECT EXISTS (SELECT 1 FROM epochs e JOIN runs r ON r.id = e.run_id
+                     WHERE e.run_id = ?1 AND e.learning_rate != r.learning_rate)",
+                    &[&run_id]
+                )?
+                .rows
+                .first()
+                .map(|r| &r[0]),
+                Some(Value::Integer(1))
+            );
+        let lr = if scheduled { "learning_rate, " } else { "" };
         self.select(
             &format!(
-                "SELECT epoch, train_loss, train_acc, {val}test_loss, test_acc, seconds, train_seconds
+                "SELECT epoch, {lr}train_loss, train_acc, {val}test_loss, test_acc, seconds, train_seconds
                  FROM epochs WHERE run_id = ?1 ORDER BY epoch"
             ),
             &[&run_id],
@@ -250,10 +264,11 @@ impl Store {
 
     fn epochs_inner(&self, run_id: i64) -> Result<Vec<EpochMetrics>> {
         let mut stmt = self.connection().prepare(&format!(
-            "SELECT epoch, train_loss, train_acc, test_loss, test_acc, train_seconds, seconds, {}, {}
+            "SELECT epoch, train_loss, train_acc, test_loss, test_acc, train_seconds, seconds, {}, {}, {}
              FROM epochs WHERE run_id = ?1 ORDER BY epoch",
             self.col("val_loss", 4),
-            self.col("val_acc", 4)
+            self.col("val_acc", 4),
+            self.col("learning_rate", 6)
         ))?;
         let rows = stmt.query_map([run_id], |r| {
             let val_acc: Option<f64> = r.get(8)?;
@@ -273,6 +288,7 @@ impl Store {
                         .unwrap_or(f64::NAN)
                 }),
                 val_acc,
+                learning_rate: r.get(9)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -7,7 +7,7 @@ use rusqlite::{Connection, params};
 use crate::error::{Error, Result};
 
 /// Bump when the schema changes; older files are migrated, newer ones refused.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// `PRAGMA application_id` of a store ("MLPR"): how a file says it is one, beside its tables.
 pub const APPLICATION_ID: i64 = 0x4d4c_5052;
@@ -212,6 +212,22 @@ const MIGRATIONS: &[&str] = &[
                                       WHERE y.config_hash = runs.config_hash AND y.id > runs.id)
      WHERE status != 'pruned'
        AND EXISTS (SELECT 1 FROM runs y WHERE y.config_hash = runs.config_hash AND y.id > runs.id);",
+    // 6: optimizers. Each epoch's learning rate (schedules), and the optimizer's state (velocities, Adam's
+    // moments) with the checkpoint it belongs to, hashed like the checkpoint's weights.
+    "ALTER TABLE epochs ADD COLUMN learning_rate REAL;                -- the rate of the epoch's first step (NULL: before version 6)
+     ALTER TABLE runs ADD COLUMN optimizer TEXT;                       -- [optimizer] in short: sgd, adamw wd=0.01 cosine(min=0) warmup=100, ...
+     UPDATE runs SET optimizer = 'sgd';                                -- every run before version 6
+     ALTER TABLE runs ADD COLUMN checkpoint_state_sha256 TEXT;         -- hash of the checkpoint's optimizer state (NULL: none)
+     CREATE TABLE checkpoint_state (
+         run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+         epoch  INTEGER NOT NULL,           -- the checkpoint's epoch
+         layer  INTEGER NOT NULL,           -- 1-based layer l
+         param  TEXT NOT NULL,              -- weight.velocity, bias.velocity, weight.m, bias.m, weight.v, bias.v
+         shape  TEXT NOT NULL,              -- JSON array, the parameter's shape
+         dtype  TEXT NOT NULL,              -- f32 or f64
+         data   BLOB NOT NULL,              -- little-endian values, row-major
+         PRIMARY KEY (run_id, layer, param)
+     );",
 ];
 
 /// The selection metric of experiment rows written before version 5 (or merged from such a store): a
@@ -243,7 +259,7 @@ SELECT r.id AS run_id, m.experiment, m.name, r.status, r.seed, r.sizes, r.activa
        r.dtype, r.batch_size, r.learning_rate, r.epochs, r.epochs_done, r.train_loss, r.train_acc,
        r.test_loss, r.test_acc, r.seconds, r.finished_at, r.validation, r.val_loss, r.val_acc,
        (SELECT group_concat(tag, ',') FROM (SELECT tag FROM tags t WHERE t.run_id = r.id ORDER BY tag)) AS tags,
-       r.note, r.deleted_at, r.superseded_by, r.result_sha256
+       r.note, r.deleted_at, r.superseded_by, r.result_sha256, r.optimizer
 FROM members m JOIN runs r ON r.id = m.run_id;
 
 CREATE VIEW run_summary AS
@@ -275,7 +291,7 @@ SELECT m.experiment, r.sizes, r.activation, r.init, r.dtype, r.batch_size, r.lea
        END AS std_test_acc,
        MIN(r.test_acc) AS min_test_acc, MAX(r.test_acc) AS max_test_acc,
        AVG(r.test_loss) AS mean_test_loss, AVG(r.seconds) AS mean_seconds,
-       AVG(r.val_acc) AS mean_val_acc, AVG(r.val_loss) AS mean_val_loss
+       AVG(r.val_acc) AS mean_val_acc, AVG(r.val_loss) AS mean_val_loss, r.optimizer
 FROM members m JOIN runs r ON r.id = m.run_id
 WHERE r.status = 'completed' AND r.deleted_at IS NULL AND r.superseded_by IS NULL
 GROUP BY m.experiment, r.seed_group;

@@ -525,9 +525,12 @@ fn prune(tx: &Transaction<'_>) -> Result<()> {
         }
         tx.execute(
             "UPDATE runs SET weights_sha256 = checkpoint_sha256, finished_at = ?2, checkpoint_epoch = NULL,
-                checkpoint_rng = NULL, checkpoint_sha256 = NULL, error = NULL WHERE id = ?1",
+                checkpoint_rng = NULL, checkpoint_sha256 = NULL, checkpoint_state_sha256 = NULL, error = NULL
+             WHERE id = ?1",
             params![id, now()],
         )?;
+        // A pruned run will not resume: its optimizer state goes with its checkpoint.
+        tx.execute("DELETE FROM checkpoint_state WHERE run_id = ?1", [id])?;
         tx.execute(
             "UPDATE runs SET result_sha256 = ?2 WHERE id = ?1",
             params![id, super::integrity::result_sha256(tx, id)?],

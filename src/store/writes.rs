@@ -70,10 +70,10 @@ impl Store {
         self.at(self.fenced(run_id, token, |tx| {
             tx.execute(
                 "INSERT INTO epochs (run_id, epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds,
-                    val_loss, val_acc)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    val_loss, val_acc, learning_rate)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![run_id, m.epoch as i64, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.seconds,
-                    m.train_seconds, m.val_loss, m.val_acc],
+                    m.train_seconds, m.val_loss, m.val_acc, m.learning_rate],
             )?;
             tx.execute(
                 "UPDATE runs SET epochs_done = ?2, train_loss = ?3, train_acc = ?4, test_loss = ?5, test_acc = ?6,
@@ -103,11 +103,13 @@ impl Store {
                         "DELETE FROM weights WHERE run_id = ?1 AND kind = 'checkpoint'",
                         [run_id],
                     )?;
+                    tx.execute("DELETE FROM checkpoint_state WHERE run_id = ?1", [run_id])?;
                     set_status(tx, run_id, RunStatus::Running, status)?;
                     let diverged_epoch = (status == RunStatus::Diverged).then_some(m.epoch as i64);
                     tx.execute(
                         "UPDATE runs SET weights_sha256 = ?2, diverged_epoch = ?3, finished_at = ?4, error = NULL,
-                            checkpoint_epoch = NULL, checkpoint_rng = NULL, checkpoint_sha256 = NULL WHERE id = ?1",
+                            checkpoint_epoch = NULL, checkpoint_rng = NULL, checkpoint_sha256 = NULL,
+                            checkpoint_state_sha256 = NULL WHERE id = ?1",
                         params![run_id, params.sha256(), diverged_epoch, now()],
                     )?;
                     tx.execute(
@@ -117,15 +119,17 @@ impl Store {
                 }
                 None => {
                     insert_weights(tx, run_id, WeightsKind::Checkpoint, m.epoch, params)?;
+                    insert_state(tx, run_id, m.epoch, checkpoint.state.as_ref())?;
                     let s = checkpoint.shuffle;
                     tx.execute(
-                        "UPDATE runs SET checkpoint_epoch = ?2, checkpoint_rng = ?3, checkpoint_sha256 = ?4
-                         WHERE id = ?1",
+                        "UPDATE runs SET checkpoint_epoch = ?2, checkpoint_rng = ?3, checkpoint_sha256 = ?4,
+                            checkpoint_state_sha256 = ?5 WHERE id = ?1",
                         params![
                             run_id,
                             m.epoch as i64,
                             format!("{}:{}:{}", s.seed, s.stream, s.word_pos),
-                            params.sha256()
+                            params.sha256(),
+                            checkpoint.state.as_ref().map(Snapshot::sha256)
                         ],
                     )?;
                 }
@@ -213,6 +217,35 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Write a checkpoint's optimizer state (replacing the previous checkpoint's; none for plain SGD).
+fn insert_state(
+    tx: &Transaction<'_>,
+    run_id: i64,
+    epoch: usize,
+    state: Option<&Snapshot>,
+) -> Result<()> {
+    tx.execute("DELETE FROM checkpoint_state WHERE run_id = ?1", [run_id])?;
+    let Some(s) = state else {
+        return Ok(());
+    };
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO checkpoint_state (run_id, epoch, layer, param, shape, dtype, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for t in &s.tensors {
+        stmt.execute(params![
+            run_id,
+            epoch as i64,
+            t.layer as i64,
+            t.param,
+            serde_json::Value::from(t.shape.clone()).to_string(),
+            s.dtype.as_str(),
+            t.data
+        ])?;
+    }
+    Ok(())
 }
 
 /// Write a snapshot's tensors as `kind` weights (replacing any of that kind).

@@ -39,6 +39,97 @@ pub(crate) struct Expansion {
     pub metric: Option<Metric>,
 }
 
+/// Sections a sweep may vary by variants alone: `"optimizer" = [{ kind = "sgd", momentum = 0.9 }, { kind
+/// = "adam", "train.learning_rate" = 0.001 }]`.
+///
+/// A *variant* is an inline table among a sweep key's values: it sets several keys together, each
+/// named relative to the sweep key's section (`warmup_steps` under `"optimizer.schedule"` or
+/// `"optimizer"`) or as a full dotted path (`"train.learning_rate"`); the base spec's other keys stay.
+/// Variants express what a grid cannot (momentum only with SGD, a learning rate per optimizer), and mix
+/// with plain values: `"optimizer.schedule" = ["constant", { schedule = "cosine", warmup_steps = 500 }]`.
+pub const SECTION_KEYS: &[&str] = &["optimizer"];
+
+/// The section of a sweep key: `optimizer` for `optimizer` and for `optimizer.momentum`.
+fn section_of(key: &str) -> &str {
+    key.split_once('.').map_or(key, |(s, _)| s)
+}
+
+/// The dotted key a variant's key `k` sets under sweep key `key`.
+fn variant_key(key: &str, k: &str) -> String {
+    if k.contains('.') {
+        k.to_string()
+    } else {
+        format!("{}.{k}", section_of(key))
+    }
+}
+
+/// Check the variants among a sweep key's values (a list, or a random draw's `{ choice = [...] }`): each
+/// key they set is sweepable. `only_variants`: the key is a section, whose values must all be variants.
+fn check_variants(key: &str, value: &toml::Value, only_variants: bool) -> Result<(), SweepError> {
+    let bad = |msg: String| SweepError(Some(key.to_string()), msg);
+    let list = match value {
+        toml::Value::Array(a) => a,
+        toml::Value::Table(t) if t.len() == 1 && t.contains_key("choice") => match &t["choice"] {
+            toml::Value::Array(a) => a,
+            _ => return Ok(()),
+        },
+        _ if only_variants => {
+            return Err(bad(format!(
+                "a section is swept as a list of inline tables, one per variant, e.g. \
+                 \"{key}\" = [{{ kind = \"sgd\", momentum = 0.9 }}, {{ kind = \"adam\" }}]"
+            )));
+        }
+        _ => return Ok(()),
+    };
+    let section = section_of(key);
+    for (i, v) in list.iter().enumerate() {
+        let toml::Value::Table(t) = v else {
+            if only_variants {
+                return Err(bad(format!(
+                    "value {} is {v}, not an inline table of [{section}] keys ({{ key = value, ... }})",
+                    i + 1
+                )));
+            }
+            continue;
+        };
+        if t.is_empty() {
+            return Err(bad(format!("variant {} sets no key", i + 1)));
+        }
+        for k in t.keys() {
+            let dotted = variant_key(key, k);
+            if !SWEEPABLE.contains(&dotted.as_str()) {
+                let keys: Vec<&str> = SWEEPABLE
+                    .iter()
+                    .filter_map(|p| p.strip_prefix(&format!("{section}.")[..]))
+                    .collect();
+                let hint = nearest(k, &keys)
+                    .map(|s| format!("did you mean {s}? "))
+                    .unwrap_or_default();
+                return Err(bad(format!(
+                    "variant {}: {k} is not a key a sweep may set; {hint}the keys of [{section}] are {} \
+                     (a key of another section is written as its dotted path, e.g. \"train.learning_rate\")",
+                    i + 1,
+                    keys.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Add one swept value to a point's overrides: a variant (an inline table) as one override per key it
+/// sets.
+fn push_override(o: &mut Overrides, key: &str, v: toml::Value) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                o.push((variant_key(key, &k), v));
+            }
+        }
+        v => o.push((key.to_string(), v)),
+    }
+}
+
 /// The keys of `[sweep]` that are not dotted config paths.
 const CONTROL_KEYS: &[&str] = &["method", "trials", "seed", "eta", "min_epochs", "metric"];
 
@@ -70,7 +161,14 @@ pub(crate) fn expand_sweep(
         if CONTROL_KEYS.contains(&key.as_str()) {
             continue;
         }
-        if !SWEEPABLE.contains(&key.as_str()) {
+        if SECTION_KEYS.contains(&key.as_str()) {
+            check_variants(key, value, true)?;
+            axes.insert(key, value);
+            continue;
+        }
+        if SWEEPABLE.contains(&key.as_str()) {
+            check_variants(key, value, false)?;
+        } else {
             // `train.learning_rate = [...]` unquoted: TOML reads a table `train` with a key inside.
             if let toml::Value::Table(inner) = value
                 && let Some(sub) = inner
@@ -190,7 +288,7 @@ pub(crate) fn expand_sweep(
                 for (key, dist) in &dists {
                     let v = dist.sample(&mut rng);
                     label = join_label(&label, key, &v);
-                    overrides.push((key.to_string(), v));
+                    push_override(&mut overrides, key, v);
                 }
                 mine.push(points.len());
                 points.push((label, overrides));
@@ -238,7 +336,7 @@ pub(crate) fn expand_sweep(
             for (key, dist) in &dists {
                 let v = dist.sample(&mut rng);
                 label = join_label(&label, key, &v);
-                overrides.push((key.to_string(), v));
+                push_override(&mut overrides, key, v);
             }
             (label, overrides)
         })
@@ -274,7 +372,7 @@ fn grid(axes: &BTreeMap<&str, &toml::Value>) -> Result<Vec<(String, Overrides)>,
         for (label, overrides) in &points {
             for v in list {
                 let mut o = overrides.clone();
-                o.push((key.to_string(), v.clone()));
+                push_override(&mut o, key, v.clone());
                 next.push((join_label(label, key, v), o));
             }
         }
@@ -468,6 +566,17 @@ fn join_label(label: &str, key: &str, v: &toml::Value) -> String {
 fn render_value(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
+        // A section's variant: its values, `kind` bare: sgd+momentum=0.9+nesterov=true.
+        toml::Value::Table(t) => t
+            .get("kind")
+            .map(render_value)
+            .into_iter()
+            .chain(t.iter().filter(|(k, _)| *k != "kind").map(|(k, v)| {
+                let short = k.rsplit('.').next().unwrap_or(k);
+                format!("{short}={}", render_value(v))
+            }))
+            .collect::<Vec<_>>()
+            .join("+"),
         toml::Value::Float(f) => {
             // Shortest form that round-trips; random draws (17 digits) get four significant ones.
             let (plain, exp) = (format!("{f}"), format!("{f:e}"));

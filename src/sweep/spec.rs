@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::expand::{SearchKeys, SweepError, expand_sweep, set_path};
-use crate::core::config::{DataSpec, ModelSpec, RunConfig, TrainSpec};
+use crate::core::config::{DataSpec, ModelSpec, OptimizerSpec, RunConfig, TrainSpec};
 use crate::core::search::{Method, Metric, Plan, halving_rungs, hyperband_brackets};
 use crate::error::SpecError;
 use crate::text::nearest;
@@ -35,6 +35,8 @@ struct SpecFile {
     model: ModelSpec,
     #[serde(default)]
     train: TrainSpec,
+    #[serde(default)]
+    optimizer: OptimizerSpec,
     sweep: Option<toml::Table>,
     #[serde(default)]
     store: StoreSpec,
@@ -127,6 +129,31 @@ pub fn load(path: &Path) -> Result<Experiment, SpecError> {
     parse(&text, &file, &stem)
 }
 
+/// The dotted key a `key = value` on 1-based `line` sets (`optimizer.kind`), its section taken from the
+/// last `[section]` header above it; `None` for a line that sets no plain key.
+fn key_at_line(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let here = lines.get(line.checked_sub(1)?)?;
+    let key = here.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return None;
+    }
+    let section = lines[..line - 1]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    Some(match section {
+        Some(s) if !s.is_empty() => format!("{s}.{key}"),
+        _ => key.to_string(),
+    })
+}
+
 /// Parse and expand spec text. `file` names it in errors; `default_name` is used when it has no `name`.
 pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, SpecError> {
     let err = |line: Option<usize>, key: Option<&str>, msg: String| SpecError {
@@ -153,7 +180,8 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
                 ),
             );
         }
-        err(line, None, with_suggestion(e.message().trim()))
+        let key = line.and_then(|l| key_at_line(text, l));
+        err(line, key.as_deref(), with_suggestion(e.message().trim()))
     })?;
     let name = spec
         .name
@@ -189,6 +217,7 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
         data: spec.data,
         model: spec.model,
         train: spec.train,
+        optimizer: spec.optimizer,
     };
     base.validate().map_err(|e| {
         let (section, k) = e.key.split_once('.').unwrap_or(("", e.key));

@@ -116,6 +116,12 @@ impl Observer for Comparer<'_> {
             ("test_acc", s.test_acc, m.test_acc),
             ("val_loss", opt(s.val_loss), opt(m.val_loss)),
             ("val_acc", opt(s.val_acc), opt(m.val_acc)),
+            // Epochs stored before schema 6 have no learning rate to compare.
+            (
+                "learning_rate",
+                s.learning_rate.or(m.learning_rate).unwrap_or(0.0),
+                m.learning_rate.or(s.learning_rate).unwrap_or(0.0),
+            ),
         ] {
             if !same(a, b) {
                 self.difference = Some(format!(

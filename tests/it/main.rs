@@ -11,6 +11,7 @@ mod hardening;
 mod integrity;
 mod layout;
 mod manage;
+mod optimizers;
 mod own_data;
 mod pipeline;
 mod reliability;

@@ -465,7 +465,15 @@ fn a_version_2_store_is_read_as_it_is_and_migrated_when_written() {
     let dir = tmp();
     let d = dir.path();
     let (_, db) = trained(d, &format!("{SPEC}[store]\ninitial_weights = true\n"));
-    // Make it the store a version-2 build wrote: the version-3 tables, columns and views taken away.
+    // Make it the store a version-2 build wrote: the version-3 tables, columns and views taken away
+    // (the epochs' learning rates first, with the hashes a build without them wrote).
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("UPDATE epochs SET learning_rate = NULL")
+        .unwrap();
+    for run in 1..=4 {
+        crate::util::rehash_metrics(&db, run);
+    }
     rusqlite::Connection::open(&db)
         .unwrap()
         .execute_batch(
@@ -480,6 +488,8 @@ fn a_version_2_store_is_read_as_it_is_and_migrated_when_written() {
              DROP TABLE tags;
              ALTER TABLE runs DROP COLUMN note; ALTER TABLE runs DROP COLUMN deleted_at;
              ALTER TABLE runs DROP COLUMN initial_stored;
+             ALTER TABLE epochs DROP COLUMN learning_rate; ALTER TABLE runs DROP COLUMN optimizer;
+             ALTER TABLE runs DROP COLUMN checkpoint_state_sha256; DROP TABLE checkpoint_state;
              CREATE VIEW run_summary AS
              SELECT r.id AS run_id, e.name AS experiment, r.name, r.status, r.seed, r.sizes, r.activation, r.init,
                     r.dtype, r.batch_size, r.learning_rate, r.epochs, r.epochs_done, r.train_loss, r.train_acc,
@@ -500,7 +510,13 @@ fn a_version_2_store_is_read_as_it_is_and_migrated_when_written() {
     assert_eq!(file_sha(&db), sha);
     // A write migrates it; every run keeps its bits.
     run(d, &db, &["tag", "1", "old"]).ok();
-    assert_eq!(scalar(&db, "PRAGMA user_version"), "5");
+    assert_eq!(scalar(&db, "PRAGMA user_version"), "6");
+    // Version 6: every run before it trained plain SGD; their epochs have no stored learning rate.
+    assert_eq!(
+        scalar(&db, "SELECT group_concat(DISTINCT optimizer) FROM runs"),
+        "sgd"
+    );
+    assert_eq!(scalar(&db, "SELECT count(learning_rate) FROM epochs"), "0");
     // Version 5 gives every run its membership, a selection metric and a result fingerprint.
     assert_eq!(scalar(&db, "SELECT count(*) FROM members"), "4");
     assert_eq!(

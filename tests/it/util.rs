@@ -168,7 +168,7 @@ pub fn rehash_metrics(db: &Path, run_id: i64) {
         let mut stmt = conn
             .prepare(
                 "SELECT epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, val_loss,
-                    val_acc FROM epochs WHERE run_id = ?1 ORDER BY epoch",
+                    val_acc, learning_rate FROM epochs WHERE run_id = ?1 ORDER BY epoch",
             )
             .unwrap();
         let mut rows = stmt.query([run_id]).unwrap();
@@ -190,6 +190,11 @@ pub fn rehash_metrics(db: &Path, run_id: i64) {
                 for v in val {
                     value(&mut h, v);
                 }
+            }
+            // The epoch's learning rate (schema 6), when stored.
+            if let Some(lr) = r.get::<_, Option<f64>>(9).unwrap() {
+                h.update([5u8]);
+                h.update(lr.to_bits().to_le_bytes());
             }
         }
     }

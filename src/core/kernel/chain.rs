@@ -68,6 +68,16 @@ impl<T: Copy + Default> Panels<T> {
         }
     }
 
+    /// Rows of W.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns of W.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
     /// Number of panels.
     pub fn count(&self) -> usize {
         self.rows.div_ceil(width::<T>())
@@ -78,12 +88,15 @@ impl<T: Copy + Default> Panels<T> {
         (self.rows - p * width::<T>()).min(width::<T>())
     }
 
-    fn data(&self) -> &[T] {
+    /// The panels' values, padding included (zeros unless a rule wrote there: a rule maps a zero
+    /// parameter with a zero gradient and zero state to zero).
+    pub fn data(&self) -> &[T] {
         let len = self.count() * width::<T>() * self.cols;
         &self.buf[self.off..self.off + len]
     }
 
-    fn data_mut(&mut self) -> &mut [T] {
+    /// The panels' values, mutable.
+    pub fn data_mut(&mut self) -> &mut [T] {
         let len = self.count() * width::<T>() * self.cols;
         &mut self.buf[self.off..self.off + len]
     }
@@ -233,6 +246,25 @@ pub fn update_then_forward<T: Lane + Vector>(
     alpha: T,
     next: Option<(Mat<'_, T>, MatMut<'_, T>)>,
 ) {
+    combine_panels(delta, a, w, Epilogue::Axpy(alpha), next);
+}
+
+/// The summed gradient S = Delta^T A into `g`, in the panels of W's shape: `S[j][c] = chain over i of
+/// delta[i][j] a[i][c]` (what an update with state applies its rule to, element by element, in the
+/// same layout as W and its state). Split between threads as in [`forward`].
+pub fn gradient<T: Lane + Vector>(delta: Mat<'_, T>, a: Mat<'_, T>, g: &mut Panels<T>) {
+    combine_panels(delta, a, g, Epilogue::Assign, None);
+}
+
+/// `w[j][c] = epilogue(chain over i of delta[i][j] a[i][c], w[j][c])` for W in panels, then the next
+/// batch's product as in [`update_then_forward`].
+fn combine_panels<T: Lane + Vector>(
+    delta: Mat<'_, T>,
+    a: Mat<'_, T>,
+    w: &mut Panels<T>,
+    epilogue: Epilogue<T>,
+    next: Option<(Mat<'_, T>, MatMut<'_, T>)>,
+) {
     assert!(delta.rows == a.rows && delta.cols == w.rows && a.cols == w.cols);
     assert!(fits(delta.data.len(), delta.rows, delta.cols, delta.ld));
     assert!(fits(a.data.len(), a.rows, a.cols, a.ld));
@@ -288,7 +320,7 @@ pub fn update_then_forward<T: Lane + Vector>(
                 unsafe {
                     let panel = wp.at(p * pw * k);
                     let rows = panel.add(c0 * pw);
-                    combine_raw(coef, src, rows, c1 - c0, cols, pw, Epilogue::Axpy(alpha));
+                    combine_raw(coef, src, rows, c1 - c0, cols, pw, epilogue);
                     if let (Some(a2), Some((zp, ldz)), true) = (a2, z, c1 == k) {
                         let panel = std::slice::from_raw_parts(panel.cast_const(), pw * k);
                         forward_panel(a2, panel, cols, zp.at(p * pw), ldz);

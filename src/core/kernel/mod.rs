@@ -135,6 +135,7 @@ pub(crate) mod lanes;
 pub mod products;
 #[cfg(test)]
 pub(crate) mod reference;
+pub mod rule;
 #[cfg(test)]
 mod tests;
 

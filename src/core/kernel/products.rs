@@ -12,11 +12,12 @@
 //! view that is not is a bug, and panics.
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2, LinalgScalar};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, LinalgScalar};
 
 use super::Kernel;
 use super::chain::{self, Panels};
 use super::lanes::{self, Coef, Epilogue, Lane, Mat, MatMut, Vector};
+use super::rule::{self, Rule, RuleElem};
 
 const CONTIGUOUS: &str = "the workspace's matrices are contiguous and row-major";
 
@@ -71,6 +72,25 @@ pub trait Products<T>: Send + Sync {
         alpha: T,
         next: Option<Next<'_, T>>,
     ) -> bool;
+    /// An update whose rule keeps state ([`Rule::Sgd`], [`Rule::Adam`]; a [`Rule::Plain`] step is
+    /// [`Products::update`]): the summed gradient S = (Delta^l)^T A^(l-1), then `rule` on W^l, S and the
+    /// state this kernel holds for W^l, in W^l's own layout (zeros until the first such update or
+    /// [`Products::set_state`]).
+    fn update_rule(
+        &mut self,
+        l: usize,
+        delta: ArrayView2<'_, T>,
+        a: ArrayView2<'_, T>,
+        w: ArrayViewMut2<'_, T>,
+        rule: &Rule<T>,
+    );
+    /// The rule state of W^l, row-major, one array per slot (none before any).
+    fn state(&self, l: usize) -> Vec<Array2<T>>;
+    /// Replace the rule state of W^l (a resumed run's), row-major, one array per slot.
+    ///
+    /// # Panics
+    /// If a slot's shape is not W^l's (the caller checks stored state first).
+    fn set_state(&mut self, l: usize, slots: &[ArrayView2<'_, T>]);
     /// Whether an evaluation may give whole blocks of rows to helper threads (false when the kernel
     /// splits its own products over the threads).
     fn blocks_on_threads(&self) -> bool;
@@ -80,15 +100,76 @@ pub trait Products<T>: Send + Sync {
 
 /// The products of `kernel` for a network with layer sizes `sizes` (n_0..n_L); `training` adds what
 /// backward passes need.
-pub fn build<T: Lane + Vector + LinalgScalar>(
+pub fn build<T: Lane + Vector + LinalgScalar + RuleElem>(
     kernel: Kernel,
     sizes: &[usize],
     training: bool,
 ) -> Box<dyn Products<T>> {
     match kernel {
         Kernel::Chain => Box::new(ChainProducts::new(sizes, training)),
-        Kernel::Lanes => Box::new(LanesProducts),
-        Kernel::Gemm => Box::new(GemmProducts),
+        Kernel::Lanes => Box::new(LanesProducts(RowState::new(sizes))),
+        Kernel::Gemm => Box::new(GemmProducts(RowState::new(sizes))),
+    }
+}
+
+/// A rule's state for each W^l in row-major layout, with a buffer for the summed gradient: what the
+/// kernels that update the model's W^l in place keep.
+#[derive(Clone)]
+struct RowState<T> {
+    /// Shapes of W^1..W^L.
+    shapes: Vec<(usize, usize)>,
+    /// Per layer, one array per slot (allocated at the first update with state).
+    slots: Vec<Vec<Array2<T>>>,
+    /// Per layer, S of the last update with state (allocated with the slots).
+    grad: Vec<Array2<T>>,
+}
+
+impl<T: Copy + Default + RuleElem> RowState<T> {
+    fn new(sizes: &[usize]) -> Self {
+        let shapes: Vec<(usize, usize)> = sizes.windows(2).map(|s| (s[1], s[0])).collect();
+        RowState {
+            slots: vec![Vec::new(); shapes.len()],
+            grad: vec![Array2::default((0, 0)); shapes.len()],
+            shapes,
+        }
+    }
+
+    /// Allocate what `rule` needs for W^l.
+    fn reserve(&mut self, l: usize, rule: &Rule<T>) {
+        let shape = self.shapes[l];
+        if self.grad[l].dim() != shape {
+            self.grad[l] = Array2::default(shape);
+        }
+        while self.slots[l].len() < rule.slots() {
+            self.slots[l].push(Array2::default(shape));
+        }
+    }
+
+    /// `rule` on W^l (`w`, row-major) with S from `gradient`.
+    fn update(
+        &mut self,
+        l: usize,
+        mut w: ArrayViewMut2<'_, T>,
+        rule: &Rule<T>,
+        gradient: impl FnOnce(ArrayViewMut2<'_, T>),
+    ) {
+        self.reserve(l, rule);
+        gradient(self.grad[l].view_mut());
+        let s = self.grad[l].as_slice().expect(CONTIGUOUS);
+        let mut state: Vec<&mut [T]> = self.slots[l]
+            .iter_mut()
+            .map(|x| x.as_slice_mut().expect(CONTIGUOUS))
+            .collect();
+        rule::apply(rule, w.as_slice_mut().expect(CONTIGUOUS), s, &mut state);
+    }
+
+    fn state(&self, l: usize) -> Vec<Array2<T>> {
+        self.slots[l].clone()
+    }
+
+    fn set_state(&mut self, l: usize, slots: &[ArrayView2<'_, T>]) {
+        assert!(slots.iter().all(|x| x.dim() == self.shapes[l]));
+        self.slots[l] = slots.iter().map(|x| x.to_owned()).collect();
     }
 }
 
@@ -161,6 +242,11 @@ struct ChainProducts<T> {
     unpacked: Vec<ndarray::Array2<T>>,
     /// Whether `panels` hold steps the model's W^l do not have yet.
     behind: bool,
+    /// Per layer, a rule's state in panels like W^l's, one per slot (allocated at the first update
+    /// with state).
+    slots: Vec<Vec<Panels<T>>>,
+    /// Per layer, S of the last update with state, in panels (allocated with the slots).
+    grad: Vec<Option<Panels<T>>>,
 }
 
 impl<T: Lane + Vector + LinalgScalar> ChainProducts<T> {
@@ -175,15 +261,18 @@ impl<T: Lane + Vector + LinalgScalar> ChainProducts<T> {
         } else {
             Vec::new()
         };
+        let layers = sizes.len().saturating_sub(1);
         ChainProducts {
             panels,
             unpacked,
             behind: false,
+            slots: vec![Vec::new(); layers],
+            grad: vec![None; layers],
         }
     }
 }
 
-impl<T: Lane + Vector + LinalgScalar> Products<T> for ChainProducts<T> {
+impl<T: Lane + Vector + LinalgScalar + RuleElem> Products<T> for ChainProducts<T> {
     fn load(&mut self, w: &[ArrayView2<'_, T>]) {
         assert!(
             !self.behind,
@@ -253,6 +342,49 @@ impl<T: Lane + Vector + LinalgScalar> Products<T> for ChainProducts<T> {
         with_next
     }
 
+    fn update_rule(
+        &mut self,
+        l: usize,
+        delta: ArrayView2<'_, T>,
+        a: ArrayView2<'_, T>,
+        _w: ArrayViewMut2<'_, T>,
+        rule: &Rule<T>,
+    ) {
+        let (rows, cols) = (self.panels[l].rows(), self.panels[l].cols());
+        let g = self.grad[l].get_or_insert_with(|| Panels::new(rows, cols));
+        chain::gradient(mat(delta), mat(a), g);
+        while self.slots[l].len() < rule.slots() {
+            self.slots[l].push(Panels::new(rows, cols));
+        }
+        let mut state: Vec<&mut [T]> = self.slots[l].iter_mut().map(|p| p.data_mut()).collect();
+        rule::apply(rule, self.panels[l].data_mut(), g.data(), &mut state);
+        self.behind = true;
+    }
+
+    fn state(&self, l: usize) -> Vec<Array2<T>> {
+        let p = &self.panels[l];
+        self.slots[l]
+            .iter()
+            .map(|s| {
+                let mut out = Array2::default((p.rows(), p.cols()));
+                s.unpack(mat_mut(out.view_mut()));
+                out
+            })
+            .collect()
+    }
+
+    fn set_state(&mut self, l: usize, slots: &[ArrayView2<'_, T>]) {
+        let (rows, cols) = (self.panels[l].rows(), self.panels[l].cols());
+        self.slots[l] = slots
+            .iter()
+            .map(|x| {
+                let mut p = Panels::new(rows, cols);
+                p.pack(mat(x.view()));
+                p
+            })
+            .collect();
+    }
+
     fn blocks_on_threads(&self) -> bool {
         true
     }
@@ -264,10 +396,10 @@ impl<T: Lane + Vector + LinalgScalar> Products<T> for ChainProducts<T> {
 
 /// The lanes kernels (lanes16 in f32, lanes8 in f64): what runs were trained with before the chain
 /// kernels; they read and update the model's W^l in place.
-#[derive(Clone, Copy)]
-struct LanesProducts;
+#[derive(Clone)]
+struct LanesProducts<T>(RowState<T>);
 
-impl<T: Lane + Vector + LinalgScalar> Products<T> for LanesProducts {
+impl<T: Lane + Vector + LinalgScalar + RuleElem> Products<T> for LanesProducts<T> {
     fn load(&mut self, _w: &[ArrayView2<'_, T>]) {}
 
     fn store(&mut self, _w: &mut [ArrayViewMut2<'_, T>]) {}
@@ -329,21 +461,41 @@ impl<T: Lane + Vector + LinalgScalar> Products<T> for LanesProducts {
         }
     }
 
+    fn update_rule(
+        &mut self,
+        l: usize,
+        delta: ArrayView2<'_, T>,
+        a: ArrayView2<'_, T>,
+        w: ArrayViewMut2<'_, T>,
+        rule: &Rule<T>,
+    ) {
+        self.0
+            .update(l, w, rule, |out| gradient_lanes(delta, a, out));
+    }
+
+    fn state(&self, l: usize) -> Vec<Array2<T>> {
+        self.0.state(l)
+    }
+
+    fn set_state(&mut self, l: usize, slots: &[ArrayView2<'_, T>]) {
+        self.0.set_state(l, slots)
+    }
+
     fn blocks_on_threads(&self) -> bool {
         true
     }
 
     fn boxed_clone(&self) -> Box<dyn Products<T>> {
-        Box::new(*self)
+        Box::new(self.clone())
     }
 }
 
 /// matrixmultiply's GEMM (`general_mat_mul`): f64 runs stored before lanes8. Its bits depend on the
 /// GEMM kernel the CPU selects; it splits its own products over threads.
-#[derive(Clone, Copy)]
-struct GemmProducts;
+#[derive(Clone)]
+struct GemmProducts<T>(RowState<T>);
 
-impl<T: LinalgScalar + Send + Sync> Products<T> for GemmProducts {
+impl<T: LinalgScalar + Send + Sync + RuleElem> Products<T> for GemmProducts<T> {
     fn load(&mut self, _w: &[ArrayView2<'_, T>]) {}
 
     fn store(&mut self, _w: &mut [ArrayViewMut2<'_, T>]) {}
@@ -394,11 +546,32 @@ impl<T: LinalgScalar + Send + Sync> Products<T> for GemmProducts {
         false
     }
 
+    fn update_rule(
+        &mut self,
+        l: usize,
+        delta: ArrayView2<'_, T>,
+        a: ArrayView2<'_, T>,
+        w: ArrayViewMut2<'_, T>,
+        rule: &Rule<T>,
+    ) {
+        self.0.update(l, w, rule, |out| {
+            general_mat_mul(T::one(), &delta.t(), &a, T::zero(), &mut { out })
+        });
+    }
+
+    fn state(&self, l: usize) -> Vec<Array2<T>> {
+        self.0.state(l)
+    }
+
+    fn set_state(&mut self, l: usize, slots: &[ArrayView2<'_, T>]) {
+        self.0.set_state(l, slots)
+    }
+
     fn blocks_on_threads(&self) -> bool {
         false
     }
 
     fn boxed_clone(&self) -> Box<dyn Products<T>> {
-        Box::new(*self)
+        Box::new(self.clone())
     }
 }

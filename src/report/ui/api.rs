@@ -309,6 +309,7 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
                 test_loss: real(&r[2]).unwrap_or(f64::NAN),
                 val_loss: real(&r[3]),
                 val_acc: real(&r[4]),
+                learning_rate: None,
                 train_seconds: 0.0,
                 seconds: 0.0,
             });
