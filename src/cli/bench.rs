@@ -53,6 +53,11 @@ pub struct BenchArgs {
     /// against the best FMA peak sampled between them, the figure that repeats on a busy host.
     #[arg(long, conflicts_with_all = ["ui", "sweep", "png"])]
     pub kernels: bool,
+    /// Time the optimizers instead: an epoch of SGD with momentum, Nesterov, Adam and AdamW against
+    /// plain SGD, back to back, at each --batch and --dtype (as ratios to plain SGD's epoch; default
+    /// f32, one thread), with the bytes of state each keeps.
+    #[arg(long, conflicts_with_all = ["ui", "sweep", "png", "kernels"])]
+    pub optimizers: bool,
     /// Runs in the synthetic store of --ui.
     #[arg(long, default_value_t = 10_000, requires = "ui", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub ui_runs: u32,
@@ -92,10 +97,46 @@ pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
         format,
         sweep,
         kernels,
+        optimizers: args_optimizers,
         ..
     } = args;
     if batch.contains(&0) {
         return Err(Error::Usage("--batch sizes must be >= 1".into()).into());
+    }
+    if args_optimizers {
+        let opts = bench::Options {
+            data_dir: data,
+            sizes,
+            samples,
+            reps: reps as usize,
+            batches: batch,
+            dtypes: dtype,
+            png_dir: None,
+            jobs_check: false,
+        };
+        let log = |line: &str| eprintln!("{line}");
+        let rows = bench::optimizers(&opts, &log)?;
+        let mut t = Table::new(&[
+            "optimizer",
+            "dtype",
+            "batch",
+            "seconds",
+            "vs_plain_sgd",
+            "state_MB",
+        ]);
+        for r in rows {
+            t.rows.push(vec![
+                Value::Text(r.optimizer),
+                Value::Text(r.dtype.as_str().into()),
+                Value::Integer(r.batch as i64),
+                Value::Real((r.seconds * 1000.0).round() / 1000.0),
+                Value::Real((r.ratio * 1000.0).round() / 1000.0),
+                Value::Real((r.state_bytes as f64 / 1e6 * 100.0).round() / 100.0),
+            ]);
+        }
+        print_table(&t, format.format(), out)?;
+        eprintln!("peak RSS of this process: {:.0} MB", bench::peak_rss_mb());
+        return Ok(Exit::Ok);
     }
     if kernels {
         if sizes.len() < 2 || sizes.contains(&0) {

@@ -198,11 +198,16 @@ fn train(exp: &Experiment, db: &Path, args: &RunArgs, out: &mut dyn Write) -> Re
     let reports = sweep::run(exp, db, &opts, &bars, &stop);
     bars.finish();
     let reports = reports?;
-    // The parameters the sweep varies, as columns (the run name when nothing varies).
-    let keys: Vec<String> = reports
-        .first()
-        .map(|r| r.overrides.iter().map(|(k, _)| k.clone()).collect())
-        .unwrap_or_default();
+    // The parameters the sweep varies, as columns (the run name when nothing varies): every key any run
+    // sets, in the order they first appear (a variant sets keys that others leave at the base value).
+    let mut keys: Vec<String> = Vec::new();
+    for r in &reports {
+        for (k, _) in &r.overrides {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+    }
     let mut columns = vec!["run_id".to_string()];
     if keys.is_empty() {
         columns.push("name".into());
@@ -234,11 +239,14 @@ fn train(exp: &Experiment, db: &Path, args: &RunArgs, out: &mut dyn Write) -> Re
         if keys.is_empty() {
             row.push(Value::Text(r.name.clone()));
         }
-        row.extend(r.overrides.iter().map(|(_, v)| match v {
-            toml::Value::Integer(i) => Value::Integer(*i),
-            toml::Value::Float(f) => Value::Real(*f),
-            toml::Value::String(s) => Value::Text(s.clone()),
-            other => Value::Text(other.to_string()),
+        row.extend(keys.iter().map(|k| {
+            match r.overrides.iter().find(|(key, _)| key == k).map(|(_, v)| v) {
+                None => Value::Null,
+                Some(toml::Value::Integer(i)) => Value::Integer(*i),
+                Some(toml::Value::Float(f)) => Value::Real(*f),
+                Some(toml::Value::String(s)) => Value::Text(s.clone()),
+                Some(other) => Value::Text(other.to_string()),
+            }
         }));
         row.push(Value::Text(status));
         if exp.search.is_some() {

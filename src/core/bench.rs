@@ -183,6 +183,101 @@ fn training_row<F: Real>(ds: &Dataset, opts: &Options, batch: usize) -> Result<R
     })
 }
 
+/// One optimizer's row of `runner bench --optimizers`.
+#[derive(Debug, Clone)]
+pub struct OptimizerRow {
+    /// `[optimizer]` in short (`sgd momentum=0.9`).
+    pub optimizer: String,
+    pub dtype: Dtype,
+    pub batch: usize,
+    /// Median seconds per epoch of steps.
+    pub seconds: f64,
+    /// Median over reps of this optimizer's epoch over plain SGD's, timed back to back in the same rep.
+    pub ratio: f64,
+    /// Bytes of optimizer state (velocities or moments) the run keeps, W and b of every layer.
+    pub state_bytes: usize,
+}
+
+/// The optimizers `runner bench --optimizers` times against plain SGD: momentum, Nesterov, Adam, AdamW.
+pub fn optimizer_variants() -> Vec<crate::core::config::OptimizerSpec> {
+    use crate::core::config::{OptimizerKind, OptimizerSpec};
+    let with = |edit: &dyn Fn(&mut OptimizerSpec)| {
+        let mut o = OptimizerSpec::default();
+        edit(&mut o);
+        o
+    };
+    vec![
+        OptimizerSpec::default(),
+        with(&|o| o.momentum = 0.9),
+        with(&|o| {
+            o.momentum = 0.9;
+            o.nesterov = true;
+        }),
+        with(&|o| o.kind = OptimizerKind::Adam),
+        with(&|o| {
+            o.kind = OptimizerKind::Adamw;
+            o.weight_decay = 0.01;
+        }),
+    ]
+}
+
+/// Time one epoch of steps with each of [`optimizer_variants`] per rep, back to back, and report each
+/// as a ratio to plain SGD's epoch of the same rep (the median over reps).
+pub fn optimizers(opts: &Options, log: &dyn Fn(&str)) -> Result<Vec<OptimizerRow>> {
+    let ds = data::load(Path::new(&opts.data_dir), DataFormat::Auto)?;
+    let variants = optimizer_variants();
+    let params: usize = opts.sizes.windows(2).map(|w| w[1] * (w[0] + 1)).sum();
+    let mut rows = Vec::new();
+    for &dtype in &opts.dtypes {
+        for &batch in &opts.batches {
+            log(&format!(
+                "timing optimizers, {} batch {batch} ...",
+                dtype.as_str()
+            ));
+            let n = opts.samples.unwrap_or(ds.train.len()).min(ds.train.len());
+            let epoch = |o: &crate::core::config::OptimizerSpec| -> Result<f64> {
+                let mut cfg = RunConfig::default();
+                cfg.data.limit_train = Some(n);
+                cfg.data.limit_test = Some(EVAL_BLOCK.min(ds.test.len()));
+                cfg.model.sizes = opts.sizes.clone();
+                cfg.model.dtype = dtype;
+                cfg.train.batch_size = batch;
+                cfg.train.learning_rate = 0.001;
+                cfg.train.epochs = 1;
+                cfg.optimizer = o.clone();
+                let mut t = Times(Vec::new());
+                train(&cfg, &ds, &mut t, None)?;
+                Ok(t.0.first().copied().unwrap_or(f64::NAN))
+            };
+            epoch(&variants[0])?; // warm up
+            let mut times = vec![Vec::new(); variants.len()];
+            let mut ratios = vec![Vec::new(); variants.len()];
+            for _ in 0..opts.reps {
+                let rep: Vec<f64> = variants.iter().map(&epoch).collect::<Result<_>>()?;
+                for (i, t) in rep.iter().enumerate() {
+                    times[i].push(*t);
+                    ratios[i].push(t / rep[0]);
+                }
+            }
+            for (i, o) in variants.iter().enumerate() {
+                let slots = match o.kind {
+                    crate::core::config::OptimizerKind::Sgd => usize::from(o.momentum > 0.0),
+                    _ => 2,
+                };
+                rows.push(OptimizerRow {
+                    optimizer: o.describe(),
+                    dtype,
+                    batch,
+                    seconds: median(times[i].clone()),
+                    ratio: median(ratios[i].clone()),
+                    state_bytes: slots * params * dtype.size(),
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
 /// Seconds for 4 short runs trained one after another, and two at a time on two threads.
 fn jobs_speedup(ds: &Dataset, sizes: &[usize], samples: usize) -> Result<(f64, f64)> {
     let cfg = |seed: u64| {

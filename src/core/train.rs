@@ -391,4 +391,40 @@ mod tests {
             );
         }
     }
+
+    /// The same for the rules with state: the update of W^1 (S, the rule, then the next Z^1 panel by
+    /// panel) has the bits of the products one after the other.
+    #[test]
+    fn fused_rule_steps_give_the_bits_of_separate_steps_on_mnist() {
+        use crate::core::config::OptimizerKind;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
+        let ds = data::load(std::path::Path::new(dir), DataFormat::Auto).expect("shipped MNIST");
+        for (dtype, kind, momentum, batch) in [
+            (Dtype::F32, OptimizerKind::Sgd, 0.9, 10),
+            (Dtype::F64, OptimizerKind::Sgd, 0.9, 7),
+            (Dtype::F32, OptimizerKind::Adamw, 0.0, 10),
+            (Dtype::F64, OptimizerKind::Adam, 0.0, 33),
+        ] {
+            let mut cfg = RunConfig::default();
+            cfg.data.limit_train = Some(1000);
+            cfg.data.limit_test = Some(300);
+            cfg.model.sizes = vec![784, 45, 10];
+            cfg.model.dtype = dtype;
+            cfg.train.batch_size = batch;
+            cfg.train.drop_last = false;
+            cfg.train.epochs = 2;
+            cfg.train.learning_rate = if momentum > 0.0 { 0.02 } else { 0.002 };
+            cfg.optimizer.kind = kind;
+            cfg.optimizer.momentum = momentum;
+            cfg.optimizer.weight_decay = 0.01;
+            let (fused, a) = outcome(&cfg, &ds, Kernel::Chain, Steps::Fused);
+            let (separate, b) = outcome(&cfg, &ds, Kernel::Chain, Steps::Separate);
+            assert_eq!(fused, separate, "{dtype:?} {kind:?}");
+            assert_eq!(
+                a.iter().map(|m| m.train_loss.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|m| m.train_loss.to_bits()).collect::<Vec<_>>()
+            );
+            assert!(a[1].test_acc > 0.75, "{dtype:?} {kind:?}: {:?}", a[1]);
+        }
+    }
 }

@@ -398,10 +398,19 @@ impl<F: Real> Workspace<F> {
             // W^l <- beta W^l + alpha (delta^l)^T a^(l-1);  b^l <- beta b^l + alpha colsum(delta^l).
             let target = match &mut update {
                 Update::Rule(rule @ (Rule::Sgd { .. } | Rule::Adam { .. })) => {
-                    // S^l, then the rule on W^l and its state (held by the products), then on b^l.
+                    // S^l, then the rule on W^l and its state (held by the products), then on b^l;
+                    // for W^1 with a staged batch, that batch's Z^1 as with a plain step.
+                    let next = (l == 0 && fuse_next).then(|| {
+                        let m = self.next_labels.len();
+                        (
+                            self.next_input.slice(s![..m, ..]),
+                            acts_above[0].slice_mut(s![..m, ..]),
+                        )
+                    });
                     let target = &mut model.layers[l];
-                    self.products
-                        .update_rule(l, d, a_prev, target.w.view_mut(), rule);
+                    fused |=
+                        self.products
+                            .update_rule(l, d, a_prev, target.w.view_mut(), rule, next);
                     let state = &mut self.bias_state[l];
                     while state.len() < rule.slots() {
                         state.push(Array1::zeros(sums.len()));

@@ -27,6 +27,7 @@
 //! or instruction set; the AVX-512, AVX2+FMA and portable paths are tested against [`mod@reference`].
 
 use super::lanes::{Coef, Epilogue, Lane, Mat, MatMut, SharedOut, Vector, combine_raw, fits};
+use super::rule::{self, Rule, RuleElem};
 use super::{Implementation, implementation};
 use crate::core::pool;
 
@@ -233,36 +234,65 @@ unsafe fn portable_panel<T: Lane>(a: Mat<'_, T>, panel: &[T], cols: usize, z: *m
 
 /// The SGD update of W in panels: `W[j][c] = fma(alpha, chain over i of delta[i][j] a[i][c], W[j][c])`,
 /// delta [n, h], a [n, k] for W [h, k]. Panels are split between threads as in [`forward`].
-pub fn update<T: Lane + Vector>(delta: Mat<'_, T>, a: Mat<'_, T>, w: &mut Panels<T>, alpha: T) {
+pub fn update<T: Lane + Vector + RuleElem>(
+    delta: Mat<'_, T>,
+    a: Mat<'_, T>,
+    w: &mut Panels<T>,
+    alpha: T,
+) {
     update_then_forward(delta, a, w, alpha, None);
 }
 
 /// [`update`], then, with `next` = (A', Z'), Z' = A' W^T with the updated W ([`forward`]), a panel at a
 /// time while it is still in cache: the bits of the two calls one after the other.
-pub fn update_then_forward<T: Lane + Vector>(
+pub fn update_then_forward<T: Lane + Vector + RuleElem>(
     delta: Mat<'_, T>,
     a: Mat<'_, T>,
     w: &mut Panels<T>,
     alpha: T,
     next: Option<(Mat<'_, T>, MatMut<'_, T>)>,
 ) {
-    combine_panels(delta, a, w, Epilogue::Axpy(alpha), next);
+    combine_panels(delta, a, w, Mode::Epilogue(Epilogue::Axpy(alpha)), next);
 }
 
-/// The summed gradient S = Delta^T A into `g`, in the panels of W's shape: `S[j][c] = chain over i of
-/// delta[i][j] a[i][c]` (what an update with state applies its rule to, element by element, in the
-/// same layout as W and its state). Split between threads as in [`forward`].
-pub fn gradient<T: Lane + Vector>(delta: Mat<'_, T>, a: Mat<'_, T>, g: &mut Panels<T>) {
-    combine_panels(delta, a, g, Epilogue::Assign, None);
-}
-
-/// `w[j][c] = epilogue(chain over i of delta[i][j] a[i][c], w[j][c])` for W in panels, then the next
-/// batch's product as in [`update_then_forward`].
-fn combine_panels<T: Lane + Vector>(
+/// An update with a rule that keeps state ([`Rule`]): for each block of a panel, the summed gradient
+/// `S[j][c] = chain over i of delta[i][j] a[i][c]` into a scratch block that stays in cache, then the
+/// rule on that block of W, S and each state slot (panels of W's shape, the same offsets); then, with
+/// `next`, the next batch's product on the updated panel as in [`update_then_forward`]. The bits of the
+/// three steps one after the other over whole matrices.
+pub fn rule_then_forward<T: Lane + Vector + RuleElem>(
     delta: Mat<'_, T>,
     a: Mat<'_, T>,
     w: &mut Panels<T>,
-    epilogue: Epilogue<T>,
+    state: &mut [Panels<T>],
+    rule: &Rule<T>,
+    next: Option<(Mat<'_, T>, MatMut<'_, T>)>,
+) {
+    assert!(state.len() >= rule.slots() && state.len() <= 2);
+    assert!(state.iter().all(|s| s.rows == w.rows && s.cols == w.cols));
+    let mut slots = [None; 2];
+    for (slot, s) in slots.iter_mut().zip(state.iter_mut()) {
+        *slot = Some(SharedOut(s.data_mut().as_mut_ptr()));
+    }
+    combine_panels(delta, a, w, Mode::Rule(rule, slots), next);
+}
+
+/// What [`combine_panels`] does with each block of S.
+#[derive(Clone, Copy)]
+enum Mode<'a, T> {
+    /// w = epilogue(S, w), in the tiles.
+    Epilogue(Epilogue<T>),
+    /// The rule on W, S and the state slots' buffers (panels of W's shape, same offsets).
+    Rule(&'a Rule<T>, [Option<SharedOut<T>>; 2]),
+}
+
+/// `w[j][c] = epilogue(chain over i of delta[i][j] a[i][c], w[j][c])` for W in panels (or the rule of
+/// [`rule_then_forward`]), then the next batch's product as in [`update_then_forward`].
+fn combine_panels<T: Lane + Vector + RuleElem>(
+    delta: Mat<'_, T>,
+    a: Mat<'_, T>,
+    w: &mut Panels<T>,
+    mode: Mode<'_, T>,
     next: Option<(Mat<'_, T>, MatMut<'_, T>)>,
 ) {
     assert!(delta.rows == a.rows && delta.cols == w.rows && a.cols == w.cols);
@@ -297,6 +327,11 @@ fn combine_panels<T: Lane + Vector>(
     };
     let run = |part: usize| {
         let (p0, p1) = pool::split(count, parts, part, 1);
+        // A rule's S, one block of a panel at a time (at most c_block rows of pw).
+        let mut scratch = match mode {
+            Mode::Rule(..) => vec![T::default(); c_block.min(k) * pw],
+            Mode::Epilogue(_) => Vec::new(),
+        };
         let mut c0 = 0;
         while c0 < k {
             let c1 = (c0 + c_block).min(k);
@@ -320,7 +355,36 @@ fn combine_panels<T: Lane + Vector>(
                 unsafe {
                     let panel = wp.at(p * pw * k);
                     let rows = panel.add(c0 * pw);
-                    combine_raw(coef, src, rows, c1 - c0, cols, pw, epilogue);
+                    match mode {
+                        Mode::Epilogue(epilogue) => {
+                            combine_raw(coef, src, rows, c1 - c0, cols, pw, epilogue);
+                        }
+                        Mode::Rule(rule, slots) => {
+                            let len = (c1 - c0) * pw;
+                            let s = &mut scratch[..len];
+                            if cols < pw {
+                                // The padding of the last panel: S = 0 there, so W and state stay 0.
+                                s.fill(T::default());
+                            }
+                            combine_raw(
+                                coef,
+                                src,
+                                s.as_mut_ptr(),
+                                c1 - c0,
+                                cols,
+                                pw,
+                                Epilogue::Assign,
+                            );
+                            let block = std::slice::from_raw_parts_mut(rows, len);
+                            let at = p * pw * k + c0 * pw;
+                            let mut state: Vec<&mut [T]> = slots
+                                .iter()
+                                .flatten()
+                                .map(|sp| std::slice::from_raw_parts_mut(sp.at(at), len))
+                                .collect();
+                            rule::apply(rule, block, s, &mut state);
+                        }
+                    }
                     if let (Some(a2), Some((zp, ldz)), true) = (a2, z, c1 == k) {
                         let panel = std::slice::from_raw_parts(panel.cast_const(), pw * k);
                         forward_panel(a2, panel, cols, zp.at(p * pw), ldz);
@@ -662,7 +726,7 @@ mod tests {
     /// Every implementation this CPU runs against the reference, for the forward product, the update
     /// and the two fused, over shapes with every kind of edge (rows of A not a multiple of any tile,
     /// a last panel of 1 to width - 1 rows, k of 1, A taller than one outer block).
-    fn chains_give_the_reference_bits_in<T: Lane + Vector + From<f32> + Into<f64>>(
+    fn chains_give_the_reference_bits_in<T: Lane + Vector + RuleElem + From<f32> + Into<f64>>(
         bits: fn(&[T]) -> Vec<u64>,
     ) {
         let pw = width::<T>();

@@ -75,7 +75,8 @@ pub trait Products<T>: Send + Sync {
     /// An update whose rule keeps state ([`Rule::Sgd`], [`Rule::Adam`]; a [`Rule::Plain`] step is
     /// [`Products::update`]): the summed gradient S = (Delta^l)^T A^(l-1), then `rule` on W^l, S and the
     /// state this kernel holds for W^l, in W^l's own layout (zeros until the first such update or
-    /// [`Products::set_state`]).
+    /// [`Products::set_state`]); with `next`, as in [`Products::update`]. Returns whether it computed
+    /// `next`.
     fn update_rule(
         &mut self,
         l: usize,
@@ -83,7 +84,8 @@ pub trait Products<T>: Send + Sync {
         a: ArrayView2<'_, T>,
         w: ArrayViewMut2<'_, T>,
         rule: &Rule<T>,
-    );
+        next: Option<Next<'_, T>>,
+    ) -> bool;
     /// The rule state of W^l, row-major, one array per slot (none before any).
     fn state(&self, l: usize) -> Vec<Array2<T>>;
     /// Replace the rule state of W^l (a resumed run's), row-major, one array per slot.
@@ -245,8 +247,6 @@ struct ChainProducts<T> {
     /// Per layer, a rule's state in panels like W^l's, one per slot (allocated at the first update
     /// with state).
     slots: Vec<Vec<Panels<T>>>,
-    /// Per layer, S of the last update with state, in panels (allocated with the slots).
-    grad: Vec<Option<Panels<T>>>,
 }
 
 impl<T: Lane + Vector + LinalgScalar> ChainProducts<T> {
@@ -267,7 +267,6 @@ impl<T: Lane + Vector + LinalgScalar> ChainProducts<T> {
             unpacked,
             behind: false,
             slots: vec![Vec::new(); layers],
-            grad: vec![None; layers],
         }
     }
 }
@@ -349,16 +348,25 @@ impl<T: Lane + Vector + LinalgScalar + RuleElem> Products<T> for ChainProducts<T
         a: ArrayView2<'_, T>,
         _w: ArrayViewMut2<'_, T>,
         rule: &Rule<T>,
-    ) {
+        next: Option<Next<'_, T>>,
+    ) -> bool {
         let (rows, cols) = (self.panels[l].rows(), self.panels[l].cols());
-        let g = self.grad[l].get_or_insert_with(|| Panels::new(rows, cols));
-        chain::gradient(mat(delta), mat(a), g);
         while self.slots[l].len() < rule.slots() {
             self.slots[l].push(Panels::new(rows, cols));
         }
-        let mut state: Vec<&mut [T]> = self.slots[l].iter_mut().map(|p| p.data_mut()).collect();
-        rule::apply(rule, self.panels[l].data_mut(), g.data(), &mut state);
+        // S, the rule and the next product panel by panel, each block of S while it is in cache.
+        let with_next = next.is_some();
+        let next = next.map(|(a2, z)| (mat(a2), mat_mut(z)));
+        chain::rule_then_forward(
+            mat(delta),
+            mat(a),
+            &mut self.panels[l],
+            &mut self.slots[l],
+            rule,
+            next,
+        );
         self.behind = true;
+        with_next
     }
 
     fn state(&self, l: usize) -> Vec<Array2<T>> {
@@ -468,9 +476,11 @@ impl<T: Lane + Vector + LinalgScalar + RuleElem> Products<T> for LanesProducts<T
         a: ArrayView2<'_, T>,
         w: ArrayViewMut2<'_, T>,
         rule: &Rule<T>,
-    ) {
+        _next: Option<Next<'_, T>>,
+    ) -> bool {
         self.0
             .update(l, w, rule, |out| gradient_lanes(delta, a, out));
+        false
     }
 
     fn state(&self, l: usize) -> Vec<Array2<T>> {
@@ -553,10 +563,12 @@ impl<T: LinalgScalar + Send + Sync + RuleElem> Products<T> for GemmProducts<T> {
         a: ArrayView2<'_, T>,
         w: ArrayViewMut2<'_, T>,
         rule: &Rule<T>,
-    ) {
+        _next: Option<Next<'_, T>>,
+    ) -> bool {
         self.0.update(l, w, rule, |out| {
             general_mat_mul(T::one(), &delta.t(), &a, T::zero(), &mut { out })
         });
+        false
     }
 
     fn state(&self, l: usize) -> Vec<Array2<T>> {
