@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::core::data::{DataFormat, MAX_IMAGE_PIXELS, NUM_CLASSES};
+use crate::core::search::Metric;
 use crate::error::ConfigError;
 use crate::text::hex;
 
@@ -194,6 +195,19 @@ pub struct TrainSpec {
     /// Drop the last partial batch of each epoch, as the tutorial's loader does. Default true.
     #[serde(default = "default_true")]
     pub drop_last: bool,
+    /// Early stopping (`core::early`): end the run after this many epochs in a row without an
+    /// improvement of `monitor` by more than `min_delta`. Default 0: off. Needs `data.validation`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub patience: usize,
+    /// The least change that counts as an improvement, >= 0. Default 0.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub min_delta: f64,
+    /// The validation metric early stopping watches: `"val_acc"` (default) or `"val_loss"`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub monitor: Metric,
+    /// End with the weights of the best epoch instead of the last one's. Default false.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub restore_best: bool,
 }
 
 fn default_batch_size() -> usize {
@@ -217,6 +231,10 @@ impl Default for TrainSpec {
             learning_rate: default_learning_rate(),
             epochs: default_epochs(),
             drop_last: true,
+            patience: 0,
+            min_delta: 0.0,
+            monitor: Metric::ValAcc,
+            restore_best: false,
         }
     }
 }
@@ -470,6 +488,10 @@ pub const SWEEPABLE: &[&str] = &[
     "train.learning_rate",
     "train.epochs",
     "train.drop_last",
+    "train.patience",
+    "train.min_delta",
+    "train.monitor",
+    "train.restore_best",
     "optimizer.kind",
     "optimizer.momentum",
     "optimizer.nesterov",
@@ -607,7 +629,46 @@ impl RunConfig {
                 format!("must be from 1 to {MAX_EPOCHS}; got {}", self.train.epochs),
             );
         }
+        self.validate_early_stopping()?;
         self.validate_optimizer()
+    }
+
+    /// The `[train]` keys of early stopping: it watches a validation metric, so it needs a split.
+    fn validate_early_stopping(&self) -> Result<(), ConfigError> {
+        let err = |key: &'static str, msg: String| Err(ConfigError { key, msg });
+        let t = &self.train;
+        if t.patience > MAX_EPOCHS {
+            return err(
+                "train.patience",
+                format!("must be from 0 (off) to {MAX_EPOCHS}; got {}", t.patience),
+            );
+        }
+        if !(t.min_delta.is_finite() && t.min_delta >= 0.0) {
+            return err(
+                "train.min_delta",
+                format!("must be a finite number >= 0; got {}", t.min_delta),
+            );
+        }
+        if !t.monitor.needs_validation() {
+            return err(
+                "train.monitor",
+                format!(
+                    "early stopping watches the validation split: use \"val_acc\" or \"val_loss\" (stopping on \
+                     {} would choose on the test set); got \"{}\"",
+                    t.monitor.as_str(),
+                    t.monitor.as_str()
+                ),
+            );
+        }
+        if t.patience > 0 && self.data.validation.unwrap_or(0) == 0 {
+            return err(
+                "train.patience",
+                "early stopping watches a validation metric: hold training samples out with [data] \
+                 validation = N (e.g. 10000), or remove patience"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// The `[optimizer]` checks: each value in its range, and the keys that need another kind refused.

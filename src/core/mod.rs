@@ -15,6 +15,7 @@
 pub mod bench;
 pub mod config;
 pub mod data;
+pub mod early;
 pub mod envelope;
 pub mod kernel;
 pub mod loader;

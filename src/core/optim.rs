@@ -44,11 +44,6 @@ impl Optimizer {
         self.steps_per_epoch
     }
 
-    /// Whether every step is plain SGD (no state to keep).
-    pub fn is_plain(&self) -> bool {
-        self.spec.is_plain_sgd()
-    }
-
     /// The names of the state slots each parameter array keeps (empty for plain SGD).
     pub fn slot_names(&self) -> &'static [&'static str] {
         match self.spec.kind {

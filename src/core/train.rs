@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::core::config::{Dtype, RunConfig};
 use crate::core::data::Dataset;
+use crate::core::early::EarlyStop;
 use crate::core::kernel::Kernel;
 use crate::core::loader::Loader;
 use crate::core::model::{Mlp, Snapshot};
@@ -68,9 +69,11 @@ pub struct Checkpoint {
     pub epoch: usize,
     pub params: Snapshot,
     pub shuffle: StreamState,
-    /// Velocities or Adam's moments, as tensors `weight.<slot>` / `bias.<slot>` per layer; `None` for
-    /// plain SGD.
+    /// Velocities or Adam's moments, as tensors `weight.<slot>` / `bias.<slot>` per layer, and early
+    /// stopping's counters and best weights (`core::early`); `None` when the run keeps neither.
     pub state: Option<Snapshot>,
+    /// Set when early stopping ends the run at this epoch: why (its `params` are then the final weights).
+    pub stopped: Option<String>,
 }
 
 /// What the observer wants.
@@ -230,12 +233,25 @@ impl<'a> Training<'a> {
         let batches = loader.num_batches();
         // The learning rate and rule of each step, from the step's index alone.
         let optimizer = Optimizer::new(cfg, batches);
+        // Early stopping's counters (and best weights) continue from the checkpoint too.
+        let mut early = EarlyStop::new(cfg);
+        if let (Some(c), Some(e)) = (resume, early.as_mut()) {
+            let state = c.state.as_ref().ok_or_else(|| {
+                Error::internal(format!(
+                    "the checkpoint of epoch {} has no early-stopping counters",
+                    c.epoch
+                ))
+            })?;
+            e.restore(state).map_err(|m| {
+                Error::internal(format!("the checkpoint of epoch {}: {m}", c.epoch))
+            })?;
+        }
         if let Some(c) = resume {
             match &c.state {
                 Some(state) => ws.set_optimizer_state(state).map_err(|e| {
                     Error::internal(format!("the checkpoint of epoch {}: {e}", c.epoch))
                 })?,
-                None if !optimizer.is_plain() => {
+                None if !optimizer.slot_names().is_empty() => {
                     return Err(Error::internal(format!(
                         "the checkpoint of epoch {} has no optimizer state for {}",
                         c.epoch,
@@ -289,11 +305,37 @@ impl<'a> Training<'a> {
                 train_seconds,
                 seconds: start.elapsed().as_secs_f64(),
             };
+            // Early stopping decides whether this epoch is the last; a run that ends (stopped, or at its
+            // last epoch) with restore_best keeps its best epoch's weights.
+            let stopped = early
+                .as_mut()
+                .filter(|_| !metrics.diverged())
+                .and_then(|e| e.observe(&metrics, || model.snapshot()));
+            let ends = stopped.is_some() || (epoch == t.epochs && !metrics.diverged());
+            let params = match &early {
+                Some(e) if ends => e.final_params(model.snapshot()),
+                _ => model.snapshot(),
+            };
+            let mut state = ws.optimizer_state().map_or_else(Vec::new, |s| s.tensors);
+            state.extend(early.iter().flat_map(EarlyStop::tensors));
+            // The order the store reads them back in, which their hash is taken over: by layer, the
+            // bias slots after the others, then by name.
+            state.sort_by(|a, b| {
+                (a.layer, a.param.starts_with("bias."), a.param).cmp(&(
+                    b.layer,
+                    b.param.starts_with("bias."),
+                    b.param,
+                ))
+            });
             let checkpoint = Checkpoint {
                 epoch,
-                params: model.snapshot(),
+                params,
                 shuffle: loader.rng().state(),
-                state: ws.optimizer_state(),
+                state: (!state.is_empty()).then_some(Snapshot {
+                    dtype: F::DTYPE,
+                    tensors: state,
+                }),
+                stopped,
             };
             let control = observer.on_epoch(&metrics, &checkpoint)?;
             if metrics.diverged() {
@@ -301,6 +343,9 @@ impl<'a> Training<'a> {
                     epoch,
                     last: checkpoint.params,
                 });
+            }
+            if ends {
+                return Ok(Outcome::Completed(checkpoint.params));
             }
             if control == Control::Stop && epoch < t.epochs {
                 return Ok(Outcome::Stopped { epoch });

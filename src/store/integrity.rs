@@ -383,13 +383,16 @@ pub(crate) fn read_state(
     if rows.is_empty() {
         return Ok(None);
     }
-    const NAMES: [&str; 6] = [
+    const NAMES: [&str; 9] = [
         "weight.velocity",
         "bias.velocity",
         "weight.m",
         "bias.m",
         "weight.v",
         "bias.v",
+        "best.weight",
+        "best.bias",
+        crate::core::early::COUNTERS,
     ];
     let what = "optimizer state";
     let check = || -> std::result::Result<Snapshot, String> {
@@ -403,7 +406,7 @@ pub(crate) fn read_state(
         let mut tensors = Vec::with_capacity(rows.len());
         for (layer, param, shape, dt, data) in &rows {
             let layer = match layer {
-                Value::Integer(l) if *l >= 1 => *l as usize,
+                Value::Integer(l) if *l >= 0 => *l as usize,
                 other => return Err(format!("{what}: a layer number {other:?}")),
             };
             let Value::Blob(data) = data else {
@@ -427,9 +430,13 @@ pub(crate) fn read_state(
             let shape: Vec<usize> = serde_json::from_str(shape).map_err(|_| {
                 format!("{what}: layer {layer} {param}: shape is not a JSON list of sizes")
             })?;
-            let bytes = shape
-                .iter()
-                .try_fold(dtype.size(), |a, &d| a.checked_mul(d));
+            // Early stopping's counters are three f64 whatever the run's dtype.
+            let size = if *name == crate::core::early::COUNTERS {
+                8
+            } else {
+                dtype.size()
+            };
+            let bytes = shape.iter().try_fold(size, |a, &d| a.checked_mul(d));
             if shape.is_empty() || shape.len() > 2 || bytes != Some(data.len()) {
                 return Err(format!(
                     "{what}: layer {layer} {param} of shape {shape:?} holds {} bytes",
@@ -676,7 +683,7 @@ fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
     let mut find = |s: String| out.findings.push(Finding(s));
 
     let config = RunConfig::from_toml(&row.config_toml);
-    let stateful = config.as_ref().is_ok_and(|c| !c.optimizer.is_plain_sgd());
+    let stateful = config.as_ref().is_ok_and(|c| c.optimizer.is_stateful());
     match config {
         Ok(c) if c.hash() != row.config_hash => find(format!(
             "its stored config hashes to {}, not to its config_hash {}",
@@ -802,12 +809,27 @@ fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
         find("its initial weights have no stored hash".into());
     }
 
-    // A finished run's rows agree with each other.
+    // A finished run's rows agree with each other; early stopping completes a run before its epochs.
+    let stopped: Option<i64> = if store.version() >= 6 {
+        conn.query_row(
+            "SELECT stopped_epoch FROM runs WHERE id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )?
+    } else {
+        None
+    };
     match status {
-        Some(RunStatus::Completed) if row.epochs_done != row.epochs => find(format!(
-            "it is completed with {} of its {} epochs",
-            row.epochs_done, row.epochs
-        )),
+        Some(RunStatus::Completed)
+            if row.epochs_done != row.epochs && stopped != Some(row.epochs_done) =>
+        {
+            find(format!(
+                "it is completed with {} of its {} epochs{}",
+                row.epochs_done,
+                row.epochs,
+                stopped.map_or(String::new(), |e| format!(" (early stopping says {e})"))
+            ))
+        }
         Some(RunStatus::Diverged) if row.diverged_epoch != Some(row.epochs_done) => find(format!(
             "it diverged at epoch {:?} but has {} epochs stored",
             row.diverged_epoch, row.epochs_done

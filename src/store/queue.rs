@@ -526,6 +526,7 @@ impl Store {
             params,
             shuffle,
             state,
+            stopped: None,
         }))
     }
 }

@@ -218,11 +218,14 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE runs ADD COLUMN optimizer TEXT;                       -- [optimizer] in short: sgd, adamw wd=0.01 cosine(min=0) warmup=100, ...
      UPDATE runs SET optimizer = 'sgd';                                -- every run before version 6
      ALTER TABLE runs ADD COLUMN checkpoint_state_sha256 TEXT;         -- hash of the checkpoint's optimizer state (NULL: none)
+     ALTER TABLE runs ADD COLUMN stopped_epoch INTEGER;                -- early stopping ended the run after this epoch (NULL: it did not)
+     ALTER TABLE runs ADD COLUMN stop_reason TEXT;                     -- why, in words
      CREATE TABLE checkpoint_state (
          run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
          epoch  INTEGER NOT NULL,           -- the checkpoint's epoch
          layer  INTEGER NOT NULL,           -- 1-based layer l
-         param  TEXT NOT NULL,              -- weight.velocity, bias.velocity, weight.m, bias.m, weight.v, bias.v
+         param  TEXT NOT NULL,              -- weight.velocity, bias.velocity, weight.m, bias.m, weight.v, bias.v;
+                                            -- early_stop (layer 0: best, its epoch, the wait, as f64), best.weight, best.bias
          shape  TEXT NOT NULL,              -- JSON array, the parameter's shape
          dtype  TEXT NOT NULL,              -- f32 or f64
          data   BLOB NOT NULL,              -- little-endian values, row-major

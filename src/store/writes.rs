@@ -112,6 +112,12 @@ impl Store {
                             checkpoint_state_sha256 = NULL WHERE id = ?1",
                         params![run_id, params.sha256(), diverged_epoch, now()],
                     )?;
+                    if let Some(reason) = &checkpoint.stopped {
+                        tx.execute(
+                            "UPDATE runs SET stopped_epoch = ?2, stop_reason = ?3 WHERE id = ?1",
+                            params![run_id, m.epoch as i64, reason],
+                        )?;
+                    }
                     tx.execute(
                         "UPDATE runs SET result_sha256 = ?2 WHERE id = ?1",
                         params![run_id, result_sha256(tx, run_id)?],

@@ -784,7 +784,7 @@ impl Observer for StoreObserver<'_> {
     fn on_epoch(&mut self, m: &EpochMetrics, checkpoint: &Checkpoint) -> Result<Control> {
         let finish = if m.diverged() {
             Some(RunStatus::Diverged)
-        } else if m.epoch == self.epochs {
+        } else if m.epoch == self.epochs || checkpoint.stopped.is_some() {
             Some(RunStatus::Completed)
         } else {
             None
@@ -797,6 +797,12 @@ impl Observer for StoreObserver<'_> {
             self.run_id,
             epoch_line(m, self.epochs)
         ));
+        if let Some(reason) = &checkpoint.stopped {
+            self.progress.log(&format!(
+                "run {}: completed at epoch {}: {reason}",
+                self.run_id, m.epoch
+            ));
+        }
         if let Some(ms) = self.pause {
             std::thread::sleep(Duration::from_millis(ms));
         }

@@ -237,12 +237,35 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
     let points = expansion.points;
 
     let base_value = toml::Value::try_from(&base).map_err(|e| err(None, None, e.to_string()))?;
+    // Early stopping watches the experiment's selection metric unless [train] monitor names one.
+    let monitor_named = text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("train")?.get("monitor").cloned())
+        .is_some();
+    let inherited = expansion
+        .metric
+        .filter(|m| m.needs_validation() && !monitor_named);
     let mut runs = Vec::with_capacity(points.len());
     let mut point_hashes = Vec::with_capacity(points.len());
     for (label, overrides) in points {
         let mut value = base_value.clone();
         for (key, v) in &overrides {
             set_path(&mut value, key, v.clone());
+        }
+        if let Some(m) = inherited
+            && !overrides.iter().any(|(k, _)| k == "train.monitor")
+            && value
+                .get("train")
+                .and_then(|t| t.get("patience"))
+                .and_then(toml::Value::as_integer)
+                .is_some_and(|p| p > 0)
+        {
+            set_path(
+                &mut value,
+                "train.monitor",
+                toml::Value::String(m.as_str().into()),
+            );
         }
         let config: RunConfig = value.try_into().map_err(|e: toml::de::Error| {
             let key = overrides.first().map(|(k, _)| k.as_str());
@@ -316,6 +339,19 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Experiment, S
                 } else {
                     "test_loss"
                 }
+            ),
+        ));
+    }
+    if expansion.search.is_some()
+        && let Some(r) = runs.iter().find(|r| r.config.train.patience > 0)
+    {
+        return Err(err(
+            locate_key(text, "train.patience").or_else(|| locate_table(text, "sweep")),
+            Some("train.patience"),
+            format!(
+                "an adaptive search already ends runs early, at its rungs; early stopping (run `{}`) \
+                 applies to grid and random sweeps: remove patience, or use method = \"grid\"",
+                crate::text::clean(&r.name)
             ),
         ));
     }

@@ -56,6 +56,11 @@ struct Comparer<'a> {
     epochs: usize,
     progress: &'a dyn super::Progress,
     bar: Box<dyn super::RunProgress>,
+    /// Epochs the re-run has trained.
+    seen: usize,
+    /// A pruned run: the epoch to stop after, and the parameters there.
+    stop_at: Option<usize>,
+    stopped_params: Option<Snapshot>,
 }
 
 impl Observer for Comparer<'_> {
@@ -76,10 +81,11 @@ impl Observer for Comparer<'_> {
         Ok(())
     }
 
-    fn on_epoch(&mut self, m: &EpochMetrics, _checkpoint: &Checkpoint) -> Result<Control> {
+    fn on_epoch(&mut self, m: &EpochMetrics, checkpoint: &Checkpoint) -> Result<Control> {
         if self.difference.is_some() {
             return Ok(Control::Stop);
         }
+        self.seen = m.epoch;
         let Some(s) = self.stored.get(m.epoch - 1) else {
             self.difference = Some(format!(
                 "epoch {}: the re-run has it, the store does not",
@@ -133,6 +139,10 @@ impl Observer for Comparer<'_> {
                 return Ok(Control::Stop);
             }
         }
+        if self.stop_at == Some(m.epoch) {
+            self.stopped_params = Some(checkpoint.params.clone());
+            return Ok(Control::Stop);
+        }
         Ok(Control::Continue)
     }
 }
@@ -157,11 +167,10 @@ pub fn verify_run(
     }
     let stored_bits = integrity::check_run(store, run_id)?;
     let mut cfg = row.config(store)?;
-    // A run a search pruned ended at its last rung's epochs: it is the same config trained straight for
-    // that many epochs (no schedule in a run depends on its total epochs), and is re-trained so.
-    if row.status == RunStatus::Pruned {
-        cfg.train.epochs = usize::try_from(row.epochs_done).unwrap_or(0).max(1);
-    }
+    // A run a search pruned ended at its last rung's epochs: it is re-trained with its config (whose
+    // epochs a cosine schedule depends on) and stopped there.
+    let stop_at = (row.status == RunStatus::Pruned)
+        .then(|| usize::try_from(row.epochs_done).unwrap_or(0).max(1));
     // Re-trained with the kernel it was trained with: an f64 run of a version before lanes8 used
     // matrixmultiply's GEMM, whose bits depend on the kernel the CPU selects.
     let kernel = Kernel::of_stored(
@@ -252,9 +261,12 @@ pub fn verify_run(
         stored_init: row.init_weights_sha256.as_deref(),
         difference: None,
         run_id,
-        epochs: cfg.train.epochs,
+        epochs: stop_at.unwrap_or(cfg.train.epochs),
         progress,
         bar,
+        seen: 0,
+        stop_at,
+        stopped_params: None,
     };
     let outcome = Training::new(&cfg, data).kernel(kernel).run(&mut cmp);
     cmp.bar.finish();
@@ -263,17 +275,16 @@ pub fn verify_run(
     if report.difference.is_some() {
         return Ok(report);
     }
-    let final_params = match outcome {
-        Outcome::Completed(p) | Outcome::Diverged { last: p, .. } => p,
-        Outcome::Stopped { epoch } => {
+    let final_params = match (outcome, cmp.stopped_params) {
+        (Outcome::Completed(p) | Outcome::Diverged { last: p, .. }, _) => p,
+        (Outcome::Stopped { .. }, Some(p)) => p,
+        (Outcome::Stopped { epoch }, None) => {
             report.difference = Some(format!("the re-run stopped at epoch {epoch}"));
             return Ok(report);
         }
     };
-    let ran = match row.status {
-        RunStatus::Diverged => stored.len(),
-        _ => cfg.train.epochs,
-    };
+    // Early stopping may end a run before its epochs: the re-run must end where the stored one did.
+    let ran = cmp.seen;
     if stored.len() != ran {
         report.difference = Some(format!(
             "the store has {} epochs, the re-run {ran}",

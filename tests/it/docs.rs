@@ -5,7 +5,8 @@
 //! `seconds` and `<number> s` in text are masked. So a figure that goes stale fails this test.
 //!
 //! A file opts in with `<!-- checked-workspace: NAME -->`: files of one workspace share its folder and
-//! store, in the order README.md then docs/*.md by name. In a block, `$ ` starts a command: `runner ...`
+//! store, in the order README.md then docs/*.md by name. A block marked `<!-- checked workspace=NAME -->`
+//! runs in workspace NAME instead of its file's (a README section about another experiment's store). In a block, `$ ` starts a command: `runner ...`
 //! (this build's binary), `sqlite3 DB "SQL"` (an edit, run through SQLite here, so the host needs no
 //! shell), `cp A B`, `echo $?`. A line `...` stands for any number of lines; a line ending in `...`
 //! for any line that starts with the rest.
@@ -28,6 +29,8 @@ struct Block {
     start: usize,
     end: usize,
     steps: Vec<(String, Vec<String>)>,
+    /// The block's own workspace (`<!-- checked workspace=NAME -->`), if not its file's.
+    workspace: Option<String>,
 }
 
 fn repo() -> PathBuf {
@@ -62,7 +65,12 @@ fn blocks(file: &Path, text: &str) -> Vec<Block> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < lines.len() {
-        if lines[i].trim() == "<!-- checked -->" {
+        let marker = lines[i].trim();
+        let own = marker
+            .strip_prefix("<!-- checked workspace=")
+            .and_then(|r| r.strip_suffix("-->"))
+            .map(|n| n.trim().to_string());
+        if marker == "<!-- checked -->" || own.is_some() {
             assert!(
                 lines.get(i + 1).is_some_and(|l| l.starts_with("```")),
                 "{}:{}: `<!-- checked -->` must be followed by a fence",
@@ -92,6 +100,7 @@ fn blocks(file: &Path, text: &str) -> Vec<Block> {
                 start,
                 end,
                 steps,
+                workspace: own,
             });
             i = end + 1;
         } else {
@@ -422,22 +431,21 @@ fn quoted_hashes(text: &str, checked: &[(usize, usize)]) -> Vec<(usize, String)>
 fn quoted_outputs_match_a_fresh_run() {
     let bless = std::env::var(BLESS_ENV).is_ok_and(|v| v == "1");
     let docs = documents();
-    // The documents of each workspace, in order.
-    let mut spaces: BTreeMap<String, Vec<(PathBuf, String)>> = BTreeMap::new();
+    // The blocks of each workspace, in document order.
+    let mut spaces: BTreeMap<String, Vec<Block>> = BTreeMap::new();
     let mut texts: Vec<(PathBuf, String)> = Vec::new();
     for d in &docs {
         let text = std::fs::read_to_string(d).unwrap();
-        if let Some(ws) = workspace_of(&text) {
-            spaces
-                .entry(ws)
-                .or_default()
-                .push((d.clone(), text.clone()));
-        } else {
-            assert!(
-                blocks(d, &text).is_empty(),
-                "{}: checked blocks need a `<!-- checked-workspace: NAME -->`",
-                d.display()
-            );
+        let file_space = workspace_of(&text);
+        for block in blocks(d, &text) {
+            let ws = block.workspace.clone().or(file_space.clone());
+            let ws = ws.unwrap_or_else(|| {
+                panic!(
+                    "{}: checked blocks need a `<!-- checked-workspace: NAME -->`",
+                    d.display()
+                )
+            });
+            spaces.entry(ws).or_default().push(block);
         }
         texts.push((d.clone(), text));
     }
@@ -447,14 +455,15 @@ fn quoted_outputs_match_a_fresh_run() {
     let results: Vec<Outcome> = std::thread::scope(|s| {
         let handles: Vec<_> = spaces
             .iter()
-            .map(|(name, files)| {
+            .map(|(name, space)| {
                 s.spawn(move || {
                     let ws = new_workspace();
                     let mut failures = Vec::new();
                     let mut fresh = Vec::new();
                     let mut last = 0;
-                    for (file, text) in files {
-                        for block in blocks(file, text) {
+                    {
+                        for block in space {
+                            let file = &block.file;
                             let mut actual_block = Vec::new();
                             let mut ok = true;
                             for (cmd, expected) in &block.steps {

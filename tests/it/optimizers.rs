@@ -66,6 +66,13 @@ fn every_optimizer_resumes_after_sigkill_with_the_bits_of_an_uninterrupted_run()
             0.001,
             4,
         ),
+        // Decay alone keeps no state, and is not plain SGD either.
+        (
+            "decay",
+            "weight_decay = 0.001\nschedule = \"exponential\"\ngamma = 0.7",
+            0.05,
+            0,
+        ),
         (
             "adamw",
             "kind = \"adamw\"\nweight_decay = 0.05\nschedule = \"cosine\"\nmin_lr = 0.0001\nwarmup_steps = 200",
@@ -101,14 +108,14 @@ fn every_optimizer_resumes_after_sigkill_with_the_bits_of_an_uninterrupted_run()
         assert_eq!(
             scalar(
                 &db,
-                "SELECT count(*) || ' ' || min(epoch) FROM checkpoint_state"
+                "SELECT count(*) || ' ' || coalesce(min(epoch), 1) FROM checkpoint_state"
             ),
             format!("{} 1", slots * 2),
             "{name}"
         );
         assert_eq!(
             scalar(&db, "SELECT checkpoint_state_sha256 IS NOT NULL FROM runs"),
-            "1"
+            if slots > 0 { "1" } else { "0" }
         );
         let out = runner(d, &[s, "--db", db.to_str().unwrap()]);
         assert!(
@@ -324,4 +331,173 @@ fn bad_optimizer_values_are_refused_at_their_key_and_line() {
         );
         assert!(!db.exists(), "{section}: nothing is written");
     }
+}
+
+/// A run with early stopping, `train` being its extra `[train]` keys.
+fn stopping_run(train: &str, epochs: usize) -> String {
+    format!(
+        "[data]\ndir = \"{{MNIST}}\"\nlimit_train = 4000\nvalidation = 1000\nlimit_test = 1000\n\
+         [model]\nsizes = [784, 32, 10]\n[train]\nseed = 5\nbatch_size = 20\nlearning_rate = 0.05\n\
+         epochs = {epochs}\n{train}\n[optimizer]\nmomentum = 0.9\n"
+    )
+}
+
+/// Early stopping ends a run as completed at the epoch its patience runs out, with its reason; with
+/// restore_best its final weights are the best epoch's (the bits of the same run trained to that epoch);
+/// killed before the stop, the resumed run stops at the same epoch with the same bits, and verify
+/// re-trains it to them.
+#[test]
+fn early_stopping_stops_at_the_same_epoch_resumed_or_verified() {
+    let dir = tmp();
+    let d = dir.path();
+    // No accuracy improves by 0.5: epoch 1 sets the best, epoch 2 ends the wait of 1.
+    let s = spec(
+        d,
+        "stop.toml",
+        &stopping_run("patience = 1\nmin_delta = 0.5\nrestore_best = true", 6),
+    );
+    let db = d.join("stop.db");
+    let out = runner(d, &[s.to_str().unwrap(), "--db", db.to_str().unwrap()]);
+    assert!(
+        out.ok()
+            .stdout
+            .contains("completed at epoch 2: early stopping"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT status || ' ' || epochs_done || ' ' || stopped_epoch FROM runs"
+        ),
+        "completed 2 2"
+    );
+    let reason = scalar(&db, "SELECT stop_reason FROM runs");
+    assert!(
+        reason.contains("val_acc did not improve by more than 0.5 for 1 epoch")
+            && reason.contains("at epoch 1"),
+        "{reason}"
+    );
+    // The final weights are epoch 1's: those of the same run trained for one epoch.
+    let one = spec(d, "one.toml", &stopping_run("", 1));
+    let one_db = d.join("one.db");
+    runner(
+        d,
+        &[one.to_str().unwrap(), "--db", one_db.to_str().unwrap()],
+    )
+    .ok();
+    assert_eq!(
+        scalar(&db, "SELECT weights_sha256 FROM runs"),
+        scalar(&one_db, "SELECT weights_sha256 FROM runs")
+    );
+    runner(d, &["check", "--db", db.to_str().unwrap()]).ok();
+    let v = runner(d, &["verify", "1", "--db", db.to_str().unwrap()]);
+    assert!(v.ok().stdout.contains("identical"), "{}", v.stdout);
+
+    // Killed after epoch 1 of a run that stops at epoch 3: resumed, it stops there with the same bits.
+    let s = spec(
+        d,
+        "wait.toml",
+        &stopping_run("patience = 2\nmin_delta = 0.5\nmonitor = \"val_loss\"", 6),
+    );
+    let reference = d.join("wait-ref.db");
+    runner(
+        d,
+        &[s.to_str().unwrap(), "--db", reference.to_str().unwrap()],
+    )
+    .ok();
+    assert_eq!(scalar(&reference, "SELECT stopped_epoch FROM runs"), "3");
+    let killed = d.join("wait.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args([s.to_str().unwrap(), "--db", killed.to_str().unwrap()])
+        .current_dir(d)
+        .env("MLP_RUNNER_PAUSE_AFTER_EPOCH_MS", "20000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_epochs(&killed, 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        scalar(
+            &killed,
+            "SELECT count(*) FROM checkpoint_state WHERE param = 'early_stop'"
+        ),
+        "1"
+    );
+    runner(d, &[s.to_str().unwrap(), "--db", killed.to_str().unwrap()]).ok();
+    assert_eq!(fingerprint(&killed), fingerprint(&reference));
+    assert_eq!(
+        scalar(
+            &killed,
+            "SELECT stopped_epoch || ' ' || stop_reason FROM runs"
+        ),
+        scalar(
+            &reference,
+            "SELECT stopped_epoch || ' ' || stop_reason FROM runs"
+        )
+    );
+}
+
+/// Early stopping without a validation split, on the test set, or inside an adaptive search is refused
+/// before anything is written.
+#[test]
+fn early_stopping_is_refused_where_it_cannot_work() {
+    let dir = tmp();
+    let d = dir.path();
+    let no_split = stopping_run("patience = 2", 3).replace("validation = 1000\n", "");
+    let on_test = stopping_run("patience = 2\nmonitor = \"test_acc\"", 3);
+    let search = format!(
+        "{}[sweep]\nmethod = \"halving\"\nmin_epochs = 1\n\"train.learning_rate\" = [0.1, 0.01]\n",
+        stopping_run("patience = 2", 3)
+    );
+    for (body, key, says) in [
+        (no_split, "train.patience", "validation = N"),
+        (on_test, "train.monitor", "val_acc"),
+        (search, "train.patience", "adaptive search"),
+    ] {
+        let s = spec(d, "bad.toml", &body);
+        let db = d.join("bad.db");
+        let out = runner(d, &[s.to_str().unwrap(), "--db", db.to_str().unwrap()]);
+        assert_eq!(out.code, 2, "{key}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains(key) && out.stderr.contains(says),
+            "{}",
+            out.stderr
+        );
+        assert!(!db.exists());
+    }
+}
+
+/// A halving search over optimizers with a cosine schedule (which depends on the run's epochs): runs
+/// paused at a rung keep their state; every run, pruned ones included, re-trains to its bits.
+#[test]
+fn a_search_over_optimizers_keeps_state_at_rungs_and_verifies() {
+    let dir = tmp();
+    let d = dir.path();
+    let body = "[data]\ndir = \"{MNIST}\"\nlimit_train = 3000\nvalidation = 500\nlimit_test = 500\n\
+                [model]\nsizes = [784, 24, 10]\n[train]\nbatch_size = 25\nepochs = 4\n\
+                [optimizer]\nschedule = \"cosine\"\nwarmup_steps = 20\n[sweep]\nmethod = \"halving\"\n\
+                eta = 2\nmin_epochs = 1\n\"optimizer\" = [{ kind = \"sgd\", momentum = 0.9, \
+                \"train.learning_rate\" = 0.02 }, { kind = \"adam\", \"train.learning_rate\" = 0.002 }]\n\
+                \"train.seed\" = [1, 2]\n";
+    let s = spec(d, "search.toml", body);
+    let db = d.join("s.db");
+    runner(d, &[s.to_str().unwrap(), "--db", db.to_str().unwrap()]).ok();
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT group_concat(status, ',') FROM (SELECT status FROM runs ORDER BY status)"
+        ),
+        "completed,pruned,pruned,pruned"
+    );
+    let v = runner(d, &["verify", "--all", "--db", db.to_str().unwrap()]);
+    assert_eq!(
+        v.ok().stdout.matches("identical").count(),
+        4,
+        "{}",
+        v.stdout
+    );
+    runner(d, &["check", "--db", db.to_str().unwrap()]).ok();
 }

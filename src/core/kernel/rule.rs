@@ -75,15 +75,6 @@ impl<T: Copy + PartialEq + Default> Rule<T> {
             Rule::Adam { .. } => 2,
         }
     }
-
-    /// The names of the state slots (stored with checkpoints).
-    pub fn slot_names(&self) -> &'static [&'static str] {
-        match self.slots() {
-            0 => &[],
-            1 => &["velocity"],
-            _ => &["m", "v"],
-        }
-    }
 }
 
 /// The element operations the rules need.
