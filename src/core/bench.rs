@@ -198,8 +198,9 @@ pub struct OptimizerRow {
     pub state_bytes: usize,
 }
 
-/// The optimizers `runner bench --optimizers` times against plain SGD: momentum, Nesterov, Adam, AdamW.
-pub fn optimizer_variants() -> Vec<crate::core::config::OptimizerSpec> {
+/// The optimizers `runner bench --optimizers` times against plain SGD: momentum, Nesterov, Adam, AdamW,
+/// and plain SGD with dropout 0.2 on the hidden layers (the second of each pair).
+pub fn optimizer_variants() -> Vec<(crate::core::config::OptimizerSpec, f64)> {
     use crate::core::config::{OptimizerKind, OptimizerSpec};
     let with = |edit: &dyn Fn(&mut OptimizerSpec)| {
         let mut o = OptimizerSpec::default();
@@ -207,17 +208,24 @@ pub fn optimizer_variants() -> Vec<crate::core::config::OptimizerSpec> {
         o
     };
     vec![
-        OptimizerSpec::default(),
-        with(&|o| o.momentum = 0.9),
-        with(&|o| {
-            o.momentum = 0.9;
-            o.nesterov = true;
-        }),
-        with(&|o| o.kind = OptimizerKind::Adam),
-        with(&|o| {
-            o.kind = OptimizerKind::Adamw;
-            o.weight_decay = 0.01;
-        }),
+        (OptimizerSpec::default(), 0.0),
+        (with(&|o| o.momentum = 0.9), 0.0),
+        (
+            with(&|o| {
+                o.momentum = 0.9;
+                o.nesterov = true;
+            }),
+            0.0,
+        ),
+        (with(&|o| o.kind = OptimizerKind::Adam), 0.0),
+        (
+            with(&|o| {
+                o.kind = OptimizerKind::Adamw;
+                o.weight_decay = 0.01;
+            }),
+            0.0,
+        ),
+        (OptimizerSpec::default(), 0.2),
     ]
 }
 
@@ -235,7 +243,7 @@ pub fn optimizers(opts: &Options, log: &dyn Fn(&str)) -> Result<Vec<OptimizerRow
                 dtype.as_str()
             ));
             let n = opts.samples.unwrap_or(ds.train.len()).min(ds.train.len());
-            let epoch = |o: &crate::core::config::OptimizerSpec| -> Result<f64> {
+            let epoch = |(o, dropout): &(crate::core::config::OptimizerSpec, f64)| -> Result<f64> {
                 let mut cfg = RunConfig::default();
                 cfg.data.limit_train = Some(n);
                 cfg.data.limit_test = Some(EVAL_BLOCK.min(ds.test.len()));
@@ -245,6 +253,7 @@ pub fn optimizers(opts: &Options, log: &dyn Fn(&str)) -> Result<Vec<OptimizerRow
                 cfg.train.learning_rate = 0.001;
                 cfg.train.epochs = 1;
                 cfg.optimizer = o.clone();
+                cfg.model.dropout = crate::core::config::Dropout::Every(*dropout);
                 let mut t = Times(Vec::new());
                 train(&cfg, &ds, &mut t, None)?;
                 Ok(t.0.first().copied().unwrap_or(f64::NAN))
@@ -259,13 +268,17 @@ pub fn optimizers(opts: &Options, log: &dyn Fn(&str)) -> Result<Vec<OptimizerRow
                     ratios[i].push(t / rep[0]);
                 }
             }
-            for (i, o) in variants.iter().enumerate() {
+            for (i, (o, dropout)) in variants.iter().enumerate() {
                 let slots = match o.kind {
                     crate::core::config::OptimizerKind::Sgd => usize::from(o.momentum > 0.0),
                     _ => 2,
                 };
                 rows.push(OptimizerRow {
-                    optimizer: o.describe(),
+                    optimizer: if *dropout > 0.0 {
+                        format!("{} + dropout {dropout}", o.describe())
+                    } else {
+                        o.describe()
+                    },
                     dtype,
                     batch,
                     seconds: median(times[i].clone()),

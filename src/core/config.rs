@@ -159,6 +159,51 @@ pub struct ModelSpec {
     /// Default `"f32"`.
     #[serde(default)]
     pub dtype: Dtype,
+    /// Dropout of the hidden layers' activations while training: one rate for every hidden layer
+    /// (`dropout = 0.2`) or one per hidden layer (`dropout = [0.2, 0.5]`), each in [0, 1). Default 0: none.
+    #[serde(default, skip_serializing_if = "Dropout::is_none")]
+    pub dropout: Dropout,
+}
+
+/// `model.dropout`: a rate for every hidden layer, or one per hidden layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Dropout {
+    Every(f64),
+    PerLayer(Vec<f64>),
+}
+
+impl Default for Dropout {
+    fn default() -> Self {
+        Dropout::Every(0.0)
+    }
+}
+
+impl Dropout {
+    /// No dropout anywhere (what a config without the key means).
+    pub fn is_none(&self) -> bool {
+        match self {
+            Dropout::Every(p) => *p == 0.0,
+            Dropout::PerLayer(ps) => ps.iter().all(|p| *p == 0.0),
+        }
+    }
+
+    /// The rates as stored in `runs.dropout` and shown by compare: `0`, `0.2`, `[0.2,0.5]`.
+    pub fn describe(&self) -> String {
+        match self {
+            Dropout::Every(p) => format!("{p}"),
+            Dropout::PerLayer(ps) => serde_json::Value::from(ps.clone()).to_string(),
+        }
+    }
+
+    /// The rate of each of `hidden` hidden layers (a list of another length gives what it has; the
+    /// config's validation refuses it).
+    pub fn rates(&self, hidden: usize) -> Vec<f64> {
+        match self {
+            Dropout::Every(p) => vec![*p; hidden],
+            Dropout::PerLayer(ps) => ps.clone(),
+        }
+    }
 }
 
 fn default_sizes() -> Vec<usize> {
@@ -172,6 +217,7 @@ impl Default for ModelSpec {
             activation: Activation::default(),
             init: Init::default(),
             dtype: Dtype::default(),
+            dropout: Dropout::default(),
         }
     }
 }
@@ -483,6 +529,7 @@ pub const SWEEPABLE: &[&str] = &[
     "model.activation",
     "model.init",
     "model.dtype",
+    "model.dropout",
     "train.seed",
     "train.batch_size",
     "train.learning_rate",
@@ -507,13 +554,37 @@ pub const SWEEPABLE: &[&str] = &[
 ];
 
 impl RunConfig {
-    /// The config as JSON with every `[optimizer]` key present (at its default when left out of the
-    /// config's own JSON, which omits them so that older configs keep their hashes): what a dotted key
-    /// such as `optimizer.momentum` is looked up in.
+    /// The config as JSON with every key present, those the config's own JSON leaves out at their
+    /// defaults (the keys added after version 5, so that older configs keep their hashes) included: what
+    /// a dotted key such as `optimizer.momentum` is looked up in.
     pub fn to_full_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(map) = v.as_object_mut() {
             map.insert("optimizer".into(), self.optimizer.to_full_json());
+        }
+        // The other keys left out at their defaults.
+        let t = &self.train;
+        let defaults = [
+            (
+                "model",
+                "dropout",
+                serde_json::to_value(&self.model.dropout),
+            ),
+            ("train", "patience", serde_json::to_value(t.patience)),
+            ("train", "min_delta", serde_json::to_value(t.min_delta)),
+            ("train", "monitor", serde_json::to_value(t.monitor)),
+            (
+                "train",
+                "restore_best",
+                serde_json::to_value(t.restore_best),
+            ),
+        ];
+        for (section, key, value) in defaults {
+            if let (Some(obj), Ok(value)) =
+                (v.get_mut(section).and_then(|s| s.as_object_mut()), value)
+            {
+                obj.entry(key).or_insert(value);
+            }
         }
         v
     }
@@ -629,8 +700,40 @@ impl RunConfig {
                 format!("must be from 1 to {MAX_EPOCHS}; got {}", self.train.epochs),
             );
         }
+        self.validate_dropout()?;
         self.validate_early_stopping()?;
         self.validate_optimizer()
+    }
+
+    /// `model.dropout`: rates in [0, 1), one per hidden layer when a list.
+    fn validate_dropout(&self) -> Result<(), ConfigError> {
+        let hidden = self.model.sizes.len().saturating_sub(2);
+        let rates = self.model.dropout.rates(hidden);
+        if let Dropout::PerLayer(ps) = &self.model.dropout
+            && ps.len() != hidden
+        {
+            return Err(ConfigError {
+                key: "model.dropout",
+                msg: format!(
+                    "a list gives one rate per hidden layer: model.sizes {:?} has {hidden}, the list {}",
+                    self.model.sizes,
+                    ps.len()
+                ),
+            });
+        }
+        if let Some(p) = rates
+            .iter()
+            .find(|p| !(p.is_finite() && (0.0..1.0).contains(*p)))
+        {
+            return Err(ConfigError {
+                key: "model.dropout",
+                msg: format!(
+                    "a dropout rate is the share of a hidden layer's units dropped at each step, in [0, 1) \
+                     (0 <= p < 1); got {p}"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The `[train]` keys of early stopping: it watches a validation metric, so it needs a split.

@@ -7,8 +7,8 @@
 //! The samplers are written here rather than taken from `rand`/`rand_distr` so that their output is fixed by
 //! this crate's version alone: a dependency upgrade cannot silently change which numbers a seed produces.
 
-use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
+use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 
 /// The purposes that draw random numbers. The discriminant is the ChaCha stream id; never renumber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,31 @@ pub enum Stream {
     /// Sampling the candidates of Hyperband's brackets: one stream per bracket (see
     /// [`StreamRng::bracket`]), so that a bracket's draws do not depend on the others'.
     Brackets = 4,
+    /// Dropout masks: one stream per hidden layer and a stretch of it per step (see
+    /// [`dropout_bits`]), so a mask depends on (seed, step, layer) alone.
+    Dropout = 5,
+}
+
+/// The random bits of the dropout masks of hidden layer `layer` (1-based) at 0-based global step `step`,
+/// one u32 per unit, into `out`: ChaCha8 (the masks need many draws a step, and 8 rounds are plenty
+/// for dropout) keyed by the seed as the other streams, stream id `Dropout << 32 | layer`, from word
+/// `step * 2^36` (room for 2^36 draws a step, more than any batch of any layer the config limits allow),
+/// read as little-endian words. A mask depends on (seed, step, layer) alone: threads, resume and shards
+/// draw the same.
+pub fn dropout_bits(seed: u64, step: u64, layer: u32, out: &mut [u32]) {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut rng = ChaCha8Rng::from_seed(key);
+    rng.set_stream(((Stream::Dropout as u64) << 32) | u64::from(layer));
+    rng.set_word_pos(u128::from(step) << 36);
+    let mut bytes = [0u8; 4096];
+    for chunk in out.chunks_mut(bytes.len() / 4) {
+        let b = &mut bytes[..chunk.len() * 4];
+        rng.fill_bytes(b);
+        for (w, c) in chunk.iter_mut().zip(b.chunks_exact(4)) {
+            *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+    }
 }
 
 /// A seeded ChaCha20 generator bound to one [`Stream`].

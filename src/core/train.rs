@@ -220,9 +220,11 @@ impl<'a> Training<'a> {
         model.realign();
         let mut loader = Loader::new(train_set.len(), t.batch_size, t.drop_last, shuffle);
         // The run's kernel does its products in training and evaluation alike (see `kernel`).
+        let hidden = model_cfg.sizes.len() - 2;
         let mut ws = Workspace::<F>::new(&model_cfg.sizes, t.batch_size)
             .with_kernel(kernel)
-            .with_fusion(steps == Steps::Fused);
+            .with_fusion(steps == Steps::Fused)
+            .with_dropout(&model_cfg.dropout.rates(hidden), t.seed);
         let eval_rows = EVAL_BLOCK.min(
             train_set
                 .len()
@@ -265,6 +267,7 @@ impl<'a> Training<'a> {
         for epoch in first_epoch..=t.epochs {
             let start = Instant::now();
             let first_step = (epoch as u64 - 1) * optimizer.steps_per_epoch();
+            ws.set_step(first_step); // dropout's masks are those of each step's index
             loader.shuffle(); // this epoch's order, from the shuffle stream
             let mut order = loader.batches();
             let mut stats = order.next().map(|first| {
@@ -444,11 +447,11 @@ mod tests {
         use crate::core::config::OptimizerKind;
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
         let ds = data::load(std::path::Path::new(dir), DataFormat::Auto).expect("shipped MNIST");
-        for (dtype, kind, momentum, batch) in [
-            (Dtype::F32, OptimizerKind::Sgd, 0.9, 10),
-            (Dtype::F64, OptimizerKind::Sgd, 0.9, 7),
-            (Dtype::F32, OptimizerKind::Adamw, 0.0, 10),
-            (Dtype::F64, OptimizerKind::Adam, 0.0, 33),
+        for (dtype, kind, momentum, batch, dropout) in [
+            (Dtype::F32, OptimizerKind::Sgd, 0.9, 10, 0.0),
+            (Dtype::F64, OptimizerKind::Sgd, 0.9, 7, 0.2),
+            (Dtype::F32, OptimizerKind::Adamw, 0.0, 10, 0.3),
+            (Dtype::F64, OptimizerKind::Adam, 0.0, 33, 0.0),
         ] {
             let mut cfg = RunConfig::default();
             cfg.data.limit_train = Some(1000);
@@ -462,6 +465,7 @@ mod tests {
             cfg.optimizer.kind = kind;
             cfg.optimizer.momentum = momentum;
             cfg.optimizer.weight_decay = 0.01;
+            cfg.model.dropout = crate::core::config::Dropout::Every(dropout);
             let (fused, a) = outcome(&cfg, &ds, Kernel::Chain, Steps::Fused);
             let (separate, b) = outcome(&cfg, &ds, Kernel::Chain, Steps::Separate);
             assert_eq!(fused, separate, "{dtype:?} {kind:?}");

@@ -29,6 +29,7 @@ use crate::core::model::Mlp;
 use crate::core::model::{Snapshot, Tensor};
 use crate::core::pool;
 use crate::core::real::{Real, aligned_zeros};
+use crate::core::rng::dropout_bits;
 
 pub enum Update<'a, F> {
     /// Plain SGD step: w -= (lr / n) * sum over the batch of per-sample gradients, fused into the gradient
@@ -79,6 +80,27 @@ pub struct Workspace<F> {
     fuse: bool,
     /// Whether the last [`Workspace::sgd_step`] did (what a test checks the fused path by).
     fused_last: bool,
+    /// Dropout while training (`model.dropout`), when any rate is above 0.
+    dropout: Option<DropoutState<F>>,
+}
+
+/// Inverted dropout of the hidden activations in training forward passes: a^l <- a^l * mask / (1 - p),
+/// each unit kept with probability 1 - p, the masks drawn from the stream of (seed, step, layer)
+/// ([`StreamRng::dropout`]); the backward pass multiplies delta^l by the same mask.
+struct DropoutState<F> {
+    /// The rate of each hidden layer (index l - 1 for a^l).
+    rates: Vec<f64>,
+    seed: u64,
+    /// The 0-based global step of the batch the next training forward pass is for.
+    step: u64,
+    /// Per hidden layer: the mask of the last forward pass, 0 or 1 / (1 - p) per unit ([rows, n_l]).
+    masks: Vec<Array2<F>>,
+    /// Per hidden layer: a^l before the mask, what act'(z^l) is computed from.
+    kept: Vec<Array2<F>>,
+    /// Whether the loaded rows went through a dropout forward pass (the step may use the masks).
+    applied: bool,
+    /// The random words of one layer's mask.
+    bits: Vec<u32>,
 }
 
 impl<F: Real> Workspace<F> {
@@ -109,6 +131,43 @@ impl<F: Real> Workspace<F> {
             staged: false,
             fuse: true,
             fused_last: false,
+            dropout: None,
+        }
+    }
+
+    /// Apply dropout with `rates` (one per hidden layer) in the training forward passes of this
+    /// workspace, the masks of step t drawn from `seed`'s dropout streams; set the step of the next batch
+    /// with [`Workspace::set_step`]. No-op when every rate is 0.
+    pub fn with_dropout(mut self, rates: &[f64], seed: u64) -> Self {
+        if rates.iter().all(|&p| p == 0.0) {
+            return self;
+        }
+        let hidden: Vec<usize> = self.acts[1..self.acts.len() - 1]
+            .iter()
+            .map(|a| a.ncols())
+            .collect();
+        self.dropout = Some(DropoutState {
+            rates: rates.to_vec(),
+            seed,
+            step: 0,
+            masks: hidden
+                .iter()
+                .map(|&n| aligned_zeros(self.rows, n))
+                .collect(),
+            kept: hidden
+                .iter()
+                .map(|&n| aligned_zeros(self.rows, n))
+                .collect(),
+            applied: false,
+            bits: vec![0; self.rows * hidden.iter().max().copied().unwrap_or(0)],
+        });
+        self
+    }
+
+    /// The 0-based global step of the batch the next training forward pass is for (dropout's masks).
+    pub fn set_step(&mut self, step: u64) {
+        if let Some(d) = &mut self.dropout {
+            d.step = step;
         }
     }
 
@@ -210,7 +269,15 @@ impl<F: Real> Workspace<F> {
                     layer.b.as_slice().expect(CONTIGUOUS),
                     model.activation,
                 );
+                if let Some(d) = &mut self.dropout {
+                    d.apply(l, z.as_slice_mut().expect(CONTIGUOUS), n);
+                }
             } else {
+                // The next training forward pass is the next step's.
+                if let Some(d) = &mut self.dropout {
+                    d.applied = true;
+                    d.step += 1;
+                }
                 return softmax_rows(
                     z.as_slice_mut().expect(CONTIGUOUS),
                     layer.b.as_slice().expect(CONTIGUOUS),
@@ -380,12 +447,23 @@ impl<F: Real> Workspace<F> {
                 let mut d_prev = lower[l - 1].slice_mut(s![..n, ..]);
                 self.products
                     .backward(l, d, model.layers[l].w.view(), d_prev.view_mut());
-                let a = self.acts[l].slice(s![..n, ..]);
-                activation_grad(
-                    d_prev.as_slice_mut().expect(CONTIGUOUS),
-                    a.as_slice().expect(CONTIGUOUS),
-                    model.activation,
-                );
+                // act'(z^l) from a^l before its mask, then delta^l times the mask.
+                let dropped = self
+                    .dropout
+                    .as_ref()
+                    .filter(|d| d.applied && d.rates[l - 1] > 0.0);
+                let a = match dropped {
+                    Some(d) => d.kept[l - 1].slice(s![..n, ..]),
+                    None => self.acts[l].slice(s![..n, ..]),
+                };
+                let d_prev = d_prev.as_slice_mut().expect(CONTIGUOUS);
+                activation_grad(d_prev, a.as_slice().expect(CONTIGUOUS), model.activation);
+                if let Some(d) = dropped {
+                    let mask = d.masks[l - 1].slice(s![..n, ..]);
+                    for (g, &m) in d_prev.iter_mut().zip(mask.as_slice().expect(CONTIGUOUS)) {
+                        *g = *g * m;
+                    }
+                }
             }
             let d = self.deltas[l].slice(s![..n, ..]);
             let (acts_to_l, acts_above) = self.acts.split_at_mut(l + 1);
@@ -463,6 +541,27 @@ fn state_names(slots: usize) -> &'static [(&'static str, &'static str)] {
         0 => &[],
         1 => &[("weight.velocity", "bias.velocity")],
         _ => &[("weight.m", "bias.m"), ("weight.v", "bias.v")],
+    }
+}
+
+impl<F: Real> DropoutState<F> {
+    /// a^(l+1) (hidden layer `l`, 0-based) of `rows` rows: keep a^l in `kept`, draw the mask of this
+    /// step and layer (a unit is kept when its 32 random bits are at least p * 2^32), a^l <- a^l * mask.
+    fn apply(&mut self, l: usize, a: &mut [F], rows: usize) {
+        let p = self.rates[l];
+        if p == 0.0 || rows == 0 {
+            return;
+        }
+        let threshold = (p * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
+        let scale = F::from_f64(1.0 / (1.0 - p));
+        let bits = &mut self.bits[..a.len()];
+        dropout_bits(self.seed, self.step, (l + 1) as u32, bits);
+        let mask = &mut self.masks[l].as_slice_mut().expect(CONTIGUOUS)[..a.len()];
+        self.kept[l].as_slice_mut().expect(CONTIGUOUS)[..a.len()].copy_from_slice(a);
+        for ((x, m), &r) in a.iter_mut().zip(mask.iter_mut()).zip(bits.iter()) {
+            *m = if r >= threshold { scale } else { F::zero() };
+            *x = *x * *m;
+        }
     }
 }
 
@@ -819,6 +918,54 @@ mod tests {
             );
             assert_eq!(w1.output(), w2.output(), "rows {rows}");
         }
+    }
+
+    /// With dropout, the gradients are those of the network with this step's masks: finite differences
+    /// of the loss of forward passes with the same step's masks agree; about p of the units are dropped,
+    /// and the masks differ from step to step but not between two passes of one step.
+    #[test]
+    fn dropout_gradients_match_finite_differences_of_the_masked_network() {
+        let mut rng = StreamRng::new(8, Stream::Init);
+        let mut m: Mlp<f64> = Mlp::init(&[5, 40, 30, 3], Activation::Tanh, Init::Xavier, &mut rng);
+        let (x, y) = random_batch(6, 5, 3, 9);
+        let mut ws = Workspace::new(&m.sizes(), 6).with_dropout(&[0.3, 0.5], 77);
+        let loss = |ws: &mut Workspace<f64>, m: &Mlp<f64>| {
+            ws.set_step(41);
+            ws.load(x.view(), &y);
+            ws.forward(m).loss_sum
+        };
+        let at_41 = loss(&mut ws, &m);
+        assert_eq!(loss(&mut ws, &m).to_bits(), at_41.to_bits());
+        let mask = ws.dropout.as_ref().unwrap().masks[1].clone();
+        let dropped = mask.iter().filter(|&&v| v == 0.0).count() as f64 / mask.len() as f64;
+        assert!((dropped - 0.5).abs() < 0.15, "{dropped}");
+        assert!(mask.iter().all(|&v| v == 0.0 || v == 2.0));
+        ws.set_step(42);
+        ws.load(x.view(), &y);
+        ws.forward(&m);
+        assert_ne!(ws.dropout.as_ref().unwrap().masks[1], mask);
+        // The gradient at step 41.
+        loss(&mut ws, &m);
+        let mut g = m.zeros_like();
+        ws.backward(&mut m, Update::Gradient(&mut g));
+        let h = 1e-6;
+        for l in 0..3 {
+            for idx in [(0, 0), (1, 2), (2, 1)] {
+                let mut plus = m.clone();
+                plus.layers[l].w[idx] += h;
+                let mut minus = m.clone();
+                minus.layers[l].w[idx] -= h;
+                let numeric = (loss(&mut ws, &plus) - loss(&mut ws, &minus)) / (2.0 * h);
+                let analytic = g.layers[l].w[idx];
+                assert!(
+                    (numeric - analytic).abs() < 1e-6 * (1.0 + analytic.abs()),
+                    "W{l}{idx:?}: {numeric} vs {analytic}"
+                );
+            }
+        }
+        // Some gradient entries are 0 because their unit was dropped, not all.
+        let zeros = g.layers[1].w.iter().filter(|&&v| v == 0.0).count();
+        assert!(zeros > 0 && zeros < g.layers[1].w.len(), "{zeros}");
     }
 
     #[test]

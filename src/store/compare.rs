@@ -22,6 +22,7 @@ pub(crate) const PARAMS: &[&str] = &[
     "epochs",
     "drop_last",
     "optimizer",
+    "dropout",
     "limit_train",
     "limit_test",
     "data_dir",
@@ -54,7 +55,7 @@ impl Store {
         let mut varying = Vec::new();
         for p in PARAMS {
             // `optimizer` is a column of schema 6; every run of an older store trained plain SGD.
-            if *p == "optimizer" && store.version() < 6 {
+            if matches!(*p, "optimizer" | "dropout") && store.version() < 6 {
                 continue;
             }
             let t = store.select(

@@ -503,7 +503,7 @@ struct Row {
 
 /// The `runs` columns that restate a run's config (or a value derived from it): each is checked against
 /// the hashed config, so an edit of one is found.
-const PARAMETER_COLUMNS: [&str; 17] = [
+const PARAMETER_COLUMNS: [&str; 18] = [
     "seed",
     "sizes",
     "activation",
@@ -520,11 +520,12 @@ const PARAMETER_COLUMNS: [&str; 17] = [
     "validation",
     "seed_group",
     "optimizer",
+    "dropout",
     "overrides",
 ];
 
 /// What the config says each of [`PARAMETER_COLUMNS`] holds.
-fn parameter_values(c: &RunConfig) -> [Value; 16] {
+fn parameter_values(c: &RunConfig) -> [Value; 17] {
     let opt = |v: Option<usize>| v.map_or(Value::Null, |v| Value::Integer(v as i64));
     [
         Value::Integer(c.train.seed as i64),
@@ -543,6 +544,7 @@ fn parameter_values(c: &RunConfig) -> [Value; 16] {
         opt(c.data.validation),
         Value::Text(c.seed_group()),
         Value::Text(c.optimizer.describe()),
+        Value::Text(c.model.dropout.describe()),
     ]
 }
 
@@ -563,8 +565,12 @@ fn check_parameters(c: &RunConfig, stored: &[Value], find: &mut dyn FnMut(String
     {
         // `validation` is a column of schema 4, `optimizer` of schema 6: a store before them (read as it
         // is) has NULL there, and every run of it is plain SGD.
-        let before_column =
-            *column == "optimizer" && *have == Value::Null && c.optimizer.describe() == "sgd";
+        let before_column = *have == Value::Null
+            && match *column {
+                "optimizer" => c.optimizer.describe() == "sgd",
+                "dropout" => c.model.dropout.is_none(),
+                _ => false,
+            };
         if !same(&want, have) && !before_column {
             find(format!(
                 "its column {column} holds {} but its hashed config says {} (the column was edited; the \
@@ -640,7 +646,7 @@ fn check_run_inner(store: &Store, run_id: i64) -> Result<RunCheck> {
             .iter()
             .map(|c| match *c {
                 "validation" => store.col(c, 4),
-                "optimizer" => store.col(c, 6),
+                "optimizer" | "dropout" => store.col(c, 6),
                 c => c,
             })
             .collect::<Vec<_>>()

@@ -653,9 +653,10 @@ fn insert_pending(
     tx.execute(
         "INSERT INTO runs (experiment_id, name, status, seed, sizes, activation, init, dtype, batch_size,
             learning_rate, epochs, drop_last, data_dir, data_format, limit_train, limit_test, overrides,
-            config_toml, config_hash, seed_group, created_at, initial_stored, validation, search, optimizer)
+            config_toml, config_hash, seed_group, created_at, initial_stored, validation, search, optimizer,
+            dropout)
          VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
         params![
             experiment_id,
             run.name,
@@ -681,6 +682,7 @@ fn insert_pending(
             c.data.validation.map(|v| v as i64),
             search.and_then(|e| e.search).map(|p| p.hash()),
             c.optimizer.describe(),
+            c.model.dropout.describe(),
         ],
     )?;
     let id = tx.last_insert_rowid();

@@ -217,6 +217,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE epochs ADD COLUMN learning_rate REAL;                -- the rate of the epoch's first step (NULL: before version 6)
      ALTER TABLE runs ADD COLUMN optimizer TEXT;                       -- [optimizer] in short: sgd, adamw wd=0.01 cosine(min=0) warmup=100, ...
      UPDATE runs SET optimizer = 'sgd';                                -- every run before version 6
+     ALTER TABLE runs ADD COLUMN dropout TEXT;                         -- model.dropout: 0, 0.2 or [0.2,0.5] (one rate per hidden layer)
+     UPDATE runs SET dropout = '0';
      ALTER TABLE runs ADD COLUMN checkpoint_state_sha256 TEXT;         -- hash of the checkpoint's optimizer state (NULL: none)
      ALTER TABLE runs ADD COLUMN stopped_epoch INTEGER;                -- early stopping ended the run after this epoch (NULL: it did not)
      ALTER TABLE runs ADD COLUMN stop_reason TEXT;                     -- why, in words
@@ -262,7 +264,7 @@ SELECT r.id AS run_id, m.experiment, m.name, r.status, r.seed, r.sizes, r.activa
        r.dtype, r.batch_size, r.learning_rate, r.epochs, r.epochs_done, r.train_loss, r.train_acc,
        r.test_loss, r.test_acc, r.seconds, r.finished_at, r.validation, r.val_loss, r.val_acc,
        (SELECT group_concat(tag, ',') FROM (SELECT tag FROM tags t WHERE t.run_id = r.id ORDER BY tag)) AS tags,
-       r.note, r.deleted_at, r.superseded_by, r.result_sha256, r.optimizer
+       r.note, r.deleted_at, r.superseded_by, r.result_sha256, r.optimizer, r.dropout, r.stopped_epoch
 FROM members m JOIN runs r ON r.id = m.run_id;
 
 CREATE VIEW run_summary AS
@@ -294,7 +296,7 @@ SELECT m.experiment, r.sizes, r.activation, r.init, r.dtype, r.batch_size, r.lea
        END AS std_test_acc,
        MIN(r.test_acc) AS min_test_acc, MAX(r.test_acc) AS max_test_acc,
        AVG(r.test_loss) AS mean_test_loss, AVG(r.seconds) AS mean_seconds,
-       AVG(r.val_acc) AS mean_val_acc, AVG(r.val_loss) AS mean_val_loss, r.optimizer
+       AVG(r.val_acc) AS mean_val_acc, AVG(r.val_loss) AS mean_val_loss, r.optimizer, r.dropout
 FROM members m JOIN runs r ON r.id = m.run_id
 WHERE r.status = 'completed' AND r.deleted_at IS NULL AND r.superseded_by IS NULL
 GROUP BY m.experiment, r.seed_group;

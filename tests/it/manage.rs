@@ -490,6 +490,8 @@ fn a_version_2_store_is_read_as_it_is_and_migrated_when_written() {
              ALTER TABLE runs DROP COLUMN initial_stored;
              ALTER TABLE epochs DROP COLUMN learning_rate; ALTER TABLE runs DROP COLUMN optimizer;
              ALTER TABLE runs DROP COLUMN checkpoint_state_sha256; DROP TABLE checkpoint_state;
+             ALTER TABLE runs DROP COLUMN dropout; ALTER TABLE runs DROP COLUMN stopped_epoch;
+             ALTER TABLE runs DROP COLUMN stop_reason;
              CREATE VIEW run_summary AS
              SELECT r.id AS run_id, e.name AS experiment, r.name, r.status, r.seed, r.sizes, r.activation, r.init,
                     r.dtype, r.batch_size, r.learning_rate, r.epochs, r.epochs_done, r.train_loss, r.train_acc,
