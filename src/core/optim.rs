@@ -396,6 +396,17 @@ mod tests {
             .collect()
     }
 
+    /// A snapshot's values rounded to f32.
+    fn to_f32(s: &crate::core::model::Snapshot) -> crate::core::model::Snapshot {
+        let mut s = s.clone();
+        s.dtype = crate::core::config::Dtype::F32;
+        for t in &mut s.tensors {
+            let v: Vec<f64> = f64::from_le(&t.data);
+            t.data = v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
+        }
+        s
+    }
+
     /// Steps of the workspace (chain kernels) with `cfg`'s optimizer over `data`, from `model`.
     fn batched<F: Real>(
         cfg: &RunConfig,
@@ -453,6 +464,20 @@ mod tests {
                 }
                 // The steps moved the weights: a rule that did nothing would pass the comparison too.
                 assert_ne!(got, model, "{name}");
+                // In f32, from the same weights rounded: within 1e-5 of the largest weight.
+                let m32 = Mlp::<f32>::from_snapshot(&to_f32(&model.snapshot()), act).expect("f32");
+                let got32 = batched(&cfg, &m32, &data, Kernel::Chain);
+                for (a, b) in got32.layers.iter().zip(&want.layers) {
+                    let err =
+                        a.w.iter()
+                            .zip(&b.w)
+                            .chain(a.b.iter().zip(&b.b))
+                            .fold(0.0f64, |e, (x, y)| e.max((f64::from(*x) - y).abs()));
+                    assert!(
+                        err <= 1e-5 * scale,
+                        "{name} {act:?} f32: {err:e} of {scale}"
+                    );
+                }
             }
         }
     }

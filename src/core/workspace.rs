@@ -67,18 +67,18 @@ pub struct Workspace<F> {
     scale: [F; 256],
     /// The matrix products, of [`Kernel::Gemm`] unless [`Workspace::with_kernel`] says otherwise. With
     /// the chain kernels they hold each W^l in panels from [`Workspace::forward`] on; the SGD steps update
-    /// those, and the model's W^l follow at the end of a run of steps ([`Workspace::sgd_step`] without a
+    /// those, and the model's W^l follow at the end of a run of steps ([`Workspace::step`] without a
     /// staged batch, or [`Workspace::sync_model`]).
     products: Box<dyn Products<F>>,
-    /// The next batch's a^0 and labels, staged by [`Workspace::stage`] for [`Workspace::sgd_step`]: [rows,
+    /// The next batch's a^0 and labels, staged by [`Workspace::stage`] for [`Workspace::step`]: [rows,
     /// n_0] (empty for an evaluation-only workspace).
     next_input: Array2<F>,
     next_labels: Vec<u8>,
     staged: bool,
-    /// Whether [`Workspace::sgd_step`] fuses the update of W^1 with the next batch's Z^1 (chain and lanes
+    /// Whether [`Workspace::step`] fuses the update of W^1 with the next batch's Z^1 (chain and lanes
     /// kernels).
     fuse: bool,
-    /// Whether the last [`Workspace::sgd_step`] did (what a test checks the fused path by).
+    /// Whether the last [`Workspace::step`] did (what a test checks the fused path by).
     fused_last: bool,
     /// Dropout while training (`model.dropout`), when any rate is above 0.
     dropout: Option<DropoutState<F>>,
@@ -192,7 +192,7 @@ impl<F: Real> Workspace<F> {
         self.products.store(&mut w);
     }
 
-    /// Whether [`Workspace::sgd_step`] may fuse the update of W^1 with the next batch's first product
+    /// Whether [`Workspace::step`] may fuse the update of W^1 with the next batch's first product
     /// (the default; the bits are the same either way, which a test checks, and the bench times both).
     pub fn with_fusion(mut self, fuse: bool) -> Self {
         self.fuse = fuse;
@@ -222,7 +222,7 @@ impl<F: Real> Workspace<F> {
         );
     }
 
-    /// Load samples `indices` of `split` as the *next* batch, for [`Workspace::sgd_step`] to run its
+    /// Load samples `indices` of `split` as the *next* batch, for [`Workspace::step`] to run its
     /// forward pass right after the current batch's update (training workspaces only).
     pub fn stage(&mut self, split: SplitRef<'_>, indices: impl ExactSizeIterator<Item = usize>) {
         debug_assert!(indices.len() <= self.next_input.nrows());
@@ -658,7 +658,7 @@ fn softmax_rows<F: Real>(z: &mut [F], b: &[F], labels: &[u8]) -> BatchStats {
 /// `Mlp`) in standard row-major layout, and row ranges of them stay contiguous. A failure is a bug.
 const CONTIGUOUS: &str = "workspace and parameter arrays are contiguous and row-major";
 
-/// The largest batch whose steps [`Workspace::sgd_step`] fuses. A pass over W^1 costs the same at any
+/// The largest batch whose steps [`Workspace::step`] fuses. A pass over W^1 costs the same at any
 /// batch size while the products grow with it: the fusion saves a pass over W^1 a step, which matters
 /// when W^1 does not fit a core's L2 and the batch is small, and not at large batches (`runner bench`,
 /// its `fusion_gain` column, measures it). The bits are the same either way.
