@@ -103,41 +103,6 @@ pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
     if batch.contains(&0) {
         return Err(Error::Usage("--batch sizes must be >= 1".into()).into());
     }
-    if args_optimizers {
-        let opts = bench::Options {
-            data_dir: data,
-            sizes,
-            samples,
-            reps: reps as usize,
-            batches: batch,
-            dtypes: dtype,
-            png_dir: None,
-            jobs_check: false,
-        };
-        let log = |line: &str| eprintln!("{line}");
-        let rows = bench::optimizers(&opts, &log)?;
-        let mut t = Table::new(&[
-            "optimizer",
-            "dtype",
-            "batch",
-            "seconds",
-            "vs_plain_sgd",
-            "state_MB",
-        ]);
-        for r in rows {
-            t.rows.push(vec![
-                Value::Text(r.optimizer),
-                Value::Text(r.dtype.as_str().into()),
-                Value::Integer(r.batch as i64),
-                Value::Real((r.seconds * 1000.0).round() / 1000.0),
-                Value::Real((r.ratio * 1000.0).round() / 1000.0),
-                Value::Real((r.state_bytes as f64 / 1e6 * 100.0).round() / 100.0),
-            ]);
-        }
-        print_table(&t, format.format(), out)?;
-        eprintln!("peak RSS of this process: {:.0} MB", bench::peak_rss_mb());
-        return Ok(Exit::Ok);
-    }
     if kernels {
         if sizes.len() < 2 || sizes.contains(&0) {
             return Err(
@@ -183,6 +148,30 @@ pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
         jobs_check: !no_jobs,
     };
     let log = |line: &str| eprintln!("{line}");
+    if args_optimizers {
+        let rows = bench::optimizers(&opts, &log)?;
+        let mut t = Table::new(&[
+            "optimizer",
+            "dtype",
+            "batch",
+            "seconds",
+            "vs_plain_sgd",
+            "state_MB",
+        ]);
+        for r in rows {
+            t.rows.push(vec![
+                Value::Text(r.optimizer),
+                Value::Text(r.dtype.as_str().into()),
+                Value::Integer(r.batch as i64),
+                Value::Real((r.seconds * 1000.0).round() / 1000.0),
+                Value::Real((r.ratio * 1000.0).round() / 1000.0),
+                Value::Real((r.state_bytes as f64 / 1e6 * 100.0).round() / 100.0),
+            ]);
+        }
+        print_table(&t, format.format(), out)?;
+        eprintln!("peak RSS of this process: {:.0} MB", bench::peak_rss_mb());
+        return Ok(Exit::Ok);
+    }
     let bench::Report { rows, notes } = bench::run(&opts, &log)?;
     let t = Table {
         columns: [

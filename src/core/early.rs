@@ -11,7 +11,6 @@
 use crate::core::config::RunConfig;
 use crate::core::model::{Snapshot, Tensor};
 use crate::core::search::Metric;
-use crate::core::train::EpochMetrics;
 
 /// The name of the counters' tensor in a checkpoint's state: [best, best epoch, wait] as three f64.
 pub const COUNTERS: &str = "early_stop";
@@ -46,15 +45,17 @@ impl EarlyStop {
         })
     }
 
-    /// Take the epoch's metrics (and, lazily, its parameters); `Some(reason)` when the run ends here.
+    /// Take epoch `epoch`'s validation loss and accuracy (and, lazily, its parameters); `Some(reason)`
+    /// when the run ends here.
     pub fn observe(
         &mut self,
-        m: &EpochMetrics,
+        epoch: usize,
+        (val_loss, val_acc): (Option<f64>, Option<f64>),
         params: impl FnOnce() -> Snapshot,
     ) -> Option<String> {
         let v = match self.metric {
-            Metric::ValLoss => m.val_loss,
-            _ => m.val_acc,
+            Metric::ValLoss => val_loss,
+            _ => val_acc,
         }?;
         let improved = match self.best {
             None => true,
@@ -62,7 +63,7 @@ impl EarlyStop {
             Some((b, _)) => v < b - self.min_delta,
         };
         if improved {
-            self.best = Some((v, m.epoch));
+            self.best = Some((v, epoch));
             self.wait = 0;
             if self.restore_best {
                 self.best_params = Some(params());
@@ -73,7 +74,7 @@ impl EarlyStop {
         if self.wait < self.patience {
             return None;
         }
-        let (b, e) = self.best.unwrap_or((v, m.epoch));
+        let (b, e) = self.best.unwrap_or((v, epoch));
         Some(format!(
             "early stopping: {} did not improve by more than {} for {} epoch{} (best {b} at epoch {e}){}",
             self.metric.as_str(),
@@ -167,19 +168,9 @@ impl EarlyStop {
 mod tests {
     use super::*;
 
-    fn epoch(e: usize, val_acc: f64) -> EpochMetrics {
-        EpochMetrics {
-            epoch: e,
-            train_loss: 0.1,
-            train_acc: 0.9,
-            test_loss: 0.1,
-            test_acc: 0.9,
-            val_loss: Some(1.0 - val_acc),
-            val_acc: Some(val_acc),
-            learning_rate: Some(0.1),
-            train_seconds: 0.0,
-            seconds: 0.0,
-        }
+    /// An epoch's (val_loss, val_acc) with this accuracy.
+    fn val(val_acc: f64) -> (Option<f64>, Option<f64>) {
+        (Some(1.0 - val_acc), Some(val_acc))
     }
 
     fn stopper(patience: usize, min_delta: f64, monitor: Metric) -> EarlyStop {
@@ -200,24 +191,24 @@ mod tests {
     #[test]
     fn stops_after_patience_epochs_without_an_improvement_above_min_delta() {
         let mut s = stopper(2, 0.01, Metric::ValAcc);
-        assert_eq!(s.observe(&epoch(1, 0.90), none), None);
-        assert_eq!(s.observe(&epoch(2, 0.905), none), None); // +0.005: not an improvement
-        assert_eq!(s.observe(&epoch(3, 0.92), none), None); // +0.02: the wait restarts
-        assert_eq!(s.observe(&epoch(4, 0.92), none), None);
-        let reason = s.observe(&epoch(5, 0.91), none).expect("stops at epoch 5");
+        assert_eq!(s.observe(1, val(0.90), none), None);
+        assert_eq!(s.observe(2, val(0.905), none), None); // +0.005: not an improvement
+        assert_eq!(s.observe(3, val(0.92), none), None); // +0.02: the wait restarts
+        assert_eq!(s.observe(4, val(0.92), none), None);
+        let reason = s.observe(5, val(0.91), none).expect("stops at epoch 5");
         assert!(reason.contains("best 0.92 at epoch 3"), "{reason}");
         // A loss improves downwards.
         let mut l = stopper(1, 0.0, Metric::ValLoss);
-        assert_eq!(l.observe(&epoch(1, 0.5), none), None);
-        assert_eq!(l.observe(&epoch(2, 0.6), none), None); // val_loss 0.4 < 0.5
-        assert!(l.observe(&epoch(3, 0.6), none).is_some()); // equal is no improvement
+        assert_eq!(l.observe(1, val(0.5), none), None);
+        assert_eq!(l.observe(2, val(0.6), none), None); // val_loss 0.4 < 0.5
+        assert!(l.observe(3, val(0.6), none).is_some()); // equal is no improvement
     }
 
     #[test]
     fn counters_round_trip_through_a_checkpoint() {
         let mut s = stopper(3, 0.0, Metric::ValAcc);
-        s.observe(&epoch(1, 0.9), none);
-        s.observe(&epoch(2, 0.8), none);
+        s.observe(1, val(0.9), none);
+        s.observe(2, val(0.8), none);
         let mut t = stopper(3, 0.0, Metric::ValAcc);
         t.restore(&Snapshot {
             dtype: crate::core::config::Dtype::F32,
@@ -225,7 +216,7 @@ mod tests {
         })
         .expect("restores");
         assert_eq!((t.best, t.wait), (Some((0.9, 1)), 1));
-        assert_eq!(t.observe(&epoch(3, 0.8), none), None);
-        assert!(t.observe(&epoch(4, 0.8), none).is_some());
+        assert_eq!(t.observe(3, val(0.8), none), None);
+        assert!(t.observe(4, val(0.8), none).is_some());
     }
 }

@@ -313,7 +313,10 @@ impl<'a> Training<'a> {
             let stopped = early
                 .as_mut()
                 .filter(|_| !metrics.diverged())
-                .and_then(|e| e.observe(&metrics, || model.snapshot()));
+                .and_then(|e| {
+                    let val = (metrics.val_loss, metrics.val_acc);
+                    e.observe(epoch, val, || model.snapshot())
+                });
             let ends = stopped.is_some() || (epoch == t.epochs && !metrics.diverged());
             let params = match &early {
                 Some(e) if ends => e.final_params(model.snapshot()),

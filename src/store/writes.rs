@@ -236,22 +236,13 @@ fn insert_state(
     let Some(s) = state else {
         return Ok(());
     };
-    let mut stmt = tx.prepare_cached(
+    insert_tensors(
+        tx,
         "INSERT INTO checkpoint_state (run_id, epoch, layer, param, shape, dtype, data)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    for t in &s.tensors {
-        stmt.execute(params![
-            run_id,
-            epoch as i64,
-            t.layer as i64,
-            t.param,
-            serde_json::Value::from(t.shape.clone()).to_string(),
-            s.dtype.as_str(),
-            t.data
-        ])?;
-    }
-    Ok(())
+        &[&run_id, &(epoch as i64)],
+        s,
+    )
 }
 
 /// Write a snapshot's tensors as `kind` weights (replacing any of that kind).
@@ -266,21 +257,39 @@ fn insert_weights(
         "DELETE FROM weights WHERE run_id = ?1 AND kind = ?2",
         params![run_id, kind.as_str()],
     )?;
-    let mut stmt = tx.prepare_cached(
+    insert_tensors(
+        tx,
         "INSERT INTO weights (run_id, kind, epoch, layer, param, shape, dtype, data)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
+        &[&run_id, &kind.as_str(), &(epoch as i64)],
+        s,
+    )
+}
+
+/// Insert a snapshot's tensors, one row each, with `insert`: an INSERT whose first parameters are
+/// `leading` and whose last five a tensor's layer, param, shape (JSON), dtype and data.
+fn insert_tensors(
+    tx: &Transaction<'_>,
+    insert: &str,
+    leading: &[&dyn rusqlite::ToSql],
+    s: &Snapshot,
+) -> Result<()> {
+    let mut stmt = tx.prepare_cached(insert)?;
+    let dtype = s.dtype.as_str();
     for t in &s.tensors {
-        stmt.execute(params![
-            run_id,
-            kind.as_str(),
-            epoch as i64,
+        let (layer, shape) = (
             t.layer as i64,
-            t.param,
             serde_json::Value::from(t.shape.clone()).to_string(),
-            s.dtype.as_str(),
-            t.data
-        ])?;
+        );
+        let mut values: Vec<&dyn rusqlite::ToSql> = leading.to_vec();
+        values.extend([
+            &layer as &dyn rusqlite::ToSql,
+            &t.param,
+            &shape,
+            &dtype,
+            &t.data,
+        ]);
+        stmt.execute(&*values)?;
     }
     Ok(())
 }

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::util::{query, runner, runner_env, scalar, spec, tmp};
+use crate::util::{query, runner, runner_env, scalar, spec, tmp, wait_for_epochs};
 
 /// 4 epochs of about 0.3 s each: long enough to kill in the middle of one.
 const RUN: &str = "[data]\ndir = \"{MNIST}\"\nlimit_train = 20000\nlimit_test = 2000\n[model]\nsizes = [784, 64, 10]\n\
@@ -37,27 +37,6 @@ fn spawn(dir: &Path, args: &[&str], pause_ms: Option<u64>) -> Child {
         cmd.env("MLP_RUNNER_PAUSE_AFTER_EPOCH_MS", ms.to_string());
     }
     cmd.spawn().unwrap()
-}
-
-/// Wait until the store holds `n` epochs (polling a second connection, as another process would).
-fn wait_for_epochs(db: &Path, n: usize) {
-    let start = Instant::now();
-    loop {
-        // Only open an existing file: opening would create it.
-        if db.exists()
-            && let Ok(conn) = rusqlite::Connection::open(db)
-            && conn
-                .query_row("SELECT count(*) FROM epochs", [], |r| r.get::<_, i64>(0))
-                .is_ok_and(|g| g as usize >= n)
-        {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no epoch {n} after 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn reference(dir: &Path, spec_path: &Path) -> (Vec<Vec<String>>, String) {

@@ -3,6 +3,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -269,5 +270,26 @@ pub fn rehash_result(db: &Path, run_id: i64) {
             rusqlite::params![run_id, result_fingerprint(db, run_id)],
         )
         .unwrap();
+    }
+}
+
+/// Wait until the store holds `n` epochs (polling a second connection, as another process would).
+pub fn wait_for_epochs(db: &Path, n: usize) {
+    let start = Instant::now();
+    loop {
+        // Only open an existing file: opening would create it.
+        if db.exists()
+            && let Ok(conn) = rusqlite::Connection::open(db)
+            && conn
+                .query_row("SELECT count(*) FROM epochs", [], |r| r.get::<_, i64>(0))
+                .is_ok_and(|g| g as usize >= n)
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no epoch {n} after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }

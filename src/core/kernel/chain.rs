@@ -327,15 +327,30 @@ fn combine_panels<T: Lane + Vector + RuleElem>(
     };
     let run = |part: usize| {
         let (p0, p1) = pool::split(count, parts, part, 1);
-        // A rule's S, one block of a panel at a time (at most c_block rows of pw).
+        // A rule's S, one block of a panel at a time (at most RULE_BLOCK rows of pw).
         let mut scratch = match mode {
-            Mode::Rule(..) => vec![T::default(); c_block.min(k) * pw],
+            Mode::Rule(..) => vec![T::default(); RULE_BLOCK.min(k) * pw],
             Mode::Epilogue(_) => Vec::new(),
         };
-        let mut c0 = 0;
-        while c0 < k {
-            let c1 = (c0 + c_block).min(k);
-            for p in p0..p1 {
+        let blocks = |step: usize| {
+            (0..k)
+                .step_by(step.max(1))
+                .map(move |c0| (c0, (c0 + step).min(k)))
+        };
+        // (panel, first row, end row) in the order they are done. A rule goes panel by panel in small
+        // blocks, so that the reads of W and the state of one block overlap the next block's S (a
+        // sequential stream the hardware prefetches) and the panel is still in cache for its next
+        // product; an epilogue goes block by block across the panels (see c_block).
+        let order: Vec<(usize, usize, usize)> = match mode {
+            Mode::Rule(..) => (p0..p1)
+                .flat_map(|p| blocks(RULE_BLOCK).map(move |(c0, c1)| (p, c0, c1)))
+                .collect(),
+            Mode::Epilogue(_) => blocks(c_block)
+                .flat_map(|(c0, c1)| (p0..p1).map(move |p| (p, c0, c1)))
+                .collect(),
+        };
+        for (p, c0, c1) in order {
+            {
                 // the panel's rows of W (fewer than pw in the last one)
                 let cols = (h - p * pw).min(pw);
                 let src = Mat {
@@ -391,11 +406,14 @@ fn combine_panels<T: Lane + Vector + RuleElem>(
                     }
                 }
             }
-            c0 = c1;
         }
     };
     pool::run(parts, &run);
 }
+
+/// Rows of a panel per block of an update with a rule (48 rows of 128 bytes: 6 KB of each of W, S and
+/// each state slot, in L1 together), a multiple of the update's tiles.
+const RULE_BLOCK: usize = 48;
 
 /// Bytes of A (terms by columns of W) that a block of the update keeps in L1 while every panel takes
 /// them: half of a 48 KB L1, so that the panel's rows passing through do not evict them (chosen with
