@@ -392,12 +392,14 @@ fn combine_panels<T: Lane + Vector + RuleElem>(
                             );
                             let block = std::slice::from_raw_parts_mut(rows, len);
                             let at = p * pw * k + c0 * pw;
-                            let mut state: Vec<&mut [T]> = slots
-                                .iter()
-                                .flatten()
-                                .map(|sp| std::slice::from_raw_parts_mut(sp.at(at), len))
-                                .collect();
-                            rule::apply(rule, block, s, &mut state);
+                            // The state slots' blocks, on the stack (no allocation per block).
+                            let mut state: [&mut [T]; 2] = [&mut [], &mut []];
+                            let mut used = 0;
+                            for sp in slots.iter().flatten() {
+                                state[used] = std::slice::from_raw_parts_mut(sp.at(at), len);
+                                used += 1;
+                            }
+                            rule::apply(rule, block, s, &mut state[..used]);
                         }
                     }
                     if let (Some(a2), Some((zp, ldz)), true) = (a2, z, c1 == k) {
