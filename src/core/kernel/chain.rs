@@ -327,85 +327,84 @@ fn combine_panels<T: Lane + Vector + RuleElem>(
     };
     let run = |part: usize| {
         let (p0, p1) = pool::split(count, parts, part, 1);
-        // A rule's S, one block of a panel at a time (at most RULE_BLOCK rows of pw).
-        let mut scratch = match mode {
-            Mode::Rule(..) => vec![T::default(); RULE_BLOCK.min(k) * pw],
-            Mode::Epilogue(_) => Vec::new(),
-        };
+        // A rule's S, one block of a panel at a time (at most RULE_BLOCK rows of pw), on the stack: the
+        // steps allocate nothing.
+        let mut scratch = [T::default(); RULE_BLOCK * 32];
         let blocks = |step: usize| {
             (0..k)
                 .step_by(step.max(1))
                 .map(move |c0| (c0, (c0 + step).min(k)))
         };
-        // (panel, first row, end row) in the order they are done. A rule goes panel by panel in small
-        // blocks, so that the reads of W and the state of one block overlap the next block's S (a
-        // sequential stream the hardware prefetches) and the panel is still in cache for its next
-        // product; an epilogue goes block by block across the panels (see c_block).
-        let order: Vec<(usize, usize, usize)> = match mode {
-            Mode::Rule(..) => (p0..p1)
-                .flat_map(|p| blocks(RULE_BLOCK).map(move |(c0, c1)| (p, c0, c1)))
-                .collect(),
-            Mode::Epilogue(_) => blocks(c_block)
-                .flat_map(|(c0, c1)| (p0..p1).map(move |p| (p, c0, c1)))
-                .collect(),
+        let mut block = |p: usize, c0: usize, c1: usize| {
+            // the panel's rows of W (fewer than pw in the last one)
+            let cols = (h - p * pw).min(pw);
+            let src = Mat {
+                data: &delta.data[(p * pw).min(delta.data.len())..],
+                rows: delta.rows,
+                cols,
+                ld: delta.ld,
+            };
+            let coef = Coef {
+                data: &a.data[c0.min(a.data.len())..],
+                ..coef
+            };
+            // SAFETY: panel p is k rows of pw values inside w's buffer, written by this part only;
+            // its first `cols` columns are W's rows, the rest padding that is never written; rows
+            // c0..c1 < k of it here. Z' columns p * pw .. + cols are inside z (asserted) and written
+            // by this part only, once the panel's last rows are updated.
+            unsafe {
+                let panel = wp.at(p * pw * k);
+                let rows = panel.add(c0 * pw);
+                match mode {
+                    Mode::Epilogue(epilogue) => {
+                        combine_raw(coef, src, rows, c1 - c0, cols, pw, epilogue);
+                    }
+                    Mode::Rule(rule, slots) => {
+                        let len = (c1 - c0) * pw;
+                        let s = &mut scratch[..len];
+                        if cols < pw {
+                            // The padding of the last panel: S = 0 there, so W and state stay 0.
+                            s.fill(T::default());
+                        }
+                        combine_raw(
+                            coef,
+                            src,
+                            s.as_mut_ptr(),
+                            c1 - c0,
+                            cols,
+                            pw,
+                            Epilogue::Assign,
+                        );
+                        let block = std::slice::from_raw_parts_mut(rows, len);
+                        let at = p * pw * k + c0 * pw;
+                        // The state slots' blocks, on the stack (no allocation per block).
+                        let mut state: [&mut [T]; 2] = [&mut [], &mut []];
+                        let mut used = 0;
+                        for sp in slots.iter().flatten() {
+                            state[used] = std::slice::from_raw_parts_mut(sp.at(at), len);
+                            used += 1;
+                        }
+                        rule::apply(rule, block, s, &mut state[..used]);
+                    }
+                }
+                if let (Some(a2), Some((zp, ldz)), true) = (a2, z, c1 == k) {
+                    let panel = std::slice::from_raw_parts(panel.cast_const(), pw * k);
+                    forward_panel(a2, panel, cols, zp.at(p * pw), ldz);
+                }
+            }
         };
-        for (p, c0, c1) in order {
-            {
-                // the panel's rows of W (fewer than pw in the last one)
-                let cols = (h - p * pw).min(pw);
-                let src = Mat {
-                    data: &delta.data[(p * pw).min(delta.data.len())..],
-                    rows: delta.rows,
-                    cols,
-                    ld: delta.ld,
-                };
-                let coef = Coef {
-                    data: &a.data[c0.min(a.data.len())..],
-                    ..coef
-                };
-                // SAFETY: panel p is k rows of pw values inside w's buffer, written by this part only;
-                // its first `cols` columns are W's rows, the rest padding that is never written; rows
-                // c0..c1 < k of it here. Z' columns p * pw .. + cols are inside z (asserted) and written
-                // by this part only, once the panel's last rows are updated.
-                unsafe {
-                    let panel = wp.at(p * pw * k);
-                    let rows = panel.add(c0 * pw);
-                    match mode {
-                        Mode::Epilogue(epilogue) => {
-                            combine_raw(coef, src, rows, c1 - c0, cols, pw, epilogue);
-                        }
-                        Mode::Rule(rule, slots) => {
-                            let len = (c1 - c0) * pw;
-                            let s = &mut scratch[..len];
-                            if cols < pw {
-                                // The padding of the last panel: S = 0 there, so W and state stay 0.
-                                s.fill(T::default());
-                            }
-                            combine_raw(
-                                coef,
-                                src,
-                                s.as_mut_ptr(),
-                                c1 - c0,
-                                cols,
-                                pw,
-                                Epilogue::Assign,
-                            );
-                            let block = std::slice::from_raw_parts_mut(rows, len);
-                            let at = p * pw * k + c0 * pw;
-                            // The state slots' blocks, on the stack (no allocation per block).
-                            let mut state: [&mut [T]; 2] = [&mut [], &mut []];
-                            let mut used = 0;
-                            for sp in slots.iter().flatten() {
-                                state[used] = std::slice::from_raw_parts_mut(sp.at(at), len);
-                                used += 1;
-                            }
-                            rule::apply(rule, block, s, &mut state[..used]);
-                        }
-                    }
-                    if let (Some(a2), Some((zp, ldz)), true) = (a2, z, c1 == k) {
-                        let panel = std::slice::from_raw_parts(panel.cast_const(), pw * k);
-                        forward_panel(a2, panel, cols, zp.at(p * pw), ldz);
-                    }
+        // A rule goes panel by panel in small blocks, so that the reads of W and the state of one block
+        // overlap the next block's S (a sequential stream the hardware prefetches) and the panel is still
+        // in cache for its next product; an epilogue goes block by block across the panels (see c_block).
+        match mode {
+            Mode::Rule(..) => {
+                for p in p0..p1 {
+                    blocks(RULE_BLOCK).for_each(|(c0, c1)| block(p, c0, c1));
+                }
+            }
+            Mode::Epilogue(_) => {
+                for (c0, c1) in blocks(c_block) {
+                    (p0..p1).for_each(|p| block(p, c0, c1));
                 }
             }
         }
@@ -414,7 +413,8 @@ fn combine_panels<T: Lane + Vector + RuleElem>(
 }
 
 /// Rows of a panel per block of an update with a rule (48 rows of 128 bytes: 6 KB of each of W, S and
-/// each state slot, in L1 together), a multiple of the update's tiles.
+/// each state slot, in L1 together), a multiple of the update's tiles. A panel row holds at most 32
+/// values (f32).
 const RULE_BLOCK: usize = 48;
 
 /// Bytes of A (terms by columns of W) that a block of the update keeps in L1 while every panel takes
