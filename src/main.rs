@@ -28,7 +28,8 @@ fn main() -> ExitCode {
         }
     };
     let env = mlp_runner::core::kernel::check_impl_env()
-        .and_then(|()| mlp_runner::core::kernel::Kernel::check_env());
+        .and_then(|()| mlp_runner::core::kernel::Kernel::check_env())
+        .and_then(|()| mlp_runner::core::math::Math::check_env());
     if let Err(msg) = env {
         eprintln!("error: {msg}");
         return ExitCode::from(2);

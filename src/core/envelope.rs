@@ -1,11 +1,13 @@
 //! The determinism envelope: what a run's bits may depend on besides its config and data, recorded with
-//! every run and compared by `verify` (crate and compiler versions, source commit, GEMM kernel, CPU, threads).
+//! every run and compared by `verify` (crate and compiler versions, source commit, GEMM kernel, elementary
+//! functions, CPU, threads).
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::core::config::RunConfig;
 use crate::core::kernel::Kernel;
+use crate::core::math::Math;
 use crate::core::pool;
 use crate::text::hex;
 
@@ -23,6 +25,9 @@ pub struct Envelope {
     pub cpu_model: String,
     pub cpu_features: String,
     pub gemm_kernel: String,
+    /// The elementary functions ([`Math::describe`]): `None` for the platform's C library (runs before
+    /// schema version 7).
+    pub math: Option<String>,
     pub threads: usize,
     pub os: String,
     pub host: String,
@@ -31,11 +36,16 @@ pub struct Envelope {
 impl Envelope {
     /// The envelope of a run with this config in this process.
     pub fn for_run(cfg: &RunConfig) -> Self {
-        Self::with_kernel(Kernel::for_run(cfg.model.dtype), cfg.model.dtype)
+        Self::with_numerics(
+            Kernel::for_run(cfg.model.dtype),
+            Math::for_run(),
+            cfg.model.dtype,
+        )
     }
 
-    /// The envelope of this process for a run of `dtype` whose products use `kernel`.
-    pub fn with_kernel(kernel: Kernel, dtype: crate::core::config::Dtype) -> Self {
+    /// The envelope of this process for a run of `dtype` whose products use `kernel` and whose
+    /// elementary functions are `math`'s.
+    pub fn with_numerics(kernel: Kernel, math: Math, dtype: crate::core::config::Dtype) -> Self {
         Envelope {
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             git_commit: env!("MLP_RUNNER_GIT_COMMIT").to_string(),
@@ -49,6 +59,7 @@ impl Envelope {
             cpu_model: cpu_model(),
             cpu_features: cpu_features().join(" "),
             gemm_kernel: kernel.describe(dtype),
+            math: math.describe().map(str::to_string),
             threads: pool::configured_threads(),
             os: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
             host: hostname(),
@@ -74,6 +85,7 @@ impl Envelope {
             ("cpu_model", Field::Text(self.cpu_model.clone())),
             ("cpu_features", Field::Text(self.cpu_features.clone())),
             ("gemm_kernel", Field::Text(self.gemm_kernel.clone())),
+            ("math", self.math.clone().map_or(Field::Null, Field::Text)),
             ("threads", Field::Int(self.threads as i64)),
             ("os", Field::Text(self.os.clone())),
             ("host", Field::Text(self.host.clone())),
@@ -99,14 +111,41 @@ impl Envelope {
     }
 }
 
+/// What a stored run was trained with, as its envelope recorded it (the `gemm_kernel` and `math`
+/// columns; both `None` for a run no process has trained): what `verify` re-trains it with and a resumed
+/// run goes on with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrainedWith {
+    pub kernel: Option<String>,
+    pub math: Option<String>,
+}
+
+impl TrainedWith {
+    /// The kernel of the run's products ([`Kernel::of_stored`]).
+    pub fn kernel(&self, dtype: crate::core::config::Dtype) -> Kernel {
+        Kernel::of_stored(self.kernel.as_deref(), dtype)
+    }
+
+    /// The run's elementary functions ([`Math::of_stored`]).
+    pub fn math(&self) -> Math {
+        Math::of_stored(self.kernel.as_deref(), self.math.as_deref())
+    }
+
+    /// The envelope of this process training the run on.
+    pub fn envelope(&self, dtype: crate::core::config::Dtype) -> Envelope {
+        Envelope::with_numerics(self.kernel(dtype), self.math(), dtype)
+    }
+}
+
 /// The fields that can change a run's bits, compared by `verify` (by name, in this order).
-pub const BIT_FIELDS: [&str; 9] = [
+pub const BIT_FIELDS: [&str; 10] = [
     "crate_version",
     "git_commit",
     "git_dirty",
     "rustc_version",
     "cargo_lock_sha256",
     "gemm_kernel",
+    "math",
     "cpu_model",
     "threads",
     "os",

@@ -19,6 +19,7 @@ pub mod early;
 pub mod envelope;
 pub mod kernel;
 pub mod loader;
+pub mod math;
 pub mod model;
 pub mod optim;
 pub mod pool;

@@ -73,11 +73,14 @@ impl Snapshot {
 }
 
 /// The initial parameters of a run with this config: what training starts from, drawn from the init
-/// stream of its seed. A pure function of the seed, the sizes, the init and the dtype, so the store may
-/// keep their hash only and regenerate them on demand.
-pub fn initial_snapshot(cfg: &crate::core::config::RunConfig) -> Snapshot {
+/// stream of its seed. A pure function of the seed, the sizes, the init, the dtype and the elementary
+/// functions (`math`: the run's), so the store may keep their hash only and regenerate them on demand.
+pub fn initial_snapshot(
+    cfg: &crate::core::config::RunConfig,
+    math: crate::core::math::Math,
+) -> Snapshot {
     let m = &cfg.model;
-    let mut rng = StreamRng::new(cfg.train.seed, crate::core::rng::Stream::Init);
+    let mut rng = StreamRng::new(cfg.train.seed, crate::core::rng::Stream::Init).with_math(math);
     match m.dtype {
         Dtype::F32 => Mlp::<f32>::init(&m.sizes, m.activation, m.init, &mut rng).snapshot(),
         Dtype::F64 => Mlp::<f64>::init(&m.sizes, m.activation, m.init, &mut rng).snapshot(),

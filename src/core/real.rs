@@ -6,12 +6,14 @@ use ndarray::{Array1, Array2, s};
 use crate::core::config::Dtype;
 use crate::core::kernel::rule::RuleElem;
 use crate::core::kernel::{self, Kernel, products::Products};
+use crate::core::math::Elementary;
 
 /// The float types a model can be trained in.
 pub trait Real:
     ndarray::LinalgScalar
     + num_traits::Float
     + RuleElem
+    + Elementary
     + Default
     + Send
     + Sync

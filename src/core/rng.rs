@@ -7,6 +7,7 @@
 //! The samplers are written here rather than taken from `rand`/`rand_distr` so that their output is fixed by
 //! this crate's version alone: a dependency upgrade cannot silently change which numbers a seed produces.
 
+use crate::core::math::Math;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 
@@ -53,6 +54,9 @@ pub fn dropout_bits(seed: u64, step: u64, layer: u32, out: &mut [u32]) {
 #[derive(Debug, Clone)]
 pub struct StreamRng {
     rng: ChaCha20Rng,
+    /// The functions of [`StreamRng::normal`] (ln, cos): [`Math::Owned`] unless
+    /// [`StreamRng::with_math`] says otherwise.
+    math: Math,
 }
 
 /// Where a stream stands: enough to continue it exactly (seed, stream id, 32-bit word position).
@@ -91,7 +95,16 @@ impl StreamRng {
         let mut rng = ChaCha20Rng::from_seed(key);
         rng.set_stream(state.stream);
         rng.set_word_pos(state.word_pos);
-        Self { rng }
+        Self {
+            rng,
+            math: Math::Owned,
+        }
+    }
+
+    /// Draw normals with `math`'s ln and cos (a stored run's, to regenerate its initial weights).
+    pub fn with_math(mut self, math: Math) -> Self {
+        self.math = math;
+        self
     }
 
     /// The state to save to continue this stream later.
@@ -115,11 +128,12 @@ impl StreamRng {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
-    /// Standard normal by the Box-Muller transform (one draw per pair of uniforms, the cosine branch).
+    /// Standard normal by the Box-Muller transform (one draw per pair of uniforms, the cosine branch),
+    /// sqrt(-2 ln u1) cos(2 pi u2).
     pub fn normal(&mut self) -> f64 {
         let u1 = 1.0 - self.uniform(); // (0, 1]: ln(u1) is finite
         let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        (-2.0 * self.math.ln(u1)).sqrt() * self.math.cos(std::f64::consts::TAU * u2)
     }
 
     /// Uniform integer in [0, n), without bias (Lemire's multiply-and-reject). `n` must be > 0.

@@ -13,6 +13,7 @@ use crate::core::data::Dataset;
 use crate::core::early::EarlyStop;
 use crate::core::kernel::Kernel;
 use crate::core::loader::Loader;
+use crate::core::math::Math;
 use crate::core::model::{Mlp, Snapshot};
 use crate::core::optim::Optimizer;
 use crate::core::real::Real;
@@ -131,6 +132,7 @@ pub struct Training<'a> {
     data: &'a Dataset,
     resume: Option<&'a Checkpoint>,
     kernel: Kernel,
+    math: Math,
     steps: Steps,
 }
 
@@ -142,6 +144,7 @@ impl<'a> Training<'a> {
             data,
             resume: None,
             kernel: Kernel::for_run(cfg.model.dtype),
+            math: Math::for_run(),
             steps: Steps::Fused,
         }
     }
@@ -157,6 +160,13 @@ impl<'a> Training<'a> {
     /// version before lanes8 used matrixmultiply's GEMM).
     pub fn kernel(mut self, kernel: Kernel) -> Self {
         self.kernel = kernel;
+        self
+    }
+
+    /// The elementary functions of `math`: `verify` and a resumed run keep those a stored run was
+    /// trained with (the platform's C library for runs before schema version 7).
+    pub fn math(mut self, math: Math) -> Self {
+        self.math = math;
         self
     }
 
@@ -181,6 +191,7 @@ impl<'a> Training<'a> {
             data,
             resume,
             kernel,
+            math,
             steps,
         } = *self;
         let (model_cfg, t) = (&cfg.model, &cfg.train);
@@ -192,7 +203,7 @@ impl<'a> Training<'a> {
         // architecture). A resumed run takes both from its checkpoint instead.
         let (mut model, shuffle, first_epoch) = match resume {
             None => {
-                let mut init = StreamRng::new(t.seed, Stream::Init);
+                let mut init = StreamRng::new(t.seed, Stream::Init).with_math(math);
                 let model = Mlp::<F>::init(
                     &model_cfg.sizes,
                     model_cfg.activation,
@@ -223,6 +234,7 @@ impl<'a> Training<'a> {
         let hidden = model_cfg.sizes.len() - 2;
         let mut ws = Workspace::<F>::new(&model_cfg.sizes, t.batch_size)
             .with_kernel(kernel)
+            .with_math(math)
             .with_fusion(steps == Steps::Fused)
             .with_dropout(&model_cfg.dropout.rates(hidden), t.seed);
         let eval_rows = EVAL_BLOCK.min(
@@ -231,7 +243,9 @@ impl<'a> Training<'a> {
                 .max(test_set.len())
                 .max(val_set.map_or(0, |v| v.len())),
         );
-        let mut eval_ws = Workspace::<F>::for_eval(&model_cfg.sizes, eval_rows).with_kernel(kernel);
+        let mut eval_ws = Workspace::<F>::for_eval(&model_cfg.sizes, eval_rows)
+            .with_kernel(kernel)
+            .with_math(math);
         let batches = loader.num_batches();
         // The learning rate and rule of each step, from the step's index alone.
         let optimizer = Optimizer::new(cfg, batches);

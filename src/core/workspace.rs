@@ -25,6 +25,7 @@ use crate::core::data::SplitRef;
 use crate::core::kernel::Kernel;
 use crate::core::kernel::products::Products;
 use crate::core::kernel::rule::{self, Rule};
+use crate::core::math::Math;
 use crate::core::model::Mlp;
 use crate::core::model::{Snapshot, Tensor};
 use crate::core::pool;
@@ -82,6 +83,9 @@ pub struct Workspace<F> {
     fused_last: bool,
     /// Dropout while training (`model.dropout`), when any rate is above 0.
     dropout: Option<DropoutState<F>>,
+    /// The elementary functions of the activations, softmax and loss ([`Math::Owned`] unless
+    /// [`Workspace::with_math`] says otherwise).
+    math: Math,
 }
 
 /// Inverted dropout of the hidden activations in training forward passes: a^l <- a^l * mask / (1 - p),
@@ -132,7 +136,14 @@ impl<F: Real> Workspace<F> {
             fuse: true,
             fused_last: false,
             dropout: None,
+            math: Math::Owned,
         }
+    }
+
+    /// Compute exp, ln and tanh with `math` (a stored run's, to keep its bits).
+    pub fn with_math(mut self, math: Math) -> Self {
+        self.math = math;
+        self
     }
 
     /// Apply dropout with `rates` (one per hidden layer) in the training forward passes of this
@@ -268,6 +279,7 @@ impl<F: Real> Workspace<F> {
                     z.as_slice_mut().expect(CONTIGUOUS),
                     layer.b.as_slice().expect(CONTIGUOUS),
                     model.activation,
+                    self.math,
                 );
                 if let Some(d) = &mut self.dropout {
                     d.apply(l, z.as_slice_mut().expect(CONTIGUOUS), n);
@@ -282,6 +294,7 @@ impl<F: Real> Workspace<F> {
                     z.as_slice_mut().expect(CONTIGUOUS),
                     layer.b.as_slice().expect(CONTIGUOUS),
                     &self.labels,
+                    self.math,
                 );
             }
         }
@@ -585,7 +598,7 @@ fn fill<F: Real>(
 }
 
 /// z <- act(z + b) for each row of a row-major [rows, b.len()] buffer.
-fn bias_activate<F: Real>(z: &mut [F], b: &[F], act: Activation) {
+fn bias_activate<F: Real>(z: &mut [F], b: &[F], act: Activation, math: Math) {
     for row in z.chunks_exact_mut(b.len()) {
         for (v, &bias) in row.iter_mut().zip(b) {
             let x = *v + bias;
@@ -598,8 +611,8 @@ fn bias_activate<F: Real>(z: &mut [F], b: &[F], act: Activation) {
                         x
                     }
                 }
-                Activation::Sigmoid => F::one() / (F::one() + (-x).exp()),
-                Activation::Tanh => x.tanh(),
+                Activation::Sigmoid => F::one() / (F::one() + (-x).exp_in(math)),
+                Activation::Tanh => x.tanh_in(math),
             };
         }
     }
@@ -625,7 +638,7 @@ fn activation_grad<F: Real>(d: &mut [F], a: &[F], act: Activation) {
 
 /// For each row: z <- z + b, then the loss -log softmax(z)_y = -(z_y - m - ln sum exp(z - m)) with
 /// m = max z (never log 0), the argmax for accuracy, and finally z <- softmax(z) in place.
-fn softmax_rows<F: Real>(z: &mut [F], b: &[F], labels: &[u8]) -> BatchStats {
+fn softmax_rows<F: Real>(z: &mut [F], b: &[F], labels: &[u8], math: Math) -> BatchStats {
     let mut stats = BatchStats::default();
     for (row, &y) in z.chunks_exact_mut(b.len()).zip(labels) {
         let mut max = F::neg_infinity();
@@ -641,11 +654,11 @@ fn softmax_rows<F: Real>(z: &mut [F], b: &[F], labels: &[u8]) -> BatchStats {
         let shifted_y = (row[y as usize] - max).to_f64();
         let mut sum = F::zero();
         for v in row.iter_mut() {
-            let e = (*v - max).exp();
+            let e = (*v - max).exp_in(math);
             sum = sum + e;
             *v = e;
         }
-        let log_p = shifted_y - sum.to_f64().ln();
+        let log_p = shifted_y - math.ln(sum.to_f64());
         stats.loss_sum -= log_p;
         stats.correct += usize::from(arg == y as usize && max.is_finite());
         let inv = F::one() / sum;
@@ -695,6 +708,7 @@ pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace
     } else {
         let sizes: Vec<usize> = ws.acts.iter().map(|a| a.ncols()).collect();
         let products = ws.products.boxed_clone();
+        let math = ws.math;
         let mine = Mutex::new(Some(ws));
         let slots: Vec<Mutex<BatchStats>> = (0..blocks).map(|_| Mutex::default()).collect();
         pool::run(parts, &|p| {
@@ -707,7 +721,7 @@ pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace
             let ws = match taken {
                 Some(ws) => ws,
                 None => {
-                    own = Workspace::for_eval(&sizes, rows);
+                    own = Workspace::for_eval(&sizes, rows).with_math(math);
                     own.products = products.boxed_clone();
                     &mut own
                 }
@@ -744,7 +758,7 @@ mod tests {
     fn softmax_cross_entropy_matches_hand_values() {
         // z = [1, 2, 3] (bias 0), y = 2: softmax = e^z / sum, loss = -ln(e^3 / (e + e^2 + e^3)).
         let mut z = [1.0f64, 2.0, 3.0];
-        let s = softmax_rows(&mut z, &[0.0; 3], &[2]);
+        let s = softmax_rows(&mut z, &[0.0; 3], &[2], Math::Owned);
         let denom = 1f64.exp() + 2f64.exp() + 3f64.exp();
         assert!((s.loss_sum - -(3f64.exp() / denom).ln()).abs() < 1e-12);
         assert_eq!(s.correct, 1);
@@ -756,7 +770,7 @@ mod tests {
     fn loss_is_finite_where_naive_log_softmax_is_not() {
         // The tutorial's log(softmax) gives log(0) = -inf for a far-off class; log-softmax stays finite.
         let mut z = [0.0f32, 1000.0];
-        let s = softmax_rows(&mut z, &[0.0; 2], &[0]);
+        let s = softmax_rows(&mut z, &[0.0; 2], &[0], Math::Owned);
         assert!(s.loss_sum.is_finite(), "{}", s.loss_sum);
         assert!((s.loss_sum - 1000.0).abs() < 1e-3);
         assert_eq!(s.correct, 0);
@@ -765,7 +779,11 @@ mod tests {
     #[test]
     fn nan_logits_give_nan_loss() {
         let mut z = [f32::NAN, 1.0];
-        assert!(softmax_rows(&mut z, &[0.0; 2], &[1]).loss_sum.is_nan());
+        assert!(
+            softmax_rows(&mut z, &[0.0; 2], &[1], Math::Owned)
+                .loss_sum
+                .is_nan()
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub(crate) const ENVELOPE: &[&str] = &[
     "cpu_model",
     "cpu_features",
     "gemm_kernel",
+    "math",
     "threads",
     "os",
     "host",

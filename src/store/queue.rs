@@ -20,7 +20,7 @@ use super::owner::Owner;
 use super::status::set_status;
 use super::{RunStatus, Store, WeightsKind, now, unix_now};
 use crate::core::config::RunConfig;
-use crate::core::envelope::{Envelope, Field};
+use crate::core::envelope::{Envelope, Field, TrainedWith};
 use crate::core::rng::StreamState;
 use crate::core::train::Checkpoint;
 use crate::error::{Error, Result};
@@ -80,8 +80,9 @@ pub(crate) struct Claim {
     pub checkpoint_epoch: Option<usize>,
     /// A run of a search trains up to its rung's epochs, then pauses (`None`: its config's epochs).
     pub target_epochs: Option<usize>,
-    /// A resumed run's kernel so far, as its envelope recorded it.
-    pub trained_with: Option<String>,
+    /// A resumed run's kernel and elementary functions so far, as its envelope recorded them (nothing
+    /// for a run trained from the start).
+    pub trained_with: TrainedWith,
 }
 
 /// How claims judge owners.
@@ -366,7 +367,7 @@ impl Store {
     pub(crate) fn claim(
         &self,
         config_hashes: &[String],
-        env: &dyn Fn(&str, Option<&str>) -> Envelope,
+        env: &dyn Fn(&str, &TrainedWith) -> Envelope,
         c: &Claimant<'_>,
     ) -> Result<Option<Claim>> {
         self.at(self.claim_inner(config_hashes, env, c))
@@ -375,7 +376,7 @@ impl Store {
     fn claim_inner(
         &self,
         config_hashes: &[String],
-        env: &dyn Fn(&str, Option<&str>) -> Envelope,
+        env: &dyn Fn(&str, &TrainedWith) -> Envelope,
         c: &Claimant<'_>,
     ) -> Result<Option<Claim>> {
         let hashes = serde_json::Value::from(config_hashes.to_vec()).to_string();
@@ -419,13 +420,20 @@ impl Store {
             clear_progress(&tx, id)?;
         }
         // A run resumed from a checkpoint goes on with the kernel it was trained with so far.
-        let trained_with: Option<String> = match checkpoint_epoch {
-            Some(_) => tx.query_row("SELECT gemm_kernel FROM runs WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })?,
-            None => None,
+        let trained_with = match checkpoint_epoch {
+            Some(_) => tx.query_row(
+                "SELECT gemm_kernel, math FROM runs WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(TrainedWith {
+                        kernel: r.get(0)?,
+                        math: r.get(1)?,
+                    })
+                },
+            )?,
+            None => TrainedWith::default(),
         };
-        let env = env(&config_hash, trained_with.as_deref());
+        let env = env(&config_hash, &trained_with);
         let me = c.me;
         tx.execute(
             "UPDATE runs SET claim = claim + 1, pid = ?2, host = ?3, owner_start = ?4, owner_task = ?5,

@@ -9,7 +9,7 @@ use rusqlite::{OptionalExtension, params};
 use super::integrity::read_snapshot;
 use super::{RunStatus, Store, WeightsKind};
 use crate::core::config::RunConfig;
-use crate::core::envelope::BIT_FIELDS;
+use crate::core::envelope::{BIT_FIELDS, TrainedWith};
 use crate::core::model::Snapshot;
 use crate::core::train::EpochMetrics;
 use crate::error::{Error, Result};
@@ -47,6 +47,15 @@ impl RunRow {
                 self.id
             ))
         })
+    }
+
+    /// What the run was trained with, by its envelope (kernel and elementary functions).
+    pub fn trained_with(&self) -> TrainedWith {
+        let field = |name: &str| self.envelope.get(name).cloned().flatten();
+        TrainedWith {
+            kernel: field("gemm_kernel"),
+            math: field("math"),
+        }
     }
 }
 
@@ -114,7 +123,11 @@ impl Store {
             self.col_of("r", "result_sha256", 5),
             BIT_FIELDS
                 .iter()
-                .map(|c| format!("CAST(r.{c} AS TEXT)"))
+                .map(|&c| {
+                    // `math` is recorded from schema 7 on; a store read as it is may be older.
+                    let since = if c == "math" { 7 } else { 1 };
+                    format!("CAST({} AS TEXT)", self.col_of("r", c, since))
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -349,7 +362,8 @@ impl Store {
         let Some(stored) = row.init_weights_sha256.clone() else {
             return Ok(None);
         };
-        let params = crate::core::model::initial_snapshot(&row.config(self)?);
+        let params =
+            crate::core::model::initial_snapshot(&row.config(self)?, row.trained_with().math());
         let now = params.sha256();
         // The stored hash is covered by the result fingerprint: an edited one is a corrupt store, not
         // another build.
@@ -440,10 +454,16 @@ impl Store {
 
     /// Columns of run `id` (`fields`: names from a fixed list of the caller's, never input), each as text.
     pub fn run_fields_as_text(&self, id: i64, fields: &[&str]) -> Result<Table> {
-        let cols: Vec<String> = fields
-            .iter()
-            .map(|c| format!("CAST({c} AS TEXT)"))
-            .collect();
+        // A store read as it is may predate a column (`math`: schema 7): NULL there.
+        let mut cols = Vec::with_capacity(fields.len());
+        for c in fields {
+            let present = super::integrity::has_column(self.connection(), "runs", c)?;
+            cols.push(if present {
+                format!("CAST({c} AS TEXT)")
+            } else {
+                "NULL".to_string()
+            });
+        }
         self.select(
             &format!("SELECT {} FROM runs WHERE id = ?1", cols.join(", ")),
             &[&id],

@@ -7,7 +7,7 @@ use rusqlite::{Connection, params};
 use crate::error::{Error, Result};
 
 /// Bump when the schema changes; older files are migrated, newer ones refused.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// `PRAGMA application_id` of a store ("MLPR"): how a file says it is one, beside its tables.
 pub const APPLICATION_ID: i64 = 0x4d4c_5052;
@@ -233,6 +233,9 @@ const MIGRATIONS: &[&str] = &[
          data   BLOB NOT NULL,              -- little-endian values, row-major
          PRIMARY KEY (run_id, layer, param)
      );",
+    // 7: the elementary functions (exp, ln, tanh, cos) of a run, recorded in its envelope: the owned ones
+    // (`libm-0.2.16`) from this version on; NULL for the platform's C library, as every run before.
+    "ALTER TABLE runs ADD COLUMN math TEXT;                             -- elementary functions: libm-0.2.16, or NULL (the platform's C library)",
 ];
 
 /// The selection metric of experiment rows written before version 5 (or merged from such a store): a

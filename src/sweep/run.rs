@@ -18,7 +18,7 @@ use super::progress::{Progress, RunProgress, RunStart};
 use super::spec::{Experiment, PlannedRun};
 use crate::core::config::RunConfig;
 use crate::core::data::DataCache;
-use crate::core::envelope::Envelope;
+use crate::core::envelope::{Envelope, TrainedWith};
 use crate::core::kernel::Kernel;
 use crate::core::model::Snapshot;
 use crate::core::shard::Shard;
@@ -508,12 +508,13 @@ impl Worker<'_> {
     /// Claim and train runs until none is left (or `stop`); returns the ids trained.
     fn work(&self, store: &Store) -> Result<Vec<i64>> {
         // The envelope depends on the run (its kernel); a hash not of this spec is reported below.
-        let env = |hash: &str, trained_with: Option<&str>| match self.runs.get(hash) {
-            Some(run) => {
-                let dtype = run.config.model.dtype;
-                Envelope::with_kernel(Kernel::of_stored(trained_with, dtype), dtype)
-            }
-            None => Envelope::with_kernel(Kernel::Gemm, crate::core::config::Dtype::F64),
+        let env = |hash: &str, trained_with: &TrainedWith| match self.runs.get(hash) {
+            Some(run) => trained_with.envelope(run.config.model.dtype),
+            None => Envelope::with_numerics(
+                Kernel::Gemm,
+                crate::core::math::Math::for_run(),
+                crate::core::config::Dtype::F64,
+            ),
         };
         let mut done = Vec::new();
         while !self.stop.load(Ordering::SeqCst) {
@@ -624,8 +625,9 @@ impl Worker<'_> {
             pause: std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse().ok()),
             after: AfterEpoch::Continue,
         };
-        let kernel = Kernel::of_stored(claim.trained_with.as_deref(), c.model.dtype);
-        let mut training = Training::new(c, data).kernel(kernel);
+        let mut training = Training::new(c, data)
+            .kernel(claim.trained_with.kernel(c.model.dtype))
+            .math(claim.trained_with.math());
         if let Some(cp) = checkpoint.as_ref() {
             training = training.resume_from(cp);
         }

@@ -173,15 +173,10 @@ pub fn verify_run(
         .then(|| usize::try_from(row.epochs_done).unwrap_or(0).max(1));
     // Re-trained with the kernel it was trained with: an f64 run of a version before lanes8 used
     // matrixmultiply's GEMM, whose bits depend on the kernel the CPU selects.
-    let kernel = Kernel::of_stored(
-        row.envelope
-            .get("gemm_kernel")
-            .cloned()
-            .flatten()
-            .as_deref(),
-        cfg.model.dtype,
-    );
-    let current = Envelope::with_kernel(kernel, cfg.model.dtype);
+    let trained_with = row.trained_with();
+    let kernel = trained_with.kernel(cfg.model.dtype);
+    let math = trained_with.math();
+    let current = trained_with.envelope(cfg.model.dtype);
     let envelope_diffs = BIT_FIELDS
         .iter()
         .filter_map(|&field| {
@@ -268,7 +263,10 @@ pub fn verify_run(
         stop_at,
         stopped_params: None,
     };
-    let outcome = Training::new(&cfg, data).kernel(kernel).run(&mut cmp);
+    let outcome = Training::new(&cfg, data)
+        .kernel(kernel)
+        .math(math)
+        .run(&mut cmp);
     cmp.bar.finish();
     let outcome = outcome?;
     report.difference = cmp.difference;

@@ -464,7 +464,19 @@ fn initial_weights_are_kept_as_a_hash_and_drawn_again_exactly() {
 fn a_version_2_store_is_read_as_it_is_and_migrated_when_written() {
     let dir = tmp();
     let d = dir.path();
-    let (_, db) = trained(d, &format!("{SPEC}[store]\ninitial_weights = true\n"));
+    // Trained with the C library's elementary functions, as a version-2 build did.
+    let s = spec(
+        d,
+        "m.toml",
+        &format!("{SPEC}[store]\ninitial_weights = true\n"),
+    );
+    let db = d.join("m.db");
+    crate::util::runner_env(
+        d,
+        &[s.to_str().unwrap(), "--db", db.to_str().unwrap()],
+        &[("MLP_RUNNER_MATH", "platform")],
+    )
+    .ok();
     // Make it the store a version-2 build wrote: the version-3 tables, columns and views taken away
     // (the epochs' learning rates first, with the hashes a build without them wrote).
     rusqlite::Connection::open(&db)
@@ -491,7 +503,7 @@ fn a_version_2_store_is_read_as_it_is_and_migrated_when_written() {
              ALTER TABLE epochs DROP COLUMN learning_rate; ALTER TABLE runs DROP COLUMN optimizer;
              ALTER TABLE runs DROP COLUMN checkpoint_state_sha256; DROP TABLE checkpoint_state;
              ALTER TABLE runs DROP COLUMN dropout; ALTER TABLE runs DROP COLUMN stopped_epoch;
-             ALTER TABLE runs DROP COLUMN stop_reason;
+             ALTER TABLE runs DROP COLUMN stop_reason; ALTER TABLE runs DROP COLUMN math;
              CREATE VIEW run_summary AS
              SELECT r.id AS run_id, e.name AS experiment, r.name, r.status, r.seed, r.sizes, r.activation, r.init,
                     r.dtype, r.batch_size, r.learning_rate, r.epochs, r.epochs_done, r.train_loss, r.train_acc,
@@ -512,7 +524,9 @@ fn a_version_2_store_is_read_as_it_is_and_migrated_when_written() {
     assert_eq!(file_sha(&db), sha);
     // A write migrates it; every run keeps its bits.
     run(d, &db, &["tag", "1", "old"]).ok();
-    assert_eq!(scalar(&db, "PRAGMA user_version"), "6");
+    assert_eq!(scalar(&db, "PRAGMA user_version"), "7");
+    // Version 7: no run before it recorded its elementary functions (the C library's).
+    assert_eq!(scalar(&db, "SELECT count(math) FROM runs"), "0");
     // Version 6: every run before it trained plain SGD; their epochs have no stored learning rate.
     assert_eq!(
         scalar(&db, "SELECT group_concat(DISTINCT optimizer) FROM runs"),

@@ -481,6 +481,103 @@ fn an_interrupted_run_of_the_lanes_era_resumes_with_its_kernel() {
     );
 }
 
+/// Runs trained before schema 7 computed exp, ln, tanh and cos with the platform's C library; runs of
+/// today with the owned `libm` functions (recorded as `math`). An interrupted run of the old math resumes
+/// with it, both verify with their own functions, and the same configs give other bits under each.
+#[test]
+fn a_run_of_the_platform_math_era_resumes_and_verifies_with_its_functions() {
+    let dir = tmp();
+    let d = dir.path();
+    // tanh in f32 and sigmoid in f64 (exp and tanh both), normal init (ln and cos in every draw).
+    let s = spec(
+        d,
+        "m.toml",
+        "[data]\ndir = \"{MNIST}\"\nlimit_train = 3000\nlimit_test = 500\n[model]\nsizes = [784, 24, 10]\n\
+         init = \"xavier\"\n[train]\nbatch_size = 10\nepochs = 2\nlearning_rate = 0.05\n[sweep]\n\
+         \"model.activation\" = [{ activation = \"tanh\", dtype = \"f32\" },\n\
+         { activation = \"sigmoid\", dtype = \"f64\", init = \"normal\" }]\n",
+    );
+    let platform = [("MLP_RUNNER_MATH", "platform")];
+    let alone = d.join("alone.db");
+    runner_env(
+        d,
+        &[s.to_str().unwrap(), "--db", alone.to_str().unwrap()],
+        &platform,
+    )
+    .ok();
+    // Stored as every run before schema 7: no math in the envelope.
+    assert_eq!(
+        scalar(&alone, "SELECT count(*) FROM runs WHERE math IS NULL"),
+        "2"
+    );
+    let expected = fingerprint(&alone);
+    // The same configs with the owned functions: recorded, and other bits.
+    let now = d.join("now.db");
+    runner(d, &[s.to_str().unwrap(), "--db", now.to_str().unwrap()]).ok();
+    assert_eq!(
+        scalar(&now, "SELECT group_concat(DISTINCT math) FROM runs"),
+        "libm-0.2.16"
+    );
+    assert_ne!(fingerprint(&now).1, expected.1);
+    // An old-math run killed after epoch 1, resumed by a runner whose new runs use the owned functions:
+    // the bits of the old-math run left alone.
+    let db = d.join("cut.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args([s.to_str().unwrap(), "--db", db.to_str().unwrap()])
+        .current_dir(d)
+        .envs(platform)
+        .env("MLP_RUNNER_PAUSE_AFTER_EPOCH_MS", "5000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_epochs(&db, 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    runner(d, &[s.to_str().unwrap(), "--db", db.to_str().unwrap()]).ok();
+    // Run 1 (resumed) has the bits of the old-math run left alone; run 2, not started when it was
+    // killed, trained from the start as a new run: the owned functions, the bits of today's.
+    let (cut, old, new) = (fingerprint(&db), &expected, fingerprint(&now));
+    let hashes = |f: &(Vec<Vec<String>>, String)| -> Vec<String> {
+        f.1.split(',').map(str::to_string).collect()
+    };
+    assert_eq!(cut.0[..2], old.0[..2]);
+    assert_eq!(hashes(&cut)[0], hashes(old)[0]);
+    assert_eq!(cut.0[2..], new.0[2..]);
+    assert_eq!(hashes(&cut)[1], hashes(&new)[1]);
+    assert_eq!(
+        query(
+            &db,
+            "SELECT id, coalesce(math, 'platform') FROM runs ORDER BY id"
+        ),
+        [["1", "platform"], ["2", "libm-0.2.16"]]
+    );
+    // verify re-trains each store's runs with their own functions: identical, no envelope difference.
+    for store in [&alone, &now, &db] {
+        let v = runner(d, &["verify", "--all", "--db", store.to_str().unwrap()]);
+        let out = &v.ok().stdout;
+        assert_eq!(out.matches(": identical").count(), 2, "{out}");
+        assert!(!out.contains("math"), "{out}");
+    }
+    // A name that is not a choice is refused before anything is trained.
+    let bad = runner_env(
+        d,
+        &[
+            s.to_str().unwrap(),
+            "--db",
+            d.join("bad.db").to_str().unwrap(),
+        ],
+        &[("MLP_RUNNER_MATH", "glibc")],
+    );
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("MLP_RUNNER_MATH=\"glibc\""),
+        "{}",
+        bad.stderr
+    );
+    assert!(!d.join("bad.db").exists());
+}
+
 #[test]
 fn an_f64_run_of_the_gemm_era_still_verifies_with_its_kernel() {
     let dir = tmp();

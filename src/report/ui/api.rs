@@ -163,6 +163,7 @@ pub fn run(store: &Store, id: i64) -> Result<Json> {
         "rustc_version",
         "cpu_model",
         "gemm_kernel",
+        "math",
         "threads",
         "os",
         "resumes",
