@@ -26,15 +26,30 @@ fn is_sqlite_file(path: &Path) -> bool {
 }
 
 /// Is `a` the same file as `b` (or, if `b` does not exist yet, would creating `b` create `a`)?
+/// On Unix, two existing paths are the same file when their device and inode are; elsewhere (Windows),
+/// when their canonical paths are (hard links to one file then count as two).
 pub fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        (Ok(x), Ok(y)) => same_existing(a, &x, b, &y),
         _ => match (absolute(a), absolute(b)) {
             (Some(x), Some(y)) => x == y,
             _ => false,
         },
     }
+}
+
+#[cfg(unix)]
+fn same_existing(_: &Path, x: &std::fs::Metadata, _: &Path, y: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    x.dev() == y.dev() && x.ino() == y.ino()
+}
+
+#[cfg(not(unix))]
+fn same_existing(a: &Path, _: &std::fs::Metadata, b: &Path, _: &std::fs::Metadata) -> bool {
+    matches!(
+        (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+        (Ok(x), Ok(y)) if x == y
+    )
 }
 
 /// `path` made absolute, its folder resolved through symbolic links (the file itself need not exist).

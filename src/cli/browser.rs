@@ -3,8 +3,6 @@
 //! until it says it is ready, read what it measured. No WebSocket and no crate: two pipes.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,8 +40,45 @@ pub const FLAGS: &[&str] = &[
     "--disable-dev-shm-usage",
 ];
 
+#[cfg(unix)]
 unsafe extern "C" {
     fn dup2(old: i32, new: i32) -> i32;
+}
+
+/// Give the child `commands` as its file descriptor 3 and `events` as 4 (what `--remote-debugging-pipe`
+/// reads and writes).
+#[cfg(unix)]
+fn pipes_as_3_and_4(
+    cmd: &mut Command,
+    commands: &std::io::PipeReader,
+    events: &std::io::PipeWriter,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let (r_fd, w_fd) = (commands.as_raw_fd(), events.as_raw_fd());
+    // SAFETY: dup2 is async-signal-safe; it only renumbers the two pipe ends the child inherits.
+    unsafe {
+        cmd.pre_exec(move || {
+            if dup2(r_fd, 3) < 0 || dup2(w_fd, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Chromium's pipe mode reads file descriptors 3 and 4, which Windows processes do not inherit.
+#[cfg(not(unix))]
+fn pipes_as_3_and_4(
+    _: &mut Command,
+    _: &std::io::PipeReader,
+    _: &std::io::PipeWriter,
+) -> Result<()> {
+    bail!(
+        "driving Chromium (runner bench --ui) needs Unix file descriptors 3 and 4 for its DevTools pipe; \
+         run it on Linux or macOS (the dashboard itself, runner ui, works here)"
+    )
 }
 
 pub struct Browser {
@@ -68,7 +103,6 @@ impl Browser {
         std::fs::create_dir_all(&profile)?;
         let (cmd_r, cmd_w) = std::io::pipe()?;
         let (evt_r, evt_w) = std::io::pipe()?;
-        let (r_fd, w_fd) = (cmd_r.as_raw_fd(), evt_w.as_raw_fd());
         let mut cmd = Command::new(chromium);
         cmd.args(FLAGS)
             .arg("--remote-debugging-pipe")
@@ -77,15 +111,7 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: dup2 is async-signal-safe; it only renumbers the two pipe ends the child inherits.
-        unsafe {
-            cmd.pre_exec(move || {
-                if dup2(r_fd, 3) < 0 || dup2(w_fd, 4) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        pipes_as_3_and_4(&mut cmd, &cmd_r, &evt_w)?;
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", chromium.display()))?;

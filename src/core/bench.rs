@@ -381,7 +381,7 @@ fn reference_samples_per_s(ds: &Dataset, sizes: &[usize], batches: usize) -> f64
 /// The multiply-add peak of one core for `dtype`: independent chains of FMAs on full vectors, nothing
 /// loaded from memory (AVX-512: 16 chains of 16 f32 or 8 f64 lanes; AVX2: 12 chains of 8 or 4, as its 16
 /// registers hold 12 chains and the two operands; 16 chains spilled, and read a Zen 3 peak at about
-/// half). GFLOP/s, or None on a CPU with neither.
+/// half; NEON: 16 chains of 4 f32 or 2 f64). GFLOP/s, or None on a CPU with none of these.
 /// Measured once per process (the best of 3 runs) and kept.
 pub fn fma_peak_gflops(dtype: Dtype) -> Option<f64> {
     static PEAKS: std::sync::OnceLock<(Option<f64>, Option<f64>)> = std::sync::OnceLock::new();
@@ -493,7 +493,52 @@ fn peak_best_of(dtype: Dtype, iters: usize, reps: usize) -> Option<f64> {
             .fold(f64::INFINITY, f64::min);
         Some(iters as f64 * chains * lanes * 2.0 / best / 1e9)
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        use std::arch::aarch64::*;
+        // 16 chains of 128-bit FMLAs (4 f32 or 2 f64 lanes): 16 of the 32 registers, enough to cover
+        // the latency of four FMA pipes.
+        const CHAINS_Q: usize = 16;
+        fn chains_q(iters: usize) -> f32 {
+            // SAFETY: NEON is part of every aarch64 CPU.
+            unsafe {
+                let mut acc = [vdupq_n_f32(0.0); CHAINS_Q];
+                let (x, y) = (vdupq_n_f32(0.999_999), vdupq_n_f32(1e-7));
+                for _ in 0..iters {
+                    for a in acc.iter_mut() {
+                        *a = vfmaq_f32(y, *a, x);
+                    }
+                }
+                acc.iter().map(|&a| vaddvq_f32(a)).sum()
+            }
+        }
+        fn chains_qd(iters: usize) -> f32 {
+            // SAFETY: as above.
+            unsafe {
+                let mut acc = [vdupq_n_f64(0.0); CHAINS_Q];
+                let (x, y) = (vdupq_n_f64(0.999_999), vdupq_n_f64(1e-7));
+                for _ in 0..iters {
+                    for a in acc.iter_mut() {
+                        *a = vfmaq_f64(y, *a, x);
+                    }
+                }
+                acc.iter().map(|&a| vaddvq_f64(a)).sum::<f64>() as f32
+            }
+        }
+        let (run, lanes): (fn(usize) -> f32, f64) = match dtype {
+            Dtype::F32 => (chains_q, 4.0),
+            Dtype::F64 => (chains_qd, 2.0),
+        };
+        let best = (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(run(std::hint::black_box(iters)));
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        Some(iters as f64 * CHAINS_Q as f64 * lanes * 2.0 / best / 1e9)
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (dtype, iters, reps);
         None

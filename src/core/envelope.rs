@@ -203,6 +203,10 @@ fn cpu_features() -> Vec<&'static str> {
             f.push("avx512f");
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("neon") {
+        f.push("neon");
+    }
     f
 }
 
@@ -212,5 +216,7 @@ pub fn hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
+        // Windows names the machine here.
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
         .unwrap_or_else(|| "unknown".into())
 }

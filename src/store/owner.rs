@@ -81,8 +81,11 @@ impl Owner {
                 }
                 Some(process_start(pid).as_deref() == Some(theirs))
             }
-            // A run stored before owners had a start time: the pid is all there is.
-            (None, _) => Some(std::path::Path::new(&format!("/proc/{pid}")).exists()),
+            // A run stored before owners had a start time: the pid is all there is, where `/proc`
+            // shows it. Without `/proc` (macOS, Windows: no owner has a start time there) the heartbeat
+            // decides.
+            (None, _) if has_proc() => Some(std::path::Path::new(&format!("/proc/{pid}")).exists()),
+            (None, _) => None,
             (Some(_), None) => None,
         }
     }
@@ -91,10 +94,15 @@ impl Owner {
 /// Is a process with this pid alive on this host? (Where `/proc` cannot tell, it is taken as alive: a
 /// caller never removes what a live process may use.)
 pub fn pid_alive(pid: u32) -> bool {
-    if !std::path::Path::new("/proc/self").exists() {
+    if !has_proc() {
         return true;
     }
     std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Does this system show its processes in `/proc` (Linux)?
+fn has_proc() -> bool {
+    std::path::Path::new("/proc/self").exists()
 }
 
 /// `<boot id>/<pid namespace>/<start ticks>` of process `pid`, read from `/proc`.
@@ -114,6 +122,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn this_process_is_alive_and_a_reused_pid_is_not_its_owner() {
         let me = Owner::this_process(None);
         let start = me.start.clone().expect("Linux /proc");

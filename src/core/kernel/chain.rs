@@ -24,7 +24,8 @@
 //! panels before training steps and unpacked after them, bit for bit.
 //!
 //! Each element is computed whole by one thread, so the bits do not depend on tiling, alignment, threads
-//! or instruction set; the AVX-512, AVX2+FMA and portable paths are tested against [`mod@reference`].
+//! or instruction set; the AVX-512, AVX2+FMA, NEON (aarch64) and portable paths are tested against
+//! [`mod@reference`].
 
 use super::lanes::{Coef, Epilogue, Lane, Mat, MatMut, SharedOut, Vector, combine_raw, fits};
 use super::rule::{self, Rule, RuleElem};
@@ -204,6 +205,8 @@ unsafe fn forward_panel<T: Lane + Vector>(
             Implementation::Avx512 => x86::panel_512(a, panel.as_ptr(), cols, z, ldz),
             #[cfg(target_arch = "x86_64")]
             Implementation::Avx2Fma => x86::panel_256(a, panel.as_ptr(), cols, z, ldz),
+            #[cfg(target_arch = "aarch64")]
+            Implementation::Neon => neon::panel(a, panel.as_ptr(), cols, z, ldz),
             _ => portable_panel(a, panel, cols, z, ldz),
         }
     }
@@ -430,19 +433,14 @@ fn update_block<T>(terms: usize, k: usize) -> usize {
     (UPDATE_BLOCK_BYTES / row / 12).max(1) * 12
 }
 
-/// AVX-512 and AVX2+FMA tiles: one generic walk over the register type of each.
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::width;
-    use crate::core::kernel::lanes::Mat;
-    use crate::core::kernel::lanes::simd::{avx2::Simd2, avx512::Simd};
-
+/// The register walk of [`forward`]'s tiles, generic over the instruction set's register type.
+mod regs {
     /// A register of one instruction set for one element type.
     ///
     /// Every method is `unsafe` for the same two reasons: it may only run on a CPU with the register's
-    /// instruction set (`Zmm`: AVX-512F, `Ymm`: AVX2+FMA; the dispatch checks it once
-    /// per product), and a pointer argument must be valid for the reads or writes the method names.
-    trait Regs<T> {
+    /// instruction set (`Zmm`: AVX-512F, `Ymm`: AVX2+FMA, `Q`: NEON; the dispatch checks it
+    /// once per product), and a pointer argument must be valid for the reads or writes the method names.
+    pub(super) trait Regs<T> {
         type R: Copy;
         /// Values per register.
         const LEN: usize;
@@ -471,6 +469,60 @@ mod x86 {
         /// As [`Regs::zero`], and `p` valid for `n` writes.
         unsafe fn store_first(p: *mut T, n: usize, v: Self::R);
     }
+
+    /// R rows of A against V registers of a panel's columns: for each k, one broadcast of a[i][k] per
+    /// row against the panel row's registers, each accumulator one chain over k from +0; then the first
+    /// `cols` columns stored.
+    ///
+    /// # Safety
+    /// The instruction set of `I`; `a` holds R rows of k values at stride `lda`, `w` k rows of at least
+    /// V * LEN values at stride `ldw`, `z` R rows of `cols` writable values at stride `ldz`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tile<T, I: Regs<T>, const R: usize, const V: usize>(
+        k: usize,
+        a: *const T,
+        lda: usize,
+        w: *const T,
+        ldw: usize,
+        z: *mut T,
+        ldz: usize,
+        cols: usize,
+    ) {
+        unsafe {
+            let mut acc = [[I::zero(); V]; R];
+            for t in 0..k {
+                let row = w.add(t * ldw);
+                let s: [I::R; V] = std::array::from_fn(|v| I::load(row.add(v * I::LEN)));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let c = I::splat(a.add(r * lda + t));
+                    for (x, y) in acc_r.iter_mut().zip(&s) {
+                        *x = I::fmadd(c, *y, *x);
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                for (v, x) in acc_r.iter().enumerate() {
+                    let n = cols.saturating_sub(v * I::LEN).min(I::LEN);
+                    let p = z.add(r * ldz + v * I::LEN);
+                    if n == I::LEN {
+                        I::store(p, *x);
+                    } else if n > 0 {
+                        I::store_first(p, n, *x);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// AVX-512 and AVX2+FMA tiles: one generic walk over the register type of each.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::regs::{Regs, tile};
+    use super::width;
+    use crate::core::kernel::lanes::Mat;
+    use crate::core::kernel::lanes::simd::{avx2::Simd2, avx512::Simd};
 
     struct Zmm;
     struct Ymm;
@@ -530,51 +582,6 @@ mod x86 {
         #[inline(always)]
         unsafe fn store_first(p: *mut T, n: usize, v: Self::R) {
             unsafe { <T as Simd2>::store_first(p, n, v) }
-        }
-    }
-
-    /// R rows of A against V registers of a panel's columns: for each k, one broadcast of a[i][k] per
-    /// row against the panel row's registers, each accumulator one chain over k from +0; then the first
-    /// `cols` columns stored.
-    ///
-    /// # Safety
-    /// The instruction set of `I`; `a` holds R rows of k values at stride `lda`, `w` k rows of at least
-    /// V * LEN values at stride `ldw`, `z` R rows of `cols` writable values at stride `ldz`.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<T, I: Regs<T>, const R: usize, const V: usize>(
-        k: usize,
-        a: *const T,
-        lda: usize,
-        w: *const T,
-        ldw: usize,
-        z: *mut T,
-        ldz: usize,
-        cols: usize,
-    ) {
-        unsafe {
-            let mut acc = [[I::zero(); V]; R];
-            for t in 0..k {
-                let row = w.add(t * ldw);
-                let s: [I::R; V] = std::array::from_fn(|v| I::load(row.add(v * I::LEN)));
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let c = I::splat(a.add(r * lda + t));
-                    for (x, y) in acc_r.iter_mut().zip(&s) {
-                        *x = I::fmadd(c, *y, *x);
-                    }
-                }
-            }
-            for (r, acc_r) in acc.iter().enumerate() {
-                for (v, x) in acc_r.iter().enumerate() {
-                    let n = cols.saturating_sub(v * I::LEN).min(I::LEN);
-                    let p = z.add(r * ldz + v * I::LEN);
-                    if n == I::LEN {
-                        I::store(p, *x);
-                    } else if n > 0 {
-                        I::store_first(p, n, *x);
-                    }
-                }
-            }
         }
     }
 
@@ -703,6 +710,125 @@ mod x86 {
         while i < a.rows {
             let s = (a.rows - i).min(ROWS_256);
             let f = std::hint::black_box(pick_256::<T>(s));
+            let mut c0 = 0;
+            while c0 < cols {
+                // SAFETY: rows i..i+s of A and z, the panel's k rows from column c0 (half a panel row
+                // is inside it); passed on from the caller.
+                unsafe {
+                    let ap = a.data.as_ptr().add(i * a.ld);
+                    let zp = z.add(i * ldz + c0);
+                    f(
+                        a.cols,
+                        ap,
+                        a.ld,
+                        w.add(c0),
+                        width::<T>(),
+                        zp,
+                        ldz,
+                        cols - c0,
+                    );
+                }
+                c0 += half;
+            }
+            i += s;
+        }
+    }
+}
+
+/// NEON tiles (aarch64): the same walk with 128-bit registers, 6 rows of A by half a panel (4
+/// registers: 16 f32 or 8 f64 columns), 24 accumulators of the 32 registers.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::regs::{Regs, tile};
+    use super::width;
+    use crate::core::kernel::lanes::Mat;
+    use crate::core::kernel::lanes::simd::neon::Neon;
+
+    /// A NEON register of T.
+    struct Q;
+
+    impl<T: Neon> Regs<T> for Q {
+        type R = <T as Neon>::R;
+        const LEN: usize = T::LEN;
+        #[inline(always)]
+        unsafe fn zero() -> Self::R {
+            unsafe { T::zero() }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const T) -> Self::R {
+            unsafe { T::load(p) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: Self::R, b: Self::R, c: Self::R) -> Self::R {
+            unsafe { T::fmadd(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn splat(p: *const T) -> Self::R {
+            unsafe { T::splat(*p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut T, v: Self::R) {
+            unsafe { T::store(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_first(p: *mut T, n: usize, v: Self::R) {
+            // Through a buffer of one register: n < LEN values written.
+            let mut buf = [T::default(); 4];
+            unsafe {
+                T::store(buf.as_mut_ptr(), v);
+                std::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
+            }
+        }
+    }
+
+    /// Rows of A per tile.
+    const ROWS: usize = 6;
+    /// Registers per tile row: half a panel row.
+    const VECS: usize = 4;
+
+    /// `tile` of R rows on NEON.
+    ///
+    /// # Safety
+    /// As `tile`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_q<T: Neon, const R: usize>(
+        k: usize,
+        a: *const T,
+        lda: usize,
+        w: *const T,
+        ldw: usize,
+        z: *mut T,
+        ldz: usize,
+        cols: usize,
+    ) {
+        unsafe { tile::<T, Q, R, VECS>(k, a, lda, w, ldw, z, ldz, cols) }
+    }
+
+    type Tile<T> = unsafe fn(usize, *const T, usize, *const T, usize, *mut T, usize, usize);
+
+    fn pick<T: Neon>(s: usize) -> Tile<T> {
+        match s {
+            1 => tile_q::<T, 1>,
+            2 => tile_q::<T, 2>,
+            3 => tile_q::<T, 3>,
+            4 => tile_q::<T, 4>,
+            5 => tile_q::<T, 5>,
+            _ => tile_q::<T, ROWS>,
+        }
+    }
+
+    /// One panel on NEON: tiles of 6 rows of A by each half of the panel (a half whose rows of W are
+    /// all padding is skipped).
+    ///
+    /// # Safety
+    /// As [`super::forward_panel`].
+    pub unsafe fn panel<T: Neon>(a: Mat<'_, T>, w: *const T, cols: usize, z: *mut T, ldz: usize) {
+        let half = width::<T>() / 2;
+        debug_assert_eq!(half, VECS * T::LEN);
+        let mut i = 0;
+        while i < a.rows {
+            let s = (a.rows - i).min(ROWS);
+            let f = std::hint::black_box(pick::<T>(s));
             let mut c0 = 0;
             while c0 < cols {
                 // SAFETY: rows i..i+s of A and z, the panel's k rows from column c0 (half a panel row

@@ -25,8 +25,8 @@ pub const MATRIXMULTIPLY_VERSION: &str = "0.3.11";
 /// Lanes of the f32 contract.
 pub const LANES: usize = 16;
 
-/// Set to `portable` or `avx2-fma` to run the chain and lanes kernels with that implementation instead of the
-/// fastest one (same bits, slower; for checking that claim). `portable` on x86-64 without FMA instructions
+/// Set to `portable`, `avx2-fma` or `neon` (aarch64) to run the chain and lanes kernels with that
+/// implementation instead of the fastest one (same bits, slower; for checking that claim). `portable` on x86-64 without FMA instructions
 /// calls `fma` for every multiply-add: minutes per MNIST epoch.
 pub const IMPL_ENV: &str = "MLP_RUNNER_KERNEL_IMPL";
 
@@ -163,6 +163,8 @@ fn matrixmultiply_kernel() -> &'static str {
 pub enum Implementation {
     Avx512,
     Avx2Fma,
+    /// aarch64's 128-bit vectors (every aarch64 CPU has them).
+    Neon,
     Portable,
 }
 
@@ -171,6 +173,7 @@ impl Implementation {
         match self {
             Implementation::Avx512 => "avx512",
             Implementation::Avx2Fma => "avx2-fma",
+            Implementation::Neon => "neon",
             Implementation::Portable => "portable",
         }
     }
@@ -240,6 +243,10 @@ pub fn supported() -> Vec<Implementation> {
         if is_x86_feature_detected!("avx512f") {
             v.push(Implementation::Avx512);
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("neon") {
+        v.push(Implementation::Neon);
     }
     v
 }

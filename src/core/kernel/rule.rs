@@ -152,6 +152,9 @@ pub fn apply<T: RuleElem>(rule: &Rule<T>, w: &mut [T], s: &[T], state: &mut [&mu
         Implementation::Avx512 => unsafe { apply_avx512(rule, w, s, state) },
         #[cfg(target_arch = "x86_64")]
         Implementation::Avx2Fma => unsafe { apply_avx2(rule, w, s, state) },
+        // NEON is every aarch64 CPU's baseline: the loop is compiled with it.
+        Implementation::Neon | Implementation::Portable => apply_loop(rule, w, s, state),
+        #[cfg(not(target_arch = "x86_64"))]
         _ => apply_loop(rule, w, s, state),
     }
 }

@@ -123,8 +123,13 @@ fn fast_paths_give_the_reference_bits_in<T: Lane + Vector + From<f32> + Into<f64
                         avx512::abt(am, wm, zp, h);
                         avx512::combine(coef, am, om, epi);
                     }
-                    #[cfg(not(target_arch = "x86_64"))]
-                    _ => unreachable!(),
+                    // NEON: the lanes contract's Z = A W^T is the portable code; combine its own.
+                    #[cfg(target_arch = "aarch64")]
+                    Implementation::Neon => {
+                        portable::abt(am, wm, zp, h);
+                        crate::core::kernel::lanes::simd::neon::combine(coef, am, om, epi);
+                    }
+                    _ => unreachable!("{imp:?} is not supported here"),
                 }
             }
             assert_eq!(bits(&z), bits(&want), "abt {imp:?} n={n} h={h} k={k}");

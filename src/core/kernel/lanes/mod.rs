@@ -165,6 +165,10 @@ pub(crate) unsafe fn abt_raw<T: Lane + Vector>(
             Implementation::Avx512 => simd::avx512::abt(a, w, z, ldz),
             #[cfg(target_arch = "x86_64")]
             Implementation::Avx2Fma => simd::avx2::abt(a, w, z, ldz),
+            // The lanes contract's Z = A W^T (runs of earlier versions only) has no NEON tiles: on
+            // aarch64 the portable code, compiled with NEON, carries it out.
+            Implementation::Neon | Implementation::Portable => simd::portable::abt(a, w, z, ldz),
+            #[cfg(not(target_arch = "x86_64"))]
             _ => simd::portable::abt(a, w, z, ldz),
         }
     }
@@ -317,6 +321,8 @@ pub(crate) unsafe fn combine_raw<T: Lane + Vector>(
             Implementation::Avx512 => simd::avx512::combine(coef, src, out, epilogue),
             #[cfg(target_arch = "x86_64")]
             Implementation::Avx2Fma => simd::avx2::combine(coef, src, out, epilogue),
+            #[cfg(target_arch = "aarch64")]
+            Implementation::Neon => simd::neon::combine(coef, src, out, epilogue),
             _ => simd::portable::combine(coef, src, out, epilogue),
         }
     }
@@ -385,8 +391,13 @@ pub(crate) fn abt_walk(
 pub trait Vector: Lane + simd::avx512::Simd + simd::avx2::Simd2 {}
 #[cfg(target_arch = "x86_64")]
 impl<T: Lane + simd::avx512::Simd + simd::avx2::Simd2> Vector for T {}
+/// The vector operations of an element type (NEON on aarch64).
+#[cfg(target_arch = "aarch64")]
+pub trait Vector: Lane + simd::neon::Neon {}
+#[cfg(target_arch = "aarch64")]
+impl<T: Lane + simd::neon::Neon> Vector for T {}
 /// The vector operations of an element type (none on this architecture).
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub trait Vector: Lane {}
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 impl<T: Lane> Vector for T {}
