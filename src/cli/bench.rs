@@ -58,6 +58,11 @@ pub struct BenchArgs {
     /// f32, one thread), with the bytes of state each keeps.
     #[arg(long, conflicts_with_all = ["ui", "sweep", "png", "kernels"])]
     pub optimizers: bool,
+    /// Time the threads instead (with --threads N, N >= 2): an epoch on one thread and on N, quiet, then
+    /// on N beside a competing load (a thread spinning 20 ms, sleeping 20 ms: half a core in bursts),
+    /// back to back per rep: the speed-up, evaluation's speed-up and what the load costs.
+    #[arg(long, conflicts_with_all = ["ui", "sweep", "png", "kernels", "optimizers"])]
+    pub load: bool,
     /// Runs in the synthetic store of --ui.
     #[arg(long, default_value_t = 10_000, requires = "ui", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub ui_runs: u32,
@@ -98,6 +103,8 @@ pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
         sweep,
         kernels,
         optimizers: args_optimizers,
+        load,
+        threads,
         ..
     } = args;
     if batch.contains(&0) {
@@ -148,6 +155,43 @@ pub fn bench(args: BenchArgs, out: &mut dyn Write) -> Result<Exit> {
         jobs_check: !no_jobs,
     };
     let log = |line: &str| eprintln!("{line}");
+    if load {
+        let n = usize::from(threads.threads.unwrap_or(1));
+        if n < 2 {
+            return Err(Error::Usage(
+                "--load compares one thread with several: give --threads 2 (or 3, 4)".into(),
+            )
+            .into());
+        }
+        let rows = bench::threads_under_load(&opts, n, &log)?;
+        let mut t = Table::new(&[
+            "dtype",
+            "batch",
+            "threads",
+            "s_1_thread",
+            "s_quiet",
+            "speedup",
+            "eval_speedup",
+            "s_loaded",
+            "load_loss",
+        ]);
+        let r3 = |x: f64| Value::Real((x * 1000.0).round() / 1000.0);
+        for r in rows {
+            t.rows.push(vec![
+                Value::Text(r.dtype.as_str().into()),
+                Value::Integer(r.batch as i64),
+                Value::Integer(r.threads as i64),
+                r3(r.one),
+                r3(r.many),
+                r3(r.speedup),
+                r3(r.eval_speedup),
+                r3(r.loaded),
+                r3(r.load_loss),
+            ]);
+        }
+        print_table(&t, format.format(), out)?;
+        return Ok(Exit::Ok);
+    }
     if args_optimizers {
         let rows = bench::optimizers(&opts, &log)?;
         let mut t = Table::new(&[

@@ -291,6 +291,143 @@ pub fn optimizers(opts: &Options, log: &dyn Fn(&str)) -> Result<Vec<OptimizerRow
     Ok(rows)
 }
 
+/// A competing load for `runner bench --threads N --load`: one thread that spins for [`LOAD_ON`], then
+/// sleeps for [`LOAD_OFF`], over and over: half of one core, in bursts, as another user's process on a
+/// shared node or a laptop's background work takes it.
+pub const LOAD_ON: std::time::Duration = std::time::Duration::from_millis(20);
+pub const LOAD_OFF: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The load of [`LOAD_ON`] / [`LOAD_OFF`], running until dropped.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start() -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("bench-load".into())
+            .spawn(move || {
+                let mut x = 1u64;
+                while !flag.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    while t.elapsed() < LOAD_ON {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                    std::thread::sleep(LOAD_OFF);
+                }
+            })
+            .ok();
+        Load { stop, handle }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// One row of `runner bench --threads N --load`: an epoch on one thread against N threads, quiet and
+/// under the [`Load`], each a median over reps timed back to back.
+#[derive(Debug, Clone)]
+pub struct ThreadsRow {
+    pub dtype: Dtype,
+    pub batch: usize,
+    pub threads: usize,
+    /// Seconds of an epoch's SGD steps on one thread.
+    pub one: f64,
+    /// The same on `threads` threads, quiet.
+    pub many: f64,
+    /// Median over reps of one / many.
+    pub speedup: f64,
+    /// Median over reps of the epoch's evaluation (training and test sets) on one thread over `threads`.
+    pub eval_speedup: f64,
+    /// Seconds of the steps on `threads` threads under the load.
+    pub loaded: f64,
+    /// Median over reps of loaded / many - 1: what the load costs.
+    pub load_loss: f64,
+}
+
+/// Time epochs at each batch and dtype of `opts` on one thread and on `threads` threads (quiet), then on
+/// `threads` threads beside the [`Load`], back to back in each rep.
+pub fn threads_under_load(
+    opts: &Options,
+    threads: usize,
+    log: &dyn Fn(&str),
+) -> Result<Vec<ThreadsRow>> {
+    let ds = data::load(Path::new(&opts.data_dir), DataFormat::Auto)?;
+    let mut rows = Vec::new();
+    for &dtype in &opts.dtypes {
+        for &batch in &opts.batches {
+            log(&format!(
+                "timing {} batch {batch} on 1 and {threads} threads, quiet and under load ...",
+                dtype.as_str()
+            ));
+            let n = opts.samples.unwrap_or(ds.train.len()).min(ds.train.len());
+            let mut cfg = RunConfig::default();
+            cfg.data.limit_train = Some(n);
+            cfg.model.sizes = opts.sizes.clone();
+            cfg.model.dtype = dtype;
+            cfg.train.batch_size = batch;
+            cfg.train.epochs = 1;
+            // (steps, evaluation) seconds of one epoch on `t` threads.
+            let epoch = |t: usize| -> Result<(f64, f64)> {
+                struct Both(Option<(f64, f64)>);
+                impl Observer for Both {
+                    fn on_start(&mut self, _: &Snapshot) -> Result<()> {
+                        Ok(())
+                    }
+                    fn on_epoch(&mut self, m: &EpochMetrics, _: &Checkpoint) -> Result<Control> {
+                        self.0 = Some((m.train_seconds, m.seconds - m.train_seconds));
+                        Ok(Control::Continue)
+                    }
+                }
+                let mut o = Both(None);
+                crate::core::pool::with_threads(t, || train(&cfg, &ds, &mut o, None))?;
+                Ok(o.0.unwrap_or((f64::NAN, f64::NAN)))
+            };
+            epoch(threads)?; // warm up (and start the helpers)
+            let (mut one, mut many, mut loaded) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut speedup, mut eval_speedup, mut loss) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..opts.reps {
+                let (s1, e1) = epoch(1)?;
+                let (sn, en) = epoch(threads)?;
+                let (sl, _) = {
+                    let _load = Load::start();
+                    epoch(threads)?
+                };
+                one.push(s1);
+                many.push(sn);
+                loaded.push(sl);
+                speedup.push(s1 / sn);
+                eval_speedup.push(e1 / en);
+                loss.push(sl / sn - 1.0);
+            }
+            rows.push(ThreadsRow {
+                dtype,
+                batch,
+                threads,
+                one: median(one),
+                many: median(many),
+                speedup: median(speedup),
+                eval_speedup: median(eval_speedup),
+                loaded: median(loaded),
+                load_loss: median(loss),
+            });
+        }
+    }
+    Ok(rows)
+}
+
 /// Seconds for 4 short runs trained one after another, and two at a time on two threads.
 fn jobs_speedup(ds: &Dataset, sizes: &[usize], samples: usize) -> Result<(f64, f64)> {
     let cfg = |seed: u64| {

@@ -682,10 +682,10 @@ pub const EVAL_BLOCK: usize = 1000;
 
 /// Mean loss and accuracy of `model` over `split`, forward passes only, in blocks of the workspace's rows.
 ///
-/// With threads (`--threads`), whole blocks go to the threads (block b to thread b mod T, each
-/// with its own workspace and its products on its own thread), so that gathering, activations and softmax
-/// run in parallel too, not only the products; the blocks' sums are added in block order, so the result
-/// has the bits of one thread.
+/// With threads (`--threads`), whole blocks go to the threads (each takes the next block not yet
+/// taken, with its own workspace and its products on its own thread), so that gathering, activations and
+/// softmax run in parallel too, not only the products; the blocks' sums are added in block order, so the
+/// result has the bits of one thread.
 pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace<F>) -> (f64, f64) {
     let rows = ws.rows().max(1);
     let blocks = split.len().div_ceil(rows);
@@ -711,7 +711,18 @@ pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace
         let math = ws.math;
         let mine = Mutex::new(Some(ws));
         let slots: Vec<Mutex<BatchStats>> = (0..blocks).map(|_| Mutex::default()).collect();
+        // Each thread takes the next block no thread has taken (a thread slowed by another process takes
+        // fewer); the sums are added in block order below, whoever computed them.
+        let next = std::sync::atomic::AtomicUsize::new(0);
         pool::run(parts, &|p| {
+            let claim = || {
+                let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (b < blocks).then_some(b)
+            };
+            let Some(first) = claim() else {
+                // Every block was taken before this part started (a part taken back runs here late).
+                return;
+            };
             let taken = if p == 0 {
                 mine.lock().ok().and_then(|mut m| m.take())
             } else {
@@ -726,11 +737,13 @@ pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace
                     &mut own
                 }
             };
-            for b in (p..blocks).step_by(parts) {
-                let s = block_stats(ws, b);
-                if let Ok(mut slot) = slots[b].lock() {
+            let mut b = Some(first);
+            while let Some(block) = b {
+                let s = block_stats(ws, block);
+                if let Ok(mut slot) = slots[block].lock() {
                     *slot = s;
                 }
+                b = claim();
             }
         });
         slots

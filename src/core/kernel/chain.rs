@@ -135,7 +135,7 @@ impl<T: Copy + Default> Panels<T> {
 }
 
 /// Z = A W^T with W in panels: a [n, k], z [n, h] for W [h, k]. With [`pool::threads`] > 1 and enough
-/// work, the panels are split between threads (each element computed whole by one: the same bits).
+/// work, the threads take the panels one at a time (each element computed whole by one: the same bits).
 pub fn forward<T: Lane + Vector>(a: Mat<'_, T>, w: &Panels<T>, z: MatMut<'_, T>) {
     assert!(a.cols == w.cols && z.rows == a.rows && z.cols == w.rows);
     assert!(fits(a.data.len(), a.rows, a.cols, a.ld));
@@ -143,12 +143,16 @@ pub fn forward<T: Lane + Vector>(a: Mat<'_, T>, w: &Panels<T>, z: MatMut<'_, T>)
     let zp = SharedOut(z.data.as_mut_ptr());
     let ldz = z.ld;
     let parts = pool::parts(a.rows * w.rows * a.cols, w.count());
-    let run = |part: usize| {
-        let (p0, p1) = pool::split(w.count(), parts, part, 1);
-        // SAFETY: the asserts bound z's rows 0..n and the panels' columns; parts write disjoint columns.
-        unsafe { forward_panels(a, w, p0..p1, zp, ldz) }
-    };
-    pool::run(parts, &run);
+    if parts <= 1 {
+        // SAFETY: the asserts bound z's rows 0..n and the panels' columns.
+        unsafe { forward_panels(a, w, 0..w.count(), zp, ldz) };
+        return;
+    }
+    // Panels taken one at a time by whichever thread is free.
+    pool::run_blocks(parts, w.count(), &|p| {
+        // SAFETY: as above; each block writes its own panel's columns.
+        unsafe { forward_panels(a, w, p..p + 1, zp, ldz) }
+    });
 }
 
 /// [`forward`] on panels `range`, in blocks of rows of A that stay in L2.
@@ -328,8 +332,8 @@ fn combine_panels<T: Lane + Vector + RuleElem>(
     } else {
         k
     };
-    let run = |part: usize| {
-        let (p0, p1) = pool::split(count, parts, part, 1);
+    // Panels p0..p1.
+    let run = |(p0, p1): (usize, usize)| {
         // A rule's S, one block of a panel at a time (at most RULE_BLOCK rows of pw), on the stack: the
         // steps allocate nothing.
         let mut scratch = [T::default(); RULE_BLOCK * 32];
@@ -412,8 +416,25 @@ fn combine_panels<T: Lane + Vector + RuleElem>(
             }
         }
     };
-    pool::run(parts, &run);
+    if parts <= 1 {
+        run((0, count));
+    } else {
+        // Chunks of panels taken by whichever thread is free (each chunk's panels, and their columns of
+        // Z', are written by the thread that took it).
+        let chunks = count.div_ceil(PANELS_PER_CHUNK);
+        pool::run_blocks(parts, chunks, &|c| {
+            run((
+                c * PANELS_PER_CHUNK,
+                ((c + 1) * PANELS_PER_CHUNK).min(count),
+            ))
+        });
+    }
 }
+
+/// Panels per chunk that a thread takes in an update: small enough that two threads balance (W^1 of 512
+/// rows is 16 panels in f32, 32 in f64), large enough that a block of A's columns is reused across
+/// panels while it is in L1 (see `update_block`).
+const PANELS_PER_CHUNK: usize = 2;
 
 /// Rows of a panel per block of an update with a rule (48 rows of 128 bytes: 6 KB of each of W, S and
 /// each state slot, in L1 together), a multiple of the update's tiles. A panel row holds at most 32
