@@ -337,7 +337,7 @@ impl Drop for Load {
 }
 
 /// One row of `runner bench --threads N --load`: an epoch on one thread against N threads, quiet and
-/// under the [`Load`], each a median over reps timed back to back.
+/// under the load (`Load`), each a median over reps timed back to back.
 #[derive(Debug, Clone)]
 pub struct ThreadsRow {
     pub dtype: Dtype,
@@ -358,7 +358,7 @@ pub struct ThreadsRow {
 }
 
 /// Time epochs at each batch and dtype of `opts` on one thread and on `threads` threads (quiet), then on
-/// `threads` threads beside the [`Load`], back to back in each rep.
+/// `threads` threads beside the load (`Load`), back to back in each rep.
 pub fn threads_under_load(
     opts: &Options,
     threads: usize,

@@ -6,7 +6,7 @@
 //! microseconds, too short to start threads for: the helpers live as long as the thread that made them.
 //!
 //! On a shared host a helper may not be running when a product is posted (another process has its core).
-//! [`run_blocks`] hands out small blocks to whichever thread asks next, so a slowed thread takes fewer, and
+//! `run_blocks` hands out small blocks to whichever thread asks next, so a slowed thread takes fewer, and
 //! when this thread has done every block, a helper that has not started is not waited for.
 //! Which thread computes a block never changes its bits.
 
