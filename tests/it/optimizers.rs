@@ -4,9 +4,8 @@
 //! values are refused at their key and line.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use crate::util::{query, runner, runner_env, scalar, spec, tmp, wait_for_epochs};
+use crate::util::{kill_after_epoch_1, query, runner, runner_env, scalar, spec, tmp};
 
 /// A run of 3 epochs on 6 000 training images (a validation split of 1 000), with `optimizer` as its
 /// `[optimizer]` section.
@@ -31,22 +30,6 @@ fn fingerprint(db: &Path) -> (Vec<Vec<String>>, String) {
             "SELECT group_concat(weights_sha256) FROM (SELECT weights_sha256 FROM runs ORDER BY id)",
         ),
     )
-}
-
-/// Start `runner SPEC --db DB`, wait until its first epoch is stored (the test hook then pauses it) and
-/// kill it with SIGKILL: no handler runs.
-fn kill_after_epoch_1(d: &Path, spec: &str, db: &Path) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .args([spec, "--db", db.to_str().unwrap()])
-        .current_dir(d)
-        .env("MLP_RUNNER_PAUSE_AFTER_EPOCH_MS", "20000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_epochs(db, 1);
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 /// Killed with SIGKILL after its first epoch, a run of each stateful rule resumes from its checkpoint
@@ -104,7 +87,7 @@ fn every_optimizer_resumes_after_sigkill_with_the_bits_of_an_uninterrupted_run()
         );
 
         let db = d.join(format!("{name}.db"));
-        kill_after_epoch_1(d, s, &db);
+        kill_after_epoch_1(d, s, &db, &[]);
         // The checkpoint of epoch 1 holds the rule's state: per layer, its slots of W and of b.
         assert_eq!(
             scalar(
@@ -254,7 +237,7 @@ fn corrupt_optimizer_state_is_found_and_never_resumed_from() {
     let s = spec(d, "m.toml", &one_run("momentum = 0.9", 0.02));
     let s = s.to_str().unwrap();
     let db = d.join("m.db");
-    kill_after_epoch_1(d, s, &db);
+    kill_after_epoch_1(d, s, &db, &[]);
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute(
         "UPDATE checkpoint_state SET data = zeroblob(length(data)) WHERE layer = 1 AND param = 'weight.velocity'",
@@ -399,7 +382,7 @@ fn early_stopping_stops_at_the_same_epoch_resumed_or_verified() {
     .ok();
     assert_eq!(scalar(&reference, "SELECT stopped_epoch FROM runs"), "3");
     let killed = d.join("wait.db");
-    kill_after_epoch_1(d, s.to_str().unwrap(), &killed);
+    kill_after_epoch_1(d, s.to_str().unwrap(), &killed, &[]);
     assert_eq!(
         scalar(
             &killed,

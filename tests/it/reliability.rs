@@ -445,18 +445,7 @@ fn an_interrupted_run_of_the_lanes_era_resumes_with_its_kernel() {
     assert!(scalar(&alone, "SELECT gemm_kernel FROM runs").starts_with("mlp-runner-lanes16/"));
     // Trained under lanes, killed in the pause after epoch 1.
     let db = d.join("cut.db");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .args([s.to_str().unwrap(), "--db", db.to_str().unwrap()])
-        .current_dir(d)
-        .envs(lanes)
-        .env("MLP_RUNNER_PAUSE_AFTER_EPOCH_MS", "5000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_epochs(&db, 1);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    crate::util::kill_after_epoch_1(d, s.to_str().unwrap(), &db, &lanes);
     // Resumed by a runner whose new runs train with the chain kernels.
     let out = runner(d, &[s.to_str().unwrap(), "--db", db.to_str().unwrap()]);
     assert!(
@@ -522,18 +511,7 @@ fn a_run_of_the_platform_math_era_resumes_and_verifies_with_its_functions() {
     // An old-math run killed after epoch 1, resumed by a runner whose new runs use the owned functions:
     // the bits of the old-math run left alone.
     let db = d.join("cut.db");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .args([s.to_str().unwrap(), "--db", db.to_str().unwrap()])
-        .current_dir(d)
-        .envs(platform)
-        .env("MLP_RUNNER_PAUSE_AFTER_EPOCH_MS", "5000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_epochs(&db, 1);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    crate::util::kill_after_epoch_1(d, s.to_str().unwrap(), &db, &platform);
     runner(d, &[s.to_str().unwrap(), "--db", db.to_str().unwrap()]).ok();
     // Run 1 (resumed) has the bits of the old-math run left alone; run 2, not started when it was
     // killed, trained from the start as a new run: the owned functions, the bits of today's.

@@ -293,3 +293,20 @@ pub fn wait_for_epochs(db: &Path, n: usize) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Start `runner SPEC --db DB` with `env`, wait until its first epoch is stored (the test hook then
+/// pauses it) and kill it with SIGKILL: no handler runs.
+pub fn kill_after_epoch_1(d: &Path, spec: &str, db: &Path, env: &[(&str, &str)]) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args([spec, "--db", db.to_str().unwrap()])
+        .current_dir(d)
+        .envs(env.iter().copied())
+        .env("MLP_RUNNER_PAUSE_AFTER_EPOCH_MS", "20000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_epochs(db, 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

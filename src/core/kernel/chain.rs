@@ -456,6 +456,58 @@ fn update_block<T>(terms: usize, k: usize) -> usize {
 
 /// The register walk of [`forward`]'s tiles, generic over the instruction set's register type.
 mod regs {
+    use super::width;
+    use crate::core::kernel::lanes::Mat;
+
+    /// A tile compiled for one instruction set: (k, a, lda, w, ldw, z, ldz, cols), as [`tile`].
+    pub(super) type Tile<T> =
+        unsafe fn(usize, *const T, usize, *const T, usize, *mut T, usize, usize);
+
+    /// One panel in tiles of up to `rows` rows of A by each half of the panel, `pick(s)` giving the tile
+    /// of s rows (AVX2's 256-bit and NEON's 128-bit registers: half a panel row is their tile's width).
+    ///
+    /// # Safety
+    /// The instruction set of `pick`'s tiles is present; as [`super::forward_panel`].
+    pub(super) unsafe fn by_halves<T>(
+        a: Mat<'_, T>,
+        w: *const T,
+        cols: usize,
+        z: *mut T,
+        ldz: usize,
+        rows: usize,
+        pick: fn(usize) -> Tile<T>,
+    ) {
+        let half = width::<T>() / 2;
+        let mut i = 0;
+        while i < a.rows {
+            let s = (a.rows - i).min(rows);
+            // Called through an opaque pointer so that each tile is compiled, and its registers
+            // allocated, on its own.
+            let f = std::hint::black_box(pick(s));
+            let mut c0 = 0;
+            while c0 < cols {
+                // SAFETY: rows i..i+s of A and z, the panel's k rows from column c0 (half a panel row
+                // is inside it); passed on from the caller.
+                unsafe {
+                    let ap = a.data.as_ptr().add(i * a.ld);
+                    let zp = z.add(i * ldz + c0);
+                    f(
+                        a.cols,
+                        ap,
+                        a.ld,
+                        w.add(c0),
+                        width::<T>(),
+                        zp,
+                        ldz,
+                        cols - c0,
+                    );
+                }
+                c0 += half;
+            }
+            i += s;
+        }
+    }
+
     /// A register of one instruction set for one element type.
     ///
     /// Every method is `unsafe` for the same two reasons: it may only run on a CPU with the register's
@@ -540,7 +592,7 @@ mod regs {
 /// AVX-512 and AVX2+FMA tiles: one generic walk over the register type of each.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::regs::{Regs, tile};
+    use super::regs::{Regs, Tile, by_halves, tile};
     use super::width;
     use crate::core::kernel::lanes::Mat;
     use crate::core::kernel::lanes::simd::{avx2::Simd2, avx512::Simd};
@@ -605,8 +657,6 @@ mod x86 {
             unsafe { <T as Simd2>::store_first(p, n, v) }
         }
     }
-
-    type Tile<T> = unsafe fn(usize, *const T, usize, *const T, usize, *mut T, usize, usize);
 
     /// Rows of A per AVX-512 tile: 10 by 2 registers (a whole panel), 20 accumulators.
     const ROWS_512: usize = 10;
@@ -726,33 +776,8 @@ mod x86 {
         z: *mut T,
         ldz: usize,
     ) {
-        let half = width::<T>() / 2;
-        let mut i = 0;
-        while i < a.rows {
-            let s = (a.rows - i).min(ROWS_256);
-            let f = std::hint::black_box(pick_256::<T>(s));
-            let mut c0 = 0;
-            while c0 < cols {
-                // SAFETY: rows i..i+s of A and z, the panel's k rows from column c0 (half a panel row
-                // is inside it); passed on from the caller.
-                unsafe {
-                    let ap = a.data.as_ptr().add(i * a.ld);
-                    let zp = z.add(i * ldz + c0);
-                    f(
-                        a.cols,
-                        ap,
-                        a.ld,
-                        w.add(c0),
-                        width::<T>(),
-                        zp,
-                        ldz,
-                        cols - c0,
-                    );
-                }
-                c0 += half;
-            }
-            i += s;
-        }
+        // SAFETY: passed on from the caller.
+        unsafe { by_halves(a, w, cols, z, ldz, ROWS_256, pick_256::<T>) }
     }
 }
 
@@ -760,7 +785,7 @@ mod x86 {
 /// registers: 16 f32 or 8 f64 columns), 24 accumulators of the 32 registers.
 #[cfg(target_arch = "aarch64")]
 mod neon {
-    use super::regs::{Regs, tile};
+    use super::regs::{Regs, Tile, by_halves, tile};
     use super::width;
     use crate::core::kernel::lanes::Mat;
     use crate::core::kernel::lanes::simd::neon::Neon;
@@ -825,8 +850,6 @@ mod neon {
         unsafe { tile::<T, Q, R, VECS>(k, a, lda, w, ldw, z, ldz, cols) }
     }
 
-    type Tile<T> = unsafe fn(usize, *const T, usize, *const T, usize, *mut T, usize, usize);
-
     fn pick<T: Neon>(s: usize) -> Tile<T> {
         match s {
             1 => tile_q::<T, 1>,
@@ -844,34 +867,9 @@ mod neon {
     /// # Safety
     /// As [`super::forward_panel`].
     pub unsafe fn panel<T: Neon>(a: Mat<'_, T>, w: *const T, cols: usize, z: *mut T, ldz: usize) {
-        let half = width::<T>() / 2;
-        debug_assert_eq!(half, VECS * T::LEN);
-        let mut i = 0;
-        while i < a.rows {
-            let s = (a.rows - i).min(ROWS);
-            let f = std::hint::black_box(pick::<T>(s));
-            let mut c0 = 0;
-            while c0 < cols {
-                // SAFETY: rows i..i+s of A and z, the panel's k rows from column c0 (half a panel row
-                // is inside it); passed on from the caller.
-                unsafe {
-                    let ap = a.data.as_ptr().add(i * a.ld);
-                    let zp = z.add(i * ldz + c0);
-                    f(
-                        a.cols,
-                        ap,
-                        a.ld,
-                        w.add(c0),
-                        width::<T>(),
-                        zp,
-                        ldz,
-                        cols - c0,
-                    );
-                }
-                c0 += half;
-            }
-            i += s;
-        }
+        debug_assert_eq!(width::<T>() / 2, VECS * T::LEN);
+        // SAFETY: passed on from the caller.
+        unsafe { by_halves(a, w, cols, z, ldz, ROWS, pick::<T>) }
     }
 }
 

@@ -37,56 +37,39 @@ pub trait Neon: Lane {
     unsafe fn store(p: *mut Self, v: Self::R);
 }
 
-impl Neon for f32 {
-    type R = float32x4_t;
-    const LEN: usize = 4;
-    #[inline(always)]
-    unsafe fn zero() -> float32x4_t {
-        unsafe { vdupq_n_f32(0.0) }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> float32x4_t {
-        unsafe { vld1q_f32(p) }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
-        // vfmaq(c, a, b) = c + a * b with one rounding (FMLA).
-        unsafe { vfmaq_f32(c, a, b) }
-    }
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> float32x4_t {
-        unsafe { vdupq_n_f32(x) }
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: float32x4_t) {
-        unsafe { vst1q_f32(p, v) }
-    }
+/// [`Neon`] for element type `$t` in register `$r` of `$len` values, by its intrinsics: broadcast,
+/// load, fused multiply-add (`$fma(c, a, b)` = c + a * b, rounded once: FMLA) and store.
+macro_rules! neon_ops {
+    ($t:ty, $r:ty, $len:literal: $dup:ident, $load:ident, $fma:ident, $store:ident) => {
+        impl Neon for $t {
+            type R = $r;
+            const LEN: usize = $len;
+            #[inline(always)]
+            unsafe fn zero() -> $r {
+                unsafe { $dup(0.0) }
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const $t) -> $r {
+                unsafe { $load(p) }
+            }
+            #[inline(always)]
+            unsafe fn fmadd(a: $r, b: $r, c: $r) -> $r {
+                unsafe { $fma(c, a, b) }
+            }
+            #[inline(always)]
+            unsafe fn splat(x: $t) -> $r {
+                unsafe { $dup(x) }
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut $t, v: $r) {
+                unsafe { $store(p, v) }
+            }
+        }
+    };
 }
 
-impl Neon for f64 {
-    type R = float64x2_t;
-    const LEN: usize = 2;
-    #[inline(always)]
-    unsafe fn zero() -> float64x2_t {
-        unsafe { vdupq_n_f64(0.0) }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f64) -> float64x2_t {
-        unsafe { vld1q_f64(p) }
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: float64x2_t, b: float64x2_t, c: float64x2_t) -> float64x2_t {
-        unsafe { vfmaq_f64(c, a, b) }
-    }
-    #[inline(always)]
-    unsafe fn splat(x: f64) -> float64x2_t {
-        unsafe { vdupq_n_f64(x) }
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f64, v: float64x2_t) {
-        unsafe { vst1q_f64(p, v) }
-    }
-}
+neon_ops!(f32, float32x4_t, 4: vdupq_n_f32, vld1q_f32, vfmaq_f32, vst1q_f32);
+neon_ops!(f64, float64x2_t, 2: vdupq_n_f64, vld1q_f64, vfmaq_f64, vst1q_f64);
 
 /// Output rows per tile of [`combine`] (by [`VECS`] registers: 16 accumulators of 32 registers).
 const ROWS: usize = 4;
