@@ -293,7 +293,7 @@ impl<'a> Training<'a> {
                 // The next batch is staged so that its forward pass follows this step's update of W^1 in the
                 // same pass over W^1 (the same bits as one step after the other).
                 if let Some(next) = order.next() {
-                    ws.stage(train_set, next.iter().copied());
+                    ws.stage(train_set, next);
                 }
                 // delta^L = a^L - y, delta^l, the update (plain SGD: w -= (lr_t / n) sum of gradients);
                 // then the next batch's forward.
