@@ -207,6 +207,7 @@ pub fn show(db: &Path, args: ShowArgs, out: &mut dyn Write) -> Result<Exit> {
     }
     let epochs = store.epoch_table(run)?;
     let weights = store.weight_table(run)?;
+    let errors = mlp_runner::report::errors::of_run(&store, run)?;
     if args.json {
         let mut run_json = table::json_rows(&t)
             .get(0)
@@ -217,6 +218,7 @@ pub fn show(db: &Path, args: ShowArgs, out: &mut dyn Write) -> Result<Exit> {
             "run": run_json,
             "epochs": table::json_rows(&epochs),
             "weights": table::json_rows(&weights),
+            "errors": mlp_runner::report::errors::errors_json(errors.as_ref()),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(Exit::Ok);
@@ -253,6 +255,32 @@ pub fn show(db: &Path, args: ShowArgs, out: &mut dyn Write) -> Result<Exit> {
     }
     writeln!(out, "\nepochs:")?;
     print_table(&epochs, Format::Text, out)?;
+    match &errors {
+        Some(e) => {
+            for (split, c) in [
+                ("test", Some(&e.test)),
+                ("validation", e.validation.as_ref()),
+            ] {
+                if let Some(c) = c {
+                    write!(
+                        out,
+                        "\n{}",
+                        mlp_runner::report::errors::matrix_text(c, split)
+                    )?;
+                }
+            }
+            writeln!(
+                out,
+                "({} misclassified test samples stored: SELECT * FROM misclassified WHERE run_id = {run})",
+                e.misclassified.len()
+            )?;
+        }
+        None if row.status == mlp_runner::store::RunStatus::Completed => writeln!(
+            out,
+            "\n(no confusion matrix: the run completed before the store kept where a model errs)"
+        )?,
+        None => {}
+    }
     writeln!(out, "\nweights:")?;
     print_table(&weights, Format::Text, out)?;
     let initial_kept = weights

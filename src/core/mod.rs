@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod confusion;
 pub mod data;
 pub mod early;
 pub mod envelope;

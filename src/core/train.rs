@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use crate::core::config::{Dtype, RunConfig};
+use crate::core::confusion::{Errors, errors};
 use crate::core::data::Dataset;
 use crate::core::early::EarlyStop;
 use crate::core::kernel::Kernel;
@@ -75,6 +76,9 @@ pub struct Checkpoint {
     pub state: Option<Snapshot>,
     /// Set when early stopping ends the run at this epoch: why (its `params` are then the final weights).
     pub stopped: Option<String>,
+    /// When the run completes at this epoch: where its final weights (`params`) err on the test and
+    /// validation splits (`core::confusion`).
+    pub errors: Option<Errors>,
 }
 
 /// What the observer wants.
@@ -336,6 +340,17 @@ impl<'a> Training<'a> {
                 Some(e) if ends => e.final_params(model.snapshot()),
                 _ => model.snapshot(),
             };
+            // A run that ends here: where its final weights err (one more forward pass over the test and
+            // validation samples).
+            let errors = if ends {
+                let last =
+                    Mlp::<F>::from_snapshot(&params, model_cfg.activation).ok_or_else(|| {
+                        Error::internal("the final weights do not fit their own model".to_string())
+                    })?;
+                Some(errors(&last, test_set, val_set, &mut eval_ws))
+            } else {
+                None
+            };
             let mut state = ws.optimizer_state().map_or_else(Vec::new, |s| s.tensors);
             state.extend(early.iter().flat_map(EarlyStop::tensors));
             // The order the store reads them back in, which their hash is taken over: by layer, the
@@ -356,6 +371,7 @@ impl<'a> Training<'a> {
                     tensors: state,
                 }),
                 stopped,
+                errors,
             };
             let control = observer.on_epoch(&metrics, &checkpoint)?;
             if metrics.diverged() {

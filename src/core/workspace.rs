@@ -86,6 +86,16 @@ pub struct Workspace<F> {
     /// The elementary functions of the activations, softmax and loss ([`Math::Owned`] unless
     /// [`Workspace::with_math`] says otherwise).
     math: Math,
+    /// When set ([`predict`]), each forward pass appends its rows' predictions here.
+    predictions: Option<Vec<Prediction>>,
+}
+
+/// What the model says of one sample: the class of the largest output (the first of equal ones, as
+/// accuracy counts it) and its softmax probability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    pub class: u8,
+    pub confidence: f64,
 }
 
 /// Inverted dropout of the hidden activations in training forward passes: a^l <- a^l * mask / (1 - p),
@@ -137,6 +147,7 @@ impl<F: Real> Workspace<F> {
             fused_last: false,
             dropout: None,
             math: Math::Owned,
+            predictions: None,
         }
     }
 
@@ -315,6 +326,7 @@ impl<F: Real> Workspace<F> {
                     layer.b.as_slice().expect(CONTIGUOUS),
                     &self.labels,
                     self.math,
+                    self.predictions.as_mut(),
                 );
             }
         }
@@ -657,8 +669,15 @@ fn activation_grad<F: Real>(d: &mut [F], a: &[F], act: Activation) {
 }
 
 /// For each row: z <- z + b, then the loss -log softmax(z)_y = -(z_y - m - ln sum exp(z - m)) with
-/// m = max z (never log 0), the argmax for accuracy, and finally z <- softmax(z) in place.
-fn softmax_rows<F: Real>(z: &mut [F], b: &[F], labels: &[u8], math: Math) -> BatchStats {
+/// m = max z (never log 0), the argmax for accuracy, and finally z <- softmax(z) in place. With
+/// `predictions`, each row's argmax and its probability are appended to it.
+fn softmax_rows<F: Real>(
+    z: &mut [F],
+    b: &[F],
+    labels: &[u8],
+    math: Math,
+    mut predictions: Option<&mut Vec<Prediction>>,
+) -> BatchStats {
     let mut stats = BatchStats::default();
     for (row, &y) in z.chunks_exact_mut(b.len()).zip(labels) {
         let mut max = F::neg_infinity();
@@ -683,6 +702,12 @@ fn softmax_rows<F: Real>(z: &mut [F], b: &[F], labels: &[u8], math: Math) -> Bat
         stats.correct += usize::from(arg == y as usize && max.is_finite());
         let inv = F::one() / sum;
         row.iter_mut().for_each(|v| *v = *v * inv);
+        if let Some(p) = predictions.as_deref_mut() {
+            p.push(Prediction {
+                class: u8::try_from(arg).unwrap_or(u8::MAX),
+                confidence: row[arg].to_f64(),
+            });
+        }
     }
     stats
 }
@@ -801,6 +826,23 @@ pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace
     (total.loss_sum / n, total.correct as f64 / n)
 }
 
+/// The prediction of `model` for every sample of `split`, in order, with forward passes of the
+/// workspace's rows (one thread): the class each output's argmax names, as [`evaluate`] counts accuracy.
+pub fn predict<F: Real>(
+    model: &Mlp<F>,
+    split: SplitRef<'_>,
+    ws: &mut Workspace<F>,
+) -> Vec<Prediction> {
+    let rows = ws.rows().max(1);
+    ws.pack(model);
+    ws.predictions = Some(Vec::with_capacity(split.len()));
+    for start in (0..split.len()).step_by(rows) {
+        ws.gather(split, start..(start + rows).min(split.len()));
+        ws.forward_from(model, false);
+    }
+    ws.predictions.take().unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -812,7 +854,7 @@ mod tests {
     fn softmax_cross_entropy_matches_hand_values() {
         // z = [1, 2, 3] (bias 0), y = 2: softmax = e^z / sum, loss = -ln(e^3 / (e + e^2 + e^3)).
         let mut z = [1.0f64, 2.0, 3.0];
-        let s = softmax_rows(&mut z, &[0.0; 3], &[2], Math::Owned);
+        let s = softmax_rows(&mut z, &[0.0; 3], &[2], Math::Owned, None);
         let denom = 1f64.exp() + 2f64.exp() + 3f64.exp();
         assert!((s.loss_sum - -(3f64.exp() / denom).ln()).abs() < 1e-12);
         assert_eq!(s.correct, 1);
@@ -824,7 +866,7 @@ mod tests {
     fn loss_is_finite_where_naive_log_softmax_is_not() {
         // The tutorial's log(softmax) gives log(0) = -inf for a far-off class; log-softmax stays finite.
         let mut z = [0.0f32, 1000.0];
-        let s = softmax_rows(&mut z, &[0.0; 2], &[0], Math::Owned);
+        let s = softmax_rows(&mut z, &[0.0; 2], &[0], Math::Owned, None);
         assert!(s.loss_sum.is_finite(), "{}", s.loss_sum);
         assert!((s.loss_sum - 1000.0).abs() < 1e-3);
         assert_eq!(s.correct, 0);
@@ -834,7 +876,7 @@ mod tests {
     fn nan_logits_give_nan_loss() {
         let mut z = [f32::NAN, 1.0];
         assert!(
-            softmax_rows(&mut z, &[0.0; 2], &[1], Math::Owned)
+            softmax_rows(&mut z, &[0.0; 2], &[1], Math::Owned, None)
                 .loss_sum
                 .is_nan()
         );

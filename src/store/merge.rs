@@ -606,7 +606,19 @@ fn copy_children(src: &Connection, src_id: i64, tx: &Transaction<'_>, new_id: i6
     // A paused run's optimizer state goes with its checkpoint (sources before schema 6 have none).
     let state = has_column(src, "checkpoint_state", "data")? && paused;
     let state_cols = "epoch, layer, param, shape, dtype, data";
+    // Where a completed run errs (sources before schema 8 have none).
+    let errors = if has_column(src, "confusion", "count")? {
+        ""
+    } else {
+        "AND 0"
+    };
+    let (confusion_cols, miss_cols) = (
+        "split, actual, predicted, count",
+        "sample, actual, predicted, confidence",
+    );
     for (read_columns, write_columns, table, filter) in [
+        (confusion_cols, confusion_cols, "confusion", errors),
+        (miss_cols, miss_cols, "misclassified", errors),
         (
             epoch_cols.as_str(),
             "epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, val_loss, val_acc, \
@@ -679,6 +691,8 @@ fn replace_run(tx: &Transaction<'_>, src: &Connection, src_id: i64, dest_id: i64
     tx.execute("DELETE FROM epochs WHERE run_id = ?1", [dest_id])?;
     tx.execute("DELETE FROM weights WHERE run_id = ?1", [dest_id])?;
     tx.execute("DELETE FROM checkpoint_state WHERE run_id = ?1", [dest_id])?;
+    tx.execute("DELETE FROM confusion WHERE run_id = ?1", [dest_id])?;
+    tx.execute("DELETE FROM misclassified WHERE run_id = ?1", [dest_id])?;
     copy_children(src, src_id, tx, dest_id)?;
     tx.execute(
         "UPDATE runs SET metrics_sha256 = ?2 WHERE id = ?1",

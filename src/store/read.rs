@@ -257,6 +257,81 @@ impl Store {
         )
     }
 
+    /// Where run `run_id`'s final weights err, as stored when it completed (`classes` outputs): `None`
+    /// when nothing is stored (a run not completed, or completed before schema version 8).
+    pub fn run_errors(
+        &self,
+        run_id: i64,
+        classes: usize,
+    ) -> Result<Option<crate::core::confusion::Errors>> {
+        use crate::core::confusion::{Confusion, Errors, Miss};
+        if self.version() < 8 {
+            return Ok(None);
+        }
+        let cells = self.select(
+            "SELECT split, actual, predicted, count FROM confusion WHERE run_id = ?1",
+            &[&run_id],
+        )?;
+        if cells.rows.is_empty() {
+            return Ok(None);
+        }
+        let int = |v: &Value| match v {
+            Value::Integer(i) => usize::try_from(*i).unwrap_or(usize::MAX),
+            _ => usize::MAX,
+        };
+        let (mut test, mut validation) = (
+            Confusion {
+                classes,
+                counts: vec![0; classes * classes],
+            },
+            None::<Confusion>,
+        );
+        for r in &cells.rows {
+            let (a, p, n) = (int(&r[1]), int(&r[2]), int(&r[3]) as u64);
+            if a >= classes || p >= classes {
+                return Err(Error::Corrupt {
+                    path: self.path().to_path_buf(),
+                    msg: format!(
+                        "run {run_id}: a confusion cell ({a}, {p}) outside its {classes} classes"
+                    ),
+                });
+            }
+            let m = match &r[0] {
+                Value::Text(t) if t == "validation" => {
+                    validation.get_or_insert_with(|| Confusion {
+                        classes,
+                        counts: vec![0; classes * classes],
+                    })
+                }
+                _ => &mut test,
+            };
+            m.counts[a * classes + p] = n;
+        }
+        let misses = self.select(
+            "SELECT sample, actual, predicted, confidence FROM misclassified WHERE run_id = ?1
+             ORDER BY sample",
+            &[&run_id],
+        )?;
+        let misclassified = misses
+            .rows
+            .iter()
+            .map(|r| Miss {
+                sample: int(&r[0]),
+                actual: int(&r[1]).min(255) as u8,
+                predicted: int(&r[2]).min(255) as u8,
+                confidence: match r[3] {
+                    Value::Real(f) => f,
+                    _ => f64::NAN,
+                },
+            })
+            .collect();
+        Ok(Some(Errors {
+            test,
+            validation,
+            misclassified,
+        }))
+    }
+
     /// How many epochs a run has stored.
     pub fn epochs_done(&self, run_id: i64) -> Result<usize> {
         let n: i64 = self.at(self

@@ -7,7 +7,7 @@ use rusqlite::{Connection, params};
 use crate::error::{Error, Result};
 
 /// Bump when the schema changes; older files are migrated, newer ones refused.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// `PRAGMA application_id` of a store ("MLPR"): how a file says it is one, beside its tables.
 pub const APPLICATION_ID: i64 = 0x4d4c_5052;
@@ -236,6 +236,24 @@ const MIGRATIONS: &[&str] = &[
     // 7: the elementary functions (exp, ln, tanh, cos) of a run, recorded in its envelope: the owned ones
     // (`libm-0.2.16`) from this version on; NULL for the platform's C library, as every run before.
     "ALTER TABLE runs ADD COLUMN math TEXT;                             -- elementary functions: libm-0.2.16, or NULL (the platform's C library)",
+    // 8: where a completed run's final weights err: its confusion matrices (test, validation) and the
+    // test samples it gets wrong. Runs completed before version 8 have none.
+    "CREATE TABLE confusion (
+         run_id    INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+         split     TEXT NOT NULL,            -- test or validation
+         actual    INTEGER NOT NULL,         -- the sample's label
+         predicted INTEGER NOT NULL,         -- the class the final weights give it (argmax)
+         count     INTEGER NOT NULL,         -- samples: only cells above 0 are stored
+         PRIMARY KEY (run_id, split, actual, predicted)
+     );
+     CREATE TABLE misclassified (
+         run_id     INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+         sample     INTEGER NOT NULL,        -- 0-based index in the test split (file order)
+         actual     INTEGER NOT NULL,
+         predicted  INTEGER NOT NULL,
+         confidence REAL NOT NULL,           -- the softmax probability of the predicted class
+         PRIMARY KEY (run_id, sample)
+     );",
 ];
 
 /// The selection metric of experiment rows written before version 5 (or merged from such a store): a
@@ -312,6 +330,12 @@ LEFT JOIN runs r ON r.id = (SELECT max(y.id) FROM runs y JOIN members z ON z.run
                             WHERE y.config_hash = m.config_hash AND z.experiment = s.experiment
                             AND y.deleted_at IS NULL AND y.superseded_by IS NULL)
 LEFT JOIN members x ON x.run_id = r.id AND x.experiment = s.experiment;
+
+CREATE VIEW class_accuracy AS
+SELECT run_id, split, actual AS class, SUM(count) AS samples,
+       SUM(CASE WHEN predicted = actual THEN count ELSE 0 END) AS correct,
+       1.0 * SUM(CASE WHEN predicted = actual THEN count ELSE 0 END) / SUM(count) AS accuracy
+FROM confusion GROUP BY run_id, split, actual;
 "#;
 
 /// The tables a version-1 store has, with a column each that only this schema has: how a store written
@@ -445,7 +469,7 @@ pub(crate) fn migrate(tx: &rusqlite::Transaction<'_>, version: i64) -> Result<()
         tx.execute_batch(
             "DROP VIEW IF EXISTS seed_stats; DROP VIEW IF EXISTS best_runs; DROP VIEW IF EXISTS run_summary;
              DROP VIEW IF EXISTS run_summary_all; DROP VIEW IF EXISTS rungs;
-             DROP VIEW IF EXISTS experiment_metrics;",
+             DROP VIEW IF EXISTS experiment_metrics; DROP VIEW IF EXISTS class_accuracy;",
         )?;
         tx.execute_batch(VIEWS)?;
     }

@@ -112,6 +112,9 @@ impl Store {
                             checkpoint_state_sha256 = NULL WHERE id = ?1",
                         params![run_id, params.sha256(), diverged_epoch, now()],
                     )?;
+                    if let Some(errors) = &checkpoint.errors {
+                        insert_errors(tx, run_id, errors)?;
+                    }
                     if let Some(reason) = &checkpoint.stopped {
                         tx.execute(
                             "UPDATE runs SET stopped_epoch = ?2, stop_reason = ?3 WHERE id = ?1",
@@ -290,6 +293,53 @@ fn insert_tensors(
             &t.data,
         ]);
         stmt.execute(&*values)?;
+    }
+    Ok(())
+}
+
+/// Where a completed run's final weights err: the confusion matrices' cells above 0 and every test
+/// sample they get wrong.
+fn insert_errors(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: i64,
+    errors: &crate::core::confusion::Errors,
+) -> Result<()> {
+    tx.execute("DELETE FROM confusion WHERE run_id = ?1", [run_id])?;
+    tx.execute("DELETE FROM misclassified WHERE run_id = ?1", [run_id])?;
+    let mut cell = tx.prepare(
+        "INSERT INTO confusion (run_id, split, actual, predicted, count) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (split, c) in [
+        ("test", Some(&errors.test)),
+        ("validation", errors.validation.as_ref()),
+    ] {
+        let Some(c) = c else { continue };
+        for actual in 0..c.classes {
+            for predicted in 0..c.classes {
+                let n = c.count(actual, predicted);
+                if n > 0 {
+                    cell.execute(params![
+                        run_id,
+                        split,
+                        actual as i64,
+                        predicted as i64,
+                        n as i64
+                    ])?;
+                }
+            }
+        }
+    }
+    let mut miss = tx.prepare(
+        "INSERT INTO misclassified (run_id, sample, actual, predicted, confidence) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for m in &errors.misclassified {
+        miss.execute(params![
+            run_id,
+            m.sample as i64,
+            i64::from(m.actual),
+            i64::from(m.predicted),
+            m.confidence
+        ])?;
     }
     Ok(())
 }
