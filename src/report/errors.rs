@@ -3,7 +3,13 @@
 //!
 //! Reads the store; writes nothing.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use serde_json::{Value as Json, json};
+
+use crate::core::data::{self, DataFormat, Dataset};
 
 use crate::core::confusion::{Confusion, Errors};
 use crate::error::Result;
@@ -85,6 +91,111 @@ pub fn errors_json(e: Option<&Errors>) -> Json {
     }
 }
 
+/// The most misclassified digits a gallery shows (the most confident mistakes first).
+pub const GALLERY: usize = 48;
+
+/// Datasets read for galleries, kept while the dashboard runs: a page of another run of the same data
+/// does not read it again.
+fn datasets() -> &'static Mutex<HashMap<(PathBuf, DataFormat), Arc<Dataset>>> {
+    static CACHE: OnceLock<Mutex<HashMap<(PathBuf, DataFormat), Arc<Dataset>>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The run's most confident mistakes on the test split with their images: `{images: [{sample, actual,
+/// predicted, confidence, pixels (base64 of rows x cols bytes)}], rows, cols, of}`, the images read from
+/// the run's dataset after checking that its samples hash to the run's `dataset_sha256`; or `{note}`
+/// saying why there are none (nothing stored, data not found, data changed).
+pub fn gallery(store: &Store, id: i64, limit: usize) -> Result<Json> {
+    let row = store.run(id)?;
+    let Some(errors) = of_run(store, id)? else {
+        return Ok(json!({"note": "no errors stored for this run (it did not complete, or completed \
+                                   before the store kept them)"}));
+    };
+    let cfg = row.config(store)?;
+    let dir = PathBuf::from(row.data_path.clone().unwrap_or_else(|| cfg.data.dir.clone()));
+    let key = (dir.clone(), cfg.data.format);
+    let cached = datasets().lock().ok().and_then(|c| c.get(&key).cloned());
+    let ds = match cached {
+        Some(d) => d,
+        None => match data::load(&dir, cfg.data.format) {
+            Ok(d) => {
+                let d = Arc::new(d);
+                if let Ok(mut c) = datasets().lock() {
+                    c.insert(key, d.clone());
+                }
+                d
+            }
+            Err(e) => {
+                return Ok(json!({
+                    "note": format!(
+                        "the run's data is not reachable from here ({}): {e}",
+                        dir.display()
+                    )
+                }));
+            }
+        },
+    };
+    let d = &cfg.data;
+    let sha = ds.sha256(d.limit_train, d.validation, d.limit_test);
+    if row.dataset_sha256.as_deref() != Some(sha.as_str()) {
+        return Ok(json!({
+            "note": format!(
+                "the data at {} is not the data the run was trained on (its samples hash to {}, the run \
+                 recorded {}): no images shown",
+                dir.display(),
+                &sha[..12],
+                row.dataset_sha256.as_deref().map_or("nothing", |s| &s[..s.len().min(12)])
+            )
+        }));
+    }
+    let test = ds.splits(d.limit_train, d.validation, d.limit_test).test;
+    let mut misses = errors.misclassified.clone();
+    misses.sort_by(|a, b| {
+        b.confidence
+            .total_cmp(&a.confidence)
+            .then(a.sample.cmp(&b.sample))
+    });
+    let images: Vec<Json> = misses
+        .iter()
+        .filter(|m| m.sample < test.len())
+        .take(limit)
+        .map(|m| {
+            json!({
+                "sample": m.sample,
+                "actual": m.actual,
+                "label": test.labels[m.sample],
+                "predicted": m.predicted,
+                "confidence": m.confidence,
+                "pixels": base64(test.image(m.sample)),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "images": images,
+        "rows": ds.test.rows,
+        "cols": ds.test.cols,
+        "of": errors.misclassified.len(),
+    }))
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +214,9 @@ mod tests {
         let row1 = t.lines().nth(3).unwrap();
         assert!(row1.trim_start().starts_with("1 "), "{t}");
         assert!(row1.ends_with("0.5000"), "{t}");
+        assert_eq!(base64(b"Man"), "TWFu");
+        assert_eq!(base64(b"Ma"), "TWE=");
+        assert_eq!(base64(b"M"), "TQ==");
         let j = matrix_json(&c);
         assert_eq!(j["counts"][1], json!([0, 1, 1]));
         assert_eq!(j["total"], 4);

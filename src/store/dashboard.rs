@@ -224,13 +224,16 @@ impl Store {
     }
 
     /// The finished current runs of experiment `name`, oldest first: id, seed, status, test accuracy,
-    /// validation accuracy, seed group, the values the experiment's sweep set, the config.
+    /// validation accuracy, seed group, the values the experiment's sweep set, the config, finished_at,
+    /// test loss, validation loss, epochs done.
     pub fn experiment_finished_runs(&self, name: &str) -> Result<Table> {
         let (members, current) = (self.members(), self.current("r"));
         let val = self.col_of("r", "val_acc", 4);
+        let val_loss = self.col_of("r", "val_loss", 4);
         self.select(
             &format!(
-                "SELECT r.id, r.seed, r.status, r.test_acc, {val}, r.seed_group, m.overrides, r.config_toml
+                "SELECT r.id, r.seed, r.status, r.test_acc, {val}, r.seed_group, m.overrides, r.config_toml,
+                        r.finished_at, r.test_loss, {val_loss}, r.epochs_done
                  FROM {members} m JOIN runs r ON r.id = m.run_id
                  WHERE m.experiment = ?1 AND r.status IN {} AND {current} ORDER BY r.id",
                 RunStatus::sql_list(&RunStatus::FINISHED)

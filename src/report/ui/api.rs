@@ -206,6 +206,7 @@ pub fn run(store: &Store, id: i64) -> Result<Json> {
         "weights": compact(&weights),
         "eta_seconds": eta,
         "verify": format!("runner verify {id} --db {}", store.path().display()),
+        "errors": super::super::errors::errors_json(super::super::errors::of_run(store, id)?.as_ref()),
         // Every stored bit of the run checked against its hashes: the page warns when one does not match.
         "corrupt": crate::store::integrity::check_run(store, id)?
             .findings
@@ -230,10 +231,25 @@ fn flatten(cfg: &crate::core::config::RunConfig) -> BTreeMap<String, Json> {
     out
 }
 
-/// `/api/experiment/<name>`: the compare table, the parameters that vary with every finished run's
-/// values of them, learning curves per configuration (mean and standard deviation over seeds, per
-/// epoch), and what its searches decided.
+/// The most runs whose per-epoch metric an experiment page draws (intermediate values).
+pub const MAX_TRIALS: usize = 2000;
+
+/// A stored number as f64 (`None` for NULL or text).
+fn real(v: &Value) -> Option<f64> {
+    match v {
+        Value::Real(f) => Some(*f),
+        Value::Integer(i) => Some(*i as f64),
+        _ => None,
+    }
+}
+
+/// `/api/experiment/<name>`: the compare table, the selection metric, every finished run with the
+/// values its sweep set and its metric, the parameters that vary, their importance (a functional ANOVA),
+/// the optimization history (best so far in the order runs finished), each run's metric per epoch, the
+/// learning curves of its configurations (mean and standard deviation over seeds per epoch; best first
+/// by the selection metric), and what its searches decided.
 pub fn experiment(store: &Store, name: &str) -> Result<Json> {
+    use crate::core::search::Metric;
     if !store.has_experiment(name)? {
         return Err(Error::Usage(format!(
             "no experiment {}",
@@ -247,17 +263,33 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
         Err(_) => Table::new(&["best"]),
     };
     let description = store.experiment_description(&name)?;
+    let metric = store.selection_metric(&name)?;
+    let better = |a: f64, b: f64| {
+        if metric.higher_is_better() {
+            a > b
+        } else {
+            a < b
+        }
+    };
     let runs = store.experiment_finished_runs(&name)?;
+    // A run's selection metric at its end (columns of `experiment_finished_runs`).
+    let value_of = |r: &[Value]| match metric {
+        Metric::TestAcc => real(&r[3]),
+        Metric::ValAcc => real(&r[4]),
+        Metric::TestLoss => real(&r[9]),
+        Metric::ValLoss => real(&r[10]),
+    };
     // The parameters that vary: the sweep's keys (seed aside) that take more than one value.
     let mut values: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
     let mut points = Vec::new();
+    let mut completed: Vec<(BTreeMap<String, Json>, f64)> = Vec::new();
     let mut groups: BTreeMap<String, (String, Vec<i64>)> = BTreeMap::new();
     for r in &runs.rows {
         let overrides: serde_json::Map<String, Json> = match &r[6] {
             Value::Text(t) => serde_json::from_str(t).unwrap_or_default(),
             _ => Default::default(),
         };
-        let params: serde_json::Map<String, Json> = overrides
+        let params: BTreeMap<String, Json> = overrides
             .into_iter()
             .filter(|(k, _)| k != "train.seed")
             .map(|(k, v)| (k.rsplit('.').next().unwrap_or(&k).to_string(), v))
@@ -276,57 +308,120 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
             .or_insert_with(|| (label, Vec::new()))
             .1
             .push(int(Some(&r[0])));
+        let value = value_of(r);
+        let status = super::super::table::cell(&r[2]);
+        if let (Some(v), "completed") = (value, status.as_str()) {
+            completed.push((params.clone(), v));
+        }
         points.push(json!({
             "run_id": cell_json(&r[0]),
             "seed": cell_json(&r[1]),
-            "status": cell_json(&r[2]),
+            "status": status,
             "test_acc": cell_json(&r[3]),
             "val_acc": cell_json(&r[4]),
+            "value": value,
+            "finished_at": cell_json(&r[8]),
+            "epochs_done": cell_json(&r[11]),
             "params": params,
         }));
     }
-    let varying: Vec<&String> = values
+    let varying: Vec<String> = values
         .iter()
         .filter(|(_, v)| v.len() > 1)
-        .map(|(k, _)| k)
+        .map(|(k, _)| k.clone())
+        .collect();
+    // The optimization history: completed runs in the order they finished, each with the best so far.
+    let mut order: Vec<&Json> = points
+        .iter()
+        .filter(|p| p["status"] == "completed" && p["value"].is_number())
+        .collect();
+    order.sort_by(|a, b| {
+        let key = |p: &Json| (p["finished_at"].as_str().unwrap_or("").to_string(), p["run_id"].as_i64());
+        key(a).cmp(&key(b))
+    });
+    let mut best: Option<f64> = None;
+    let history: Vec<Json> = order
+        .iter()
+        .map(|p| {
+            let v = p["value"].as_f64().unwrap_or(f64::NAN);
+            if best.is_none_or(|b| better(v, b)) {
+                best = Some(v);
+            }
+            json!({"run_id": p["run_id"], "value": v, "best": best})
+        })
         .collect();
     // Every epoch of the experiment's finished runs, read at once.
-    let mut by_run: BTreeMap<i64, Vec<crate::core::train::EpochMetrics>> = BTreeMap::new();
-    let rows = store.experiment_epochs(&name)?;
-    for r in rows.rows {
-        let real = |v: &Value| match v {
-            Value::Real(f) => Some(*f),
-            Value::Integer(i) => Some(*i as f64),
-            _ => None,
-        };
+    let mut by_run: BTreeMap<i64, Vec<[Option<f64>; 4]>> = BTreeMap::new();
+    for r in store.experiment_epochs(&name)?.rows {
         by_run
             .entry(int(r.first()))
             .or_default()
-            .push(crate::core::train::EpochMetrics {
-                epoch: 0,
-                train_loss: f64::NAN,
-                train_acc: f64::NAN,
-                test_acc: real(&r[1]).unwrap_or(f64::NAN),
-                test_loss: real(&r[2]).unwrap_or(f64::NAN),
-                val_loss: real(&r[3]),
-                val_acc: real(&r[4]),
-                learning_rate: None,
-                train_seconds: 0.0,
-                seconds: 0.0,
-            });
+            .push([real(&r[1]), real(&r[2]), real(&r[3]), real(&r[4])]);
     }
+    // Columns of `experiment_epochs` after the run id.
+    const EPOCH_COLUMNS: [&str; 4] = ["test_acc", "test_loss", "val_loss", "val_acc"];
+    let at = EPOCH_COLUMNS
+        .iter()
+        .position(|c| *c == metric.as_str())
+        .unwrap_or(0);
+    let trials: Vec<Json> = points
+        .iter()
+        .take(MAX_TRIALS)
+        .map(|p| {
+            let id = p["run_id"].as_i64().unwrap_or(0);
+            let series: Vec<Option<f64>> = by_run
+                .get(&id)
+                .map(|e| e.iter().map(|m| m[at]).collect())
+                .unwrap_or_default();
+            json!({"run_id": id, "status": p["status"], "values": series})
+        })
+        .collect();
+    // Learning curves per configuration, best first by the mean of the selection metric over its
+    // completed seeds (configurations without one after, by the best any of their runs reached).
+    let final_of: BTreeMap<i64, (Option<f64>, bool)> = points
+        .iter()
+        .map(|p| {
+            (
+                p["run_id"].as_i64().unwrap_or(0),
+                (p["value"].as_f64(), p["status"] == "completed"),
+            )
+        })
+        .collect();
+    let mut ranked: Vec<(&String, &Vec<i64>, bool, f64)> = groups
+        .values()
+        .map(|(label, ids)| {
+            let done: Vec<f64> = ids
+                .iter()
+                .filter_map(|i| final_of.get(i).filter(|(_, c)| *c).and_then(|(v, _)| *v))
+                .collect();
+            let score = if done.is_empty() {
+                ids.iter()
+                    .filter_map(|i| final_of.get(i).and_then(|(v, _)| *v))
+                    .fold(f64::NAN, |b, v| if b.is_nan() || better(v, b) { v } else { b })
+            } else {
+                done.iter().sum::<f64>() / done.len() as f64
+            };
+            (label, ids, !done.is_empty(), score)
+        })
+        .collect();
+    ranked.sort_by(|a, b| {
+        b.2.cmp(&a.2).then_with(|| {
+            let (x, y) = if metric.higher_is_better() { (b.3, a.3) } else { (a.3, b.3) };
+            // NaN (no value) last.
+            match (x.is_nan(), y.is_nan()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                _ => x.total_cmp(&y),
+            }
+        })
+    });
     let mut curves = Vec::new();
-    for (label, ids) in groups.values().take(MAX_GROUPS) {
+    for (label, ids, _, score) in ranked.into_iter().take(MAX_GROUPS) {
         let mut per: BTreeMap<&str, Vec<Vec<f64>>> = BTreeMap::new();
         for id in ids {
-            for (e, m) in by_run
-                .get(id)
-                .map(Vec::as_slice)
-                .unwrap_or(&[])
-                .iter()
-                .enumerate()
-            {
-                let mut add = |k: &'static str, v: Option<f64>| {
+            for (e, m) in by_run.get(id).map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
+                for (k, v) in EPOCH_COLUMNS.iter().zip(m) {
                     if let Some(v) = v.filter(|v| v.is_finite()) {
                         let col = per.entry(k).or_default();
                         if col.len() <= e {
@@ -334,11 +429,7 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
                         }
                         col[e].push(v);
                     }
-                };
-                add("test_acc", Some(m.test_acc));
-                add("test_loss", Some(m.test_loss));
-                add("val_acc", m.val_acc);
-                add("val_loss", m.val_loss);
+                }
             }
         }
         let stat = |f: &dyn Fn(&[f64]) -> Option<f64>| -> serde_json::Map<String, Json> {
@@ -367,6 +458,7 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
             "label": if label.is_empty() { name.clone() } else { label.clone() },
             "runs": ids,
             "seeds": ids.len(),
+            "score": score.is_finite().then_some(score),
             "epochs": (1..=epochs).collect::<Vec<_>>(),
             "mean": stat(&mean),
             "std": stat(&std),
@@ -381,14 +473,28 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
             "rungs": compact(&super::super::rungs::rung_table(&rungs, None)),
         }));
     }
+    let mut statuses = serde_json::Map::new();
+    let mut total = 0;
+    for r in store.experiment_statuses()?.rows {
+        if super::super::table::cell(&r[0]) == name {
+            total += int(r.get(2));
+            statuses.insert(super::super::table::cell(&r[1]), json!(int(r.get(2))));
+        }
+    }
     Ok(json!({
         "name": name,
         "description": description,
         "runs": runs.rows.len(),
+        "runs_total": total,
+        "statuses": statuses,
+        "metric": {"name": metric.as_str(), "higher_is_better": metric.higher_is_better()},
         "compare": compact(&compare),
         "selection": super::super::compare::selection_note(store, &name)?,
         "varying": varying,
         "points": points,
+        "importance": super::super::importance::json(&completed, &varying),
+        "history": history,
+        "trials": trials,
         "groups": curves,
         "searches": searches,
     }))

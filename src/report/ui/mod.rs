@@ -156,6 +156,11 @@ fn route(store: &Store, path: &str) -> Result<Reply> {
         },
         ["api", "experiment", name] => Reply::json(&api::experiment(store, name)?),
         ["api", "run", id] => Reply::json(&api::run(store, api::run_id(store, id)?)?),
+        ["api", "run", id, "gallery"] => Reply::json(&super::errors::gallery(
+            store,
+            api::run_id(store, id)?,
+            super::errors::GALLERY,
+        )?),
         ["api", "run", id, "export.safetensors"] => {
             let id = api::run_id(store, id)?;
             let m = super::export::load(store, id, WeightsKind::Final)?;
