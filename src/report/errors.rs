@@ -96,8 +96,10 @@ pub const GALLERY: usize = 48;
 
 /// Datasets read for galleries, kept while the dashboard runs: a page of another run of the same data
 /// does not read it again.
-fn datasets() -> &'static Mutex<HashMap<(PathBuf, DataFormat), Arc<Dataset>>> {
-    static CACHE: OnceLock<Mutex<HashMap<(PathBuf, DataFormat), Arc<Dataset>>>> = OnceLock::new();
+type Datasets = Mutex<HashMap<(PathBuf, DataFormat), Arc<Dataset>>>;
+
+fn datasets() -> &'static Datasets {
+    static CACHE: OnceLock<Datasets> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
@@ -108,11 +110,17 @@ fn datasets() -> &'static Mutex<HashMap<(PathBuf, DataFormat), Arc<Dataset>>> {
 pub fn gallery(store: &Store, id: i64, limit: usize) -> Result<Json> {
     let row = store.run(id)?;
     let Some(errors) = of_run(store, id)? else {
-        return Ok(json!({"note": "no errors stored for this run (it did not complete, or completed \
-                                   before the store kept them)"}));
+        return Ok(
+            json!({"note": "no errors stored for this run (it did not complete, or completed \
+                                   before the store kept them)"}),
+        );
     };
     let cfg = row.config(store)?;
-    let dir = PathBuf::from(row.data_path.clone().unwrap_or_else(|| cfg.data.dir.clone()));
+    let dir = PathBuf::from(
+        row.data_path
+            .clone()
+            .unwrap_or_else(|| cfg.data.dir.clone()),
+    );
     let key = (dir.clone(), cfg.data.format);
     let cached = datasets().lock().ok().and_then(|c| c.get(&key).cloned());
     let ds = match cached {
@@ -183,7 +191,11 @@ fn base64(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

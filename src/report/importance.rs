@@ -63,7 +63,7 @@ pub fn fanova(
     }
     let m = ys.iter().map(|(_, y)| y).sum::<f64>() / c;
     let var = ys.iter().map(|(_, y)| (y - m) * (y - m)).sum::<f64>() / c;
-    if !(var > 0.0) {
+    if var.is_nan() || var <= 0.0 {
         return None;
     }
     let mut out = Vec::new();

@@ -437,3 +437,243 @@ fn a_report_is_one_file_that_opens_with_no_network() {
     assert!(run.contains("note: &lt;/script&gt;&lt;script&gt;"), "{run}");
     assert!(!run.contains("<title>pwned"));
 }
+
+const SEARCH: &str = "name = \"search\"\n[data]\ndir = \"{MNIST}\"\nlimit_train = 1500\nvalidation = 300\n\
+                      limit_test = 300\n[model]\nsizes = [784, 16, 10]\n[train]\nepochs = 3\nbatch_size = 20\n\
+                      [sweep]\nmethod = \"halving\"\neta = 3\nmin_epochs = 1\nmetric = \"val_acc\"\n\
+                      \"train.learning_rate\" = [0.3, 0.1, 0.03]\n\
+                      \"model.sizes\" = [[784, 16, 10], [784, 32, 10], [784, 8, 10]]\n";
+
+/// The sum of the `data-count` cells of the table `id` in a dumped DOM.
+fn cell_sum(dom: &str, id: &str) -> u64 {
+    dom.split(&format!("<table id=\"{id}\""))
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .map_or(0, |t| {
+            t.split("data-count=\"")
+                .skip(1)
+                .filter_map(|c| c.split('"').next()?.parse::<u64>().ok())
+                .sum()
+        })
+}
+
+/// An attribute's values, in document order.
+fn attrs<'a>(dom: &'a str, name: &str) -> Vec<&'a str> {
+    dom.split(&format!(" {name}=\""))
+        .skip(1)
+        .filter_map(|c| c.split('"').next())
+        .collect()
+}
+
+/// Where a model errs, stored with each completed run and drawn: the confusion matrix's cells sum to the
+/// test set and its diagonal is the run's test accuracy; the misclassified samples are those whose label
+/// differs from the prediction, shown with the dataset's images; a search's page shows its rungs (runs
+/// as links), importance, history, one parallel-coordinates line per run (a brush narrows the table)
+/// and the finalists' curves.
+#[test]
+fn the_dashboard_answers_which_parameters_matter_how_the_search_went_and_where_the_model_errs() {
+    let dir = tmp();
+    let d = dir.path();
+    let s = spec(d, "search.toml", SEARCH);
+    let db = d.join("s.db");
+    let dbs = db.to_str().unwrap();
+    runner(d, &[s.to_str().unwrap(), "--db", dbs]).ok();
+    // The store: every completed run has both matrices; pruned runs have none.
+    let completed: Vec<i64> = scalar(
+        &db,
+        "SELECT group_concat(id) FROM runs WHERE status = 'completed'",
+    )
+    .split(',')
+    .map(|x| x.parse().unwrap())
+    .collect();
+    assert_eq!(completed.len(), 3, "three finalists of nine");
+    for id in &completed {
+        let q = |sql: &str| scalar(&db, &sql.replace("ID", &id.to_string()));
+        assert_eq!(
+            q("SELECT sum(count) FROM confusion WHERE run_id = ID AND split = 'test'"),
+            "300"
+        );
+        assert_eq!(
+            q("SELECT sum(count) FROM confusion WHERE run_id = ID AND split = 'validation'"),
+            "300"
+        );
+        // The diagonal over the total is exactly the stored accuracy (the same argmax).
+        assert_eq!(
+            q(
+                "SELECT (SELECT sum(count) FROM confusion WHERE run_id = ID AND split = 'test' AND actual = predicted) / 300.0 = test_acc FROM runs WHERE id = ID"
+            ),
+            "1"
+        );
+        assert_eq!(
+            q(
+                "SELECT (SELECT sum(count) FROM confusion WHERE run_id = ID AND split = 'validation' AND actual = predicted) / 300.0 = val_acc FROM runs WHERE id = ID"
+            ),
+            "1"
+        );
+        assert_eq!(
+            q("SELECT count(*) FROM misclassified WHERE run_id = ID"),
+            q(
+                "SELECT sum(count) FROM confusion WHERE run_id = ID AND split = 'test' AND actual != predicted"
+            )
+        );
+        assert_eq!(
+            q("SELECT count(*) FROM misclassified WHERE run_id = ID AND actual = predicted"),
+            "0"
+        );
+    }
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM confusion c JOIN runs r ON r.id = c.run_id WHERE r.status = 'pruned'"
+        ),
+        "0"
+    );
+    let best = completed[0];
+    let show = runner(d, &["show", &best.to_string(), "--db", dbs]);
+    assert!(
+        show.ok()
+            .stdout
+            .contains("test confusion (rows: true class"),
+        "{}",
+        show.stdout
+    );
+    assert!(show.stdout.contains("of 300 right"), "{}", show.stdout);
+    // A merge keeps them.
+    let merged = d.join("m.db");
+    runner(d, &["merge", dbs, "-o", merged.to_str().unwrap()]).ok();
+    assert_eq!(
+        scalar(&merged, "SELECT count(*) FROM confusion"),
+        scalar(&db, "SELECT count(*) FROM confusion")
+    );
+    assert_eq!(
+        scalar(&merged, "SELECT count(*) FROM misclassified"),
+        scalar(&db, "SELECT count(*) FROM misclassified")
+    );
+
+    let ui = serve(d, &db, &[]);
+    let exp = get_json(&ui.addr, "/api/experiment/search");
+    assert_eq!(exp["runs_total"], 9);
+    assert_eq!(exp["metric"]["name"], "val_acc");
+    assert_eq!(exp["history"].as_array().unwrap().len(), 3);
+    assert_eq!(exp["trials"].as_array().unwrap().len(), 9);
+    // Importance over all nine candidates at the epoch each reached (a full 3 x 3 grid).
+    assert_eq!(exp["importance"]["epoch"], 1);
+    let shares: f64 = exp["importance"]["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["share"].as_f64().unwrap())
+        .sum::<f64>()
+        + exp["importance"]["interactions"].as_f64().unwrap();
+    assert!((shares - 1.0).abs() < 1e-9, "{shares}");
+    let values: Vec<f64> = exp["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["value"].as_f64())
+        .collect();
+    assert_eq!(values.len(), 9);
+    let gallery = get_json(&ui.addr, &format!("/api/run/{best}/gallery"));
+    assert!(
+        !gallery["images"].as_array().unwrap().is_empty(),
+        "{gallery}"
+    );
+
+    let Some(chromium) = chromium() else { return };
+    let profile = d.join("profile");
+    let base = format!("http://{}/", ui.addr);
+    let page = dom(
+        &chromium,
+        &format!("{base}#/experiment/search"),
+        &profile,
+        None,
+    );
+    assert!(!page.contains("data-error"), "{page}");
+    assert_eq!(
+        page.matches("class=\"pc-line").count(),
+        9,
+        "one line per run"
+    );
+    assert!(page.contains("id=\"importance\""), "{page}");
+    assert!(page.contains("id=\"history\""), "{page}");
+    assert!(page.contains("id=\"intermediate\""), "{page}");
+    let rungs = page.split("<table id=\"rungs\"").nth(1).unwrap();
+    assert!(
+        rungs
+            .split("</table>")
+            .next()
+            .unwrap()
+            .contains("href=\"#/run/"),
+        "run ids are links"
+    );
+    // The finalists' configurations are among the curves drawn (the best first, not the first by key).
+    let curves = page
+        .split("id=\"curves-val_acc\"")
+        .nth(1)
+        .and_then(|t| t.split("data-labels=\"").nth(1))
+        .and_then(|t| t.split('"').next())
+        .expect("a chart of val_acc curves");
+    for g in exp["groups"].as_array().unwrap() {
+        let finalist = g["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| completed.contains(&r.as_i64().unwrap()));
+        if finalist {
+            let label = g["label"].as_str().unwrap();
+            assert!(
+                curves.split('|').any(|l| l == label),
+                "{label} not in {curves}"
+            );
+        }
+    }
+    // A brush on the metric's axis (the last: its upper half) narrows the table to the runs above the
+    // middle of the range.
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+    let mid = (lo + hi) / 2.0;
+    let above = values
+        .iter()
+        .filter(|v| **v >= mid - 1e-9 * (hi - lo))
+        .count();
+    let axis = exp["varying"].as_array().unwrap().len();
+    let brushed = dom(
+        &chromium,
+        &format!("{base}#/experiment/search?b={axis}:0.5:1"),
+        &profile,
+        None,
+    );
+    let rows = brushed
+        .split("<table id=\"pc-runs\"")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .map_or(0, |t| t.matches("<tr").count() - 1);
+    assert_eq!(rows, above, "{brushed}");
+    assert!(above < 9 && above > 0);
+    assert!(brushed.contains(&format!("{above} of 9 runs selected")));
+    // The run's page: the matrices sum to their splits; the gallery shows digits whose label (read from
+    // the data) is the stored one and differs from the prediction.
+    let run = dom(&chromium, &format!("{base}#/run/{best}"), &profile, None);
+    assert!(!run.contains("data-error"), "{run}");
+    assert_eq!(cell_sum(&run, "confusion-test"), 300, "{run}");
+    assert_eq!(cell_sum(&run, "confusion-validation"), 300);
+    let (shown, actual, predicted) = (
+        attrs(&run, "data-label"),
+        attrs(&run, "data-actual"),
+        attrs(&run, "data-predicted"),
+    );
+    assert!(!shown.is_empty(), "{run}");
+    assert_eq!(shown, actual);
+    for (l, p) in shown.iter().zip(&predicted) {
+        assert_ne!(l, p, "a misclassified digit");
+    }
+    let shot = d.join("experiment.png");
+    dom(
+        &chromium,
+        &format!("{base}#/experiment/search"),
+        &profile,
+        Some(&shot),
+    );
+    assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG"));
+}

@@ -336,7 +336,12 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
         .filter(|p| p["status"] == "completed" && p["value"].is_number())
         .collect();
     order.sort_by(|a, b| {
-        let key = |p: &Json| (p["finished_at"].as_str().unwrap_or("").to_string(), p["run_id"].as_i64());
+        let key = |p: &Json| {
+            (
+                p["finished_at"].as_str().unwrap_or("").to_string(),
+                p["run_id"].as_i64(),
+            )
+        };
         key(a).cmp(&key(b))
     });
     let mut best: Option<f64> = None;
@@ -353,10 +358,12 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
     // Every epoch of the experiment's finished runs, read at once.
     let mut by_run: BTreeMap<i64, Vec<[Option<f64>; 4]>> = BTreeMap::new();
     for r in store.experiment_epochs(&name)?.rows {
-        by_run
-            .entry(int(r.first()))
-            .or_default()
-            .push([real(&r[1]), real(&r[2]), real(&r[3]), real(&r[4])]);
+        by_run.entry(int(r.first())).or_default().push([
+            real(&r[1]),
+            real(&r[2]),
+            real(&r[3]),
+            real(&r[4]),
+        ]);
     }
     // Columns of `experiment_epochs` after the run id.
     const EPOCH_COLUMNS: [&str; 4] = ["test_acc", "test_loss", "val_loss", "val_acc"];
@@ -364,6 +371,35 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
         .iter()
         .position(|c| *c == metric.as_str())
         .unwrap_or(0);
+    // Importance over every candidate: for a search (runs stopped at different epochs), the metric at
+    // the epoch every finished run reached, else each completed run's final metric.
+    let searched = points.iter().any(|p| p["status"] == "pruned");
+    let (importance_runs, importance_epoch) = if searched {
+        let epoch = points
+            .iter()
+            .filter_map(|p| by_run.get(&p["run_id"].as_i64().unwrap_or(0)).map(Vec::len))
+            .min()
+            .unwrap_or(0);
+        let runs: Vec<(BTreeMap<String, Json>, f64)> = points
+            .iter()
+            .filter_map(|p| {
+                let v = by_run
+                    .get(&p["run_id"].as_i64()?)?
+                    .get(epoch.checked_sub(1)?)?[at]?;
+                let params: BTreeMap<String, Json> = p["params"]
+                    .as_object()?
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                Some((params, v))
+            })
+            .collect();
+        (runs, Some(epoch))
+    } else {
+        (completed, None)
+    };
+    let mut importance = super::super::importance::json(&importance_runs, &varying);
+    importance["epoch"] = json!(importance_epoch);
     let trials: Vec<Json> = points
         .iter()
         .take(MAX_TRIALS)
@@ -397,7 +433,10 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
             let score = if done.is_empty() {
                 ids.iter()
                     .filter_map(|i| final_of.get(i).and_then(|(v, _)| *v))
-                    .fold(f64::NAN, |b, v| if b.is_nan() || better(v, b) { v } else { b })
+                    .fold(
+                        f64::NAN,
+                        |b, v| if b.is_nan() || better(v, b) { v } else { b },
+                    )
             } else {
                 done.iter().sum::<f64>() / done.len() as f64
             };
@@ -406,7 +445,11 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
         .collect();
     ranked.sort_by(|a, b| {
         b.2.cmp(&a.2).then_with(|| {
-            let (x, y) = if metric.higher_is_better() { (b.3, a.3) } else { (a.3, b.3) };
+            let (x, y) = if metric.higher_is_better() {
+                (b.3, a.3)
+            } else {
+                (a.3, b.3)
+            };
             // NaN (no value) last.
             match (x.is_nan(), y.is_nan()) {
                 (true, true) => std::cmp::Ordering::Equal,
@@ -420,7 +463,13 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
     for (label, ids, _, score) in ranked.into_iter().take(MAX_GROUPS) {
         let mut per: BTreeMap<&str, Vec<Vec<f64>>> = BTreeMap::new();
         for id in ids {
-            for (e, m) in by_run.get(id).map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
+            for (e, m) in by_run
+                .get(id)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .enumerate()
+            {
                 for (k, v) in EPOCH_COLUMNS.iter().zip(m) {
                     if let Some(v) = v.filter(|v| v.is_finite()) {
                         let col = per.entry(k).or_default();
@@ -492,7 +541,7 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
         "selection": super::super::compare::selection_note(store, &name)?,
         "varying": varying,
         "points": points,
-        "importance": super::super::importance::json(&completed, &varying),
+        "importance": importance,
         "history": history,
         "trials": trials,
         "groups": curves,

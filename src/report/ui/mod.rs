@@ -369,6 +369,18 @@ pub fn report(store: &Store, experiments: &[String]) -> Result<String> {
     for id in ids {
         apis.insert(format!("/api/run/{id}"), api::run(store, id)?);
     }
+    // The gallery of misclassified digits of each experiment's best run (images of every run would
+    // make the file large; `runner ui` shows each run's).
+    let bests: std::collections::BTreeSet<i64> = all["experiments"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["best_run"].as_i64()).collect())
+        .unwrap_or_default();
+    for id in bests {
+        apis.insert(
+            format!("/api/run/{id}/gallery"),
+            super::errors::gallery(store, id, super::errors::GALLERY)?,
+        );
+    }
     apis.insert("/api/experiments".into(), all);
     apis.insert("/api/runs".into(), runs);
     let data = json!({
