@@ -96,6 +96,7 @@ pub fn run(runs: usize, epochs: usize, log: &dyn Fn(&str)) -> Result<Vec<(String
         "/api/runs",
         "/api/run/5000",
         "/api/experiment/synthetic-7",
+        "/api/run/5000/gallery",
     ] {
         let mut times = Vec::new();
         let mut bytes = 0;
@@ -134,38 +135,62 @@ pub fn run(runs: usize, epochs: usize, log: &dyn Fn(&str)) -> Result<Vec<(String
         )),
         Some(chromium) => {
             let mut b = super::browser::Browser::start(&chromium)?;
-            let mut times = Vec::new();
-            for _ in 0..5 {
-                b.navigate("about:blank")?;
-                b.navigate(&format!("http://{addr}/#/runs"))?;
-                let ms = b.wait_for(
-                    "document.body.dataset.page === 'runs' && document.body.dataset.readyMs",
-                    Duration::from_secs(30),
-                )?;
-                let rows = b.eval("document.querySelectorAll('#runs tbody tr').length")?;
-                let count = b.eval("document.getElementById('runs-count').textContent")?;
-                let text = |v: &serde_json::Value| v.as_str().map_or(v.to_string(), str::to_string);
-                log(&format!(
-                    "runs page ready after {} ms: {rows} rows drawn, {}",
-                    text(&ms),
-                    text(&count)
-                ));
-                times.push(
-                    ms.as_str()
-                        .and_then(|s| s.parse::<f64>().ok())
-                        .unwrap_or(f64::NAN),
-                );
-            }
-            times.sort_by(f64::total_cmp);
-            out.push((
-                "runs page interactive".into(),
-                format!(
-                    "median {:.0} ms, slowest {:.0} ms of 5 loads (navigation to the table drawn, in {})",
-                    times[2],
-                    times[4],
-                    chromium.display()
+            // Each page from navigation to drawn with its data (as the page measures it), 5 loads.
+            for (label, hash, page, count) in [
+                (
+                    "runs page (10 000 runs, 200 drawn per page)",
+                    "#/runs",
+                    "runs",
+                    "document.querySelectorAll('#runs tbody tr').length",
                 ),
-            ));
+                (
+                    "experiment page (100 runs: importance, parallel coordinates, slices, history, curves)",
+                    "#/experiment/synthetic-7",
+                    "experiment",
+                    "document.querySelectorAll('.pc-line').length",
+                ),
+                (
+                    "run page (its confusion matrix)",
+                    "#/run/5000",
+                    "run",
+                    "document.querySelectorAll('#confusion-test td.cell').length",
+                ),
+            ] {
+                let mut times = Vec::new();
+                for _ in 0..5 {
+                    b.navigate("about:blank")?;
+                    b.navigate(&format!("http://{addr}/{hash}"))?;
+                    let ms = b.wait_for(
+                        &format!(
+                            "document.body.dataset.page === '{page}' && document.body.dataset.readyMs"
+                        ),
+                        Duration::from_secs(30),
+                    )?;
+                    let drawn = b.eval(count)?;
+                    let text =
+                        |v: &serde_json::Value| v.as_str().map_or(v.to_string(), str::to_string);
+                    log(&format!(
+                        "{label}: ready after {} ms, {} elements drawn",
+                        text(&ms),
+                        text(&drawn)
+                    ));
+                    times.push(
+                        ms.as_str()
+                            .and_then(|s| s.parse::<f64>().ok())
+                            .unwrap_or(f64::NAN),
+                    );
+                }
+                times.sort_by(f64::total_cmp);
+                out.push((
+                    format!("{label} interactive"),
+                    format!(
+                        "median {:.0} ms, slowest {:.0} ms of 5 loads (navigation to the page drawn, in {})",
+                        times[2],
+                        times[4],
+                        chromium.display()
+                    ),
+                ));
+            }
         }
     }
     server.stop();

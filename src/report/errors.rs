@@ -144,7 +144,7 @@ pub fn gallery(store: &Store, id: i64, limit: usize) -> Result<Json> {
         },
     };
     let d = &cfg.data;
-    let sha = ds.sha256(d.limit_train, d.validation, d.limit_test);
+    let sha = dataset_sha(&dir, &ds, &cfg.data);
     if row.dataset_sha256.as_deref() != Some(sha.as_str()) {
         return Ok(json!({
             "note": format!(
@@ -184,6 +184,32 @@ pub fn gallery(store: &Store, id: i64, limit: usize) -> Result<Json> {
         "cols": ds.test.cols,
         "of": errors.misclassified.len(),
     }))
+}
+
+/// The hash of the samples a run of `data` uses from `ds` (read from `dir`), computed once per
+/// dashboard process.
+fn dataset_sha(
+    dir: &std::path::Path,
+    ds: &Dataset,
+    data: &crate::core::config::DataSpec,
+) -> String {
+    type Key = (PathBuf, Option<usize>, Option<usize>, Option<usize>);
+    static HASHES: OnceLock<Mutex<HashMap<Key, String>>> = OnceLock::new();
+    let key = (
+        dir.to_path_buf(),
+        data.limit_train,
+        data.validation,
+        data.limit_test,
+    );
+    let hashes = HASHES.get_or_init(Default::default);
+    if let Some(h) = hashes.lock().ok().and_then(|h| h.get(&key).cloned()) {
+        return h;
+    }
+    let h = ds.sha256(data.limit_train, data.validation, data.limit_test);
+    if let Ok(mut m) = hashes.lock() {
+        m.insert(key, h.clone());
+    }
+    h
 }
 
 /// Standard base64 with padding.

@@ -61,6 +61,8 @@ struct Comparer<'a> {
     /// A pruned run: the epoch to stop after, and the parameters there.
     stop_at: Option<usize>,
     stopped_params: Option<Snapshot>,
+    /// Where the re-run's final weights err (when it completes).
+    errors: Option<crate::core::confusion::Errors>,
 }
 
 impl Observer for Comparer<'_> {
@@ -138,6 +140,9 @@ impl Observer for Comparer<'_> {
                 ));
                 return Ok(Control::Stop);
             }
+        }
+        if checkpoint.errors.is_some() {
+            self.errors = checkpoint.errors.clone();
         }
         if self.stop_at == Some(m.epoch) {
             self.stopped_params = Some(checkpoint.params.clone());
@@ -262,6 +267,7 @@ pub fn verify_run(
         seen: 0,
         stop_at,
         stopped_params: None,
+        errors: None,
     };
     let outcome = Training::new(&cfg, data)
         .kernel(kernel)
@@ -299,10 +305,40 @@ pub fn verify_run(
         ));
         return Ok(report);
     }
+    // Where the final weights err, as stored when the run completed (runs of schema 8 on): the re-run's
+    // must be the same, to the bit of each confidence.
+    let classes = cfg.model.sizes.last().copied().unwrap_or(0);
+    if let (Some(stored), Some(now)) = (store.run_errors(run_id, classes)?, &cmp.errors)
+        && !same_errors(&stored, now)
+    {
+        report.difference = Some(format!(
+            "where it errs: the stored confusion matrix or misclassified samples ({} stored, {} \
+             correct of {}) differ from the re-run's ({}, {} of {}), though the weights are equal: the \
+             rows of tables confusion / misclassified were changed",
+            stored.misclassified.len(),
+            stored.test.correct(),
+            stored.test.total(),
+            now.misclassified.len(),
+            now.test.correct(),
+            now.test.total()
+        ));
+        return Ok(report);
+    }
     // Every compared bit is equal: the re-run's fingerprint is that of the stored rows (recomputed, so
     // that an edited stored fingerprint shows as corrupt in the check above, not as a difference here).
     report.result_sha256 = integrity::result_sha256(store.connection(), run_id)?;
     Ok(report)
+}
+
+/// Equal errors: the same matrices and the same misclassified samples with the same confidence bits.
+fn same_errors(a: &crate::core::confusion::Errors, b: &crate::core::confusion::Errors) -> bool {
+    a.test == b.test
+        && a.validation == b.validation
+        && a.misclassified.len() == b.misclassified.len()
+        && a.misclassified.iter().zip(&b.misclassified).all(|(x, y)| {
+            (x.sample, x.actual, x.predicted) == (y.sample, y.actual, y.predicted)
+                && x.confidence.to_bits() == y.confidence.to_bits()
+        })
 }
 
 /// The folder to read run `row`'s data from (see the module doc); an error naming the run, the places

@@ -538,6 +538,33 @@ fn the_dashboard_answers_which_parameters_matter_how_the_search_went_and_where_t
         show.stdout
     );
     assert!(show.stdout.contains("of 300 right"), "{}", show.stdout);
+    // Verify re-computes them from the re-trained weights; an edited cell is a difference.
+    runner(d, &["verify", &best.to_string(), "--db", dbs]).ok();
+    let edited = d.join("edited.db");
+    std::fs::copy(&db, &edited).unwrap();
+    rusqlite::Connection::open(&edited)
+        .unwrap()
+        .execute(
+            "UPDATE confusion SET count = count + 1 WHERE run_id = ?1 AND actual = predicted AND actual = 0",
+            [best],
+        )
+        .unwrap();
+    let v = runner(
+        d,
+        &[
+            "verify",
+            &best.to_string(),
+            "--db",
+            edited.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(v.code, 0, "{}", v.stdout);
+    assert!(
+        format!("{}{}", v.stdout, v.stderr).contains("where it errs"),
+        "{} {}",
+        v.stdout,
+        v.stderr
+    );
     // A merge keeps them.
     let merged = d.join("m.db");
     runner(d, &["merge", dbs, "-o", merged.to_str().unwrap()]).ok();
