@@ -394,6 +394,15 @@ pub fn experiment(store: &Store, name: &str) -> Result<Json> {
                 Some((params, v))
             })
             .collect();
+        // Each run's metric there, for the slices.
+        for p in points.iter_mut() {
+            let v = p["run_id"]
+                .as_i64()
+                .and_then(|id| by_run.get(&id))
+                .and_then(|e| e.get(epoch.checked_sub(1)?))
+                .and_then(|m| m[at]);
+            p["value_at"] = json!(v);
+        }
         (runs, Some(epoch))
     } else {
         (completed, None)

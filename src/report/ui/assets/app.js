@@ -169,7 +169,7 @@
       },
       axes: [axis(o.xLabel || '', { values: o.xValues || (o.logX ? undefined : ticks), incrs: o.intX ? [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] : undefined, splits: o.xSplits }),
         axis(o.yLabel || '', { values: ticks, size: 60 })],
-      series: [{ label: o.xLabel || 'x', value: (u, v) => (v === null || v === undefined ? '' : fmt(v)) }],
+      series: [{ label: o.xLabel || 'x', value: (u, v) => (v === null || v === undefined ? '' : (o.xFmt || fmt)(v)) }],
       legend: { show: o.legend !== false && series.length <= 12 },
       bands: [],
     };
@@ -397,9 +397,11 @@
     for (const s of d.searches) {
       kids.push(el('h2', { text: 'Search ' + s.search.slice(0, 12) + ': ' + s.describe }), rungTable(s));
     }
-    kids.push(el('h2', { text: 'Configurations (mean and spread over seeds; best marked)' }));
+    // The configurations (folded when there are many, so that the views below are in sight).
     const bi = d.compare.columns.indexOf('best');
-    kids.push(table(d.compare.columns, d.compare.rows, { id: 'compare', csv: d.name + '-configurations', rowClass: (r) => r[bi] ? 'best' : null, cell: (c, v) => c === 'best' ? (v ? '*' : '') : null }));
+    kids.push(el('details', { class: 'configs', open: d.compare.rows.length <= 12 },
+      el('summary', {}, el('h2', { text: 'Configurations: ' + d.compare.rows.length + ', best first by ' + metric + ' (mean and spread over seeds)' })),
+      table(d.compare.columns, d.compare.rows, { id: 'compare', csv: d.name + '-configurations', rowClass: (r) => r[bi] ? 'best' : null, cell: (c, v) => c === 'best' ? (v ? '*' : '') : null })));
     kids.push(el('p', { class: 'muted', id: 'selection', text: d.selection }));
     const valued = d.points.filter((x) => typeof x.value === 'number' && isFinite(x.value));
     const done = valued.filter((x) => x.status === 'completed');
@@ -412,8 +414,11 @@
     }
     // Slices: the metric against each parameter that varies, a point per run (a colour per seed).
     const charts = [];
+    // A search's candidates stopped at different epochs: each is shown at the epoch all of them reached.
+    const sliceAt = d.importance.epoch;
+    const sliced = sliceAt ? d.points.filter((x) => typeof x.value_at === 'number').map((x) => Object.assign({}, x, { value: x.value_at })) : done;
     for (const p of d.varying) {
-      const pts = done;
+      const pts = sliced;
       if (pts.length === 0) continue;
       const a = axisOf(p, pts.map((x) => x.params[p]));
       const numeric = a.kind !== 'categorical';
@@ -429,10 +434,11 @@
         id: 'slice-' + p, xLabel: p + (a.kind === 'log' ? ' (log)' : ''), logX: a.kind === 'log', width: 420, height: 260, yLabel: metric,
         xRange: numeric ? undefined : [-0.5, keys.length - 0.5],
         xSplits: numeric ? undefined : () => keys.map((_, i) => i),
+        xFmt: numeric ? undefined : (v) => (keys[v] !== undefined ? fmt(JSON.parse(keys[v])) : ''),
         xValues: numeric ? (a.kind === 'log' ? (u, vals) => vals.map((v) => fmt(v)) : undefined) : (u, vals) => vals.map((v) => (Number.isInteger(v) && keys[v] !== undefined ? fmt(JSON.parse(keys[v])) : '')),
       }));
     }
-    if (charts.length) kids.push(el('h2', { text: metric + ' against each parameter (completed runs; a colour per seed, the mean in black)' }), el('div', { class: 'charts' }, charts));
+    if (charts.length) kids.push(el('h2', { text: metric + ' against each parameter (' + (sliceAt ? 'every run at epoch ' + sliceAt : 'completed runs') + '; a colour per seed, the mean in black)' }), el('div', { class: 'charts' }, charts));
     // How the search went: the best so far in the order runs finished; each run's metric per epoch.
     if (d.history.length) {
       const xs = d.history.map((_, i) => i + 1);
