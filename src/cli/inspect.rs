@@ -271,7 +271,7 @@ pub fn show(db: &Path, args: ShowArgs, out: &mut dyn Write) -> Result<Exit> {
             }
             writeln!(
                 out,
-                "({} misclassified test samples stored: SELECT * FROM misclassified WHERE run_id = {run})",
+                "({} misclassified test samples stored: table `misclassified`, run_id {run})",
                 e.misclassified.len()
             )?;
         }

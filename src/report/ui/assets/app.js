@@ -247,7 +247,8 @@
         cell: (c, v) => c === 'experiment' ? link('#/experiment/' + encodeURIComponent(v), v)
           : c === 'best run' && v !== null ? link('#/run/' + v, '#' + v)
             : c === 'by status' ? el('span', {}, Object.entries(v).map(([s, n]) => el('span', { class: 'pill' }, s + ' ' + n)))
-              : c === 'run time (sum)' ? duration(v) : null,
+              : c === 'run time (sum)' ? duration(v)
+                : c === 'created' && typeof v === 'string' ? el('span', { title: v, text: v.slice(0, 16).replace('T', ' ') }) : null,
       }),
     );
   }
