@@ -24,6 +24,13 @@ pub struct CompareArgs {
     /// vary (e.g. learning_rate=0.1); paired over shared seeds (paired t-test), Welch's test otherwise.
     #[arg(long, value_name = "RUN|KEY=VALUE,...")]
     pub baseline: Option<String>,
+    /// Also show each configuration's mean test accuracy per class (from the runs' confusion matrices)
+    /// and its worst class, ranked by the worst class's accuracy.
+    #[arg(long, conflicts_with = "baseline")]
+    pub classes: bool,
+    /// With --classes: rank the configurations by this class's accuracy instead (best first).
+    #[arg(long, value_name = "K", requires = "classes")]
+    pub class: Option<usize>,
     #[command(flatten)]
     pub format: FormatArgs,
     #[command(flatten)]
@@ -91,6 +98,30 @@ pub fn compare(db: &Path, args: CompareArgs, out: &mut dyn Write) -> Result<Exit
     let store = Store::open_read_only(db)?;
     let name = cmp::experiment_name(&store, args.experiment.as_deref())?;
     let format = args.format.format();
+    if args.classes {
+        let Some(t) = cmp::class_table(&store, &name, args.class)? else {
+            return Err(mlp_runner::Error::Usage(format!(
+                "no completed run of experiment {} stored its confusion matrix (runs completed before \
+                 schema 8 have none); runner compare {} without --classes compares overall accuracy",
+                clean(&name),
+                clean(&name)
+            ))
+            .into());
+        };
+        if format == Format::Text {
+            writeln!(
+                out,
+                "experiment {}: mean test accuracy per class over each configuration's completed seeds, {}:",
+                clean(&name),
+                match args.class {
+                    Some(k) => format!("ranked by class {k}"),
+                    None => "ranked by the worst class".to_string(),
+                }
+            )?;
+        }
+        print_table(&t, format, out)?;
+        return Ok(Exit::Ok);
+    }
     let table = match &args.baseline {
         Some(b) => cmp::compare_baseline(&store, &name, b)?,
         None => cmp::compare(&store, &name)?,

@@ -324,3 +324,82 @@ pub fn compare_baseline(store: &Store, experiment: &str, baseline: &str) -> Resu
     }
     Ok(t)
 }
+
+/// Each configuration's mean test accuracy per class (over its completed seeds, from the stored
+/// confusion matrices) with its worst class, one row per configuration: ranked by the accuracy of class
+/// `rank` when given (best first), else by the worst class's (best first). `None` when no completed run
+/// of the experiment stored its matrix.
+pub fn class_table(store: &Store, experiment: &str, rank: Option<usize>) -> Result<Option<Table>> {
+    let t = store.class_accuracies(experiment)?;
+    // Per configuration: its parameters (the sweep's overrides but the seed) and each class's accuracy.
+    let mut configs: BTreeMap<String, (String, BTreeMap<usize, f64>)> = BTreeMap::new();
+    let mut classes = 0;
+    for r in &t.rows {
+        let (Value::Text(group), Value::Integer(class), Value::Real(acc)) = (&r[0], &r[2], &r[3])
+        else {
+            continue;
+        };
+        let label = match &r[1] {
+            Value::Text(o) => serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(o)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(k, _)| k != "train.seed")
+                .map(|(k, v)| {
+                    format!(
+                        "{}={}",
+                        k.rsplit('.').next().unwrap_or(&k),
+                        v.to_string().trim_matches('"')
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => String::new(),
+        };
+        let class = usize::try_from(*class).unwrap_or(0);
+        classes = classes.max(class + 1);
+        configs
+            .entry(group.clone())
+            .or_insert_with(|| (label, BTreeMap::new()))
+            .1
+            .insert(class, *acc);
+    }
+    if configs.is_empty() {
+        return Ok(None);
+    }
+    if let Some(k) = rank.filter(|&k| k >= classes) {
+        return Err(Error::Usage(format!(
+            "--class {k}: the experiment's runs have classes 0 to {}",
+            classes - 1
+        )));
+    }
+    let mut columns = vec!["configuration".to_string()];
+    columns.extend((0..classes).map(|k| format!("class_{k}")));
+    columns.extend(["worst_class".to_string(), "worst_acc".to_string()]);
+    let mut rows: Vec<(f64, Vec<Value>)> = configs
+        .into_values()
+        .map(|(label, acc)| {
+            let worst = acc
+                .iter()
+                .min_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(k, v)| (*k, *v));
+            let key = match rank {
+                Some(k) => acc.get(&k).copied().unwrap_or(f64::NEG_INFINITY),
+                None => worst.map_or(f64::NEG_INFINITY, |w| w.1),
+            };
+            let mut row = vec![Value::Text(if label.is_empty() {
+                experiment.to_string()
+            } else {
+                label
+            })];
+            row.extend((0..classes).map(|k| acc.get(&k).map_or(Value::Null, |v| Value::Real(*v))));
+            row.push(worst.map_or(Value::Null, |w| Value::Integer(w.0 as i64)));
+            row.push(worst.map_or(Value::Null, |w| Value::Real(w.1)));
+            (key, row)
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    Ok(Some(Table {
+        columns,
+        rows: rows.into_iter().map(|(_, r)| r).collect(),
+    }))
+}

@@ -166,6 +166,33 @@ impl Store {
         Ok(groups)
     }
 
+    /// The mean test accuracy of each class over each configuration's completed runs (seeds), from
+    /// their stored confusion matrices: seed group, one overrides text of the group (its parameters),
+    /// class, mean accuracy, runs. Empty before schema 8 (nothing stored).
+    pub fn class_accuracies(&self, experiment: &str) -> Result<Table> {
+        if self.version() < 8 {
+            return Ok(Table::new(&[
+                "seed_group",
+                "overrides",
+                "class",
+                "accuracy",
+                "runs",
+            ]));
+        }
+        self.select(
+            &format!(
+                "SELECT r.seed_group, min(m.overrides) AS overrides, c.class, avg(c.accuracy) AS accuracy,
+                        count(*) AS runs
+                 FROM runs r JOIN {} m ON m.run_id = r.id JOIN class_accuracy c ON c.run_id = r.id
+                 WHERE m.experiment = ?1 AND r.status = 'completed' AND {} AND c.split = 'test'
+                 GROUP BY r.seed_group, c.class ORDER BY r.seed_group, c.class",
+                self.members(),
+                self.current("r")
+            ),
+            &[&experiment],
+        )
+    }
+
     /// The tags of each configuration's finished runs (by seed group), sorted; empty for a store without tags.
     pub fn configuration_tags(&self, experiment: &str) -> Result<BTreeMap<String, Vec<String>>> {
         let store = self;

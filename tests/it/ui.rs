@@ -538,6 +538,31 @@ fn the_dashboard_answers_which_parameters_matter_how_the_search_went_and_where_t
         show.stdout
     );
     assert!(show.stdout.contains("of 300 right"), "{}", show.stdout);
+    // compare ranks the configurations by a class's accuracy (the finalists: the completed runs).
+    let classes = runner(
+        d,
+        &[
+            "compare",
+            "--classes",
+            "--class",
+            "3",
+            "--json",
+            "--db",
+            dbs,
+        ],
+    );
+    let rows: serde_json::Value = serde_json::from_str(&classes.ok().stdout).unwrap();
+    let acc: Vec<f64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["class_3"].as_f64().unwrap())
+        .collect();
+    assert_eq!(acc.len(), 3, "the three finalists: {}", classes.stdout);
+    assert!(acc.windows(2).all(|w| w[0] >= w[1]), "{acc:?}");
+    let bad = runner(d, &["compare", "--classes", "--class", "10", "--db", dbs]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("classes 0 to 9"), "{}", bad.stderr);
     // Verify re-computes them from the re-trained weights; an edited cell is a difference.
     runner(d, &["verify", &best.to_string(), "--db", dbs]).ok();
     let edited = d.join("edited.db");
