@@ -514,24 +514,18 @@ fn a_run_of_the_platform_math_era_resumes_and_verifies_with_its_functions() {
     // One run at a time (--jobs 1), so that run 2 has not started when run 1 pauses after its first
     // epoch and the process is killed (with two at once, run 2 may have stored an epoch too, and then
     // resumes with the old math as well: right, but not what this test is about).
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .args([
+    crate::util::kill_after_epoch_1_of(
+        d,
+        &[
             s.to_str().unwrap(),
             "--db",
             db.to_str().unwrap(),
             "--jobs",
             "1",
-        ])
-        .current_dir(d)
-        .envs(platform.iter().copied())
-        .env("MLP_RUNNER_PAUSE_AFTER_EPOCH_MS", "20000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_epochs(&db, 1);
-    child.kill().unwrap();
-    child.wait().unwrap();
+        ],
+        &db,
+        &platform,
+    );
     runner(d, &[s.to_str().unwrap(), "--db", db.to_str().unwrap()]).ok();
     // Run 1 (resumed) has the bits of the old-math run left alone; run 2, not started when it was
     // killed, trained from the start as a new run: the owned functions, the bits of today's.

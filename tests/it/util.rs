@@ -297,8 +297,13 @@ pub fn wait_for_epochs(db: &Path, n: usize) {
 /// Start `runner SPEC --db DB` with `env`, wait until its first epoch is stored (the test hook then
 /// pauses it) and kill it with SIGKILL: no handler runs.
 pub fn kill_after_epoch_1(d: &Path, spec: &str, db: &Path, env: &[(&str, &str)]) {
+    kill_after_epoch_1_of(d, &[spec, "--db", db.to_str().unwrap()], db, env);
+}
+
+/// [`kill_after_epoch_1`] of `runner args...` (which must train into `db`).
+pub fn kill_after_epoch_1_of(d: &Path, args: &[&str], db: &Path, env: &[(&str, &str)]) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .args([spec, "--db", db.to_str().unwrap()])
+        .args(args)
         .current_dir(d)
         .envs(env.iter().copied())
         .env("MLP_RUNNER_PAUSE_AFTER_EPOCH_MS", "20000")
