@@ -19,7 +19,7 @@ use crate::core::model::{Mlp, Snapshot};
 use crate::core::optim::Optimizer;
 use crate::core::real::Real;
 use crate::core::rng::{Stream, StreamRng, StreamState};
-use crate::core::workspace::{EVAL_BLOCK, Workspace, evaluate};
+use crate::core::workspace::{ClassCounts, EVAL_BLOCK, Workspace, evaluate, evaluate_classes};
 use crate::error::{Error, Result};
 
 /// One epoch's results. Losses are mean cross-entropy, accuracies fractions in [0, 1].
@@ -37,6 +37,10 @@ pub struct EpochMetrics {
     /// The learning rate of the epoch's first step (its schedule's value there; `core::optim`); `None`
     /// in epochs stored before version 6 of the store.
     pub learning_rate: Option<f64>,
+    /// Samples and correct predictions per class (indexed by the label) on the test and the validation
+    /// split; `None` in epochs stored before schema 9.
+    pub test_classes: Option<ClassCounts>,
+    pub val_classes: Option<ClassCounts>,
     /// Wall seconds of the SGD steps.
     pub train_seconds: f64,
     /// Wall seconds of the epoch, evaluation included.
@@ -312,16 +316,19 @@ impl<'a> Training<'a> {
 
             // Evaluate the model at the end of the epoch on every split; hand over metrics and checkpoint.
             let (train_loss, train_acc) = evaluate(&model, train_set, &mut eval_ws);
-            let val = val_set.map(|v| evaluate(&model, v, &mut eval_ws));
-            let (test_loss, test_acc) = evaluate(&model, test_set, &mut eval_ws);
+            let val = val_set.map(|v| evaluate_classes(&model, v, &mut eval_ws));
+            let (test_loss, test_acc, test_classes) =
+                evaluate_classes(&model, test_set, &mut eval_ws);
             let metrics = EpochMetrics {
                 epoch,
                 train_loss,
                 train_acc,
                 test_loss,
                 test_acc,
-                val_loss: val.map(|v| v.0),
-                val_acc: val.map(|v| v.1),
+                val_loss: val.as_ref().map(|v| v.0),
+                val_acc: val.as_ref().map(|v| v.1),
+                test_classes: Some(test_classes),
+                val_classes: val.map(|v| v.2),
                 learning_rate: Some(optimizer.learning_rate(first_step)),
                 train_seconds,
                 seconds: start.elapsed().as_secs_f64(),

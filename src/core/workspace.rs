@@ -753,6 +753,31 @@ pub const EVAL_BLOCK: usize = 1000;
 /// softmax run in parallel too, not only the products; the blocks' sums are added in block order, so the
 /// result has the bits of one thread.
 pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace<F>) -> (f64, f64) {
+    let (loss, acc, _) = evaluate_with(model, split, ws, false);
+    (loss, acc)
+}
+
+/// Samples and correct predictions of each class (indexed by the label), over a split.
+pub type ClassCounts = Vec<[u64; 2]>;
+
+/// [`evaluate`], with the samples and correct predictions of each class (the same predictions that
+/// accuracy counts; the bits of the loss and accuracy are those of [`evaluate`]).
+pub fn evaluate_classes<F: Real>(
+    model: &Mlp<F>,
+    split: SplitRef<'_>,
+    ws: &mut Workspace<F>,
+) -> (f64, f64, ClassCounts) {
+    let (loss, acc, classes) = evaluate_with(model, split, ws, true);
+    (loss, acc, classes.unwrap_or_default())
+}
+
+fn evaluate_with<F: Real>(
+    model: &Mlp<F>,
+    split: SplitRef<'_>,
+    ws: &mut Workspace<F>,
+    by_class: bool,
+) -> (f64, f64, Option<ClassCounts>) {
+    let classes = model.sizes().last().copied().unwrap_or(0);
     let rows = ws.rows().max(1);
     let blocks = split.len().div_ceil(rows);
     // matrixmultiply's GEMM splits its own products over the threads: only this crate's kernels run a
@@ -767,16 +792,32 @@ pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace
     let block_stats = |ws: &mut Workspace<F>, b: usize| {
         let (start, end) = (b * rows, ((b + 1) * rows).min(split.len()));
         ws.gather(split, start..end);
-        ws.forward_from(model, false)
+        if by_class {
+            ws.predictions = Some(Vec::with_capacity(end - start));
+        }
+        let stats = ws.forward_from(model, false);
+        let counts = ws.predictions.take().map(|p| {
+            let mut c: ClassCounts = vec![[0, 0]; classes];
+            for (&y, p) in split.labels[start..end].iter().zip(&p) {
+                if let Some(k) = c.get_mut(y as usize) {
+                    k[0] += 1;
+                    // As accuracy counts: a row of NaN outputs is never right.
+                    k[1] += u64::from(p.class == y && p.confidence.is_finite());
+                }
+            }
+            c
+        });
+        (stats, counts)
     };
-    let stats: Vec<BatchStats> = if parts <= 1 {
+    let stats: Vec<(BatchStats, Option<ClassCounts>)> = if parts <= 1 {
         (0..blocks).map(|b| block_stats(ws, b)).collect()
     } else {
         let sizes: Vec<usize> = ws.acts.iter().map(|a| a.ncols()).collect();
         let products = ws.products.boxed_clone();
         let math = ws.math;
         let mine = Mutex::new(Some(ws));
-        let slots: Vec<Mutex<BatchStats>> = (0..blocks).map(|_| Mutex::default()).collect();
+        let slots: Vec<Mutex<(BatchStats, Option<ClassCounts>)>> =
+            (0..blocks).map(|_| Mutex::default()).collect();
         // Each thread takes the next block no thread has taken (a thread slowed by another process takes
         // fewer); the sums are added in block order below, whoever computed them.
         let next = std::sync::atomic::AtomicUsize::new(0);
@@ -818,12 +859,19 @@ pub fn evaluate<F: Real>(model: &Mlp<F>, split: SplitRef<'_>, ws: &mut Workspace
             .collect()
     };
     let mut total = BatchStats::default();
-    for s in stats {
+    let mut counts: Option<ClassCounts> = by_class.then(|| vec![[0, 0]; classes]);
+    for (s, c) in stats {
         total.loss_sum += s.loss_sum;
         total.correct += s.correct;
+        if let (Some(all), Some(c)) = (counts.as_mut(), c) {
+            for (a, b) in all.iter_mut().zip(&c) {
+                a[0] += b[0];
+                a[1] += b[1];
+            }
+        }
     }
     let n = split.len().max(1) as f64;
-    (total.loss_sum / n, total.correct as f64 / n)
+    (total.loss_sum / n, total.correct as f64 / n, counts)
 }
 
 /// The prediction of `model` for every sample of `split`, in order, with forward passes of the

@@ -612,6 +612,12 @@ fn copy_children(src: &Connection, src_id: i64, tx: &Transaction<'_>, new_id: i6
     } else {
         "AND 0"
     };
+    let classes = if has_column(src, "epoch_classes", "correct")? {
+        ""
+    } else {
+        "AND 0"
+    };
+    let class_cols = "epoch, split, class, samples, correct";
     let (confusion_cols, miss_cols) = (
         "split, actual, predicted, count",
         "sample, actual, predicted, confidence",
@@ -619,6 +625,7 @@ fn copy_children(src: &Connection, src_id: i64, tx: &Transaction<'_>, new_id: i6
     for (read_columns, write_columns, table, filter) in [
         (confusion_cols, confusion_cols, "confusion", errors),
         (miss_cols, miss_cols, "misclassified", errors),
+        (class_cols, class_cols, "epoch_classes", classes),
         (
             epoch_cols.as_str(),
             "epoch, train_loss, train_acc, test_loss, test_acc, seconds, train_seconds, val_loss, val_acc, \
@@ -693,6 +700,7 @@ fn replace_run(tx: &Transaction<'_>, src: &Connection, src_id: i64, dest_id: i64
     tx.execute("DELETE FROM checkpoint_state WHERE run_id = ?1", [dest_id])?;
     tx.execute("DELETE FROM confusion WHERE run_id = ?1", [dest_id])?;
     tx.execute("DELETE FROM misclassified WHERE run_id = ?1", [dest_id])?;
+    tx.execute("DELETE FROM epoch_classes WHERE run_id = ?1", [dest_id])?;
     copy_children(src, src_id, tx, dest_id)?;
     tx.execute(
         "UPDATE runs SET metrics_sha256 = ?2 WHERE id = ?1",

@@ -728,6 +728,7 @@ fn clear_progress(tx: &Transaction<'_>, id: i64) -> Result<()> {
     tx.execute("DELETE FROM checkpoint_state WHERE run_id = ?1", [id])?;
     tx.execute("DELETE FROM confusion WHERE run_id = ?1", [id])?;
     tx.execute("DELETE FROM misclassified WHERE run_id = ?1", [id])?;
+    tx.execute("DELETE FROM epoch_classes WHERE run_id = ?1", [id])?;
     tx.execute(
         "UPDATE runs SET epochs_done = 0, train_loss = NULL, train_acc = NULL, test_loss = NULL,
             test_acc = NULL, val_loss = NULL, val_acc = NULL, diverged_epoch = NULL, error = NULL,

@@ -257,6 +257,39 @@ impl Store {
         )
     }
 
+    /// Each stored epoch's samples and correct predictions per class, by (epoch, split): empty for
+    /// epochs stored before schema version 9.
+    pub fn epoch_classes(
+        &self,
+        run_id: i64,
+    ) -> Result<BTreeMap<(usize, String), crate::core::workspace::ClassCounts>> {
+        let mut out: BTreeMap<(usize, String), crate::core::workspace::ClassCounts> =
+            BTreeMap::new();
+        if self.version() < 9 {
+            return Ok(out);
+        }
+        let t = self.select(
+            "SELECT epoch, split, class, samples, correct FROM epoch_classes WHERE run_id = ?1
+             ORDER BY epoch, split, class",
+            &[&run_id],
+        )?;
+        for r in &t.rows {
+            let int = |v: &Value| match v {
+                Value::Integer(i) => u64::try_from(*i).unwrap_or(0),
+                _ => 0,
+            };
+            let (Value::Text(split), class) = (&r[1], int(&r[2]) as usize) else {
+                continue;
+            };
+            let counts = out.entry((int(&r[0]) as usize, split.clone())).or_default();
+            if counts.len() <= class {
+                counts.resize(class + 1, [0, 0]);
+            }
+            counts[class] = [int(&r[3]), int(&r[4])];
+        }
+        Ok(out)
+    }
+
     /// Where run `run_id`'s final weights err, as stored when it completed (`classes` outputs): `None`
     /// when nothing is stored (a run not completed, or completed before schema version 8).
     pub fn run_errors(
@@ -377,6 +410,9 @@ impl Store {
                 }),
                 val_acc,
                 learning_rate: r.get(9)?,
+                // Read with `epoch_classes` where wanted.
+                test_classes: None,
+                val_classes: None,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -7,7 +7,7 @@ use rusqlite::{Connection, params};
 use crate::error::{Error, Result};
 
 /// Bump when the schema changes; older files are migrated, newer ones refused.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// `PRAGMA application_id` of a store ("MLPR"): how a file says it is one, beside its tables.
 pub const APPLICATION_ID: i64 = 0x4d4c_5052;
@@ -253,6 +253,17 @@ const MIGRATIONS: &[&str] = &[
          predicted  INTEGER NOT NULL,
          confidence REAL NOT NULL,           -- the softmax probability of the predicted class
          PRIMARY KEY (run_id, sample)
+     );",
+    // 9: each epoch's samples and correct predictions per class on the test and validation splits
+    // (epochs stored before version 9 have none).
+    "CREATE TABLE epoch_classes (
+         run_id  INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+         epoch   INTEGER NOT NULL,
+         split   TEXT NOT NULL,              -- test or validation
+         class   INTEGER NOT NULL,           -- the label
+         samples INTEGER NOT NULL,
+         correct INTEGER NOT NULL,           -- predicted as itself (argmax, as accuracy counts)
+         PRIMARY KEY (run_id, epoch, split, class)
      );",
 ];
 

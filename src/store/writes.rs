@@ -92,6 +92,7 @@ impl Store {
                     m.val_acc
                 ],
             )?;
+            insert_classes(tx, run_id, m)?;
             let params = &checkpoint.params;
             match finish {
                 Some(status) => {
@@ -340,6 +341,26 @@ fn insert_errors(
             i64::from(m.predicted),
             m.confidence
         ])?;
+    }
+    Ok(())
+}
+
+/// An epoch's samples and correct predictions per class, on the test and validation splits.
+fn insert_classes(tx: &rusqlite::Transaction<'_>, run_id: i64, m: &EpochMetrics) -> Result<()> {
+    let mut row = tx.prepare_cached(
+        "INSERT INTO epoch_classes (run_id, epoch, split, class, samples, correct) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (split, counts) in [("test", &m.test_classes), ("validation", &m.val_classes)] {
+        for (class, [samples, correct]) in counts.iter().flatten().enumerate() {
+            row.execute(params![
+                run_id,
+                m.epoch as i64,
+                split,
+                class as i64,
+                *samples as i64,
+                *correct as i64
+            ])?;
+        }
     }
     Ok(())
 }

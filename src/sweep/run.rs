@@ -957,6 +957,8 @@ mod tests {
             seconds: 1.52,
             train_seconds: 1.2,
             learning_rate: Some(0.1),
+            test_classes: None,
+            val_classes: None,
         };
         assert_eq!(
             epoch_line(&m, 3),

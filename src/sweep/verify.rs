@@ -7,6 +7,8 @@
 //! configured folder if it is there from here, else the absolute path the run was trained at (stored
 //! with it). Whichever it is, its hash must be the stored dataset hash.
 
+use std::collections::BTreeMap;
+
 use crate::core::data::DataCache;
 use crate::core::envelope::{BIT_FIELDS, Envelope};
 use crate::core::kernel::Kernel;
@@ -63,6 +65,8 @@ struct Comparer<'a> {
     stopped_params: Option<Snapshot>,
     /// Where the re-run's final weights err (when it completes).
     errors: Option<crate::core::confusion::Errors>,
+    /// The stored per-class counts of each epoch, by (epoch, split) (none before schema 9).
+    stored_classes: BTreeMap<(usize, String), crate::core::workspace::ClassCounts>,
 }
 
 impl Observer for Comparer<'_> {
@@ -137,6 +141,19 @@ impl Observer for Comparer<'_> {
                     m.epoch,
                     a.to_bits(),
                     b.to_bits()
+                ));
+                return Ok(Control::Stop);
+            }
+        }
+        for (split, now) in [("test", &m.test_classes), ("validation", &m.val_classes)] {
+            if let (Some(stored), Some(now)) =
+                (self.stored_classes.get(&(m.epoch, split.to_string())), now)
+                && stored != now
+            {
+                self.difference = Some(format!(
+                    "epoch {}, {split} accuracy per class: stored {stored:?}, re-run {now:?} (samples, \
+                     correct per class; table epoch_classes was changed)",
+                    m.epoch
                 ));
                 return Ok(Control::Stop);
             }
@@ -268,6 +285,7 @@ pub fn verify_run(
         stop_at,
         stopped_params: None,
         errors: None,
+        stored_classes: store.epoch_classes(run_id)?,
     };
     let outcome = Training::new(&cfg, data)
         .kernel(kernel)

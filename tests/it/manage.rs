@@ -505,6 +505,7 @@ fn a_version_2_store_is_read_as_it_is_and_migrated_when_written() {
              ALTER TABLE runs DROP COLUMN dropout; ALTER TABLE runs DROP COLUMN stopped_epoch;
              ALTER TABLE runs DROP COLUMN stop_reason; ALTER TABLE runs DROP COLUMN math;
              DROP VIEW class_accuracy; DROP TABLE confusion; DROP TABLE misclassified;
+             DROP TABLE epoch_classes;
              CREATE VIEW run_summary AS
              SELECT r.id AS run_id, e.name AS experiment, r.name, r.status, r.seed, r.sizes, r.activation, r.init,
                     r.dtype, r.batch_size, r.learning_rate, r.epochs, r.epochs_done, r.train_loss, r.train_acc,
@@ -525,9 +526,10 @@ fn a_version_2_store_is_read_as_it_is_and_migrated_when_written() {
     assert_eq!(file_sha(&db), sha);
     // A write migrates it; every run keeps its bits.
     run(d, &db, &["tag", "1", "old"]).ok();
-    assert_eq!(scalar(&db, "PRAGMA user_version"), "8");
-    // Version 8: no run before it stored where it errs.
+    assert_eq!(scalar(&db, "PRAGMA user_version"), "9");
+    // Versions 8 and 9: no run before them stored where it errs, nor its epochs' counts per class.
     assert_eq!(scalar(&db, "SELECT count(*) FROM confusion"), "0");
+    assert_eq!(scalar(&db, "SELECT count(*) FROM epoch_classes"), "0");
     // Version 7: no run before it recorded its elementary functions (the C library's).
     assert_eq!(scalar(&db, "SELECT count(math) FROM runs"), "0");
     // Version 6: every run before it trained plain SGD; their epochs have no stored learning rate.

@@ -62,7 +62,7 @@ fn a_sweep_is_trained_stored_and_queryable() {
         "1"
     );
     assert_eq!(scalar(&db, "SELECT count(*) FROM experiments"), "1");
-    assert_eq!(scalar(&db, "PRAGMA user_version"), "8");
+    assert_eq!(scalar(&db, "PRAGMA user_version"), "9");
     assert_eq!(scalar(&db, "PRAGMA application_id"), "1296846930");
     assert_eq!(scalar(&db, "PRAGMA journal_mode"), "wal");
 

@@ -520,6 +520,20 @@ fn the_dashboard_answers_which_parameters_matter_how_the_search_went_and_where_t
             q("SELECT count(*) FROM misclassified WHERE run_id = ID AND actual = predicted"),
             "0"
         );
+        // Every epoch's counts per class: they sum to the split, and their correct ones to the epoch's
+        // accuracy, exactly.
+        assert_eq!(
+            q(
+                "SELECT count(DISTINCT epoch) || ' ' || sum(samples) FROM epoch_classes WHERE run_id = ID AND split = 'test'"
+            ),
+            "3 900"
+        );
+        assert_eq!(
+            q(
+                "SELECT count(*) FROM epochs e WHERE e.run_id = ID AND e.test_acc = (SELECT sum(correct) / 300.0 FROM epoch_classes c WHERE c.run_id = ID AND c.epoch = e.epoch AND c.split = 'test') AND e.val_acc = (SELECT sum(correct) / 300.0 FROM epoch_classes c WHERE c.run_id = ID AND c.epoch = e.epoch AND c.split = 'validation')"
+            ),
+            "3"
+        );
     }
     assert_eq!(
         scalar(
@@ -590,6 +604,31 @@ fn the_dashboard_answers_which_parameters_matter_how_the_search_went_and_where_t
         v.stdout,
         v.stderr
     );
+    let edited = d.join("edited-classes.db");
+    std::fs::copy(&db, &edited).unwrap();
+    rusqlite::Connection::open(&edited)
+        .unwrap()
+        .execute(
+            "UPDATE epoch_classes SET correct = correct - 1 WHERE run_id = ?1 AND epoch = 2 AND split = 'test' AND class = 1",
+            [best],
+        )
+        .unwrap();
+    let v = runner(
+        d,
+        &[
+            "verify",
+            &best.to_string(),
+            "--db",
+            edited.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(v.code, 0, "{}", v.stdout);
+    assert!(
+        format!("{}{}", v.stdout, v.stderr).contains("epoch 2, test accuracy per class"),
+        "{} {}",
+        v.stdout,
+        v.stderr
+    );
     // A merge keeps them.
     let merged = d.join("m.db");
     runner(d, &["merge", dbs, "-o", merged.to_str().unwrap()]).ok();
@@ -600,6 +639,10 @@ fn the_dashboard_answers_which_parameters_matter_how_the_search_went_and_where_t
     assert_eq!(
         scalar(&merged, "SELECT count(*) FROM misclassified"),
         scalar(&db, "SELECT count(*) FROM misclassified")
+    );
+    assert_eq!(
+        scalar(&merged, "SELECT count(*) FROM epoch_classes"),
+        scalar(&db, "SELECT count(*) FROM epoch_classes")
     );
 
     let ui = serve(d, &db, &[]);
@@ -710,6 +753,13 @@ fn the_dashboard_answers_which_parameters_matter_how_the_search_went_and_where_t
     assert!(!run.contains("data-error"), "{run}");
     assert_eq!(cell_sum(&run, "confusion-test"), 300, "{run}");
     assert_eq!(cell_sum(&run, "confusion-validation"), 300);
+    let per_class = run
+        .split("id=\"classes-test\"")
+        .nth(1)
+        .and_then(|t| t.split("data-labels=\"").nth(1))
+        .and_then(|t| t.split('"').next())
+        .expect("a chart of each class's accuracy per epoch");
+    assert_eq!(per_class.split('|').count(), 10, "{per_class}");
     let (shown, actual, predicted) = (
         attrs(&run, "data-label"),
         attrs(&run, "data-actual"),

@@ -177,6 +177,20 @@ pub fn run(store: &Store, id: i64) -> Result<Json> {
         .map(|c| (c.to_string(), get(c)))
         .collect();
     let epochs = store.epoch_table(id)?;
+    // Accuracy per class of each epoch, per split: {split: [[acc of class k] per epoch]}.
+    let mut classes: BTreeMap<String, Vec<Json>> = BTreeMap::new();
+    for ((epoch, split), counts) in store.epoch_classes(id)? {
+        let col = classes.entry(split).or_default();
+        if col.len() < epoch {
+            col.resize(epoch, Json::Null);
+        }
+        col[epoch - 1] = json!(
+            counts
+                .iter()
+                .map(|[n, c]| (*n > 0).then(|| *c as f64 / *n as f64))
+                .collect::<Vec<_>>()
+        );
+    }
     let weights = store.weight_table(id)?;
     let (epochs_done, total, seconds) = (
         row.epochs_done,
@@ -203,6 +217,7 @@ pub fn run(store: &Store, id: i64) -> Result<Json> {
         "provenance": provenance,
         "envelope": envelope,
         "epochs": compact(&epochs),
+        "class_accuracy": classes,
         "weights": compact(&weights),
         "eta_seconds": eta,
         "verify": format!("runner verify {id} --db {}", store.path().display()),

@@ -640,6 +640,14 @@
     } else if (r.status === 'completed') {
       errs = [el('h2', { text: 'Where it errs' }), el('p', { class: 'muted', text: 'Not stored: the run completed before the store kept its confusion matrix.' })];
     }
+    // Accuracy of each class per epoch (test, and validation with a split).
+    const perClass = Object.entries(d.class_accuracy || {}).map(([split, rows]) => {
+      const xs = rows.map((_, i) => i + 1);
+      const classes = Math.max(0, ...rows.map((x) => (x ? x.length : 0)));
+      const series = Array.from({ length: classes }, (_, k) => ({ label: 'class ' + k, color: color(k), width: 1.5, values: rows.map((x) => (x && x[k] !== undefined ? x[k] : null)) }));
+      return chart(split + ' accuracy of each class per epoch', xs, series, { id: 'classes-' + split, xLabel: 'epoch', width: 620, intX: true });
+    });
+    if (perClass.length) (errs = errs || []).push(el('h3', { text: 'Accuracy per class, epoch by epoch' }), el('div', { class: 'charts' }, perClass));
     main.replaceChildren(...[
       el('h1', {}, 'Run ' + r.id + ' ', el('span', { class: 'muted', text: r.name }), ' ', statusPill(r.status), running),
       el('p', {}, link('#/experiment/' + encodeURIComponent(d.experiment), 'experiment ' + d.experiment), d.tags.length ? ' · tags: ' + d.tags.join(', ') : '', r.note ? ' · note: ' + r.note : ''),
