@@ -579,56 +579,37 @@ fn the_dashboard_answers_which_parameters_matter_how_the_search_went_and_where_t
     assert!(bad.stderr.contains("classes 0 to 9"), "{}", bad.stderr);
     // Verify re-computes them from the re-trained weights; an edited cell is a difference.
     runner(d, &["verify", &best.to_string(), "--db", dbs]).ok();
-    let edited = d.join("edited.db");
-    std::fs::copy(&db, &edited).unwrap();
-    rusqlite::Connection::open(&edited)
-        .unwrap()
-        .execute(
+    for (name, edit, said) in [
+        (
+            "edited.db",
             "UPDATE confusion SET count = count + 1 WHERE run_id = ?1 AND actual = predicted AND actual = 0",
-            [best],
-        )
-        .unwrap();
-    let v = runner(
-        d,
-        &[
-            "verify",
-            &best.to_string(),
-            "--db",
-            edited.to_str().unwrap(),
-        ],
-    );
-    assert_ne!(v.code, 0, "{}", v.stdout);
-    assert!(
-        format!("{}{}", v.stdout, v.stderr).contains("where it errs"),
-        "{} {}",
-        v.stdout,
-        v.stderr
-    );
-    let edited = d.join("edited-classes.db");
-    std::fs::copy(&db, &edited).unwrap();
-    rusqlite::Connection::open(&edited)
-        .unwrap()
-        .execute(
+            "where it errs",
+        ),
+        (
+            "edited-classes.db",
             "UPDATE epoch_classes SET correct = correct - 1 WHERE run_id = ?1 AND epoch = 2 AND split = 'test' AND class = 1",
-            [best],
-        )
-        .unwrap();
-    let v = runner(
-        d,
-        &[
-            "verify",
-            &best.to_string(),
-            "--db",
-            edited.to_str().unwrap(),
-        ],
-    );
-    assert_ne!(v.code, 0, "{}", v.stdout);
-    assert!(
-        format!("{}{}", v.stdout, v.stderr).contains("epoch 2, test accuracy per class"),
-        "{} {}",
-        v.stdout,
-        v.stderr
-    );
+            "epoch 2, test accuracy per class",
+        ),
+    ] {
+        let edited = d.join(name);
+        std::fs::copy(&db, &edited).unwrap();
+        rusqlite::Connection::open(&edited)
+            .unwrap()
+            .execute(edit, [best])
+            .unwrap();
+        let v = runner(
+            d,
+            &[
+                "verify",
+                &best.to_string(),
+                "--db",
+                edited.to_str().unwrap(),
+            ],
+        );
+        assert_ne!(v.code, 0, "{}", v.stdout);
+        let text = format!("{}{}", v.stdout, v.stderr);
+        assert!(text.contains(said), "{said}: {text}");
+    }
     // A merge keeps them.
     let merged = d.join("m.db");
     runner(d, &["merge", dbs, "-o", merged.to_str().unwrap()]).ok();

@@ -362,7 +362,8 @@
       el('div', { class: 'scroll' }, root),
       el('p', { id: 'pc-count', text: kept.length + ' of ' + pts.length + ' runs selected' + (Object.keys(b).length ? '' : ' (no brush)') }),
       Object.keys(b).length ? el('button', { onclick: () => setBrushes({}) }, 'clear the brushes') : null,
-      table(cols, rows, { id: 'pc-runs', csv: d.name + '-selected-runs', cell: (c, v) => (c === 'run_id' ? link('#/run/' + v, '#' + v) : c === 'status' ? statusPill(v) : null) }));
+      rows.length > 500 ? el('p', { class: 'muted', text: 'The best 500 of the ' + rows.length + ' runs kept are listed; the CSV has them all.' }) : null,
+      table(cols, rows.slice(0, 500), { id: 'pc-runs', csv: d.name + '-selected-runs', csvRows: rows, cell: (c, v) => (c === 'run_id' ? link('#/run/' + v, '#' + v) : c === 'status' ? statusPill(v) : null) }));
   }
   // Parameter importance: each parameter's share of the metric's variance, as bars.
   function importance(imp) {
